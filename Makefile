@@ -1,0 +1,53 @@
+# Everything a person or CI runs goes through here; `make help` lists it.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+PROTO_SRC := $(shell find proto -name '*.proto')
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (Python 3.11) on PATH"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+.PHONY: install
+install: $(VENV)/.installed browser proto ## create the virtualenv, install dependencies, Chromium and fonts, generate code
+
+.PHONY: browser
+browser: $(VENV)/.installed ## install Chromium and fonts if missing (apt as root, else playwright)
+	@$(PY) -m services.browser_setup
+
+.PHONY: proto
+proto: $(VENV)/.installed .stamp-proto ## generate gRPC/protobuf code from proto/
+
+.stamp-proto: $(PROTO_SRC) $(VENV)/.installed
+	rm -f litho/*/v1/*_pb2*.py litho/*/v1/*_pb2*.pyi
+	$(PY) -m grpc_tools.protoc -Iproto --python_out=. --pyi_out=. --grpc_python_out=. $(PROTO_SRC)
+	touch $@
+
+.PHONY: run
+run: install ## start NATS and every service with the embedded defaults; prints the URL and an API key
+	$(PY) -m services
+
+.PHONY: test
+test: install ## run the whole suite against real NATS, Chromium, SeaweedFS and nx-27017
+	$(PY) -m pytest; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing on purpose"; fi; exit $$rc
+
+.PHONY: lint
+lint: install ## ruff and mypy --strict
+	$(VENV)/bin/ruff check litho services tests
+	$(VENV)/bin/mypy litho services
+
+.PHONY: clean
+clean: ## remove the virtualenv, generated code and caches (keeps data/)
+	rm -rf $(VENV) .stamp-proto .pytest_cache .mypy_cache .ruff_cache
+	rm -f litho/*/v1/*_pb2*.py litho/*/v1/*_pb2*.pyi

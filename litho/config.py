@@ -1,0 +1,100 @@
+"""Typed settings read once from ``LITHO_*`` environment variables.
+
+Each service declares a frozen ``Settings`` subclass of :class:`BaseServiceSettings`
+and calls :func:`load` in its composition root. Invalid or missing values fail
+at start-up with a message that names the variable to set.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TypeVar
+
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from litho.errors import ConfigError
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+class BaseServiceSettings(BaseSettings):
+    """Settings every service shares: where data lives and how to reach NATS."""
+
+    model_config = SettingsConfigDict(env_prefix="LITHO_", frozen=True, extra="ignore")
+
+    data_dir: Path = Field(default=Path("data"), description="Embedded-default data directory")
+    log_level: str = Field(default="INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$")
+    log_format: str = Field(default="json", pattern="^(json|console)$")
+    nats_url: str = Field(default="nats://127.0.0.1:4222")
+    #: Seconds a stopping service waits for in-flight RPCs before cancelling them.
+    shutdown_grace: float = Field(default=10.0, gt=0, le=300)
+    #: Default deadline, in seconds, of every outgoing gRPC call.
+    rpc_deadline: float = Field(default=30.0, gt=0, le=600)
+
+
+class DocumentStoreSettings(BaseSettings):
+    """``LITHO_DOCSTORE_URL``: ``sqlite:///path/to/file.db`` (default under the data
+    dir) or ``mongodb://...``; ``LITHO_DOCSTORE_DATABASE`` names the Mongo database."""
+
+    model_config = SettingsConfigDict(env_prefix="LITHO_DOCSTORE_", frozen=True, extra="ignore")
+
+    url: str = ""
+    database: str = "litho"
+
+
+class BlobStoreSettings(BaseSettings):
+    """``LITHO_BLOBSTORE_URL``: ``file:///dir`` (default under the data dir) or
+    ``s3://bucket``; the ``LITHO_S3_*`` settings configure the S3 client."""
+
+    model_config = SettingsConfigDict(env_prefix="LITHO_BLOBSTORE_", frozen=True, extra="ignore")
+
+    url: str = ""
+
+
+class S3Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LITHO_S3_", frozen=True, extra="ignore")
+
+    endpoint_url: str | None = None
+    region: str = "us-east-1"
+    access_key_id: str | None = None
+    secret_access_key: str | None = None
+    #: Path-style addressing is what most self-hosted S3 servers expect.
+    path_style: bool = True
+
+
+class OutboundSettings(BaseSettings):
+    """Limits and the allow-list of the outbound HTTP guard (``LITHO_OUTBOUND_*``)."""
+
+    model_config = SettingsConfigDict(env_prefix="LITHO_OUTBOUND_", frozen=True, extra="ignore")
+
+    #: Comma-separated entries that bypass the private-address rules: an IP,
+    #: a CIDR, or either with ``:port`` (``127.0.0.1:8081``, ``[::1]:9000``, ``10.0.0.0/8``).
+    allow: str = ""
+    max_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
+    timeout: float = Field(default=10.0, gt=0, le=300)
+    max_redirects: int = Field(default=5, ge=0, le=20)
+
+
+def load(cls: type[S]) -> S:
+    """Build ``cls`` from the environment, turning validation errors into one
+    :class:`ConfigError` that names each ``LITHO_*`` variable to fix."""
+    try:
+        return cls()
+    except ValidationError as exc:
+        prefix = str(cls.model_config.get("env_prefix", ""))
+        problems = []
+        for err in exc.errors():
+            name = prefix + "_".join(str(p) for p in err["loc"]).upper()
+            problems.append(f"{name}: {err['msg']}")
+        raise ConfigError("invalid settings; set " + "; ".join(problems)) from exc
+
+
+def docstore_url(part: DocumentStoreSettings, base: BaseServiceSettings, service: str) -> str:
+    """The configured document store, or a SQLite file of the service's own."""
+    return part.url or f"sqlite:///{(base.data_dir / f'{service}.db').resolve()}"
+
+
+def blobstore_url(part: BlobStoreSettings, base: BaseServiceSettings) -> str:
+    """The configured blob store, or the ``blobs`` directory under the data dir."""
+    return part.url or f"file://{(base.data_dir / 'blobs').resolve()}"

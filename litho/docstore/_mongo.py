@@ -1,0 +1,277 @@
+"""The production document store: MongoDB through PyMongo's async API.
+
+Filters pass through to MongoDB after a check that they stay inside the port
+(equality on scalars, ``$in``, ``$gt``/``$gte``/``$lt``/``$lte``); anything
+else raises ``ValueError`` here, as it does in the SQLite adapter, instead of
+working in production and failing in tests. PyMongo's exceptions are
+translated at this boundary: duplicate keys to :class:`DuplicateKey`, an
+unreachable server to :class:`Unavailable`, an operation that ran out of time
+to :class:`DeadlineExceeded`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from bson.errors import InvalidDocument
+from pymongo import ASCENDING, AsyncMongoClient
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import (
+    ConfigurationError,
+    ConnectionFailure,
+    DuplicateKeyError,
+    InvalidName,
+    OperationFailure,
+    PyMongoError,
+    ServerSelectionTimeoutError,
+    WriteError,
+)
+
+from litho.docstore import DuplicateKey
+from litho.docstore._port import Document, Filter, Sort
+from litho.errors import ConfigError, DeadlineExceeded, LithoError, Unavailable
+
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+_FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
+_RANGE = frozenset({"$gt", "$gte", "$lt", "$lte"})
+_OPERATORS = "equality, $in, $gt, $gte, $lt, $lte"
+_IMMUTABLE_FIELD = 66
+
+
+def open_mongo_store(
+    url: str,
+    database: str,
+    *,
+    server_selection_timeout_ms: int = 5000,
+    timeout_ms: int = 30000,
+) -> MongoDocumentStore:
+    """Build a client for ``url`` (it connects lazily, on first use) and wrap
+    ``database``. ``timeout_ms`` bounds every operation, retries included."""
+    try:
+        client: AsyncMongoClient[Document] = AsyncMongoClient(
+            url,
+            serverSelectionTimeoutMS=server_selection_timeout_ms,
+            timeoutMS=timeout_ms,
+        )
+    except ConfigurationError as exc:
+        # Not echoing the URL: it may carry a password.
+        raise ConfigError(f"LITHO_DOCSTORE_URL is not a usable MongoDB URL: {exc}") from exc
+    try:
+        db = client[database]
+    except InvalidName as exc:
+        raise ConfigError(f"LITHO_DOCSTORE_DATABASE {database!r} is invalid: {exc}") from exc
+    return MongoDocumentStore(client, db)
+
+
+class MongoDocumentStore:
+    def __init__(self, client: AsyncMongoClient[Document], db: AsyncDatabase[Document]) -> None:
+        self._client = client
+        self._db = db
+
+    def collection(self, name: str) -> MongoCollection:
+        if not _NAME.fullmatch(name):
+            raise ValueError(
+                f"invalid collection name {name!r}: use letters, digits and _, "
+                "not starting with a digit"
+            )
+        return MongoCollection(self._db[name])
+
+    async def ping(self) -> None:
+        with _translated("ping"):
+            await self._db.command("ping")
+
+    async def close(self) -> None:
+        await self._client.close()
+
+
+class MongoCollection:
+    def __init__(self, coll: AsyncCollection[Document]) -> None:
+        self._coll = coll
+
+    async def insert(self, doc: Document) -> None:
+        checked = _checked_document(doc)
+        with _translated(self._coll.name):
+            await self._coll.insert_one(checked)
+
+    async def get(self, doc_id: str) -> Document | None:
+        return await self.find_one({"_id": doc_id})
+
+    async def find_one(self, flt: Filter) -> Document | None:
+        query = _checked_filter(flt)
+        with _translated(self._coll.name):
+            return await self._coll.find_one(query)
+
+    async def find(
+        self,
+        flt: Filter,
+        *,
+        sort: Sort | None = None,
+        skip: int = 0,
+        limit: int | None = None,
+    ) -> list[Document]:
+        query = _checked_filter(flt)
+        keys = _checked_sort(sort or ())
+        if isinstance(skip, bool) or not isinstance(skip, int) or skip < 0:
+            raise ValueError(f"skip must be a non-negative int, got {skip!r}")
+        if limit is not None and (
+            isinstance(limit, bool) or not isinstance(limit, int) or limit < 0
+        ):
+            raise ValueError(f"limit must be None or a non-negative int, got {limit!r}")
+        if limit == 0:
+            return []  # MongoDB reads limit 0 as "no limit"; the port means none.
+        with _translated(self._coll.name):
+            cursor = self._coll.find(query, sort=keys or None, skip=skip, limit=limit or 0)
+            return await cursor.to_list()
+
+    async def count(self, flt: Filter) -> int:
+        query = _checked_filter(flt)
+        with _translated(self._coll.name):
+            return await self._coll.count_documents(query)
+
+    async def replace(self, flt: Filter, doc: Document, *, upsert: bool = False) -> bool:
+        query = _checked_filter(flt)
+        checked = _checked_document(doc)
+        with _translated(self._coll.name):
+            result = await self._coll.replace_one(query, checked, upsert=upsert)
+        return result.matched_count > 0 or result.upserted_id is not None
+
+    async def update(self, flt: Filter, changes: Mapping[str, Any]) -> int:
+        query = _checked_filter(flt)
+        _check_changes(changes)
+        if not changes:
+            return await self.count(flt)
+        with _translated(self._coll.name):
+            result = await self._coll.update_many(query, {"$set": dict(changes)})
+        return result.matched_count
+
+    async def delete(self, flt: Filter) -> int:
+        query = _checked_filter(flt)
+        with _translated(self._coll.name):
+            result = await self._coll.delete_many(query)
+        return result.deleted_count
+
+    async def ensure_index(self, fields: Sequence[str], *, unique: bool = False) -> None:
+        if isinstance(fields, str) or not fields or len(set(fields)) != len(fields):
+            raise ValueError(f"ensure_index needs distinct field names, got {fields!r}")
+        for field in fields:
+            _check_field(field)
+        if list(fields) == ["_id"]:
+            return  # Every collection has it, and it is always unique.
+        keys = [(field, ASCENDING) for field in fields]
+        with _translated(self._coll.name):
+            try:
+                await self._coll.create_index(keys, unique=unique)
+            except OperationFailure as exc:
+                # nx-27017 reports existing duplicates as SQLite's message with no
+                # code; MongoDB sends code 11000, which PyMongo already raises as
+                # DuplicateKeyError, and never this text.
+                if exc.code is None and "UNIQUE constraint failed" in str(exc):
+                    raise DuplicateKeyError(str(exc), 11000) from exc
+                raise
+
+
+@contextmanager
+def _translated(collection: str) -> Iterator[None]:
+    try:
+        yield
+    except DuplicateKeyError as exc:
+        raise DuplicateKey(f"a document with the same key already exists in {collection}") from exc
+    except WriteError as exc:
+        if exc.code == _IMMUTABLE_FIELD:
+            raise ValueError(f"replace cannot change a document's _id ({collection})") from exc
+        raise LithoError(f"MongoDB write failed in {collection}: {exc}") from exc
+    except ServerSelectionTimeoutError as exc:
+        raise Unavailable(f"MongoDB is unreachable ({collection}): {exc}") from exc
+    except PyMongoError as exc:
+        if exc.timeout:
+            raise DeadlineExceeded(f"MongoDB operation timed out ({collection})") from exc
+        if isinstance(exc, ConnectionFailure):
+            raise Unavailable(f"MongoDB connection failed ({collection}): {exc}") from exc
+        raise LithoError(f"MongoDB operation failed in {collection}: {exc}") from exc
+    except InvalidDocument as exc:
+        raise ValueError(f"document cannot be stored in {collection}: {exc}") from exc
+
+
+def _checked_document(doc: Document) -> Document:
+    if not isinstance(doc, Mapping):
+        raise ValueError(f"a document must be a dict, got {type(doc).__name__}")
+    if not isinstance(doc.get("_id"), str):
+        raise ValueError(f"a document needs a string _id, got {doc.get('_id')!r}")
+    return dict(doc)
+
+
+def _check_field(field: object) -> str:
+    if not isinstance(field, str) or not _FIELD.fullmatch(field):
+        if isinstance(field, str) and field.startswith("$"):
+            raise ValueError(f"unsupported operator {field!r}; the port supports {_OPERATORS}")
+        raise ValueError(f"invalid field name {field!r}: use dotted names of letters, digits and _")
+    return field
+
+
+def _check_changes(changes: Mapping[str, Any]) -> None:
+    if not isinstance(changes, Mapping):
+        raise ValueError("update changes must be a mapping of field to value")
+    paths = [_check_field(p) for p in changes]
+    for p in paths:
+        if p == "_id" or p.startswith("_id."):
+            raise ValueError("update cannot change _id")
+        for q in paths:
+            if q.startswith(p + "."):
+                raise ValueError(f"update fields {p!r} and {q!r} overlap")
+
+
+def _is_scalar(value: object) -> bool:
+    return value is None or isinstance(value, str | int | float)
+
+
+def _checked_filter(flt: Filter) -> dict[str, Any]:
+    if not isinstance(flt, Mapping):
+        raise ValueError(f"a filter must be a mapping, got {type(flt).__name__}")
+    query: dict[str, Any] = {}
+    for field, cond in flt.items():
+        _check_field(field)
+        if not isinstance(cond, Mapping):
+            if not _is_scalar(cond):
+                raise ValueError(
+                    f"filter value for {field!r} must be a string, number, bool or None, "
+                    f"got {cond!r}"
+                )
+            query[field] = cond
+            continue
+        if not cond:
+            raise ValueError(f"empty operator document for {field!r}")
+        ops: dict[str, Any] = {}
+        for op, operand in cond.items():
+            if op == "$in":
+                if not isinstance(operand, list | tuple) or not all(map(_is_scalar, operand)):
+                    raise ValueError(f"$in on {field!r} needs a list of scalars, got {operand!r}")
+                ops[op] = list(operand)
+            elif op in _RANGE:
+                if isinstance(operand, bool) or not isinstance(operand, str | int | float):
+                    raise ValueError(
+                        f"range operand for {field!r} must be a number or string, got {operand!r}"
+                    )
+                ops[op] = operand
+            else:
+                raise ValueError(
+                    f"unsupported operator {op!r} on {field!r}; the port supports {_OPERATORS}"
+                )
+        query[field] = ops
+    return query
+
+
+def _checked_sort(sort: Sort) -> list[tuple[str, int]]:
+    keys: list[tuple[str, int]] = []
+    for key in sort:
+        if not isinstance(key, tuple | list) or len(key) != 2:
+            raise ValueError(f"sort keys are (field, 1 | -1) pairs, got {key!r}")
+        field, direction = key
+        _check_field(field)
+        if isinstance(direction, bool) or direction not in (1, -1):
+            raise ValueError(f"sort direction for {field!r} must be 1 or -1, got {direction!r}")
+        keys.append((field, direction))
+    return keys

@@ -1,0 +1,431 @@
+"""The embedded document store: one SQLite table per collection, one JSON text
+per document, filters compiled to ``json_extract``/``json_type`` SQL.
+
+Matching follows MongoDB so that code tested here behaves the same in
+production: values of different JSON types never compare equal or ordered
+(``true`` is not ``1``, a range on numbers skips strings), ``1`` equals
+``1.0``, ``None`` matches null and missing fields, and a condition on an
+array field holds when it holds for any element. Sorting ranks types as
+MongoDB does (missing/null, numbers, strings, objects, arrays, booleans).
+Not emulated: dotted paths that pass through arrays, and sorting arrays by
+their smallest or largest element.
+
+Unique indexes treat a missing field as null, as MongoDB does, so two
+documents without the field clash. Queries scan the table (indexes would not
+help the type-aware SQL); that is fine at the embedded default's scale.
+
+Only names that match a strict pattern reach SQL text; every value is bound.
+Writes are serialised by one lock because one connection serves every
+coroutine, and a transaction on it would otherwise take in their statements.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import re
+import sqlite3
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from litho.docstore import DuplicateKey
+from litho.docstore._port import Document, Filter, Sort
+from litho.errors import LithoError, Unavailable
+
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+_FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
+_RANGE_SQL = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
+_OPERATORS = "equality, $in, $gt, $gte, $lt, $lte"
+# MongoDB's cross-type sort order; both booleans share a rank and sort by 0/1.
+_TYPE_RANK = (
+    "CASE {t} WHEN 'integer' THEN 1 WHEN 'real' THEN 1 WHEN 'text' THEN 2 "
+    "WHEN 'object' THEN 3 WHEN 'array' THEN 4 WHEN 'false' THEN 5 WHEN 'true' THEN 5 "
+    "ELSE 0 END"
+)
+Params = list[Any]
+#: Builds SQL for one condition from the SQL of a JSON value's type and value.
+_Match = Callable[[str, str], tuple[str, Params]]
+
+
+async def open_sqlite_store(path: str, *, busy_timeout_ms: int = 5000) -> SqliteDocumentStore:
+    """Open (creating it and its directory if needed) the database at ``path``,
+    or a private in-memory database for ``":memory:"``."""
+    if path != ":memory:":
+        await asyncio.to_thread(Path(path).parent.mkdir, parents=True, exist_ok=True)
+    try:
+        # isolation_level=None: autocommit, so each statement commits alone and
+        # replace() can open its own transaction explicitly.
+        conn = await aiosqlite.connect(path, isolation_level=None)
+    except sqlite3.Error as exc:
+        raise Unavailable(f"cannot open the SQLite document store at {path}: {exc}") from exc
+    try:
+        await conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+        await conn.execute("PRAGMA journal_mode = WAL")
+        await conn.execute("PRAGMA synchronous = NORMAL")
+    except sqlite3.Error as exc:
+        await conn.close()
+        raise Unavailable(f"cannot set up the SQLite document store at {path}: {exc}") from exc
+    return SqliteDocumentStore(conn)
+
+
+class SqliteDocumentStore:
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self._conn = conn
+        self._write_lock = asyncio.Lock()
+        self._tables: set[str] = set()
+
+    def collection(self, name: str) -> SqliteCollection:
+        if not _NAME.fullmatch(name) or name.lower().startswith("sqlite_"):
+            raise ValueError(
+                f"invalid collection name {name!r}: use letters, digits and _, "
+                "not starting with a digit or sqlite_"
+            )
+        return SqliteCollection(self, name)
+
+    async def ping(self) -> None:
+        with _translated("ping"):
+            await self._conn.execute_fetchall("SELECT 1")
+
+    async def close(self) -> None:
+        await self._conn.close()
+
+    async def _ensure_table(self, name: str) -> None:
+        if name in self._tables:
+            return
+        # Under the write lock, so the DDL never joins another coroutine's
+        # transaction and vanishes with its rollback.
+        async with self._write_lock:
+            with _translated(name):
+                await self._conn.execute(
+                    f'CREATE TABLE IF NOT EXISTS "{name}" (_id TEXT PRIMARY KEY, doc TEXT NOT NULL)'
+                )
+            self._tables.add(name)
+
+
+class SqliteCollection:
+    def __init__(self, store: SqliteDocumentStore, name: str) -> None:
+        self._store = store
+        self._conn = store._conn
+        self._name = name
+        self._table = f'"{name}"'
+
+    async def insert(self, doc: Document) -> None:
+        doc_id, text = _encode(doc)
+        await self._store._ensure_table(self._name)
+        async with self._store._write_lock:
+            with _translated(self._name):
+                await self._conn.execute(
+                    f"INSERT INTO {self._table} (_id, doc) VALUES (?, ?)", (doc_id, text)
+                )
+
+    async def get(self, doc_id: str) -> Document | None:
+        return await self.find_one({"_id": doc_id})
+
+    async def find_one(self, flt: Filter) -> Document | None:
+        found = await self.find(flt, limit=1)
+        return found[0] if found else None
+
+    async def find(
+        self,
+        flt: Filter,
+        *,
+        sort: Sort | None = None,
+        skip: int = 0,
+        limit: int | None = None,
+    ) -> list[Document]:
+        where, params = _compile_filter(flt)
+        order = _compile_sort(sort or ())
+        if isinstance(skip, bool) or not isinstance(skip, int) or skip < 0:
+            raise ValueError(f"skip must be a non-negative int, got {skip!r}")
+        if limit is not None and (
+            isinstance(limit, bool) or not isinstance(limit, int) or limit < 0
+        ):
+            raise ValueError(f"limit must be None or a non-negative int, got {limit!r}")
+        await self._store._ensure_table(self._name)
+        sql = f"SELECT doc FROM {self._table} WHERE {where}"
+        if order:
+            sql += f" ORDER BY {order}"
+        sql += " LIMIT ? OFFSET ?"
+        with _translated(self._name):
+            rows = await self._conn.execute_fetchall(
+                sql, (*params, -1 if limit is None else limit, skip)
+            )
+        return [json.loads(row[0]) for row in rows]
+
+    async def count(self, flt: Filter) -> int:
+        where, params = _compile_filter(flt)
+        await self._store._ensure_table(self._name)
+        with _translated(self._name):
+            rows = list(
+                await self._conn.execute_fetchall(
+                    f"SELECT COUNT(*) FROM {self._table} WHERE {where}", params
+                )
+            )
+        return int(rows[0][0])
+
+    async def replace(self, flt: Filter, doc: Document, *, upsert: bool = False) -> bool:
+        where, params = _compile_filter(flt)
+        doc_id, text = _encode(doc)
+        await self._store._ensure_table(self._name)
+        async with self._store._write_lock:
+            with _translated(self._name):
+                # IMMEDIATE takes the write lock up front, so no other process
+                # can change the match between the SELECT and the write.
+                await self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    replaced = await self._replace_in_transaction(
+                        where, params, doc_id, text, upsert
+                    )
+                except BaseException:
+                    await self._conn.execute("ROLLBACK")
+                    raise
+                await self._conn.execute("COMMIT")
+        return replaced
+
+    async def _replace_in_transaction(
+        self, where: str, params: Params, doc_id: str, text: str, upsert: bool
+    ) -> bool:
+        rows = list(
+            await self._conn.execute_fetchall(
+                f"SELECT _id FROM {self._table} WHERE {where} LIMIT 1", params
+            )
+        )
+        if rows:
+            if rows[0][0] != doc_id:
+                raise ValueError(
+                    f"replace: the replacement's _id {doc_id!r} differs from the "
+                    f"matched document's {rows[0][0]!r}; _id cannot change"
+                )
+            await self._conn.execute(
+                f"UPDATE {self._table} SET doc = ? WHERE _id = ?", (text, doc_id)
+            )
+            return True
+        if not upsert:
+            return False
+        await self._conn.execute(
+            f"INSERT INTO {self._table} (_id, doc) VALUES (?, ?)", (doc_id, text)
+        )
+        return True
+
+    async def update(self, flt: Filter, changes: Mapping[str, Any]) -> int:
+        paths = _check_changes(changes)
+        if not paths:
+            return await self.count(flt)
+        where, params = _compile_filter(flt)
+        setters = ", ".join(f"{_path(p)}, json(?)" for p in paths)
+        values = [_dumps(changes[p]) for p in paths]
+        await self._store._ensure_table(self._name)
+        async with self._store._write_lock:
+            with _translated(self._name):
+                cursor = await self._conn.execute(
+                    f"UPDATE {self._table} SET doc = json_set(doc, {setters}) WHERE {where}",
+                    (*values, *params),
+                )
+                matched = cursor.rowcount
+                await cursor.close()
+        return matched
+
+    async def delete(self, flt: Filter) -> int:
+        where, params = _compile_filter(flt)
+        await self._store._ensure_table(self._name)
+        async with self._store._write_lock:
+            with _translated(self._name):
+                cursor = await self._conn.execute(
+                    f"DELETE FROM {self._table} WHERE {where}", params
+                )
+                deleted = cursor.rowcount
+                await cursor.close()
+        return deleted
+
+    async def ensure_index(self, fields: Sequence[str], *, unique: bool = False) -> None:
+        if isinstance(fields, str) or not fields or len(set(fields)) != len(fields):
+            raise ValueError(f"ensure_index needs distinct field names, got {fields!r}")
+        for field in fields:
+            _check_field(field)
+        await self._store._ensure_table(self._name)
+        # Non-unique indexes are a no-op: the type-aware filters cannot use an
+        # expression index, so one would only slow writes down.
+        if not unique or list(fields) == ["_id"]:
+            return
+        digest = hashlib.sha256("\0".join(fields).encode()).hexdigest()[:16]
+        # Per field, a type class and a value: numbers share a class so 1 clashes
+        # with 1.0 but not with true, and missing and null both become (null, 0).
+        columns = ", ".join(
+            f"CASE json_type(doc, {_path(f)}) WHEN 'real' THEN 'integer' "
+            f"ELSE IFNULL(json_type(doc, {_path(f)}), 'null') END, "
+            f"IFNULL(json_extract(doc, {_path(f)}), 0)"
+            for f in fields
+        )
+        async with self._store._write_lock:
+            with _translated(self._name):
+                await self._conn.execute(
+                    f'CREATE UNIQUE INDEX IF NOT EXISTS "ux_{self._name}_{digest}" '
+                    f"ON {self._table} ({columns})"
+                )
+
+
+@contextmanager
+def _translated(collection: str) -> Iterator[None]:
+    try:
+        yield
+    except sqlite3.IntegrityError as exc:
+        if "UNIQUE" in str(exc):
+            raise DuplicateKey(
+                f"a document with the same key already exists in {collection}"
+            ) from exc
+        raise LithoError(f"document store integrity error in {collection}") from exc
+    except sqlite3.OperationalError as exc:
+        raise Unavailable(f"SQLite document store unavailable ({collection}): {exc}") from exc
+    except sqlite3.Error as exc:
+        raise LithoError(f"SQLite document store error in {collection}") from exc
+
+
+def _encode(doc: Document) -> tuple[str, str]:
+    if not isinstance(doc, Mapping):
+        raise ValueError(f"a document must be a dict, got {type(doc).__name__}")
+    doc_id = doc.get("_id")
+    if not isinstance(doc_id, str):
+        raise ValueError(f"a document needs a string _id, got {doc_id!r}")
+    return doc_id, _dumps(doc)
+
+
+def _dumps(value: Any) -> str:
+    try:
+        return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"documents must be JSON-compatible: {exc}") from exc
+
+
+def _check_field(field: object) -> str:
+    if not isinstance(field, str) or not _FIELD.fullmatch(field):
+        if isinstance(field, str) and field.startswith("$"):
+            raise ValueError(f"unsupported operator {field!r}; the port supports {_OPERATORS}")
+        raise ValueError(f"invalid field name {field!r}: use dotted names of letters, digits and _")
+    return field
+
+
+def _path(field: str) -> str:
+    # Safe to inline: _check_field admitted only [A-Za-z0-9_.].
+    return f"'$.{field}'"
+
+
+def _check_changes(changes: Mapping[str, Any]) -> list[str]:
+    if not isinstance(changes, Mapping):
+        raise ValueError("update changes must be a mapping of field to value")
+    paths = [_check_field(p) for p in changes]
+    for p in paths:
+        if p == "_id" or p.startswith("_id."):
+            raise ValueError("update cannot change _id")
+        for q in paths:
+            if q.startswith(p + "."):
+                raise ValueError(f"update fields {p!r} and {q!r} overlap")
+    return paths
+
+
+def _compile_filter(flt: Filter) -> tuple[str, Params]:
+    if not isinstance(flt, Mapping):
+        raise ValueError(f"a filter must be a mapping, got {type(flt).__name__}")
+    clauses: list[str] = []
+    params: Params = []
+    for field, cond in flt.items():
+        _check_field(field)
+        if isinstance(cond, Mapping):
+            if not cond:
+                raise ValueError(f"empty operator document for {field!r}")
+            for op, operand in cond.items():
+                sql, ps = _compile_operator(field, op, operand)
+                clauses.append(sql)
+                params += ps
+        else:
+            sql, ps = _equal(field, cond)
+            clauses.append(sql)
+            params += ps
+    return (" AND ".join(clauses) or "1"), params
+
+
+def _compile_operator(field: str, op: object, operand: object) -> tuple[str, Params]:
+    if op == "$in":
+        if not isinstance(operand, list | tuple):
+            raise ValueError(f"$in on {field!r} needs a list, got {operand!r}")
+        alternatives = [_equal(field, value) for value in operand]
+        if not alternatives:
+            return "0", []
+        return (
+            "(" + " OR ".join(sql for sql, _ in alternatives) + ")",
+            [p for _, ps in alternatives for p in ps],
+        )
+    if isinstance(op, str) and op in _RANGE_SQL:
+        return _range(field, _RANGE_SQL[op], operand)
+    raise ValueError(f"unsupported operator {op!r} on {field!r}; the port supports {_OPERATORS}")
+
+
+def _equal(field: str, value: object) -> tuple[str, Params]:
+    if field == "_id":
+        # _id is always a string, held in its own primary-key column.
+        if isinstance(value, str):
+            return "_id = ?", [value]
+        if value is None or isinstance(value, int | float):
+            return "0", []
+    if value is None:
+        return _on_field(field, lambda t, _: (f"({t} IS NULL OR {t} = 'null')", []))
+    if isinstance(value, bool):
+        literal = "'true'" if value else "'false'"
+        return _on_field(field, lambda t, _: (f"{t} = {literal}", []))
+    if isinstance(value, int | float):
+        return _on_field(field, lambda t, v: (f"({t} IN ('integer', 'real') AND {v} = ?)", [value]))
+    if isinstance(value, str):
+        return _on_field(field, lambda t, v: (f"({t} = 'text' AND {v} = ?)", [value]))
+    raise ValueError(
+        f"filter value for {field!r} must be a string, number, bool or None, got {value!r}"
+    )
+
+
+def _range(field: str, sql_op: str, operand: object) -> tuple[str, Params]:
+    if isinstance(operand, str):
+        if field == "_id":
+            return f"_id {sql_op} ?", [operand]
+        types = "= 'text'"
+    elif isinstance(operand, int | float) and not isinstance(operand, bool):
+        if field == "_id":
+            return "0", []
+        types = "IN ('integer', 'real')"
+    else:
+        raise ValueError(f"range operand for {field!r} must be a number or string, got {operand!r}")
+    return _on_field(field, lambda t, v: (f"({t} {types} AND {v} {sql_op} ?)", [operand]))
+
+
+def _on_field(field: str, match: _Match) -> tuple[str, Params]:
+    """``match(type_sql, value_sql)`` on the field itself, or on any element when
+    the field holds an array, as MongoDB does."""
+    path = _path(field)
+    scalar_sql, scalar_params = match(f"json_type(doc, {path})", f"json_extract(doc, {path})")
+    each_sql, each_params = match("je.type", "je.value")
+    sql = (
+        f"({scalar_sql} OR (json_type(doc, {path}) = 'array' AND EXISTS "
+        f"(SELECT 1 FROM json_each(doc, {path}) AS je WHERE {each_sql})))"
+    )
+    return sql, [*scalar_params, *each_params]
+
+
+def _compile_sort(sort: Sort) -> str:
+    terms: list[str] = []
+    for key in sort:
+        if not isinstance(key, tuple | list) or len(key) != 2:
+            raise ValueError(f"sort keys are (field, 1 | -1) pairs, got {key!r}")
+        field, direction = key
+        _check_field(field)
+        if isinstance(direction, bool) or direction not in (1, -1):
+            raise ValueError(f"sort direction for {field!r} must be 1 or -1, got {direction!r}")
+        order = "ASC" if direction == 1 else "DESC"
+        if field == "_id":
+            terms.append(f"_id {order}")
+            continue
+        path = _path(field)
+        rank = _TYPE_RANK.format(t=f"json_type(doc, {path})")
+        terms.append(f"{rank} {order}, json_extract(doc, {path}) {order}")
+    return ", ".join(terms)

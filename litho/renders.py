@@ -1,0 +1,26 @@
+"""Where rendered images live in the blob store.
+
+The renderer writes ``renders/<id[:2]>/<id>.<ext>`` and the gateway serves it as
+``/images/<id>.<ext>``; this module is the one statement of that layout.
+"""
+
+from __future__ import annotations
+
+import re
+
+_RENDER_ID = re.compile(r"^[0-9a-f]{64}$")
+
+CONTENT_TYPES: dict[str, str] = {
+    "png": "image/png",
+    "jpeg": "image/jpeg",
+}
+
+
+def blob_key(render_id: str, ext: str) -> str:
+    if not _RENDER_ID.match(render_id) or ext not in CONTENT_TYPES:
+        raise ValueError(f"not a render id and extension: {render_id!r}.{ext!r}")
+    return f"renders/{render_id[:2]}/{render_id}.{ext}"
+
+
+def is_render_id(value: str) -> bool:
+    return bool(_RENDER_ID.match(value))

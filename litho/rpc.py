@@ -1,0 +1,190 @@
+"""gRPC plumbing shared by every service.
+
+- :func:`start_server` builds a ``grpc.aio`` server inside the running loop with
+  the standard ``grpc.health.v1`` service and the error interceptor, and
+  registers a graceful stop (health NOT_SERVING, then ``stop(grace)``).
+- :class:`ErrorInterceptor` is the one place where a :class:`LithoError` becomes a
+  gRPC status; its details travel as JSON in ``litho-error-bin`` trailing metadata.
+- :func:`open_channel` gives a channel whose unary calls carry a default
+  deadline and turn a failed call back into the matching :class:`LithoError`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Iterable
+from contextlib import AsyncExitStack
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+
+from litho import errors
+from litho.logs import get_logger
+
+log = get_logger(__name__)
+
+ERROR_METADATA_KEY = "litho-error-bin"
+
+_STATUS_BY_NAME: dict[str, grpc.StatusCode] = {c.name: c for c in grpc.StatusCode}
+
+_ERROR_BY_STATUS: dict[grpc.StatusCode, type[errors.LithoError]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: errors.InvalidArgument,
+    grpc.StatusCode.OUT_OF_RANGE: errors.InvalidArgument,
+    grpc.StatusCode.NOT_FOUND: errors.NotFound,
+    grpc.StatusCode.ALREADY_EXISTS: errors.AlreadyExists,
+    grpc.StatusCode.ABORTED: errors.Conflict,
+    grpc.StatusCode.FAILED_PRECONDITION: errors.FailedPrecondition,
+    grpc.StatusCode.UNAUTHENTICATED: errors.Unauthenticated,
+    grpc.StatusCode.PERMISSION_DENIED: errors.PermissionDenied,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: errors.ResourceExhausted,
+    grpc.StatusCode.DEADLINE_EXCEEDED: errors.DeadlineExceeded,
+    grpc.StatusCode.UNAVAILABLE: errors.Unavailable,
+    grpc.StatusCode.CANCELLED: errors.Unavailable,
+}
+
+Register = Callable[[Any, grpc.aio.Server], None]
+
+
+# ---------------------------------------------------------------- server side
+
+
+class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Map domain errors to status codes; hide everything else behind INTERNAL."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        inner = handler.unary_unary
+        method = handler_call_details.method
+
+        async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            try:
+                return await inner(request, context)
+            except errors.LithoError as exc:
+                await _abort(context, exc, method)
+            except grpc.aio.AbortError:
+                raise
+            except Exception:
+                log.exception("unhandled error in rpc", method=method)
+                await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+
+        return grpc.unary_unary_rpc_method_handler(
+            unary_unary,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+async def _abort(context: grpc.aio.ServicerContext, exc: errors.LithoError, method: str) -> None:
+    code = _STATUS_BY_NAME.get(exc.status, grpc.StatusCode.INTERNAL)
+    if code in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN):
+        log.error("internal error in rpc", method=method, error=str(exc))
+        await context.abort(code, "internal error")
+    details = json.dumps(exc.details()).encode()
+    await context.abort(code, exc.message, trailing_metadata=((ERROR_METADATA_KEY, details),))
+
+
+async def start_server(
+    stack: AsyncExitStack,
+    *,
+    address: str,
+    services: Iterable[tuple[Register, Any, str]],
+    grace: float,
+) -> tuple[grpc.aio.Server, int]:
+    """Start a server on ``address`` (``host:port``; port 0 picks a free one).
+
+    ``services`` are ``(add_XServicer_to_server, servicer, full service name)``.
+    Returns the server and the bound port; the stack stops it gracefully.
+    """
+    server = grpc.aio.server(interceptors=[ErrorInterceptor()])
+    health = HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    names = []
+    for register, servicer, name in services:
+        register(servicer, server)
+        names.append(name)
+    port = server.add_insecure_port(address)
+    if port == 0:
+        raise errors.ConfigError(f"cannot bind gRPC address {address!r}; is it in use?")
+    await server.start()
+    for name in ["", *names]:
+        await health.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+    async def stop() -> None:
+        log.info("stopping grpc server", grace=grace)
+        await health.enter_graceful_shutdown()
+        await server.stop(grace)
+
+    stack.push_async_callback(stop)
+    log.info("grpc server started", address=address, port=port)
+    return server, port
+
+
+# ---------------------------------------------------------------- client side
+
+
+class _DeadlineAndErrors(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    def __init__(self, default_deadline: float) -> None:
+        self._deadline = default_deadline
+
+    async def intercept_unary_unary(
+        self,
+        continuation: Callable[[grpc.aio.ClientCallDetails, Any], Awaitable[Any]],
+        client_call_details: grpc.aio.ClientCallDetails,
+        request: Any,
+    ) -> Any:
+        if client_call_details.timeout is None:
+            client_call_details = client_call_details._replace(timeout=self._deadline)
+        call = await continuation(client_call_details, request)
+        try:
+            await call
+        except grpc.aio.AioRpcError as exc:
+            raise error_from_rpc(exc) from exc
+        return call
+
+
+def error_from_rpc(exc: grpc.aio.AioRpcError) -> errors.LithoError:
+    """Rebuild the domain error a peer raised (or the nearest one for a transport failure)."""
+    cls = _ERROR_BY_STATUS.get(exc.code(), errors.LithoError)
+    payload: dict[str, Any] = {}
+    for key, value in exc.trailing_metadata() or ():
+        if key == ERROR_METADATA_KEY:
+            try:
+                payload = json.loads(value)
+            except ValueError:
+                payload = {}
+    message = str(payload.get("detail") or exc.details() or exc.code().name)
+    field_errors = [
+        errors.FieldError(str(e.get("field", "")), str(e.get("message", "")))
+        for e in payload.get("errors", [])
+        if isinstance(e, dict)
+    ]
+    if cls is errors.ResourceExhausted:
+        return errors.ResourceExhausted(message, retry_after=float(payload.get("retryAfter", 1)))
+    return cls(message, errors=field_errors)
+
+
+async def open_channel(
+    stack: AsyncExitStack, target: str, *, default_deadline: float
+) -> grpc.aio.Channel:
+    """An insecure channel to ``target`` closed by ``stack``; calls default to a deadline."""
+    channel = grpc.aio.insecure_channel(
+        target, interceptors=[_DeadlineAndErrors(default_deadline)]
+    )
+    stack.push_async_callback(channel.close)
+    return channel
+
+
+async def wait_healthy(channel: grpc.aio.Channel, *, service: str = "", timeout: float) -> None:
+    """Block until ``service`` on ``channel`` reports SERVING or ``timeout`` passes."""
+    stub = health_pb2_grpc.HealthStub(channel)
+    response = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
+    if response.status != health_pb2.HealthCheckResponse.SERVING:
+        raise errors.Unavailable(f"{service or 'server'} is not serving")

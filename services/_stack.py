@@ -1,0 +1,233 @@
+"""The development stack: NATS and every service as child processes.
+
+``python -m services`` (``make run``) and the end-to-end tests both use
+:class:`Stack`. Adding a service is one entry in :data:`SERVICES`: its module
+(run as ``python -m <module>``), and the environment variables that carry its
+listen address and the address its clients dial.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import sys
+import sysconfig
+import time
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import IO
+
+import aiohttp
+import grpc
+
+from litho import rpc
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    name: str
+    module: str
+    #: Variable the service reads its gRPC listen address from.
+    address_env: str
+    #: Variable its clients read to dial it.
+    target_env: str
+
+
+SERVICES: list[ServiceSpec] = [
+    ServiceSpec("template", "services.template",
+                "LITHO_TEMPLATE_GRPC_ADDRESS", "LITHO_TEMPLATE_GRPC_TARGET"),
+    ServiceSpec("renderer", "services.renderer",
+                "LITHO_RENDERER_GRPC_ADDRESS", "LITHO_RENDERER_GRPC_TARGET"),
+]
+GATEWAY_MODULE = "services.gateway"
+KEY_FILE = "first-api-key"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _binary(name: str) -> str:
+    scripts = Path(sysconfig.get_path("scripts"))
+    candidate = scripts / name
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which(name)
+    if not found:
+        raise RuntimeError(f"{name} not found; run `make install`")
+    return found
+
+
+@dataclass
+class _Child:
+    name: str
+    process: asyncio.subprocess.Process
+    log: IO[bytes] | None
+
+
+@dataclass
+class Stack:
+    data_dir: Path
+    gateway_port: int = 8080
+    #: Extra LITHO_* settings for every service (tests allow-list their servers here).
+    env: dict[str, str] = field(default_factory=dict)
+    #: Write each child's output to data_dir/logs/<name>.log instead of inheriting it.
+    log_to_files: bool = False
+    start_timeout: float = 60.0
+    url: str = ""
+    api_key: str = ""
+    nats_url: str = ""
+    _children: list[_Child] = field(default_factory=list)
+    _stack: AsyncExitStack = field(default_factory=AsyncExitStack)
+
+    async def __aenter__(self) -> Stack:
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    def log_path(self, name: str) -> Path:
+        return self.data_dir / "logs" / f"{name}.log"
+
+    async def _start(self) -> None:
+        self.data_dir = self.data_dir.resolve()
+        (self.data_dir / "logs").mkdir(parents=True, exist_ok=True)
+        nats_port = free_port()
+        self.nats_url = f"nats://127.0.0.1:{nats_port}"
+        await self._spawn("nats", [
+            _binary("nats-server"), "-a", "127.0.0.1", "-p", str(nats_port), "-js",
+            "-sd", str(self.data_dir / "nats"),
+        ])
+        await _wait_port(nats_port, self.start_timeout)
+
+        env = {
+            "LITHO_DATA_DIR": str(self.data_dir),
+            "LITHO_NATS_URL": self.nats_url,
+            "LITHO_GATEWAY_PORT": str(self.gateway_port or free_port()),
+            **self.env,
+        }
+        addresses = {}
+        for spec in SERVICES:
+            address = env.get(spec.address_env) or f"127.0.0.1:{free_port()}"
+            env[spec.address_env] = address
+            env.setdefault(spec.target_env, address)
+            addresses[spec.name] = address
+        for spec in SERVICES:
+            await self._spawn(spec.name, [sys.executable, "-m", spec.module], env)
+        await self._spawn("gateway", [sys.executable, "-m", GATEWAY_MODULE], env)
+
+        deadline = time.monotonic() + self.start_timeout
+        for spec in SERVICES:
+            await self._wait_grpc(spec.name, addresses[spec.name], deadline)
+        host = env.get("LITHO_GATEWAY_HOST", "127.0.0.1")
+        self.url = f"http://{host}:{env['LITHO_GATEWAY_PORT']}"
+        await self._wait_http(f"{self.url}/healthz", deadline)
+        self.api_key = await self._first_key(env)
+
+    async def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
+        log = open(self.log_path(name), "ab") if self.log_to_files else None  # noqa: SIM115
+        process = await asyncio.create_subprocess_exec(
+            *argv,
+            env={**os.environ, **(env or {})},
+            stdout=log or None,
+            stderr=log or None,
+            start_new_session=True,
+        )
+        self._children.append(_Child(name, process, log))
+
+    def _check_alive(self) -> None:
+        for child in self._children:
+            if child.process.returncode is not None:
+                hint = f"; see {self.log_path(child.name)}" if child.log else ""
+                raise RuntimeError(
+                    f"{child.name} exited with {child.process.returncode} during start-up{hint}")
+
+    async def _wait_grpc(self, name: str, address: str, deadline: float) -> None:
+        async with grpc.aio.insecure_channel(address) as channel:
+            while True:
+                self._check_alive()
+                try:
+                    await rpc.wait_healthy(channel, timeout=1)
+                    return
+                except Exception:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"{name} did not become healthy at {address}") from None
+                    await asyncio.sleep(0.1)
+
+    async def _wait_http(self, url: str, deadline: float) -> None:
+        async with aiohttp.ClientSession() as session:
+            while True:
+                self._check_alive()
+                try:
+                    async with session.get(url, timeout=aiohttp.ClientTimeout(total=2)) as resp:
+                        if resp.status == 200:
+                            return
+                except aiohttp.ClientError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the gateway did not become healthy at {url}")
+                await asyncio.sleep(0.1)
+
+    async def _first_key(self, env: dict[str, str]) -> str:
+        """The key printed at the first start, kept (mode 600) to print again later."""
+        path = self.data_dir / KEY_FILE
+        if path.exists():
+            return path.read_text().strip()
+        key = await self.create_key("default", env)
+        path.write_text(key + "\n")
+        path.chmod(0o600)
+        return key
+
+    async def create_key(self, tenant: str, env: dict[str, str] | None = None) -> str:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "services.gateway.keys", "create", "--tenant", tenant,
+            env={**os.environ, "LITHO_DATA_DIR": str(self.data_dir), **self.env, **(env or {})},
+            stdout=asyncio.subprocess.PIPE,
+        )
+        out, _ = await process.communicate()
+        if process.returncode != 0:
+            raise RuntimeError("creating an API key failed")
+        return out.decode().strip()
+
+    async def stop(self, grace: float = 15.0) -> None:
+        """SIGTERM in reverse start order (gateway first, NATS last), then SIGKILL."""
+        for child in reversed(self._children):
+            if child.process.returncode is None:
+                child.process.send_signal(signal.SIGTERM)
+                try:
+                    await asyncio.wait_for(child.process.wait(), grace)
+                except TimeoutError:
+                    child.process.kill()
+                    await child.process.wait()
+            if child.log:
+                child.log.close()
+        self._children.clear()
+
+
+async def _wait_port(port: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.close()
+            await writer.wait_closed()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.05)

@@ -1,0 +1,93 @@
+"""Composition root of the gateway: ``create_app`` wires routes, ``main`` serves."""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import AsyncExitStack
+
+from aiohttp import web
+from grpc_health.v1.health_pb2_grpc import HealthStub
+
+from litho import rpc
+from litho.blobstore import open_blob_store
+from litho.config import (
+    BlobStoreSettings,
+    DocumentStoreSettings,
+    S3Settings,
+    blobstore_url,
+    docstore_url,
+    load,
+)
+from litho.docstore import open_document_store
+from litho.logs import configure_logging, get_logger
+from litho.renderer.v1 import renderer_pb2_grpc
+from litho.template.v1 import template_pb2_grpc
+from services.gateway import _handlers as h
+from services.gateway._keys import KeyStore
+from services.gateway._middleware import auth_middleware, errors_middleware
+from services.gateway._openapi import RequestValidator, load_document
+from services.gateway._settings import GatewaySettings
+from services.gateway._state import DEPS, Deps
+
+log = get_logger(__name__)
+
+
+def create_app(deps: Deps, *, max_body_bytes: int) -> web.Application:
+    app = web.Application(
+        middlewares=[errors_middleware, auth_middleware], client_max_size=max_body_bytes
+    )
+    app[DEPS] = deps
+    r = app.router
+    r.add_post("/v1/templates", h.create_template)
+    r.add_get("/v1/templates", h.list_templates, allow_head=False)
+    r.add_get("/v1/templates/{templateId}", h.get_template, allow_head=False)
+    r.add_put("/v1/templates/{templateId}", h.update_template)
+    r.add_delete("/v1/templates/{templateId}", h.delete_template)
+    r.add_post("/v1/templates/{templateId}/render", h.render_template, name="renderTemplate")
+    r.add_post("/template/{templateId}/render", h.render_template, name="renderTemplateShort")
+    r.add_get("/images/{imageFile}", h.get_image)  # also answers HEAD
+    r.add_get("/openapi.json", h.get_openapi, allow_head=False)
+    r.add_get("/healthz", h.get_health, allow_head=False)
+    return app
+
+
+async def main(stop: asyncio.Event) -> None:
+    settings = load(GatewaySettings)
+    configure_logging("gateway", level=settings.log_level, fmt=settings.log_format)
+    store_part = load(DocumentStoreSettings)
+    async with AsyncExitStack() as stack:
+        store = await open_document_store(
+            docstore_url(store_part, settings, "gateway"), store_part.database
+        )
+        stack.push_async_callback(store.close)
+        blobs = await open_blob_store(
+            blobstore_url(load(BlobStoreSettings), settings), load(S3Settings)
+        )
+        stack.push_async_callback(blobs.close)
+        template_channel = await rpc.open_channel(
+            stack, settings.template_grpc_target, default_deadline=settings.rpc_deadline
+        )
+        renderer_channel = await rpc.open_channel(
+            stack, settings.renderer_grpc_target, default_deadline=settings.rpc_deadline
+        )
+        doc = load_document()
+        deps = Deps(
+            keys=KeyStore(store, cache_ttl=settings.gateway_key_cache_ttl),
+            templates=template_pb2_grpc.TemplateServiceStub(template_channel),
+            renderer=renderer_pb2_grpc.RendererServiceStub(renderer_channel),
+            blobs=blobs,
+            openapi=doc,
+            validator=RequestValidator(doc),
+            health={"template": HealthStub(template_channel),
+                    "renderer": HealthStub(renderer_channel)},
+        )
+        app = create_app(deps, max_body_bytes=settings.gateway_max_body_bytes)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        stack.push_async_callback(runner.cleanup)
+        site = web.TCPSite(runner, settings.gateway_host, settings.gateway_port)
+        await site.start()
+        port = runner.addresses[0][1]
+        deps.base_url = settings.base_url(port)
+        log.info("gateway listening", url=deps.base_url)
+        await stop.wait()

@@ -1,0 +1,49 @@
+"""Errors to problem+json, and Bearer authentication."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from litho.errors import LithoError, Unauthenticated
+from litho.logs import get_logger
+from services.gateway._problems import from_error, problem
+from services.gateway._state import API_KEY, deps
+
+log = get_logger(__name__)
+
+#: Routes anyone may call: images are public by their unguessable content hash.
+PUBLIC_PREFIXES = ("/images/", "/openapi.json", "/healthz")
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except LithoError as exc:
+        return from_error(exc)
+    except web.HTTPRequestEntityTooLarge as exc:
+        return problem(413, f"the request body is larger than {exc.max_size} bytes")
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return problem(exc.status, exc.reason, headers={
+            k: v for k, v in exc.headers.items() if k.lower() == "allow"})
+    except Exception:
+        log.exception("unhandled error", path=request.path, method=request.method)
+        return problem(500, "internal error")
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.path.startswith(PUBLIC_PREFIXES):
+        return await handler(request)
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthenticated("missing API key: send 'Authorization: Bearer <key>'")
+    key = await deps(request).keys.verify(token.strip())
+    if key is None:
+        raise Unauthenticated("invalid API key")
+    request[API_KEY] = key
+    return await handler(request)

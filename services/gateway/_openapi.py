@@ -1,0 +1,93 @@
+"""The OpenAPI 3.1 document is the contract: it is served as-is and every
+request body, path and query parameter is validated against it."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT202012
+
+from litho.errors import FieldError, InvalidArgument
+
+_DOC_URI = "urn:litho:openapi"
+
+
+def load_document() -> dict[str, Any]:
+    text = resources.files("services.gateway").joinpath("openapi.json").read_text()
+    doc: dict[str, Any] = json.loads(text)
+    return doc
+
+
+@dataclass(frozen=True)
+class _Operation:
+    body: Draft202012Validator | None
+    body_required: bool
+    params: dict[tuple[str, str], tuple[bool, Draft202012Validator]]
+
+
+class RequestValidator:
+    """Validators for each ``operationId``, compiled once."""
+
+    def __init__(self, doc: dict[str, Any]) -> None:
+        registry: Registry[Any] = Registry().with_resource(
+            _DOC_URI, Resource.from_contents(doc, default_specification=DRAFT202012)
+        )
+        self._ops: dict[str, _Operation] = {}
+        for path, item in doc["paths"].items():
+            shared = item.get("parameters", [])
+            for method, op in item.items():
+                if method == "parameters":
+                    continue
+                params = {}
+                for p in [*shared, *op.get("parameters", [])]:
+                    params[(p["in"], p["name"])] = (
+                        bool(p.get("required")), self._validator(p["schema"], registry))
+                body = op.get("requestBody")
+                schema = body["content"]["application/json"]["schema"] if body else None
+                self._ops[op["operationId"]] = _Operation(
+                    body=self._validator(schema, registry) if schema else None,
+                    body_required=bool(body and body.get("required")),
+                    params=params,
+                )
+
+    @staticmethod
+    def _validator(schema: dict[str, Any], registry: Registry[Any]) -> Draft202012Validator:
+        if "$ref" in schema:
+            schema = {"$ref": _DOC_URI + schema["$ref"]}
+        return Draft202012Validator(schema, registry=registry)
+
+    def check_params(self, operation_id: str, values: dict[tuple[str, str], Any]) -> None:
+        problems = []
+        for (where, name), (required, validator) in self._ops[operation_id].params.items():
+            if where == "header":
+                continue
+            value = values.get((where, name))
+            if value is None:
+                if required:
+                    problems.append(FieldError(name, f"{where} parameter is required"))
+                continue
+            for err in validator.iter_errors(value):
+                problems.append(FieldError(name, err.message))
+        if problems:
+            raise InvalidArgument("the request parameters are invalid", errors=problems)
+
+    def check_body(self, operation_id: str, body: Any) -> None:
+        op = self._ops[operation_id]
+        if op.body is None:
+            return
+        if body is None:
+            if op.body_required:
+                raise InvalidArgument(
+                    "a JSON request body is required", errors=[FieldError("body", "is required")])
+            return
+        problems = [
+            FieldError("/" + "/".join(str(p) for p in err.absolute_path), err.message)
+            for err in sorted(op.body.iter_errors(body), key=lambda e: list(e.absolute_path))
+        ]
+        if problems:
+            raise InvalidArgument("the request body is invalid", errors=problems)

@@ -1,0 +1,35 @@
+"""``python -m services.gateway.keys create --tenant NAME``: create an API key and print it."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+from litho.config import DocumentStoreSettings, docstore_url, load
+from litho.docstore import open_document_store
+from services.gateway._keys import KeyStore
+from services.gateway._settings import GatewaySettings
+
+
+async def _create(tenant: str, name: str) -> str:
+    settings = load(GatewaySettings)
+    part = load(DocumentStoreSettings)
+    store = await open_document_store(docstore_url(part, settings, "gateway"), part.database)
+    try:
+        return await KeyStore(store, cache_ttl=0).create(tenant, name)
+    finally:
+        await store.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m services.gateway.keys")
+    sub = parser.add_subparsers(dest="command", required=True)
+    create = sub.add_parser("create", help="create an API key for a tenant and print it")
+    create.add_argument("--tenant", required=True)
+    create.add_argument("--name", default="default")
+    args = parser.parse_args()
+    print(asyncio.run(_create(args.tenant, args.name)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+import os
+
+from pydantic import Field
+
+from litho.config import BaseServiceSettings
+
+
+def _default_concurrency() -> int:
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+class RendererSettings(BaseServiceSettings):
+    renderer_grpc_address: str = Field(default="127.0.0.1:50052")
+    template_grpc_target: str = Field(default="127.0.0.1:50051")
+    #: Chromium binary; empty means Playwright's own download, if installed.
+    chromium_path: str = Field(default="")
+    #: Pages rendering at once.
+    renderer_concurrency: int = Field(default_factory=_default_concurrency, ge=1, le=64)
+    #: Renders allowed to wait for a page; one more is refused (429).
+    renderer_max_queue: int = Field(default=64, ge=0, le=10_000)
+    #: Chromium is restarted after this many renders, to bound its memory.
+    renderer_restart_after: int = Field(default=1000, ge=1)
+    #: Seconds one render may take, page load and capture together.
+    renderer_timeout: float = Field(default=30.0, gt=0, le=300)
+    #: Largest output width or height, in device pixels.
+    renderer_max_dimension: int = Field(default=5000, gt=0, le=16384)
+    #: Subresources (images, fonts, CSS) fetched through the guard are cached
+    #: in memory for this many seconds, up to this many bytes in all.
+    renderer_subresource_ttl: float = Field(default=300.0, ge=0)
+    renderer_subresource_cache_bytes: int = Field(default=64 * 1024 * 1024, ge=0)

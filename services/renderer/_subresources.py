@@ -1,0 +1,88 @@
+"""Every request a page makes is fetched here, through the outbound guard.
+
+Chromium never reaches the network itself: images, fonts and stylesheets are
+fetched by :class:`litho.outbound.OutboundGuard` (which denies private
+addresses), cached briefly in memory, and handed back with ``route.fulfill``.
+A denied or failed fetch aborts that one request; the page renders without it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from playwright.async_api import Route
+
+from litho.errors import OutboundDenied, OutboundError
+from litho.logs import get_logger
+from litho.outbound import OutboundGuard
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class _Entry:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+    expires: float
+
+
+class SubresourceFetcher:
+    def __init__(self, guard: OutboundGuard, *, ttl: float, max_bytes: int) -> None:
+        self._guard = guard
+        self._ttl = ttl
+        self._max_bytes = max_bytes
+        self._cache: OrderedDict[str, _Entry] = OrderedDict()
+        self._cached_bytes = 0
+        self.denied = 0
+
+    async def handle(self, route: Route) -> None:
+        request = route.request
+        if request.method != "GET":
+            await route.abort("blockedbyclient")
+            return
+        url = request.url
+        entry = self._lookup(url)
+        if entry is None:
+            try:
+                result = await self._guard.fetch(url)
+            except OutboundDenied:
+                self.denied += 1
+                await route.abort("blockedbyclient")
+                return
+            except OutboundError as exc:
+                log.info("subresource fetch failed", url=url, error=str(exc))
+                await route.abort("failed")
+                return
+            entry = _Entry(result.status, dict(result.headers), result.body,
+                           time.monotonic() + self._ttl)
+            if result.status == 200:
+                self._store(url, entry)
+        await route.fulfill(status=entry.status, headers=entry.headers, body=entry.body)
+
+    def _lookup(self, url: str) -> _Entry | None:
+        entry = self._cache.get(url)
+        if entry is None:
+            return None
+        if entry.expires < time.monotonic():
+            self._evict(url)
+            return None
+        self._cache.move_to_end(url)
+        return entry
+
+    def _store(self, url: str, entry: _Entry) -> None:
+        size = len(entry.body)
+        if self._ttl <= 0 or size > self._max_bytes:
+            return
+        if url in self._cache:
+            self._evict(url)
+        self._cache[url] = entry
+        self._cached_bytes += size
+        while self._cached_bytes > self._max_bytes:
+            self._evict(next(iter(self._cache)))
+
+    def _evict(self, url: str) -> None:
+        entry = self._cache.pop(url)
+        self._cached_bytes -= len(entry.body)

@@ -1,0 +1,26 @@
+"""gRPC adapter of the pipeline's TemplateSource port."""
+
+from __future__ import annotations
+
+import grpc
+
+from litho.template.v1 import template_pb2 as pb
+from litho.template.v1 import template_pb2_grpc as pb_grpc
+from services.renderer._pipeline import Expanded
+
+
+class GrpcTemplateSource:
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self._stub = pb_grpc.TemplateServiceStub(channel)
+
+    async def expand(
+        self, tenant_id: str, template_id: str, version: int, variables_json: str
+    ) -> Expanded:
+        response = await self._stub.ExpandTemplate(pb.ExpandTemplateRequest(
+            tenant_id=tenant_id, template_id=template_id, version=version,
+            variables_json=variables_json,
+        ))
+        return Expanded(
+            template_id=response.template_id, version=response.version, html=response.html,
+            width=response.width, height=response.height,
+        )

@@ -1,0 +1,52 @@
+"""Composition root of the template service: builds everything, serves, unwinds."""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import AsyncExitStack
+
+from litho import rpc
+from litho.config import DocumentStoreSettings, docstore_url, load
+from litho.docstore import open_document_store
+from litho.logs import configure_logging, get_logger
+from litho.template.v1 import template_pb2, template_pb2_grpc
+from services.template._expand import LookupExpander
+from services.template._model import Limits
+from services.template._service import Templates
+from services.template._servicer import TemplateServicer
+from services.template._settings import TemplateSettings
+from services.template._store import TemplateRepository
+
+log = get_logger(__name__)
+SERVICE_NAME = template_pb2.DESCRIPTOR.services_by_name["TemplateService"].full_name
+
+
+async def main(stop: asyncio.Event) -> None:
+    settings = load(TemplateSettings)
+    configure_logging("template", level=settings.log_level, fmt=settings.log_format)
+    store_settings = load(DocumentStoreSettings)
+    async with AsyncExitStack() as stack:
+        store = await open_document_store(
+            docstore_url(store_settings, settings, "template"), store_settings.database
+        )
+        stack.push_async_callback(store.close)
+        repo = TemplateRepository(store, version_cache_size=settings.template_version_cache_size)
+        await repo.prepare()
+        limits = Limits(
+            max_html_bytes=settings.template_max_html_bytes,
+            max_dimension=settings.template_max_dimension,
+            max_variables_bytes=settings.template_max_variables_bytes,
+            max_output_bytes=settings.template_max_output_bytes,
+        )
+        servicer = TemplateServicer(
+            Templates(repo, LookupExpander(), limits),
+            max_variables_bytes=settings.template_max_variables_bytes,
+        )
+        await rpc.start_server(
+            stack,
+            address=settings.template_grpc_address,
+            services=[(template_pb2_grpc.add_TemplateServiceServicer_to_server, servicer,
+                       SERVICE_NAME)],
+            grace=settings.shutdown_grace,
+        )
+        await stop.wait()

@@ -1,0 +1,102 @@
+"""Template documents and the rules a template must satisfy to be saved."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+from litho.errors import FieldError, InvalidArgument
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_html_bytes: int
+    max_dimension: int
+    max_variables_bytes: int
+    max_output_bytes: int
+
+
+@dataclass(frozen=True)
+class Spec:
+    """The editable fields; ``None`` means "not given" (keep on update)."""
+
+    name: str | None = None
+    html: str | None = None
+    width: int | None = None
+    height: int | None = None
+    sample_variables: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Template:
+    id: str
+    tenant_id: str
+    name: str
+    html: str
+    width: int
+    height: int
+    sample_variables: dict[str, Any]
+    version: int
+    create_time: datetime
+    update_time: datetime
+
+    def with_spec(self, spec: Spec) -> Template:
+        return replace(
+            self,
+            name=spec.name if spec.name is not None else self.name,
+            html=spec.html if spec.html is not None else self.html,
+            width=spec.width if spec.width is not None else self.width,
+            height=spec.height if spec.height is not None else self.height,
+            sample_variables=(
+                spec.sample_variables
+                if spec.sample_variables is not None
+                else self.sample_variables
+            ),
+        )
+
+
+def parse_json_object(text: str, *, field: str, max_bytes: int) -> dict[str, Any]:
+    """Parse a JSON object sent as text; an empty string is an empty object."""
+    if not text:
+        return {}
+    if len(text.encode()) > max_bytes:
+        raise InvalidArgument(
+            f"{field} is larger than {max_bytes} bytes",
+            errors=[FieldError(field, f"at most {max_bytes} bytes")],
+        )
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise InvalidArgument(
+            f"{field} is not valid JSON", errors=[FieldError(field, str(exc))]
+        ) from exc
+    if not isinstance(value, dict):
+        raise InvalidArgument(
+            f"{field} must be a JSON object", errors=[FieldError(field, "must be an object")]
+        )
+    return value
+
+
+def check_spec(spec: Spec, limits: Limits, *, creating: bool) -> None:
+    """Collect every problem with ``spec`` and raise them together."""
+    problems: list[FieldError] = []
+    if creating:
+        for name in ("name", "html", "width", "height"):
+            if getattr(spec, name) is None:
+                problems.append(FieldError(name, "is required"))
+    if spec.name is not None and not (1 <= len(spec.name.strip()) <= 200):
+        problems.append(FieldError("name", "must be 1 to 200 characters"))
+    if spec.html is not None:
+        size = len(spec.html.encode())
+        if size == 0:
+            problems.append(FieldError("html", "must not be empty"))
+        elif size > limits.max_html_bytes:
+            problems.append(FieldError("html", f"must be at most {limits.max_html_bytes} bytes"))
+    for dim in ("width", "height"):
+        value = getattr(spec, dim)
+        if value is not None and not (1 <= value <= limits.max_dimension):
+            problems.append(FieldError(dim, f"must be between 1 and {limits.max_dimension}"))
+    if problems:
+        raise InvalidArgument("the template is invalid", errors=problems)

@@ -1,0 +1,96 @@
+"""gRPC translation for the template service: proto in, domain call, proto out."""
+
+from __future__ import annotations
+
+import json
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from litho.template.v1 import template_pb2 as pb
+from litho.template.v1 import template_pb2_grpc as pb_grpc
+from services.template._model import Spec, Template, parse_json_object
+from services.template._service import Templates
+
+
+def _timestamp(value: object) -> Timestamp:
+    ts = Timestamp()
+    ts.FromDatetime(value)  # type: ignore[arg-type]
+    return ts
+
+
+def template_to_proto(t: Template) -> pb.Template:
+    return pb.Template(
+        id=t.id, tenant_id=t.tenant_id, name=t.name, html=t.html, width=t.width,
+        height=t.height, sample_variables_json=json.dumps(t.sample_variables),
+        version=t.version, create_time=_timestamp(t.create_time),
+        update_time=_timestamp(t.update_time),
+    )
+
+
+def spec_from_proto(spec: pb.TemplateSpec, *, max_variables_bytes: int) -> Spec:
+    return Spec(
+        name=spec.name if spec.HasField("name") else None,
+        html=spec.html if spec.HasField("html") else None,
+        width=spec.width if spec.HasField("width") else None,
+        height=spec.height if spec.HasField("height") else None,
+        sample_variables=(
+            parse_json_object(spec.sample_variables_json, field="sampleVariables",
+                              max_bytes=max_variables_bytes)
+            if spec.HasField("sample_variables_json")
+            else None
+        ),
+    )
+
+
+class TemplateServicer(pb_grpc.TemplateServiceServicer):
+    def __init__(self, templates: Templates, *, max_variables_bytes: int) -> None:
+        self._templates = templates
+        self._max_variables = max_variables_bytes
+
+    async def CreateTemplate(
+        self, request: pb.CreateTemplateRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CreateTemplateResponse:
+        spec = spec_from_proto(request.spec, max_variables_bytes=self._max_variables)
+        template = await self._templates.create(request.tenant_id, spec)
+        return pb.CreateTemplateResponse(template=template_to_proto(template))
+
+    async def GetTemplate(
+        self, request: pb.GetTemplateRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetTemplateResponse:
+        template = await self._templates.get(request.tenant_id, request.template_id)
+        return pb.GetTemplateResponse(template=template_to_proto(template))
+
+    async def ListTemplates(
+        self, request: pb.ListTemplatesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListTemplatesResponse:
+        items, token = await self._templates.list(
+            request.tenant_id, request.page_size, request.page_token
+        )
+        return pb.ListTemplatesResponse(
+            templates=[template_to_proto(t) for t in items], next_page_token=token
+        )
+
+    async def UpdateTemplate(
+        self, request: pb.UpdateTemplateRequest, context: grpc.aio.ServicerContext
+    ) -> pb.UpdateTemplateResponse:
+        spec = spec_from_proto(request.spec, max_variables_bytes=self._max_variables)
+        template = await self._templates.update(request.tenant_id, request.template_id, spec)
+        return pb.UpdateTemplateResponse(template=template_to_proto(template))
+
+    async def DeleteTemplate(
+        self, request: pb.DeleteTemplateRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DeleteTemplateResponse:
+        await self._templates.delete(request.tenant_id, request.template_id)
+        return pb.DeleteTemplateResponse()
+
+    async def ExpandTemplate(
+        self, request: pb.ExpandTemplateRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ExpandTemplateResponse:
+        result = await self._templates.expand(
+            request.tenant_id, request.template_id, request.version, request.variables_json
+        )
+        return pb.ExpandTemplateResponse(
+            template_id=result.template.id, version=result.template.version,
+            html=result.html, width=result.template.width, height=result.template.height,
+        )

@@ -1,0 +1,161 @@
+"""Template heads and immutable versions in the document store.
+
+``templates`` holds one head document per template (the latest version's
+fields); ``template_versions`` holds every version under ``<id>:<n>``. A new
+version is inserted before the head moves, and its ``_id`` is unique, so two
+concurrent updates cannot both write version ``n``: the loser gets Conflict.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+import time
+from collections import OrderedDict
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+from litho.docstore import DocumentStore, DuplicateKey
+from litho.errors import Conflict, InvalidArgument, NotFound
+from services.template._model import Spec, Template
+
+_HEADS = "templates"
+_VERSIONS = "template_versions"
+
+
+def new_template_id() -> str:
+    # Time-ordered, so listing by id lists by creation.
+    return f"tpl_{int(time.time() * 1000):012x}{secrets.token_hex(6)}"
+
+
+def _to_doc(t: Template) -> dict[str, Any]:
+    return {
+        "tenantId": t.tenant_id,
+        "templateId": t.id,
+        "name": t.name,
+        "html": t.html,
+        "width": t.width,
+        "height": t.height,
+        "sampleVariables": t.sample_variables,
+        "version": t.version,
+        "createTime": t.create_time.isoformat(),
+        "updateTime": t.update_time.isoformat(),
+    }
+
+
+def _from_doc(doc: dict[str, Any]) -> Template:
+    return Template(
+        id=doc["templateId"],
+        tenant_id=doc["tenantId"],
+        name=doc["name"],
+        html=doc["html"],
+        width=int(doc["width"]),
+        height=int(doc["height"]),
+        sample_variables=dict(doc.get("sampleVariables") or {}),
+        version=int(doc["version"]),
+        create_time=datetime.fromisoformat(doc["createTime"]),
+        update_time=datetime.fromisoformat(doc["updateTime"]),
+    )
+
+
+def _encode_token(template_id: str) -> str:
+    return base64.urlsafe_b64encode(template_id.encode()).decode().rstrip("=")
+
+
+def _decode_token(token: str) -> str:
+    try:
+        return base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+    except ValueError as exc:
+        raise InvalidArgument("pageToken is not a token this API issued") from exc
+
+
+class TemplateRepository:
+    def __init__(self, store: DocumentStore, *, version_cache_size: int) -> None:
+        self._heads = store.collection(_HEADS)
+        self._versions = store.collection(_VERSIONS)
+        self._cache: OrderedDict[tuple[str, str, int], Template] = OrderedDict()
+        self._cache_size = version_cache_size
+
+    async def prepare(self) -> None:
+        await self._heads.ensure_index(["tenantId"])
+        await self._versions.ensure_index(["templateId"])
+
+    async def create(self, tenant_id: str, spec: Spec) -> Template:
+        now = datetime.now(UTC)
+        assert spec.name is not None and spec.html is not None
+        assert spec.width is not None and spec.height is not None
+        template = Template(
+            id=new_template_id(), tenant_id=tenant_id, name=spec.name, html=spec.html,
+            width=spec.width, height=spec.height,
+            sample_variables=spec.sample_variables or {}, version=1,
+            create_time=now, update_time=now,
+        )
+        await self._write_version(template)
+        await self._heads.insert({"_id": template.id, **_to_doc(template)})
+        return template
+
+    async def latest(self, tenant_id: str, template_id: str) -> Template:
+        doc = await self._heads.get(template_id)
+        # Another tenant's template is indistinguishable from a missing one.
+        if doc is None or doc["tenantId"] != tenant_id:
+            raise NotFound(f"template {template_id!r} not found")
+        return _from_doc(doc)
+
+    async def version(self, tenant_id: str, template_id: str, version: int) -> Template:
+        key = (tenant_id, template_id, version)
+        cached = self._cache.get(key)
+        if cached is not None:
+            self._cache.move_to_end(key)
+            return cached
+        doc = await self._versions.get(f"{template_id}:{version}")
+        if doc is None or doc["tenantId"] != tenant_id:
+            await self.latest(tenant_id, template_id)
+            raise NotFound(f"template {template_id!r} has no version {version}")
+        template = _from_doc(doc)
+        self._remember(key, template)
+        return template
+
+    async def update(self, tenant_id: str, template_id: str, spec: Spec) -> Template:
+        current = await self.latest(tenant_id, template_id)
+        updated = replace(
+            current.with_spec(spec), version=current.version + 1, update_time=datetime.now(UTC)
+        )
+        try:
+            await self._write_version(updated)
+        except DuplicateKey as exc:
+            raise Conflict(
+                f"template {template_id!r} was updated concurrently; retry the update"
+            ) from exc
+        await self._heads.replace({"_id": template_id}, {"_id": template_id, **_to_doc(updated)})
+        return updated
+
+    async def delete(self, tenant_id: str, template_id: str) -> None:
+        await self.latest(tenant_id, template_id)
+        await self._heads.delete({"_id": template_id})
+        await self._versions.delete({"templateId": template_id})
+        for key in [k for k in self._cache if k[1] == template_id]:
+            del self._cache[key]
+
+    async def list(
+        self, tenant_id: str, *, page_size: int, page_token: str
+    ) -> tuple[list[Template], str]:
+        flt: dict[str, Any] = {"tenantId": tenant_id}
+        if page_token:
+            flt["_id"] = {"$gt": _decode_token(page_token)}
+        docs = await self._heads.find(flt, sort=[("_id", 1)], limit=page_size + 1)
+        templates = [_from_doc(d) for d in docs[:page_size]]
+        next_token = _encode_token(templates[-1].id) if len(docs) > page_size else ""
+        return templates, next_token
+
+    async def _write_version(self, t: Template) -> None:
+        await self._versions.insert({"_id": f"{t.id}:{t.version}", **_to_doc(t)})
+        self._remember((t.tenant_id, t.id, t.version), t)
+
+    def _remember(self, key: tuple[str, str, int], template: Template) -> None:
+        if self._cache_size == 0:
+            return
+        self._cache[key] = template
+        self._cache.move_to_end(key)
+        while len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)

@@ -1,0 +1,95 @@
+"""Authentication, tenant isolation, and problem+json errors over HTTP."""
+
+from __future__ import annotations
+
+from tests.e2e.conftest import Live
+from tests.e2e.test_render_path import create
+
+
+async def test_missing_key_is_401(live: Live) -> None:
+    async with live.http.get(f"{live.url}/v1/templates") as r:
+        assert r.status == 401
+        assert r.content_type == "application/problem+json"
+        assert r.headers["WWW-Authenticate"].startswith("Bearer")
+        body = await r.json()
+    assert body["status"] == 401 and "Authorization" in body["detail"]
+
+
+async def test_wrong_key_is_401(live: Live) -> None:
+    for key in ("lk_not-a-real-key", "nonsense"):
+        async with live.http.get(f"{live.url}/v1/templates", headers=live.auth(key)) as r:
+            assert r.status == 401
+            assert (await r.json())["detail"] == "invalid API key"
+
+
+async def test_other_tenants_template_is_404(live: Live) -> None:
+    template = await create(live)
+    other = live.auth(live.other_key)
+    async with live.http.get(f"{live.url}/v1/templates/{template['id']}", headers=other) as r:
+        assert r.status == 404
+    async with live.http.post(f"{live.url}/v1/templates/{template['id']}/render", json={},
+                              headers=other) as r:
+        assert r.status == 404
+    async with live.http.delete(f"{live.url}/v1/templates/{template['id']}",
+                                headers=other) as r:
+        assert r.status == 404
+    async with live.http.get(f"{live.url}/v1/templates?pageSize=100", headers=other) as r:
+        assert template["id"] not in {t["id"] for t in (await r.json())["templates"]}
+
+
+async def test_malformed_json_is_400(live: Live) -> None:
+    async with live.http.post(f"{live.url}/v1/templates", data=b'{"name": "x",',
+                              headers={**live.auth(), "Content-Type": "application/json"}) as r:
+        assert r.status == 400
+        assert r.content_type == "application/problem+json"
+        assert "not valid JSON" in (await r.json())["detail"]
+
+
+async def test_huge_width_is_422_naming_the_field(live: Live) -> None:
+    body = {"name": "wide", "html": "<p>x</p>", "width": 100000, "height": 100}
+    async with live.http.post(f"{live.url}/v1/templates", json=body, headers=live.auth()) as r:
+        assert r.status == 422
+        problem = await r.json()
+    assert problem["status"] == 422
+    assert [e["field"] for e in problem["errors"]] == ["/width"]
+
+
+async def test_width_over_the_service_limit_is_422(live: Live) -> None:
+    body = {"name": "wide", "html": "<p>x</p>", "width": 9000, "height": 100}
+    async with live.http.post(f"{live.url}/v1/templates", json=body, headers=live.auth()) as r:
+        assert r.status == 422
+        problem = await r.json()
+    assert problem["errors"] == [{"field": "width", "message": "must be between 1 and 5000"}]
+
+
+async def test_unknown_fields_and_missing_fields_are_422(live: Live) -> None:
+    body = {"name": "x", "html": "<p/>", "width": 10, "colour": "red"}
+    async with live.http.post(f"{live.url}/v1/templates", json=body, headers=live.auth()) as r:
+        assert r.status == 422
+        messages = " ".join(e["message"] for e in (await r.json())["errors"])
+    assert "height" in messages and "colour" in messages
+
+
+async def test_bad_template_id_is_422_and_unknown_is_404(live: Live) -> None:
+    async with live.http.get(f"{live.url}/v1/templates/nope", headers=live.auth()) as r:
+        assert r.status == 422
+    async with live.http.get(f"{live.url}/v1/templates/tpl_{'0' * 24}",
+                             headers=live.auth()) as r:
+        assert r.status == 404
+
+
+async def test_template_syntax_error_is_422_with_position(live: Live) -> None:
+    body = {"name": "x", "html": "<p>\n  {{ 1 + }}</p>", "width": 10, "height": 10}
+    async with live.http.post(f"{live.url}/v1/templates", json=body, headers=live.auth()) as r:
+        assert r.status == 422
+        errors = (await r.json())["errors"]
+    assert errors[0]["field"] == "html" and "line 2, column 3" in errors[0]["message"]
+
+
+async def test_unknown_route_and_method_are_problems(live: Live) -> None:
+    async with live.http.get(f"{live.url}/v2/nothing", headers=live.auth()) as r:
+        assert r.status == 404
+        assert r.content_type == "application/problem+json"
+    async with live.http.patch(f"{live.url}/v1/templates", headers=live.auth()) as r:
+        assert r.status == 405
+        assert "POST" in r.headers["Allow"]

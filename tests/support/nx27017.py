@@ -1,0 +1,133 @@
+"""A real MongoDB wire-protocol server for tests, from the ``nx-27017`` wheel.
+
+nx-27017 speaks MongoDB's protocol over SQLite files, one file per logical
+database under ``--data-dir``. It runs in the foreground as a child process on
+a free loopback port, so parallel runs don't clash and nothing outlives the
+session. Where its matching differs from MongoDB, the contract suite marks the
+test as an expected failure on it (see ``test_docstore_contract.py``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from pymongo import MongoClient
+from pymongo.errors import PyMongoError
+
+_START_TIMEOUT = 20.0
+_STOP_GRACE = 5.0
+
+
+def nx27017_binary() -> Path:
+    """``nx-27017`` next to this interpreter (the venv's bin), else on PATH."""
+    here = Path(sys.executable).parent / "nx-27017"
+    if here.exists():
+        return here
+    found = shutil.which("nx-27017")
+    if found is None:
+        raise RuntimeError("the nx-27017 binary is missing; install the dev extras (nx-27017)")
+    return Path(found)
+
+
+def _free_port() -> int:
+    # The port-0 race (someone else binds it before nx-27017 does) is retried
+    # by start_nx27017.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass
+class Nx27017:
+    """A running nx-27017; use :func:`start_nx27017` and :meth:`stop`."""
+
+    process: subprocess.Popen[bytes]
+    url: str
+    workdir: Path
+    log_path: Path
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=_STOP_GRACE)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+
+
+def _answers_ping(url: str) -> bool:
+    client: MongoClient[dict[str, object]] = MongoClient(
+        url, serverSelectionTimeoutMS=500, connectTimeoutMS=500
+    )
+    try:
+        client.admin.command("ping")
+        return True
+    except PyMongoError:
+        return False
+    finally:
+        client.close()
+
+
+def _launch(workdir: Path) -> Nx27017:
+    port = _free_port()
+    data = workdir / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    log_path = workdir / "nx27017.log"
+    args = [
+        str(nx27017_binary()),
+        "--host",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        "--data-dir",
+        str(data),
+        "--log-file",
+        str(log_path),
+        "--pid-file",
+        str(workdir / "nx27017.pid"),
+    ]
+    # Its console output repeats the log file; keep it for start-up crashes.
+    with (workdir / "console.log").open("wb") as console:
+        process = subprocess.Popen(
+            args, stdout=console, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=workdir
+        )
+    return Nx27017(
+        process=process,
+        url=f"mongodb://127.0.0.1:{port}/?directConnection=true",
+        workdir=workdir,
+        log_path=workdir / "console.log",
+    )
+
+
+def start_nx27017(workdir: Path, *, attempts: int = 3) -> Nx27017:
+    """Start nx-27017 under ``workdir`` and wait until it answers a ping."""
+    last = ""
+    for attempt in range(attempts):
+        run = workdir / f"run{attempt}"
+        run.mkdir(parents=True, exist_ok=True)
+        server = _launch(run)
+        deadline = time.monotonic() + _START_TIMEOUT
+        while time.monotonic() < deadline and server.process.poll() is None:
+            if _answers_ping(server.url):
+                return server
+            time.sleep(0.1)
+        last = server.log_tail()
+        with contextlib.suppress(Exception):
+            server.stop()
+    raise RuntimeError(f"nx-27017 did not start after {attempts} attempts; last log:\n{last}")

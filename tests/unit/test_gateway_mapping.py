@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from litho import errors
+from services.gateway._openapi import RequestValidator, load_document
+from services.gateway._problems import from_error, http_status
+
+
+@pytest.mark.parametrize(("status", "code"), [
+    ("INVALID_ARGUMENT", 422), ("NOT_FOUND", 404), ("UNAUTHENTICATED", 401),
+    ("PERMISSION_DENIED", 403), ("RESOURCE_EXHAUSTED", 429), ("DEADLINE_EXCEEDED", 504),
+    ("UNAVAILABLE", 503), ("ABORTED", 409), ("INTERNAL", 500), ("DATA_LOSS", 500),
+])
+def test_grpc_status_to_http(status: str, code: int) -> None:
+    assert http_status(status) == code
+
+
+def test_problem_bodies() -> None:
+    busy = from_error(errors.ResourceExhausted("full", retry_after=2.4))
+    assert busy.status == 429 and busy.headers["Retry-After"] == "2"
+    assert busy.content_type == "application/problem+json"
+    hidden = from_error(errors.Unavailable("cannot connect to 10.0.0.5:4222"))
+    assert hidden.status == 503 and "10.0.0.5" not in (hidden.text or "")
+    invalid = from_error(errors.InvalidArgument("bad", errors=[errors.FieldError("w", "m")]))
+    assert json.loads(invalid.text or "")["errors"] == [{"field": "w", "message": "m"}]
+
+
+def test_validator_checks_bodies_and_params() -> None:
+    validator = RequestValidator(load_document())
+    validator.check_body("createTemplate", {"name": "n", "html": "h", "width": 1, "height": 1})
+    with pytest.raises(errors.InvalidArgument) as info:
+        validator.check_body("createTemplate", {"name": "", "html": "h", "width": 0})
+    fields = {e.field for e in info.value.errors}
+    assert fields == {"/", "/name", "/width"}
+    with pytest.raises(errors.InvalidArgument):
+        validator.check_body("createTemplate", None)
+    validator.check_body("renderTemplate", None)
+    with pytest.raises(errors.InvalidArgument):
+        validator.check_params("getTemplate", {("path", "templateId"): "../etc"})
+    with pytest.raises(errors.InvalidArgument):
+        validator.check_params("listTemplates", {("query", "pageSize"): 1000})
+
+
+def test_openapi_document_is_valid_and_matches_the_routes() -> None:
+    from openapi_spec_validator import validate
+
+    from services.gateway._app import create_app
+
+    doc = load_document()
+    validate(doc)
+    app = create_app(None, max_body_bytes=10)  # type: ignore[arg-type]
+    routes = set()
+    for route in app.router.routes():
+        info = route.resource.get_info() if route.resource else {}
+        path = info.get("path") or info.get("formatter")
+        if route.method in {"HEAD"} and path != "/images/{imageFile}":
+            continue
+        routes.add((path, route.method.lower()))
+    documented = {(p, m) for p, item in doc["paths"].items() for m in item if m != "parameters"}
+    assert routes == documented

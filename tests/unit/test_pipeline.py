@@ -1,0 +1,163 @@
+"""The render pipeline with fakes behind its ports (the e2e suite uses real parts)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from litho.blobstore import Blob, BlobInfo
+from litho.errors import InvalidArgument, LithoError, NotFound
+from services.renderer._capture import CaptureSpec
+from services.renderer._pipeline import (
+    Expanded,
+    RenderPipeline,
+    RenderRequest,
+    RenderResult,
+    cache_key,
+)
+
+
+class MemoryBlobs:
+    def __init__(self) -> None:
+        self.data: dict[str, tuple[bytes, str]] = {}
+
+    async def put(self, key: str, data: bytes, content_type: str) -> BlobInfo:
+        self.data[key] = (data, content_type)
+        return BlobInfo(key=key, size=len(data), content_type=content_type, etag='"x"')
+
+    async def get(self, key: str) -> Blob | None:
+        info = await self.head(key)
+        return Blob(info=info, data=self.data[key][0]) if info else None
+
+    async def head(self, key: str) -> BlobInfo | None:
+        if key not in self.data:
+            return None
+        data, ctype = self.data[key]
+        return BlobInfo(key=key, size=len(data), content_type=ctype, etag='"x"')
+
+    async def delete(self, key: str) -> bool:
+        return self.data.pop(key, None) is not None
+
+    async def ping(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+
+class Templates:
+    def __init__(self) -> None:
+        self.html = "<p>{v}</p>"
+
+    async def expand(self, tenant_id: str, template_id: str, version: int,
+                     variables_json: str) -> Expanded:
+        if template_id == "missing":
+            raise NotFound("template 'missing' not found")
+        return Expanded(template_id, version or 3, self.html.format(v=variables_json), 100, 50)
+
+
+class Events:
+    def __init__(self) -> None:
+        self.completed_events: list[RenderResult] = []
+        self.failed_events: list[str] = []
+
+    def completed(self, request: RenderRequest, result: RenderResult, duration_ms: float) -> None:
+        self.completed_events.append(result)
+
+    def failed(self, request: RenderRequest, error: LithoError, template_version: int) -> None:
+        self.failed_events.append(error.status)
+
+
+class Capture:
+    def __init__(self) -> None:
+        self.calls: list[CaptureSpec] = []
+        self.gate: asyncio.Event | None = None
+
+    async def __call__(self, spec: CaptureSpec) -> bytes:
+        self.calls.append(spec)
+        if self.gate:
+            await self.gate.wait()
+        return f"{spec.format}:{spec.width}x{spec.height}".encode()
+
+
+@pytest.fixture
+def parts() -> tuple[MemoryBlobs, Templates, Events, Capture, RenderPipeline]:
+    blobs, templates, events, capture = MemoryBlobs(), Templates(), Events(), Capture()
+    pipeline = RenderPipeline(templates, blobs, capture, events, max_dimension=1000)
+    return blobs, templates, events, capture, pipeline
+
+
+def request(**overrides: object) -> RenderRequest:
+    fields: dict[str, object] = {"tenant_id": "t", "template_id": "tpl", "version": 0,
+                                 "variables_json": '{"a":1}', "format": "png"}
+    fields.update(overrides)
+    return RenderRequest(**fields)  # type: ignore[arg-type]
+
+
+async def test_miss_renders_and_stores_then_hit_does_no_capture(parts) -> None:  # type: ignore[no-untyped-def]
+    blobs, _, events, capture, pipeline = parts
+    first = await pipeline.render(request())
+    assert first.cached is False and len(capture.calls) == 1
+    assert blobs.data[first.blob_key] == (b"png:100x50", "image/png")
+    second = await pipeline.render(request())
+    assert second.cached is True and second.render_id == first.render_id
+    assert len(capture.calls) == 1
+    assert [e.cached for e in events.completed_events] == [False, True]
+
+
+async def test_key_depends_on_document_and_options(parts) -> None:  # type: ignore[no-untyped-def]
+    _, templates, _, _, pipeline = parts
+    base = await pipeline.render(request())
+    other_vars = await pipeline.render(request(variables_json='{"a":2}'))
+    jpeg = await pipeline.render(request(format="jpeg"))
+    jpeg_q = await pipeline.render(request(format="jpeg", quality=50))
+    bigger = await pipeline.render(request(width=200))
+    templates.html = "<div>{v}</div>"
+    new_source = await pipeline.render(request())
+    ids = {r.render_id for r in (base, other_vars, jpeg, jpeg_q, bigger, new_source)}
+    assert len(ids) == 6
+    assert jpeg.blob_key.endswith(".jpeg") and bigger.width == 200
+
+
+def test_cache_key_is_stable() -> None:
+    spec = CaptureSpec(html="<p>x</p>", width=1, height=2, format="png", quality=0)
+    assert cache_key(spec) == cache_key(CaptureSpec("<p>x</p>", 1, 2, "png", 0))
+    assert len(cache_key(spec)) == 64
+
+
+async def test_identical_concurrent_renders_share_one_capture(parts) -> None:  # type: ignore[no-untyped-def]
+    _, _, _, capture, pipeline = parts
+    capture.gate = asyncio.Event()
+    tasks = [asyncio.create_task(pipeline.render(request())) for _ in range(5)]
+    await asyncio.sleep(0.01)
+    capture.gate.set()
+    results = await asyncio.gather(*tasks)
+    assert len(capture.calls) == 1
+    assert sorted(r.cached for r in results) == [False, True, True, True, True]
+
+
+async def test_invalid_options_are_rejected_before_any_work(parts) -> None:  # type: ignore[no-untyped-def]
+    _, _, _, capture, pipeline = parts
+    with pytest.raises(InvalidArgument) as info:
+        await pipeline.render(request(format="bmp", width=5000, quality=101))
+    assert {e.field for e in info.value.errors} == {"format", "width", "quality"}
+    assert capture.calls == []
+
+
+async def test_template_errors_propagate(parts) -> None:  # type: ignore[no-untyped-def]
+    _, _, _, _, pipeline = parts
+    with pytest.raises(NotFound):
+        await pipeline.render(request(template_id="missing"))
+
+
+async def test_capture_failure_publishes_render_failed(parts) -> None:  # type: ignore[no-untyped-def]
+    _, _, events, _, _ = parts
+
+    async def broken(spec: CaptureSpec) -> bytes:
+        raise LithoError("boom")
+
+    pipeline = RenderPipeline(Templates(), MemoryBlobs(), broken, events, max_dimension=1000)
+    with pytest.raises(LithoError):
+        await pipeline.render(request())
+    assert events.failed_events == ["INTERNAL"]

@@ -1,0 +1,179 @@
+"""The page pool's supervision rules, with a fake engine behind its port."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from litho.errors import DeadlineExceeded, ResourceExhausted, Unavailable
+from services.renderer._pool import BrowserLike, PagePool, PageLike
+
+
+class Crash(Exception):
+    pass
+
+
+class FakePage:
+    def __init__(self, browser: FakeBrowser) -> None:
+        self.browser = browser
+        self.closed = False
+
+    def is_closed(self) -> bool:
+        return self.closed or not self.browser.connected
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+class FakeBrowser:
+    def __init__(self, number: int) -> None:
+        self.number = number
+        self.connected = True
+
+    def is_connected(self) -> bool:
+        return self.connected
+
+    async def close(self) -> None:
+        self.connected = False
+
+
+class FakeEngine:
+    def __init__(self) -> None:
+        self.browsers: list[FakeBrowser] = []
+        self.pages = 0
+
+    async def launch(self) -> BrowserLike:
+        browser = FakeBrowser(len(self.browsers) + 1)
+        self.browsers.append(browser)
+        return browser
+
+    async def new_page(self, browser: BrowserLike) -> PageLike:
+        assert isinstance(browser, FakeBrowser)
+        self.pages += 1
+        return FakePage(browser)
+
+    def is_crash(self, exc: BaseException) -> bool:
+        return isinstance(exc, Crash)
+
+
+def make_pool(engine: FakeEngine, **overrides: float) -> PagePool:
+    options: dict[str, float] = {"size": 2, "max_queue": 2, "restart_after": 100, "timeout": 1.0}
+    options.update(overrides)
+    return PagePool(engine, size=int(options["size"]), max_queue=int(options["max_queue"]),
+                    restart_after=int(options["restart_after"]), timeout=options["timeout"])
+
+
+async def browser_number(page: PageLike) -> int:
+    assert isinstance(page, FakePage)
+    return page.browser.number
+
+
+async def test_runs_jobs_and_bounds_concurrency() -> None:
+    engine = FakeEngine()
+    pool = make_pool(engine, size=2, max_queue=10)
+    await pool.start()
+    running = 0
+    peak = 0
+
+    async def job(page: PageLike) -> int:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await asyncio.sleep(0.01)
+        running -= 1
+        return 1
+
+    results = await asyncio.gather(*(pool.run(job) for _ in range(8)))
+    assert sum(results) == 8 and peak == 2
+    await pool.close()
+
+
+async def test_full_queue_is_resource_exhausted() -> None:
+    pool = make_pool(FakeEngine(), size=1, max_queue=1)
+    await pool.start()
+    release = asyncio.Event()
+
+    async def slow(page: PageLike) -> None:
+        await release.wait()
+
+    first = asyncio.create_task(pool.run(slow))
+    second = asyncio.create_task(pool.run(slow))
+    await asyncio.sleep(0.01)
+    with pytest.raises(ResourceExhausted):
+        await pool.run(slow)
+    release.set()
+    await asyncio.gather(first, second)
+    await pool.close()
+
+
+async def test_restarts_after_n_renders() -> None:
+    engine = FakeEngine()
+    pool = make_pool(engine, size=1, restart_after=3)
+    await pool.start()
+    numbers = [await pool.run(browser_number) for _ in range(7)]
+    assert numbers == [1, 1, 1, 2, 2, 2, 3]
+    assert engine.browsers[0].connected is False
+    await pool.close()
+
+
+async def test_crash_restarts_chromium_and_retries_once() -> None:
+    engine = FakeEngine()
+    pool = make_pool(engine, size=1)
+    await pool.start()
+    attempts = 0
+
+    async def crashes_once(page: PageLike) -> int:
+        nonlocal attempts
+        attempts += 1
+        if attempts == 1:
+            assert isinstance(page, FakePage)
+            page.browser.connected = False
+            raise Crash("Target crashed")
+        return await browser_number(page)
+
+    assert await pool.run(crashes_once) == 2
+    assert attempts == 2 and pool.restarts == 1
+    await pool.close()
+
+
+async def test_second_crash_is_unavailable() -> None:
+    pool = make_pool(FakeEngine(), size=1)
+    await pool.start()
+
+    async def always_crashes(page: PageLike) -> None:
+        raise Crash("Target crashed")
+
+    with pytest.raises(Unavailable, match="crashed twice"):
+        await pool.run(always_crashes)
+    assert await pool.run(browser_number) == 3
+    await pool.close()
+
+
+async def test_timeout_replaces_the_page_and_is_deadline_exceeded() -> None:
+    engine = FakeEngine()
+    pool = make_pool(engine, size=1, timeout=0.05)
+    await pool.start()
+
+    async def hangs(page: PageLike) -> None:
+        await asyncio.sleep(10)
+
+    with pytest.raises(DeadlineExceeded):
+        await pool.run(hangs)
+    assert engine.pages == 2
+    assert await pool.run(browser_number) == 1
+    await pool.close()
+
+
+async def test_ordinary_errors_propagate_and_keep_the_page() -> None:
+    engine = FakeEngine()
+    pool = make_pool(engine, size=1)
+    await pool.start()
+
+    async def fails(page: PageLike) -> None:
+        raise ValueError("bad selector")
+
+    with pytest.raises(ValueError, match="bad selector"):
+        await pool.run(fails)
+    assert engine.pages == 1 and pool.restarts == 0
+    await pool.close()
