@@ -30,7 +30,10 @@ proto: $(VENV)/.installed .stamp-proto ## generate gRPC/protobuf code from proto
 
 .stamp-proto: $(PROTO_SRC) $(VENV)/.installed
 	rm -f litho/*/v1/*_pb2*.py litho/*/v1/*_pb2*.pyi
-	$(PY) -m grpc_tools.protoc -Iproto --python_out=. --pyi_out=. --grpc_python_out=. $(PROTO_SRC)
+	$(PY) -m grpc_tools.protoc -Iproto --python_out=. --grpc_python_out=. \
+	  --plugin=protoc-gen-mypy=$(VENV)/bin/protoc-gen-mypy --mypy_out=. \
+	  --plugin=protoc-gen-mypy_grpc=$(VENV)/bin/protoc-gen-mypy_grpc --mypy_grpc_out=. \
+	  $(PROTO_SRC)
 	touch $@
 
 .PHONY: run
@@ -45,7 +48,7 @@ test: install ## run the whole suite against real NATS, Chromium, SeaweedFS and 
 .PHONY: lint
 lint: install ## ruff and mypy --strict
 	$(VENV)/bin/ruff check litho services tests
-	$(VENV)/bin/mypy litho services
+	$(VENV)/bin/mypy litho services tests
 
 .PHONY: clean
 clean: ## remove the virtualenv, generated code and caches (keeps data/)

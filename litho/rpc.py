@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable, Iterable
 from contextlib import AsyncExitStack
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -50,27 +50,33 @@ Register = Callable[[Any, grpc.aio.Server], None]
 # ---------------------------------------------------------------- server side
 
 
-class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
+Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
+
+
+class ErrorInterceptor(grpc.aio.ServerInterceptor):
     """Map domain errors to status codes; hide everything else behind INTERNAL."""
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> Handler | None:
         handler = await continuation(handler_call_details)
         if handler is None or handler.unary_unary is None:
             return handler
-        inner = handler.unary_unary
+        inner: Callable[[Any, Context], Awaitable[Any]] = handler.unary_unary  # type: ignore[assignment]
         method = handler_call_details.method
 
-        async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def unary_unary(request: Any, context: Context) -> Any:
             try:
                 return await inner(request, context)
             except errors.LithoError as exc:
                 await _abort(context, exc, method)
             except grpc.aio.AbortError:
                 raise
+            except NotImplementedError:
+                await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method} is not implemented")
             except Exception:
                 log.exception("unhandled error in rpc", method=method)
                 await context.abort(grpc.StatusCode.INTERNAL, "internal error")
@@ -82,7 +88,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         )
 
 
-async def _abort(context: grpc.aio.ServicerContext, exc: errors.LithoError, method: str) -> None:
+async def _abort(context: Context, exc: errors.LithoError, method: str) -> None:
     code = _STATUS_BY_NAME.get(exc.status, grpc.StatusCode.INTERNAL)
     if code in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN):
         log.error("internal error in rpc", method=method, error=str(exc))
@@ -130,7 +136,7 @@ async def start_server(
 # ---------------------------------------------------------------- client side
 
 
-class _DeadlineAndErrors(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+class _DeadlineAndErrors(grpc.aio.UnaryUnaryClientInterceptor):
     def __init__(self, default_deadline: float) -> None:
         self._deadline = default_deadline
 
@@ -141,7 +147,13 @@ class _DeadlineAndErrors(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[
         request: Any,
     ) -> Any:
         if client_call_details.timeout is None:
-            client_call_details = client_call_details._replace(timeout=self._deadline)
+            client_call_details = grpc.aio.ClientCallDetails(
+                client_call_details.method,
+                self._deadline,
+                client_call_details.metadata,
+                client_call_details.credentials,
+                client_call_details.wait_for_ready,
+            )
         call = await continuation(client_call_details, request)
         try:
             await call
@@ -182,9 +194,11 @@ async def open_channel(
     return channel
 
 
-async def wait_healthy(channel: grpc.aio.Channel, *, service: str = "", timeout: float) -> None:
+async def wait_healthy(
+    channel: grpc.aio.Channel, *, service: str = "", timeout: float  # noqa: ASYNC109
+) -> None:
     """Block until ``service`` on ``channel`` reports SERVING or ``timeout`` passes."""
-    stub = health_pb2_grpc.HealthStub(channel)
+    stub: Any = health_pb2_grpc.HealthStub(channel)  # the stubs' types are sync-only
     response = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
     if response.status != health_pb2.HealthCheckResponse.SERVING:
         raise errors.Unavailable(f"{service or 'server'} is not serving")

@@ -140,7 +140,8 @@ class Stack:
         self.api_key = await self._first_key(env)
 
     async def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
-        log = open(self.log_path(name), "ab") if self.log_to_files else None  # noqa: SIM115
+        # One log file per child, opened once at start-up.
+        log = open(self.log_path(name), "ab") if self.log_to_files else None  # noqa: ASYNC230
         process = await asyncio.create_subprocess_exec(
             *argv,
             env={**os.environ, **(env or {})},
@@ -219,7 +220,7 @@ class Stack:
         self._children.clear()
 
 
-async def _wait_port(port: int, timeout: float) -> None:
+async def _wait_port(port: int, timeout: float) -> None:  # noqa: ASYNC109
     deadline = time.monotonic() + timeout
     while True:
         try:

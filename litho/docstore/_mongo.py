@@ -16,7 +16,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+from bson.codec_options import TypeDecoder, TypeRegistry
 from bson.errors import InvalidDocument
+from bson.int64 import Int64
 from pymongo import ASCENDING, AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
@@ -56,6 +58,7 @@ def open_mongo_store(
             url,
             serverSelectionTimeoutMS=server_selection_timeout_ms,
             timeoutMS=timeout_ms,
+            type_registry=TypeRegistry([_Int64AsInt()]),
         )
     except ConfigurationError as exc:
         # Not echoing the URL: it may carry a password.
@@ -65,6 +68,16 @@ def open_mongo_store(
     except InvalidName as exc:
         raise ConfigError(f"LITHO_DOCSTORE_DATABASE {database!r} is invalid: {exc}") from exc
     return MongoDocumentStore(client, db)
+
+
+class _Int64AsInt(TypeDecoder):
+    """Decode 64-bit integers as plain ``int``: PyMongo's default ``Int64`` is an
+    ``int`` subclass, but the port promises plain JSON-compatible values."""
+
+    bson_type = Int64
+
+    def transform_bson(self, value: Any) -> int:
+        return int(value)
 
 
 class MongoDocumentStore:

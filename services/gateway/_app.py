@@ -6,7 +6,6 @@ import asyncio
 from contextlib import AsyncExitStack
 
 from aiohttp import web
-from grpc_health.v1.health_pb2_grpc import HealthStub
 
 from litho import rpc
 from litho.blobstore import open_blob_store
@@ -27,7 +26,7 @@ from services.gateway._keys import KeyStore
 from services.gateway._middleware import auth_middleware, errors_middleware
 from services.gateway._openapi import RequestValidator, load_document
 from services.gateway._settings import GatewaySettings
-from services.gateway._state import DEPS, Deps
+from services.gateway._state import DEPS, MAX_BODY_BYTES, Deps
 
 log = get_logger(__name__)
 
@@ -37,6 +36,7 @@ def create_app(deps: Deps, *, max_body_bytes: int) -> web.Application:
         middlewares=[errors_middleware, auth_middleware], client_max_size=max_body_bytes
     )
     app[DEPS] = deps
+    app[MAX_BODY_BYTES] = max_body_bytes
     r = app.router
     r.add_post("/v1/templates", h.create_template)
     r.add_get("/v1/templates", h.list_templates, allow_head=False)
@@ -78,8 +78,7 @@ async def main(stop: asyncio.Event) -> None:
             blobs=blobs,
             openapi=doc,
             validator=RequestValidator(doc),
-            health={"template": HealthStub(template_channel),
-                    "renderer": HealthStub(renderer_channel)},
+            backends={"template": template_channel, "renderer": renderer_channel},
         )
         app = create_app(deps, max_body_bytes=settings.gateway_max_body_bytes)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)

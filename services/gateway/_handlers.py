@@ -7,9 +7,8 @@ from datetime import datetime
 from typing import Any
 
 from aiohttp import web
-from grpc_health.v1.health_pb2 import HealthCheckRequest, HealthCheckResponse
 
-from litho import renders
+from litho import renders, rpc
 from litho.errors import FieldError, InvalidArgument, LithoError, NotFound
 from litho.renderer.v1 import renderer_pb2
 from litho.template.v1 import template_pb2
@@ -173,13 +172,10 @@ async def get_openapi(request: web.Request) -> web.Response:
 
 async def get_health(request: web.Request) -> web.Response:
     problems = []
-    for name, stub in deps(request).health.items():
+    for name, channel in deps(request).backends.items():
         try:
-            reply = await stub.Check(HealthCheckRequest(), timeout=2)
+            await rpc.wait_healthy(channel, timeout=2)
         except LithoError:
-            problems.append(name)
-            continue
-        if reply.status != HealthCheckResponse.SERVING:
             problems.append(name)
     if problems:
         return problem(503, "not ready: " + ", ".join(problems))

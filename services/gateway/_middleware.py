@@ -8,7 +8,7 @@ from aiohttp.typedefs import Handler
 from litho.errors import LithoError, Unauthenticated
 from litho.logs import get_logger
 from services.gateway._problems import from_error, problem
-from services.gateway._state import API_KEY, deps
+from services.gateway._state import API_KEY, MAX_BODY_BYTES, deps
 
 log = get_logger(__name__)
 
@@ -22,8 +22,9 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         return await handler(request)
     except LithoError as exc:
         return from_error(exc)
-    except web.HTTPRequestEntityTooLarge as exc:
-        return problem(413, f"the request body is larger than {exc.max_size} bytes")
+    except web.HTTPRequestEntityTooLarge:
+        limit = request.app[MAX_BODY_BYTES]
+        return problem(413, f"the request body is larger than {limit} bytes")
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

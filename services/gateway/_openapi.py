@@ -38,7 +38,7 @@ class RequestValidator:
             _DOC_URI, Resource.from_contents(doc, default_specification=DRAFT202012)
         )
         self._ops: dict[str, _Operation] = {}
-        for path, item in doc["paths"].items():
+        for _path, item in doc["paths"].items():
             shared = item.get("parameters", [])
             for method, op in item.items():
                 if method == "parameters":

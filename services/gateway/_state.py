@@ -3,31 +3,35 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import grpc
 from aiohttp import web
-from grpc_health.v1.health_pb2_grpc import HealthStub
 
 from litho.blobstore import BlobStore
-from litho.renderer.v1 import renderer_pb2_grpc
-from litho.template.v1 import template_pb2_grpc
 from services.gateway._keys import ApiKey, KeyStore
 from services.gateway._openapi import RequestValidator
+
+if TYPE_CHECKING:
+    from litho.renderer.v1.renderer_pb2_grpc import RendererServiceAsyncStub
+    from litho.template.v1.template_pb2_grpc import TemplateServiceAsyncStub
 
 
 @dataclass
 class Deps:
     keys: KeyStore
-    templates: template_pb2_grpc.TemplateServiceStub
-    renderer: renderer_pb2_grpc.RendererServiceStub
+    templates: TemplateServiceAsyncStub
+    renderer: RendererServiceAsyncStub
     blobs: BlobStore
     openapi: dict[str, Any]
     validator: RequestValidator
-    health: dict[str, HealthStub] = field(default_factory=dict)
+    #: Channels whose health /healthz reports, by service name.
+    backends: dict[str, grpc.aio.Channel] = field(default_factory=dict)
     base_url: str = ""
 
 
 DEPS = web.AppKey("deps", Deps)
+MAX_BODY_BYTES = web.AppKey("max_body_bytes", int)
 API_KEY = "litho.api_key"
 
 

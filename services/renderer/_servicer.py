@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 
 from litho.renderer.v1 import renderer_pb2 as pb
@@ -17,7 +19,7 @@ class RendererServicer(pb_grpc.RendererServiceServicer):
         self._pipeline = pipeline
 
     async def RenderTemplate(
-        self, request: pb.RenderTemplateRequest, context: grpc.aio.ServicerContext
+        self, request: pb.RenderTemplateRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.RenderTemplateResponse:
         result = await self._pipeline.render(RenderRequest(
             tenant_id=request.tenant_id, template_id=request.template_id,

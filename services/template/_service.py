@@ -37,7 +37,9 @@ class Templates:
     async def get(self, tenant_id: str, template_id: str) -> Template:
         return await self._repo.latest(tenant_id, template_id)
 
-    async def list(self, tenant_id: str, page_size: int, page_token: str) -> tuple[list[Template], str]:
+    async def list(
+        self, tenant_id: str, page_size: int, page_token: str
+    ) -> tuple[list[Template], str]:
         size = page_size if page_size > 0 else 50
         return await self._repo.list(tenant_id, page_size=min(size, 100), page_token=page_token)
 

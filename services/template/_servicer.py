@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
+from typing import Any
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -13,9 +15,9 @@ from services.template._model import Spec, Template, parse_json_object
 from services.template._service import Templates
 
 
-def _timestamp(value: object) -> Timestamp:
+def _timestamp(value: datetime) -> Timestamp:
     ts = Timestamp()
-    ts.FromDatetime(value)  # type: ignore[arg-type]
+    ts.FromDatetime(value)
     return ts
 
 
@@ -49,20 +51,20 @@ class TemplateServicer(pb_grpc.TemplateServiceServicer):
         self._max_variables = max_variables_bytes
 
     async def CreateTemplate(
-        self, request: pb.CreateTemplateRequest, context: grpc.aio.ServicerContext
+        self, request: pb.CreateTemplateRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.CreateTemplateResponse:
         spec = spec_from_proto(request.spec, max_variables_bytes=self._max_variables)
         template = await self._templates.create(request.tenant_id, spec)
         return pb.CreateTemplateResponse(template=template_to_proto(template))
 
     async def GetTemplate(
-        self, request: pb.GetTemplateRequest, context: grpc.aio.ServicerContext
+        self, request: pb.GetTemplateRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.GetTemplateResponse:
         template = await self._templates.get(request.tenant_id, request.template_id)
         return pb.GetTemplateResponse(template=template_to_proto(template))
 
     async def ListTemplates(
-        self, request: pb.ListTemplatesRequest, context: grpc.aio.ServicerContext
+        self, request: pb.ListTemplatesRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ListTemplatesResponse:
         items, token = await self._templates.list(
             request.tenant_id, request.page_size, request.page_token
@@ -72,20 +74,20 @@ class TemplateServicer(pb_grpc.TemplateServiceServicer):
         )
 
     async def UpdateTemplate(
-        self, request: pb.UpdateTemplateRequest, context: grpc.aio.ServicerContext
+        self, request: pb.UpdateTemplateRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.UpdateTemplateResponse:
         spec = spec_from_proto(request.spec, max_variables_bytes=self._max_variables)
         template = await self._templates.update(request.tenant_id, request.template_id, spec)
         return pb.UpdateTemplateResponse(template=template_to_proto(template))
 
     async def DeleteTemplate(
-        self, request: pb.DeleteTemplateRequest, context: grpc.aio.ServicerContext
+        self, request: pb.DeleteTemplateRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.DeleteTemplateResponse:
         await self._templates.delete(request.tenant_id, request.template_id)
         return pb.DeleteTemplateResponse()
 
     async def ExpandTemplate(
-        self, request: pb.ExpandTemplateRequest, context: grpc.aio.ServicerContext
+        self, request: pb.ExpandTemplateRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ExpandTemplateResponse:
         result = await self._templates.expand(
             request.tenant_id, request.template_id, request.version, request.variables_json

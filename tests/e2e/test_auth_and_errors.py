@@ -93,3 +93,10 @@ async def test_unknown_route_and_method_are_problems(live: Live) -> None:
     async with live.http.patch(f"{live.url}/v1/templates", headers=live.auth()) as r:
         assert r.status == 405
         assert "POST" in r.headers["Allow"]
+
+
+async def test_oversized_body_is_413(live: Live) -> None:
+    body = {"name": "big", "html": "x" * (2 * 1024 * 1024), "width": 10, "height": 10}
+    async with live.http.post(f"{live.url}/v1/templates", json=body, headers=live.auth()) as r:
+        assert r.status == 413
+        assert "larger than 1048576 bytes" in (await r.json())["detail"]

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from litho.errors import DeadlineExceeded, ResourceExhausted, Unavailable
-from services.renderer._pool import BrowserLike, PagePool, PageLike
+from services.renderer._pool import BrowserLike, PageLike, PagePool
 
 
 class Crash(Exception):
