@@ -7,17 +7,20 @@ import os
 import signal
 from pathlib import Path
 
-from services._stack import Stack
+from services._stack import Stack, die_with_parent
 
 
 async def _main() -> None:
+    die_with_parent()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     data_dir = Path(os.environ.get("LITHO_DATA_DIR", "data"))
     port = int(os.environ.get("LITHO_GATEWAY_PORT", "8080"))
-    async with Stack(data_dir=data_dir, gateway_port=port) as stack:
+    # People read these logs; deployments keep the JSON default.
+    env = {"LITHO_LOG_FORMAT": os.environ.get("LITHO_LOG_FORMAT", "console")}
+    async with Stack(data_dir=data_dir, gateway_port=port, env=env) as stack:
         print(
             f"\nLitho is running.\n  gateway:  {stack.url}\n  API key:  {stack.api_key}\n"
             f"  data:     {stack.data_dir}\n\nTry:\n"

@@ -16,7 +16,6 @@ import socket
 import sys
 import sysconfig
 import time
-from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -46,6 +45,18 @@ SERVICES: list[ServiceSpec] = [
 ]
 GATEWAY_MODULE = "services.gateway"
 KEY_FILE = "first-api-key"
+
+
+def die_with_parent() -> None:
+    """Ask Linux to SIGTERM this process when its parent dies, so a killed
+    launcher (or a killed ``make``) never leaves services running."""
+    if sys.platform != "linux":
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def free_port() -> int:
@@ -85,8 +96,9 @@ class Stack:
     url: str = ""
     api_key: str = ""
     nats_url: str = ""
+    #: Exit status of each child after :meth:`stop`, by name.
+    exit_codes: dict[str, int] = field(default_factory=dict)
     _children: list[_Child] = field(default_factory=list)
-    _stack: AsyncExitStack = field(default_factory=AsyncExitStack)
 
     async def __aenter__(self) -> Stack:
         try:
@@ -147,7 +159,10 @@ class Stack:
             env={**os.environ, **(env or {})},
             stdout=log or None,
             stderr=log or None,
+            # Own session: Ctrl-C reaches only the launcher, which stops
+            # children in order; they still die if the launcher is killed.
             start_new_session=True,
+            preexec_fn=die_with_parent,
         )
         self._children.append(_Child(name, process, log))
 
@@ -215,6 +230,7 @@ class Stack:
                 except TimeoutError:
                     child.process.kill()
                     await child.process.wait()
+            self.exit_codes[child.name] = child.process.returncode or 0
             if child.log:
                 child.log.close()
         self._children.clear()

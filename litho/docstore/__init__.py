@@ -42,7 +42,7 @@ async def open_document_store(url: str, database: str) -> DocumentStore:
     if scheme in ("mongodb", "mongodb+srv"):
         from litho.docstore._mongo import open_mongo_store
 
-        return open_mongo_store(url, database)
+        return await open_mongo_store(url, database)
     # The URL itself may carry a password, so only its scheme is echoed.
     raise ConfigError(
         "LITHO_DOCSTORE_URL must be sqlite:///<absolute path>, sqlite:///:memory:, "

@@ -44,20 +44,23 @@ _OPERATORS = "equality, $in, $gt, $gte, $lt, $lte"
 _IMMUTABLE_FIELD = 66
 
 
-def open_mongo_store(
+async def open_mongo_store(
     url: str,
     database: str,
     *,
     server_selection_timeout_ms: int = 5000,
-    timeout_ms: int = 30000,
+    socket_timeout_ms: int = 30000,
 ) -> MongoDocumentStore:
     """Build a client for ``url`` (it connects lazily, on first use) and wrap
-    ``database``. ``timeout_ms`` bounds every operation, retries included."""
+    ``database``. Finding a server gives up after ``server_selection_timeout_ms``;
+    a server that stops answering mid-operation, after ``socket_timeout_ms``."""
     try:
         client: AsyncMongoClient[Document] = AsyncMongoClient(
             url,
             serverSelectionTimeoutMS=server_selection_timeout_ms,
-            timeoutMS=timeout_ms,
+            # Not timeoutMS: once set, server selection waits for it instead of
+            # serverSelectionTimeoutMS, so an unreachable server would hang longer.
+            socketTimeoutMS=socket_timeout_ms,
             type_registry=TypeRegistry([_Int64AsInt()]),
         )
     except ConfigurationError as exc:
@@ -66,6 +69,7 @@ def open_mongo_store(
     try:
         db = client[database]
     except InvalidName as exc:
+        await client.close()
         raise ConfigError(f"LITHO_DOCSTORE_DATABASE {database!r} is invalid: {exc}") from exc
     return MongoDocumentStore(client, db)
 
@@ -142,8 +146,12 @@ class MongoCollection:
 
     async def count(self, flt: Filter) -> int:
         query = _checked_filter(flt)
+        # What count_documents runs, but with $count: nx-27017 answers the
+        # $match + $group pair with other null semantics than its find.
         with _translated(self._coll.name):
-            return await self._coll.count_documents(query)
+            cursor = await self._coll.aggregate([{"$match": query}, {"$count": "n"}])
+            counted = await cursor.to_list()
+        return int(counted[0]["n"]) if counted else 0
 
     async def replace(self, flt: Filter, doc: Document, *, upsert: bool = False) -> bool:
         query = _checked_filter(flt)

@@ -11,8 +11,9 @@ Not emulated: dotted paths that pass through arrays, and sorting arrays by
 their smallest or largest element.
 
 Unique indexes treat a missing field as null, as MongoDB does, so two
-documents without the field clash. Queries scan the table (indexes would not
-help the type-aware SQL); that is fine at the embedded default's scale.
+documents without the field clash. Lookups by ``_id`` use the primary key;
+other queries scan the table (an index would not help the type-aware SQL),
+which is fine at the embedded default's scale.
 
 Only names that match a strict pattern reach SQL text; every value is bound.
 Writes are serialised by one lock because one connection serves every
@@ -47,6 +48,7 @@ _TYPE_RANK = (
     "WHEN 'object' THEN 3 WHEN 'array' THEN 4 WHEN 'false' THEN 5 WHEN 'true' THEN 5 "
     "ELSE 0 END"
 )
+_TABLE_COLUMNS = "(_id TEXT PRIMARY KEY, doc TEXT NOT NULL)"
 Params = list[Any]
 #: Builds SQL for one condition from the SQL of a JSON value's type and value.
 _Match = Callable[[str, str], tuple[str, Params]]
@@ -55,18 +57,18 @@ _Match = Callable[[str, str], tuple[str, Params]]
 async def open_sqlite_store(path: str, *, busy_timeout_ms: int = 5000) -> SqliteDocumentStore:
     """Open (creating it and its directory if needed) the database at ``path``,
     or a private in-memory database for ``":memory:"``."""
-    if path != ":memory:":
-        await asyncio.to_thread(Path(path).parent.mkdir, parents=True, exist_ok=True)
     try:
+        if path != ":memory:":
+            await asyncio.to_thread(Path(path).parent.mkdir, parents=True, exist_ok=True)
         # isolation_level=None: autocommit, so each statement commits alone and
         # replace() can open its own transaction explicitly.
         conn = await aiosqlite.connect(path, isolation_level=None)
-    except sqlite3.Error as exc:
+    except (OSError, sqlite3.Error) as exc:
         raise Unavailable(f"cannot open the SQLite document store at {path}: {exc}") from exc
     try:
-        await conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-        await conn.execute("PRAGMA journal_mode = WAL")
-        await conn.execute("PRAGMA synchronous = NORMAL")
+        await _run(conn, f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+        await _run(conn, "PRAGMA journal_mode = WAL")
+        await _run(conn, "PRAGMA synchronous = NORMAL")
     except sqlite3.Error as exc:
         await conn.close()
         raise Unavailable(f"cannot set up the SQLite document store at {path}: {exc}") from exc
@@ -101,9 +103,7 @@ class SqliteDocumentStore:
         # transaction and vanishes with its rollback.
         async with self._write_lock:
             with _translated(name):
-                await self._conn.execute(
-                    f'CREATE TABLE IF NOT EXISTS "{name}" (_id TEXT PRIMARY KEY, doc TEXT NOT NULL)'
-                )
+                await _run(self._conn, f'CREATE TABLE IF NOT EXISTS "{name}" {_TABLE_COLUMNS}')
             self._tables.add(name)
 
 
@@ -119,8 +119,10 @@ class SqliteCollection:
         await self._store._ensure_table(self._name)
         async with self._store._write_lock:
             with _translated(self._name):
-                await self._conn.execute(
-                    f"INSERT INTO {self._table} (_id, doc) VALUES (?, ?)", (doc_id, text)
+                await _run(
+                    self._conn,
+                    f"INSERT INTO {self._table} (_id, doc) VALUES (?, ?)",
+                    (doc_id, text),
                 )
 
     async def get(self, doc_id: str) -> Document | None:
@@ -176,15 +178,15 @@ class SqliteCollection:
             with _translated(self._name):
                 # IMMEDIATE takes the write lock up front, so no other process
                 # can change the match between the SELECT and the write.
-                await self._conn.execute("BEGIN IMMEDIATE")
+                await _run(self._conn, "BEGIN IMMEDIATE")
                 try:
                     replaced = await self._replace_in_transaction(
                         where, params, doc_id, text, upsert
                     )
                 except BaseException:
-                    await self._conn.execute("ROLLBACK")
+                    await _run(self._conn, "ROLLBACK")
                     raise
-                await self._conn.execute("COMMIT")
+                await _run(self._conn, "COMMIT")
         return replaced
 
     async def _replace_in_transaction(
@@ -201,14 +203,14 @@ class SqliteCollection:
                     f"replace: the replacement's _id {doc_id!r} differs from the "
                     f"matched document's {rows[0][0]!r}; _id cannot change"
                 )
-            await self._conn.execute(
-                f"UPDATE {self._table} SET doc = ? WHERE _id = ?", (text, doc_id)
+            await _run(
+                self._conn, f"UPDATE {self._table} SET doc = ? WHERE _id = ?", (text, doc_id)
             )
             return True
         if not upsert:
             return False
-        await self._conn.execute(
-            f"INSERT INTO {self._table} (_id, doc) VALUES (?, ?)", (doc_id, text)
+        await _run(
+            self._conn, f"INSERT INTO {self._table} (_id, doc) VALUES (?, ?)", (doc_id, text)
         )
         return True
 
@@ -222,25 +224,18 @@ class SqliteCollection:
         await self._store._ensure_table(self._name)
         async with self._store._write_lock:
             with _translated(self._name):
-                cursor = await self._conn.execute(
+                return await _run(
+                    self._conn,
                     f"UPDATE {self._table} SET doc = json_set(doc, {setters}) WHERE {where}",
                     (*values, *params),
                 )
-                matched = cursor.rowcount
-                await cursor.close()
-        return matched
 
     async def delete(self, flt: Filter) -> int:
         where, params = _compile_filter(flt)
         await self._store._ensure_table(self._name)
         async with self._store._write_lock:
             with _translated(self._name):
-                cursor = await self._conn.execute(
-                    f"DELETE FROM {self._table} WHERE {where}", params
-                )
-                deleted = cursor.rowcount
-                await cursor.close()
-        return deleted
+                return await _run(self._conn, f"DELETE FROM {self._table} WHERE {where}", params)
 
     async def ensure_index(self, fields: Sequence[str], *, unique: bool = False) -> None:
         if isinstance(fields, str) or not fields or len(set(fields)) != len(fields):
@@ -263,10 +258,20 @@ class SqliteCollection:
         )
         async with self._store._write_lock:
             with _translated(self._name):
-                await self._conn.execute(
+                await _run(
+                    self._conn,
                     f'CREATE UNIQUE INDEX IF NOT EXISTS "ux_{self._name}_{digest}" '
-                    f"ON {self._table} ({columns})"
+                    f"ON {self._table} ({columns})",
                 )
+
+
+async def _run(conn: aiosqlite.Connection, sql: str, params: Sequence[Any] = ()) -> int:
+    """Execute one statement, close its cursor, and return how many rows it changed."""
+    cursor = await conn.execute(sql, params)
+    try:
+        return cursor.rowcount
+    finally:
+        await cursor.close()
 
 
 @contextmanager

@@ -49,7 +49,7 @@ async def test_documents_round_trip_exactly(docstore: DocumentStore) -> None:
     coll = docstore.collection("things")
     doc: Document = {
         "_id": "d1",
-        "title": "Grüße, 世界 🎨 — \"quoted\" \\ back\nslash",
+        "title": 'Grüße, 世界 🎨 — "quoted" \\ back\nslash',
         "n": 7,
         "big": 2**62,
         "f": 2.0,
@@ -228,6 +228,7 @@ async def test_range_operators_skip_other_types(
         {"_id": "bool", "v": True},
         {"_id": "null", "v": None},
         {"_id": "obj", "v": {"k": 1}},
+        {"_id": "list", "v": []},
         {"_id": "missing"},
     )
     assert await id_set(coll, {"v": {"$gt": 0}}) == {"num"}
@@ -312,7 +313,7 @@ async def test_conditions_on_arrays_match_any_element(docstore: DocumentStore) -
         coll,
         {"_id": "ab", "tags": ["a", "b"], "n": [1, 9]},
         {"_id": "a", "tags": "a", "n": 5},
-        {"_id": "c", "tags": ["c"], "n": []},
+        {"_id": "c", "tags": ["c"]},
         {"_id": "none"},
     )
     assert await id_set(coll, {"tags": "a"}) == {"ab", "a"}
@@ -562,9 +563,20 @@ async def test_update_sets_dotted_fields_on_every_match(docstore: DocumentStore)
         "tags": ["x"],
     }
     assert await coll.get("c") == {"_id": "c", "t": "t2"}
-    assert await coll.update({"t": "t1"}, {"v": None, "f": 1.0, "b": False}) == 2
+
+
+async def test_update_keeps_value_types(
+    docstore: DocumentStore, docstore_backend: str, request: pytest.FixtureRequest
+) -> None:
+    nx27017_quirk(docstore_backend, request, "$set stores top-level booleans as 1/0")
+    coll = docstore.collection("things")
+    await seed(coll, {"_id": "a"})
+    changes = {"t": True, "f": False, "n": None, "x": 1.0, "i": 2, "s": "ü", "o": {"b": True}}
+    assert await coll.update({"_id": "a"}, changes) == 1
     got = await coll.get("a")
-    assert got is not None and got["v"] is None and got["b"] is False and type(got["f"]) is float
+    assert got == {"_id": "a", **changes}
+    assert got["t"] is True and got["f"] is False and got["o"]["b"] is True
+    assert type(got["x"]) is float and type(got["i"]) is int
 
 
 async def test_update_without_match_returns_zero(docstore: DocumentStore) -> None:
@@ -745,7 +757,7 @@ async def test_unreachable_mongodb_raises_unavailable() -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     # Nothing listens on the port now; selection gives up after 300 ms.
-    store = open_mongo_store(
+    store = await open_mongo_store(
         f"mongodb://127.0.0.1:{port}/?directConnection=true",
         "litho",
         server_selection_timeout_ms=300,

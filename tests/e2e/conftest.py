@@ -99,3 +99,6 @@ async def live(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Live]:
     finally:
         for runner in runners:
             await runner.cleanup()
+    # SIGTERM is a graceful stop: every service drains and exits 0.
+    assert {n: stack.exit_codes.get(n) for n in ("template", "renderer", "gateway")} == {
+        "template": 0, "renderer": 0, "gateway": 0}
