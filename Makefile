@@ -41,7 +41,7 @@ run: install ## start NATS and every service with the embedded defaults; prints 
 	$(PY) -m services
 
 .PHONY: test
-test: install ## run the whole suite against real NATS, Chromium, SeaweedFS and nx-27017
+test: install lint ## lint, then the whole suite against real NATS, Chromium, SeaweedFS and nx-27017
 	$(PY) -m pytest; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing on purpose"; fi; exit $$rc
 
