@@ -22,6 +22,8 @@ from litho.logs import configure_logging, get_logger
 from litho.renderer.v1 import renderer_pb2_grpc
 from litho.template.v1 import template_pb2_grpc
 from services.gateway import _handlers as h
+from services.gateway import _signed as signed
+from services.gateway._images import get_image
 from services.gateway._keys import KeyStore
 from services.gateway._middleware import auth_middleware, errors_middleware
 from services.gateway._openapi import RequestValidator, load_document
@@ -45,7 +47,10 @@ def create_app(deps: Deps, *, max_body_bytes: int) -> web.Application:
     r.add_delete("/v1/templates/{templateId}", h.delete_template)
     r.add_post("/v1/templates/{templateId}/render", h.render_template, name="renderTemplate")
     r.add_post("/template/{templateId}/render", h.render_template, name="renderTemplateShort")
-    r.add_get("/images/{imageFile}", h.get_image)  # also answers HEAD
+    r.add_get("/images/{imageFile}", get_image)  # also answers HEAD
+    r.add_get("/r/{file}", signed.render_signed)  # also answers HEAD
+    r.add_post("/v1/signed-urls", signed.create_signed_url)
+    r.add_get("/v1/signing-key", signed.get_signing_key, allow_head=False)
     r.add_get("/openapi.json", h.get_openapi, allow_head=False)
     r.add_get("/healthz", h.get_health, allow_head=False)
     return app
@@ -70,15 +75,18 @@ async def main(stop: asyncio.Event) -> None:
         renderer_channel = await rpc.open_channel(
             stack, settings.renderer_grpc_target, default_deadline=settings.rpc_deadline
         )
+        keys = KeyStore(store, cache_ttl=settings.gateway_key_cache_ttl)
+        await keys.prepare()
         doc = load_document()
         deps = Deps(
-            keys=KeyStore(store, cache_ttl=settings.gateway_key_cache_ttl),
+            keys=keys,
             templates=template_pb2_grpc.TemplateServiceStub(template_channel),
             renderer=renderer_pb2_grpc.RendererServiceStub(renderer_channel),
             blobs=blobs,
             openapi=doc,
             validator=RequestValidator(doc),
             backends={"template": template_channel, "renderer": renderer_channel},
+            signed_cache_control=f"public, max-age={settings.gateway_signed_url_max_age}",
         )
         app = create_app(deps, max_body_bytes=settings.gateway_max_body_bytes)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)

@@ -12,8 +12,9 @@ from services.gateway._state import API_KEY, MAX_BODY_BYTES, deps
 
 log = get_logger(__name__)
 
-#: Routes anyone may call: images are public by their unguessable content hash.
-PUBLIC_PREFIXES = ("/images/", "/openapi.json", "/healthz")
+#: Routes without an API key: images are public by their unguessable content
+#: hash, and signed render URLs carry their own HMAC.
+PUBLIC_PREFIXES = ("/images/", "/r/", "/openapi.json", "/healthz")
 
 
 @web.middleware

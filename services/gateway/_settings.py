@@ -14,6 +14,8 @@ class GatewaySettings(BaseServiceSettings):
     renderer_grpc_target: str = Field(default="127.0.0.1:50052")
     #: Largest request body accepted, in bytes.
     gateway_max_body_bytes: int = Field(default=1024 * 1024, gt=0)
+    #: max-age, in seconds, of images served at signed /r/ URLs.
+    gateway_signed_url_max_age: int = Field(default=3600, ge=0)
     #: Seconds a verified API key stays cached in memory.
     gateway_key_cache_ttl: float = Field(default=30.0, ge=0)
 

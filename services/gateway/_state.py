@@ -27,6 +27,9 @@ class Deps:
     validator: RequestValidator
     #: Channels whose health /healthz reports, by service name.
     backends: dict[str, grpc.aio.Channel] = field(default_factory=dict)
+    #: Cache-Control of signed render URLs: their image follows the template's
+    #: latest version, so they are cacheable but not immutable.
+    signed_cache_control: str = "public, max-age=3600"
     base_url: str = ""
 
 

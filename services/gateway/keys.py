@@ -16,7 +16,9 @@ async def _create(tenant: str, name: str) -> str:
     part = load(DocumentStoreSettings)
     store = await open_document_store(docstore_url(part, settings, "gateway"), part.database)
     try:
-        return await KeyStore(store, cache_ttl=0).create(tenant, name)
+        keys = KeyStore(store, cache_ttl=0)
+        await keys.prepare()
+        return await keys.create(tenant, name)
     finally:
         await store.close()
 

@@ -1,0 +1,1 @@
+"""``make bench``: measurements written to bench/report.md and bench/report.json."""

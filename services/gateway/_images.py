@@ -1,0 +1,52 @@
+"""Serving rendered images from the blob store, with HTTP caching semantics."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from litho import renders
+from litho.errors import NotFound
+from services.gateway._state import deps
+
+IMMUTABLE = "public, max-age=31536000, immutable"
+
+
+async def image_response(
+    request: web.Request, render_id: str, ext: str, *, cache_control: str
+) -> web.StreamResponse | None:
+    """The image (or 304, or its headers for HEAD); None if no such blob."""
+    blobs = deps(request).blobs
+    key = renders.blob_key(render_id, ext)
+    if request.method == "HEAD":
+        info = await blobs.head(key)
+        data = b""
+    else:
+        blob = await blobs.get(key)
+        info, data = (blob.info, blob.data) if blob else (None, b"")
+    if info is None:
+        return None
+    headers = {"ETag": info.etag, "Cache-Control": cache_control}
+    if _etag_matches(request.headers.get("If-None-Match", ""), info.etag):
+        return web.Response(status=304, headers=headers)
+    if request.method == "HEAD":
+        headers["Content-Length"] = str(info.size)
+        return web.Response(status=200, headers={**headers, "Content-Type": info.content_type})
+    return web.Response(body=data, content_type=info.content_type, headers=headers)
+
+
+async def get_image(request: web.Request) -> web.StreamResponse:
+    """``GET|HEAD /images/{renderId}.{ext}``: immutable, content-addressed."""
+    render_id, _, ext = request.match_info["imageFile"].partition(".")
+    if renders.is_render_id(render_id) and ext in renders.CONTENT_TYPES:
+        found = await image_response(request, render_id, ext, cache_control=IMMUTABLE)
+        if found is not None:
+            return found
+    raise NotFound("no such image")
+
+
+def _etag_matches(header: str, etag: str) -> bool:
+    if not header:
+        return False
+    candidates = [c.strip() for c in header.split(",")]
+    bare = etag.removeprefix("W/")
+    return "*" in candidates or any(c.removeprefix("W/") == bare for c in candidates)

@@ -1,0 +1,27 @@
+"""Reading requests: JSON bodies and parameters, validated against the OpenAPI document."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+from services.gateway._state import deps
+
+
+async def json_body(request: web.Request, operation_id: str) -> dict[str, Any]:
+    raw = await request.read()
+    body: Any = None
+    if raw.strip():
+        try:
+            body = json.loads(raw)
+        except ValueError as exc:
+            raise web.HTTPBadRequest(reason=f"the request body is not valid JSON: {exc}") from exc
+    deps(request).validator.check_body(operation_id, body)
+    return body if isinstance(body, dict) else {}
+
+
+def check_path(request: web.Request, operation_id: str) -> None:
+    deps(request).validator.check_params(
+        operation_id, {("path", k): v for k, v in request.match_info.items()})

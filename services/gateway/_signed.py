@@ -1,0 +1,87 @@
+"""Handlers for signed on-the-fly render URLs (see ``_signing`` for the scheme)."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from aiohttp import web
+
+from litho.errors import FieldError, InvalidArgument, NotFound, PermissionDenied
+from litho.renderer.v1 import renderer_pb2
+from services.gateway import _signing
+from services.gateway._formats import FORMATS, format_enum
+from services.gateway._images import image_response
+from services.gateway._requests import json_body
+from services.gateway._state import caller, deps
+
+_DENIED = "this URL's signature is missing, invalid or expired"
+
+
+def _render_path(template_id: str, ext: str) -> str:
+    return f"/r/{template_id}.{ext}"
+
+
+async def create_signed_url(request: web.Request) -> web.Response:
+    """``POST /v1/signed-urls``: sign a render URL with the caller's key."""
+    body = await json_body(request, "createSignedUrl")
+    key = caller(request)
+    ext = "jpeg" if body.get("format") == "jpg" else body.get("format", "png")
+    params = _signing.flatten(body.get("variables", {}))
+    params.append(("kid", key.key_id))
+    expires_at: int | None = None
+    if "expiresIn" in body:
+        expires_at = int(time.time()) + int(body["expiresIn"])
+    elif "expiresAt" in body:
+        expires_at = int(body["expiresAt"])
+    if expires_at is not None:
+        params.append(("exp", str(expires_at)))
+    path = _render_path(body["templateId"], ext)
+    sig = _signing.sign(key.signing_secret, path, params)
+    query = _signing.canonical_request(path, params).split("\n", 2)[2]
+    return web.json_response({
+        "url": f"{deps(request).base_url}{path}?{query}&sig={sig}",
+        "expiresAt": expires_at,
+    }, status=201)
+
+
+async def get_signing_key(request: web.Request) -> web.Response:
+    """``GET /v1/signing-key``: what a client needs to sign URLs itself."""
+    key = caller(request)
+    return web.json_response({"keyId": key.key_id, "secret": key.signing_secret})
+
+
+async def render_signed(request: web.Request) -> web.StreamResponse:
+    """``GET|HEAD /r/{templateId}.{ext}?…&kid=&exp=&sig=``: render on the fly."""
+    template_id, _, ext = request.match_info["file"].rpartition(".")
+    deps(request).validator.check_params("renderSigned", {("path", "file"):
+                                                          request.match_info["file"]})
+    params = list(request.query.items())
+    names = [k for k, _ in params]
+    if len(names) != len(set(names)):
+        raise InvalidArgument("a query parameter is repeated",
+                              errors=[FieldError("query", "each parameter at most once")])
+    query = dict(params)
+    key = await deps(request).keys.by_key_id(query.get("kid", ""))
+    if key is None or not query.get("sig") or not _signing.signature_matches(
+        key.signing_secret, request.path, params, query["sig"]
+    ):
+        raise PermissionDenied(_DENIED)
+    if "exp" in query:
+        try:
+            expired = int(query["exp"]) < time.time()
+        except ValueError:
+            expired = True
+        if expired:
+            raise PermissionDenied(_DENIED)
+    variables: dict[str, Any] = _signing.unflatten(params)
+    response = await deps(request).renderer.RenderTemplate(renderer_pb2.RenderTemplateRequest(
+        tenant_id=key.tenant_id, template_id=template_id,
+        variables_json=json.dumps(variables), format=format_enum(ext)))
+    ext_name = FORMATS[response.format]
+    found = await image_response(request, response.render_id, ext_name,
+                                 cache_control=deps(request).signed_cache_control)
+    if found is None:
+        raise NotFound("the rendered image disappeared; retry")
+    return found

@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+import pytest
+
+from litho.errors import InvalidArgument
+from services.gateway import _signing as s
+
+
+def test_canonical_request_sorts_encodes_and_drops_sig() -> None:
+    params = [("title", "Hello World/é"), ("a", "2"), ("a", "1"), ("sig", "zz")]
+    assert s.canonical_request("/r/tpl_x.png", params) == (
+        "GET\n/r/tpl_x.png\na=1&a=2&title=Hello%20World%2F%C3%A9")
+
+
+def test_sign_and_verify() -> None:
+    params = [("title", "Hi"), ("kid", "kid_1")]
+    sig = s.sign("secret", "/r/tpl_x.png", params)
+    assert len(sig) == 64
+    assert s.signature_matches("secret", "/r/tpl_x.png", params, sig)
+    assert s.signature_matches("secret", "/r/tpl_x.png", list(reversed(params)), sig.upper())
+    assert not s.signature_matches("other", "/r/tpl_x.png", params, sig)
+    assert not s.signature_matches("secret", "/r/tpl_x.jpeg", params, sig)
+    assert not s.signature_matches("secret", "/r/tpl_x.png", [("title", "Ho"), *params[1:]], sig)
+
+
+def test_flatten_and_unflatten_round_trip() -> None:
+    variables = {"user": {"name": "Ada", "meta": {"age": 36}}, "ok": True, "none": None}
+    flat = s.flatten(variables)
+    assert ("user.meta.age", "36") in flat and ("ok", "true") in flat
+    assert s.unflatten([*flat, ("kid", "k"), ("sig", "x")]) == {
+        "user": {"name": "Ada", "meta": {"age": "36"}}, "ok": "true", "none": ""}
+
+
+@pytest.mark.parametrize("variables", [{"sig": "x"}, {"items": [1, 2]}])
+def test_flatten_rejects_reserved_names_and_lists(variables: dict[str, object]) -> None:
+    with pytest.raises(InvalidArgument):
+        s.flatten(variables)
+
+
+@pytest.mark.parametrize("params", [
+    [("a.b", "1"), ("a", "2")], [("a", "2"), ("a.b", "1")], [("a..b", "1")],
+    [("a.b.c.d.e.f", "1")], [(f"v{i}", "x") for i in range(101)],
+])
+def test_unflatten_rejects_conflicts_and_limits(params: list[tuple[str, str]]) -> None:
+    with pytest.raises(InvalidArgument):
+        s.unflatten(params)
