@@ -45,10 +45,14 @@ test: install lint ## lint, then the whole suite against real NATS, Chromium, Se
 	$(PY) -m pytest; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing on purpose"; fi; exit $$rc
 
+.PHONY: bench
+bench: install ## start the real stack, measure, write bench/report.md and bench/report.json
+	$(PY) -m bench
+
 .PHONY: lint
 lint: install ## ruff and mypy --strict
-	$(VENV)/bin/ruff check litho services tests
-	$(VENV)/bin/mypy litho services tests
+	$(VENV)/bin/ruff check litho services tests bench
+	$(VENV)/bin/mypy litho services tests bench
 
 .PHONY: clean
 clean: ## remove the virtualenv, generated code and caches (keeps data/)

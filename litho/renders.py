@@ -1,7 +1,8 @@
 """Where rendered images live in the blob store.
 
-The renderer writes ``renders/<id[:2]>/<id>.<ext>`` and the gateway serves it as
-``/images/<id>.<ext>``; this module is the one statement of that layout.
+The renderer writes ``renders/<id[:2]>/<id>.<ext>`` (and its metadata beside
+it as ``<id>.<ext>.json``), and the gateway serves it as ``/images/<id>.<ext>``;
+this module is the one statement of that layout.
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ _RENDER_ID = re.compile(r"^[0-9a-f]{64}$")
 CONTENT_TYPES: dict[str, str] = {
     "png": "image/png",
     "jpeg": "image/jpeg",
+    "webp": "image/webp",
+    "pdf": "application/pdf",
+    "gif": "image/gif",
 }
 
 
@@ -20,6 +24,11 @@ def blob_key(render_id: str, ext: str) -> str:
     if not _RENDER_ID.match(render_id) or ext not in CONTENT_TYPES:
         raise ValueError(f"not a render id and extension: {render_id!r}.{ext!r}")
     return f"renders/{render_id[:2]}/{render_id}.{ext}"
+
+
+def meta_key(render_id: str, ext: str) -> str:
+    """The small JSON document beside each output: sizes, pages, frames."""
+    return blob_key(render_id, ext) + ".json"
 
 
 def is_render_id(value: str) -> bool:

@@ -113,6 +113,12 @@ class Stack:
     ) -> None:
         await self.stop()
 
+    def pid(self, name: str) -> int:
+        for child in self._children:
+            if child.name == name:
+                return child.process.pid
+        raise KeyError(name)
+
     def log_path(self, name: str) -> Path:
         return self.data_dir / "logs" / f"{name}.log"
 

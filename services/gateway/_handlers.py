@@ -12,7 +12,7 @@ from litho import rpc
 from litho.errors import FieldError, InvalidArgument, LithoError
 from litho.renderer.v1 import renderer_pb2
 from litho.template.v1 import template_pb2
-from services.gateway._formats import FORMATS, format_enum
+from services.gateway._formats import format_enum, options_from_json, render_json
 from services.gateway._problems import problem
 from services.gateway._requests import check_path, json_body
 from services.gateway._state import caller, deps
@@ -105,13 +105,20 @@ async def render_template(request: web.Request) -> web.Response:
     response = await deps(request).renderer.RenderTemplate(renderer_pb2.RenderTemplateRequest(
         tenant_id=caller(request).tenant_id, template_id=request.match_info["templateId"],
         version=body.get("version", 0), variables_json=json.dumps(body.get("variables", {})),
-        format=format_enum(fmt or alias or "png")))
-    ext = FORMATS[response.format]
-    return web.json_response({
-        "url": f"{deps(request).base_url}/images/{response.render_id}.{ext}",
-        "id": response.render_id, "width": response.width, "height": response.height,
-        "format": ext, "cached": response.cached, "templateVersion": response.template_version,
-    })
+        format=format_enum(fmt or alias or "png"), options=options_from_json(body)))
+    return web.json_response(render_json(response, deps(request).base_url))
+
+
+async def render_pdf(request: web.Request) -> web.Response:
+    """``POST /v1/templates/{id}/pdf``: one page per variable set, in one PDF."""
+    check_path(request, "renderPdf")
+    body = await json_body(request, "renderPdf")
+    response = await deps(request).renderer.RenderPdf(renderer_pb2.RenderPdfRequest(
+        tenant_id=caller(request).tenant_id, template_id=request.match_info["templateId"],
+        version=body.get("version", 0),
+        variable_sets_json=[json.dumps(v) for v in body["variableSets"]],
+        options=options_from_json(body)))
+    return web.json_response(render_json(response, deps(request).base_url))
 
 
 async def get_openapi(request: web.Request) -> web.Response:

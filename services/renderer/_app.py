@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack
 from functools import partial
 
@@ -15,13 +16,14 @@ from litho.logs import configure_logging, get_logger
 from litho.outbound import OutboundGuard
 from litho.renderer.v1 import renderer_pb2, renderer_pb2_grpc
 from services.renderer import _chromium
-from services.renderer._capture import CaptureSpec, capture
+from services.renderer._capture import Capturer
 from services.renderer._engine import ChromiumPage, PlaywrightEngine
 from services.renderer._events import NatsRenderEvents
-from services.renderer._pipeline import RenderPipeline
+from services.renderer._pipeline import CaptureSpec, Output, RenderPipeline
 from services.renderer._pool import PagePool
 from services.renderer._servicer import RendererServicer
 from services.renderer._settings import RendererSettings
+from services.renderer._spec import Limits
 from services.renderer._subresources import SubresourceFetcher
 from services.renderer._template_client import GrpcTemplateSource
 
@@ -63,16 +65,30 @@ async def main(stop: asyncio.Event) -> None:
         await pool.start()
         stack.push_async_callback(pool.close)
 
+        limits = Limits(
+            max_dimension=settings.renderer_max_dimension,
+            max_pixels=settings.renderer_max_pixels,
+            max_scale=settings.renderer_max_scale,
+            max_gif_fps=settings.renderer_max_gif_fps,
+            max_gif_duration_ms=settings.renderer_max_gif_duration_ms,
+            max_gif_frames=settings.renderer_max_gif_frames,
+            max_pdf_pages=settings.renderer_max_pdf_pages,
+        )
         channel = await rpc.open_channel(
             stack, settings.template_grpc_target, default_deadline=settings.rpc_deadline
         )
 
-        async def run_capture(spec: CaptureSpec) -> bytes:
-            return await pool.run(partial(_capture_on, spec=spec))
+        # Encoders release the GIL: a thread per core keeps both cores busy.
+        executor = stack.enter_context(ThreadPoolExecutor(
+            max_workers=max(2, settings.renderer_concurrency), thread_name_prefix="encode"))
+        capturer = Capturer(limits=limits, executor=executor)
+
+        async def run_capture(spec: CaptureSpec) -> Output:
+            return await pool.run(partial(_capture_on, capturer=capturer, spec=spec))
 
         pipeline = RenderPipeline(
             GrpcTemplateSource(channel), blobs, run_capture, events,
-            max_dimension=settings.renderer_max_dimension,
+            limits=limits,
         )
         await rpc.start_server(
             stack,
@@ -84,6 +100,6 @@ async def main(stop: asyncio.Event) -> None:
         await stop.wait()
 
 
-async def _capture_on(page: object, *, spec: CaptureSpec) -> bytes:
+async def _capture_on(page: object, *, capturer: Capturer, spec: CaptureSpec) -> Output:
     assert isinstance(page, ChromiumPage)
-    return await capture(page, spec)
+    return await capturer.capture(page, spec)

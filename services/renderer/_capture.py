@@ -1,27 +1,134 @@
-"""Loading an expanded document into a page and capturing it."""
+"""Loading expanded documents into a page and turning them into output bytes.
+
+Speed comes from two choices, measured on a 2-core machine for a 1200×630 card:
+Chromium's own PNG encoder costs ~170 ms, so images are captured with
+``optimizeForSpeed`` (a barely compressed PNG, ~50 ms) and re-encoded by
+libvips in a worker thread (~20 ms, smaller files); JPEG comes straight from
+Chromium's fast JPEG encoder. Documents load with ``wait_until="load"``
+(images and stylesheets), never "network idle".
+"""
 
 from __future__ import annotations
 
+import asyncio
+import base64
+from concurrent.futures import Executor
 from dataclasses import dataclass
+from typing import Any
 
+from playwright.async_api import Error as PlaywrightError
+
+from litho.errors import FieldError, InvalidArgument
+from services.renderer import _encode, _gif, _pdf
 from services.renderer._engine import ChromiumPage
+from services.renderer._pipeline import CaptureSpec, Output
+from services.renderer._spec import Limits
+
+_TRANSPARENT = {"color": {"r": 0, "g": 0, "b": 0, "a": 0}}
 
 
 @dataclass(frozen=True)
-class CaptureSpec:
-    html: str
-    width: int
-    height: int
-    format: str  # "png" | "jpeg"
-    quality: int  # JPEG only; 1-100
+class Capturer:
+    limits: Limits
+    executor: Executor | None = None
+    #: How long a selector may take to match, in milliseconds.
+    selector_timeout_ms: float = 1000
+
+    async def capture(self, page: ChromiumPage, spec: CaptureSpec) -> Output:
+        await _viewport(page, spec.width, spec.height)
+        await _background(page, transparent=spec.transparent)
+        if spec.format == "pdf":
+            return await self._pdf(page, spec)
+        await _load(page, spec.documents[0])
+        clip = await self._clip(page, spec)
+        if spec.format == "gif":
+            return await self._gif(page, spec, clip)
+        return await self._image(page, spec, clip)
+
+    async def _run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, lambda: fn(*args, **kwargs))
+
+    async def _image(self, page: ChromiumPage, spec: CaptureSpec, clip: dict[str, float]) -> Output:
+        if spec.format == "jpeg":
+            data = await _screenshot(page, clip, fmt="jpeg", quality=spec.quality)
+        else:
+            frame = await _screenshot(page, clip, fmt="png")
+            data = await self._run(_encode.encode, frame, format=spec.format,
+                                   quality=spec.quality, transparent=spec.transparent)
+        width, height = await self._run(_encode.image_size, data)
+        return Output(data=data, width=width, height=height)
+
+    async def _gif(self, page: ChromiumPage, spec: CaptureSpec, clip: dict[str, float]) -> Output:
+        frames, delay_ms = await _gif.capture_gif_frames(
+            page.page, page.cdp, fps=spec.gif.fps, duration_ms=spec.gif.duration_ms or None,
+            max_duration_ms=self.limits.max_gif_duration_ms,
+            max_frames=self.limits.max_gif_frames, clip=clip,
+        )
+        data = await self._run(_gif.encode_gif, frames, delay_ms=delay_ms)
+        width, height = await self._run(_encode.image_size, data)
+        return Output(data=data, width=width, height=height, frame_count=len(frames))
+
+    async def _pdf(self, page: ChromiumPage, spec: CaptureSpec) -> Output:
+        options = _pdf.PdfOptions(
+            preset=spec.pdf.preset or None, width_mm=spec.pdf.width_mm or None,
+            height_mm=spec.pdf.height_mm or None, landscape=spec.pdf.landscape,
+            margins=_pdf.Margins(*spec.pdf.margins),
+        )
+        parts = []
+        for document in spec.documents:
+            await _load(page, document)
+            parts.append(await _pdf.print_pdf(page.page, options))
+        data = await self._run(_pdf.merge_pdfs, parts)
+        pages, width_pt, height_pt = await self._run(_pdf.pdf_info, data)
+        return Output(data=data, width=spec.width, height=spec.height, page_count=pages,
+                      page_width_pt=width_pt, page_height_pt=height_pt)
+
+    async def _clip(self, page: ChromiumPage, spec: CaptureSpec) -> dict[str, float]:
+        if not spec.selector:
+            return {"x": 0, "y": 0, "width": spec.width, "height": spec.height,
+                    "scale": spec.scale}
+        try:
+            box = await page.page.locator(spec.selector).first.bounding_box(
+                timeout=self.selector_timeout_ms)
+        except PlaywrightError as exc:
+            message = str(exc).splitlines()[0]
+            if "Timeout" in message:
+                message = "matched no element"
+            raise InvalidArgument(f"selector {spec.selector!r}: {message}",
+                                  errors=[FieldError("selector", message)]) from exc
+        if box is None or box["width"] < 1 or box["height"] < 1:
+            raise InvalidArgument(f"selector {spec.selector!r} matched an element with no size",
+                                  errors=[FieldError("selector", "matched nothing visible")])
+        return {"x": box["x"], "y": box["y"], "width": box["width"], "height": box["height"],
+                "scale": spec.scale}
 
 
-async def capture(page: ChromiumPage, spec: CaptureSpec) -> bytes:
-    if page.viewport != (spec.width, spec.height):
-        await page.page.set_viewport_size({"width": spec.width, "height": spec.height})
-        page.viewport = (spec.width, spec.height)
+async def _viewport(page: ChromiumPage, width: int, height: int) -> None:
+    if page.viewport != (width, height):
+        await page.page.set_viewport_size({"width": width, "height": height})
+        page.viewport = (width, height)
+
+
+async def _background(page: ChromiumPage, *, transparent: bool) -> None:
+    if page.transparent != transparent:
+        await page.cdp.send("Emulation.setDefaultBackgroundColorOverride",
+                            _TRANSPARENT if transparent else {})
+        page.transparent = transparent
+
+
+async def _load(page: ChromiumPage, html: str) -> None:
     # "load" waits for images and stylesheets; never for an idle network.
-    await page.page.set_content(spec.html, wait_until="load")
-    if spec.format == "jpeg":
-        return await page.page.screenshot(type="jpeg", quality=spec.quality, caret="hide")
-    return await page.page.screenshot(type="png", caret="hide")
+    await page.page.set_content(html, wait_until="load")
+
+
+async def _screenshot(
+    page: ChromiumPage, clip: dict[str, float], *, fmt: str, quality: int = 0
+) -> bytes:
+    params: dict[str, Any] = {"format": fmt, "clip": clip, "captureBeyondViewport": True}
+    if fmt == "jpeg":
+        params["quality"] = quality
+    else:
+        params["optimizeForSpeed"] = True
+    reply = await page.cdp.send("Page.captureScreenshot", params)
+    return base64.b64decode(reply["data"])

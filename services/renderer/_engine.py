@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from playwright.async_api import Browser, BrowserContext, Page, Playwright, Route
+from playwright.async_api import Browser, BrowserContext, CDPSession, Page, Playwright, Route
 from playwright.async_api import Error as PlaywrightError
 
 from services.renderer._pool import BrowserLike
@@ -18,7 +18,10 @@ _CRASH_MARKERS = ("Target crashed", "has been closed", "Browser closed", "Target
 class ChromiumPage:
     context: BrowserContext
     page: Page
+    #: Chrome DevTools Protocol session of the page: fast capture paths.
+    cdp: CDPSession
     viewport: tuple[int, int] = field(default=(0, 0))
+    transparent: bool = False
 
     def is_closed(self) -> bool:
         return self.page.is_closed()
@@ -54,7 +57,8 @@ class PlaywrightEngine:
         )
         page = await context.new_page()
         await page.route("**/*", self._route)
-        return ChromiumPage(context=context, page=page)
+        cdp = await context.new_cdp_session(page)
+        return ChromiumPage(context=context, page=page, cdp=cdp)
 
     async def _route(self, route: Route) -> None:
         await self._fetcher.handle(route)

@@ -11,20 +11,27 @@ import hashlib
 import json
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Protocol
 
 from litho import renders
 from litho.blobstore import BlobStore
 from litho.errors import FieldError, InvalidArgument, LithoError
 from litho.logs import get_logger
-from services.renderer._capture import CaptureSpec
+from services.renderer._spec import (
+    DEFAULT_QUALITY,
+    GifSpec,
+    Limits,
+    PdfSpec,
+    RenderOptions,
+    check_options,
+    check_pixels,
+)
 
 log = get_logger(__name__)
 
 #: Part of every cache key: bump it when the same input would render differently.
-RENDERER_VERSION = "1"
-DEFAULT_JPEG_QUALITY = 90
+RENDERER_VERSION = "2"
 
 
 @dataclass(frozen=True)
@@ -32,11 +39,37 @@ class RenderRequest:
     tenant_id: str
     template_id: str
     version: int
-    variables_json: str
+    #: One JSON object text per document; several only for a multi-page PDF.
+    variable_sets: tuple[str, ...]
     format: str
-    width: int = 0
-    height: int = 0
-    quality: int = 0
+    options: RenderOptions = RenderOptions()
+
+
+@dataclass(frozen=True)
+class CaptureSpec:
+    """Everything that decides the output bytes (and so the cache key)."""
+
+    documents: tuple[str, ...]
+    format: str
+    width: int
+    height: int
+    scale: float
+    quality: int
+    transparent: bool
+    selector: str
+    pdf: PdfSpec
+    gif: GifSpec
+
+
+@dataclass(frozen=True)
+class Output:
+    data: bytes
+    width: int
+    height: int
+    page_count: int = 0
+    page_width_pt: float = 0.0
+    page_height_pt: float = 0.0
+    frame_count: int = 0
 
 
 @dataclass(frozen=True)
@@ -49,6 +82,11 @@ class RenderResult:
     height: int
     cached: bool
     template_version: int
+    size_bytes: int
+    page_count: int = 0
+    page_width_pt: float = 0.0
+    page_height_pt: float = 0.0
+    frame_count: int = 0
 
 
 @dataclass(frozen=True)
@@ -73,7 +111,7 @@ class RenderEvents(Protocol):
     def failed(self, request: RenderRequest, error: LithoError, template_version: int) -> None: ...
 
 
-Capture = Callable[[CaptureSpec], Awaitable[bytes]]
+Capture = Callable[[CaptureSpec], Awaitable[Output]]
 
 
 class RenderPipeline:
@@ -84,83 +122,115 @@ class RenderPipeline:
         capture: Capture,
         events: RenderEvents,
         *,
-        max_dimension: int,
+        limits: Limits,
     ) -> None:
         self._templates = templates
         self._blobs = blobs
         self._capture = capture
         self._events = events
-        self._max_dimension = max_dimension
+        self._limits = limits
         # One render per cache key at a time: identical concurrent requests share it.
         self._inflight: dict[str, asyncio.Future[None]] = {}
 
     async def render(self, request: RenderRequest) -> RenderResult:
         started = time.perf_counter()
         self._check(request)
-        expanded = await self._templates.expand(
-            request.tenant_id, request.template_id, request.version, request.variables_json
-        )
+        expanded = await self._expand_all(request)
+        first = expanded[0]
+        o = request.options
         spec = CaptureSpec(
-            html=expanded.html,
-            width=request.width or expanded.width,
-            height=request.height or expanded.height,
+            documents=tuple(e.html for e in expanded),
             format=request.format,
-            quality=(request.quality or DEFAULT_JPEG_QUALITY) if request.format == "jpeg" else 0,
+            width=o.width or first.width,
+            height=o.height or first.height,
+            scale=o.scale or 1.0,
+            quality=(o.quality or DEFAULT_QUALITY[request.format])
+            if request.format in DEFAULT_QUALITY else 0,
+            transparent=o.transparent,
+            selector=o.selector,
+            pdf=o.pdf,
+            gif=o.gif,
         )
+        check_pixels(spec.width, spec.height, spec.scale, self._limits)
         render_id = cache_key(spec)
-        key = renders.blob_key(render_id, spec.format)
-        result = RenderResult(
-            render_id=render_id, blob_key=key, format=spec.format,
-            content_type=renders.CONTENT_TYPES[spec.format], width=spec.width,
-            height=spec.height, cached=True, template_version=expanded.version,
-        )
         try:
-            rendered = await self._ensure_stored(key, spec)
+            output, rendered = await self._stored_or_rendered(render_id, spec)
         except LithoError as exc:
-            self._events.failed(request, exc, expanded.version)
+            self._events.failed(request, exc, first.version)
             raise
-        if rendered:
-            result = replace(result, cached=False)
+        result = RenderResult(
+            render_id=render_id, blob_key=renders.blob_key(render_id, spec.format),
+            format=spec.format, content_type=renders.CONTENT_TYPES[spec.format],
+            width=output["width"], height=output["height"], cached=not rendered,
+            template_version=first.version, size_bytes=output["size"],
+            page_count=output.get("pageCount", 0),
+            page_width_pt=output.get("pageWidthPt", 0.0),
+            page_height_pt=output.get("pageHeightPt", 0.0),
+            frame_count=output.get("frameCount", 0),
+        )
         self._events.completed(request, result, (time.perf_counter() - started) * 1000)
         return result
 
     def _check(self, request: RenderRequest) -> None:
-        problems = []
-        if request.format not in renders.CONTENT_TYPES:
-            problems.append(FieldError(
-                "format", f"must be one of {', '.join(sorted(renders.CONTENT_TYPES))}"))
-        for name in ("width", "height"):
-            value = getattr(request, name)
-            if value and not (1 <= value <= self._max_dimension):
-                problems.append(FieldError(name, f"must be between 1 and {self._max_dimension}"))
-        if request.quality and not (1 <= request.quality <= 100):
-            problems.append(FieldError("quality", "must be between 1 and 100"))
-        if problems:
-            raise InvalidArgument("the render options are invalid", errors=problems)
+        check_options(request.format, request.options, self._limits)
+        count = len(request.variable_sets)
+        if count == 0 or count > 1 and request.format != "pdf":
+            raise InvalidArgument("one variable set per render; several only for a PDF")
+        if count > self._limits.max_pdf_pages:
+            raise InvalidArgument(
+                f"at most {self._limits.max_pdf_pages} variable sets per PDF",
+                errors=[FieldError("variableSets", f"at most {self._limits.max_pdf_pages}")])
 
-    async def _ensure_stored(self, key: str, spec: CaptureSpec) -> bool:
-        """Store the image under ``key`` unless it is there; True if we rendered it."""
+    async def _expand_all(self, request: RenderRequest) -> list[Expanded]:
+        expanded = await asyncio.gather(*(
+            self._templates.expand(request.tenant_id, request.template_id, request.version, v)
+            for v in request.variable_sets
+        ))
+        # A multi-page PDF pins every page to the version of its first page.
+        if len({e.version for e in expanded}) > 1:
+            pinned = replace(request, version=expanded[0].version)
+            return await self._expand_all(pinned)
+        return list(expanded)
+
+    async def _stored_or_rendered(
+        self, render_id: str, spec: CaptureSpec
+    ) -> tuple[dict[str, float], bool]:
+        """The output's metadata, and whether this call rendered it."""
+        key = renders.blob_key(render_id, spec.format)
+        meta_key = renders.meta_key(render_id, spec.format)
         while True:
-            if await self._blobs.head(key) is not None:
-                return False
-            pending = self._inflight.get(key)
+            meta = await self._blobs.get(meta_key)
+            if meta is not None:
+                stored: dict[str, float] = json.loads(meta.data)
+                return stored, False
+            pending = self._inflight.get(render_id)
             if pending is None:
                 break
             await asyncio.shield(pending)
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._inflight[key] = done
+        self._inflight[render_id] = done
         try:
-            data = await self._capture(spec)
-            await self._blobs.put(key, data, renders.CONTENT_TYPES[spec.format])
-            return True
+            output = await self._capture(spec)
+            await self._blobs.put(key, output.data, renders.CONTENT_TYPES[spec.format])
+            info: dict[str, float] = {
+                k: v for k, v in asdict(output).items() if k != "data" and v
+            }
+            info = {_camel(k): v for k, v in info.items()}
+            info["size"] = len(output.data)
+            # The metadata is written last: its presence means the output is complete.
+            await self._blobs.put(meta_key, json.dumps(info).encode(), "application/json")
+            return info, True
         finally:
-            del self._inflight[key]
+            del self._inflight[render_id]
             done.set_result(None)
 
 
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
 def cache_key(spec: CaptureSpec) -> str:
-    material = json.dumps(
-        [RENDERER_VERSION, spec.html, spec.width, spec.height, spec.format, spec.quality],
-        ensure_ascii=False, separators=(",", ":"),
-    )
+    material = json.dumps([RENDERER_VERSION, asdict(spec)], ensure_ascii=False,
+                          separators=(",", ":"), sort_keys=True)
     return hashlib.sha256(material.encode()).hexdigest()

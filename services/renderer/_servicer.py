@@ -8,10 +8,41 @@ import grpc
 
 from litho.renderer.v1 import renderer_pb2 as pb
 from litho.renderer.v1 import renderer_pb2_grpc as pb_grpc
-from services.renderer._pipeline import RenderPipeline, RenderRequest
+from services.renderer._pipeline import RenderPipeline, RenderRequest, RenderResult
+from services.renderer._spec import GifSpec, PdfSpec, RenderOptions
 
-_FORMATS = {pb.IMAGE_FORMAT_PNG: "png", pb.IMAGE_FORMAT_JPEG: "jpeg"}
-_FORMAT_ENUMS = {v: k for k, v in _FORMATS.items()}
+FORMATS: dict[int, str] = {
+    pb.IMAGE_FORMAT_PNG: "png",
+    pb.IMAGE_FORMAT_JPEG: "jpeg",
+    pb.IMAGE_FORMAT_WEBP: "webp",
+    pb.IMAGE_FORMAT_PDF: "pdf",
+    pb.IMAGE_FORMAT_GIF: "gif",
+}
+_ENUMS = {name: value for value, name in FORMATS.items()}
+
+
+def options_from_proto(o: pb.RenderOptions) -> RenderOptions:
+    return RenderOptions(
+        width=o.width, height=o.height, scale=o.device_scale_factor, quality=o.quality,
+        transparent=o.transparent, selector=o.selector,
+        pdf=PdfSpec(
+            preset=o.pdf.preset, width_mm=o.pdf.page_width_mm, height_mm=o.pdf.page_height_mm,
+            landscape=o.pdf.landscape,
+            margins=(o.pdf.margin_top, o.pdf.margin_right, o.pdf.margin_bottom,
+                     o.pdf.margin_left),
+        ),
+        gif=GifSpec(fps=o.gif.fps or GifSpec.fps, duration_ms=o.gif.duration_ms),
+    )
+
+
+def result_to_proto(r: RenderResult) -> pb.RenderTemplateResponse:
+    return pb.RenderTemplateResponse(
+        render_id=r.render_id, blob_key=r.blob_key, format=_ENUMS[r.format],
+        content_type=r.content_type, width=r.width, height=r.height, cached=r.cached,
+        template_version=r.template_version, size_bytes=r.size_bytes, page_count=r.page_count,
+        page_width_pt=r.page_width_pt, page_height_pt=r.page_height_pt,
+        frame_count=r.frame_count,
+    )
 
 
 class RendererServicer(pb_grpc.RendererServiceServicer):
@@ -23,13 +54,18 @@ class RendererServicer(pb_grpc.RendererServiceServicer):
     ) -> pb.RenderTemplateResponse:
         result = await self._pipeline.render(RenderRequest(
             tenant_id=request.tenant_id, template_id=request.template_id,
-            version=request.version, variables_json=request.variables_json,
-            format=_FORMATS.get(request.format, "png"), width=request.width,
-            height=request.height, quality=request.quality,
+            version=request.version, variable_sets=(request.variables_json,),
+            format=FORMATS.get(request.format, "png"),
+            options=options_from_proto(request.options),
         ))
-        return pb.RenderTemplateResponse(
-            render_id=result.render_id, blob_key=result.blob_key,
-            format=_FORMAT_ENUMS[result.format], content_type=result.content_type,
-            width=result.width, height=result.height, cached=result.cached,
-            template_version=result.template_version,
-        )
+        return result_to_proto(result)
+
+    async def RenderPdf(
+        self, request: pb.RenderPdfRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.RenderTemplateResponse:
+        result = await self._pipeline.render(RenderRequest(
+            tenant_id=request.tenant_id, template_id=request.template_id,
+            version=request.version, variable_sets=tuple(request.variable_sets_json),
+            format="pdf", options=options_from_proto(request.options),
+        ))
+        return result_to_proto(result)

@@ -26,6 +26,15 @@ class RendererSettings(BaseServiceSettings):
     renderer_timeout: float = Field(default=30.0, gt=0, le=300)
     #: Largest output width or height, in device pixels.
     renderer_max_dimension: int = Field(default=5000, gt=0, le=16384)
+    #: Largest width × height × deviceScaleFactor² of one output.
+    renderer_max_pixels: int = Field(default=40_000_000, gt=0)
+    renderer_max_scale: float = Field(default=4.0, ge=1, le=8)
+    renderer_max_gif_fps: int = Field(default=30, ge=1, le=60)
+    #: Longest GIF, and the cap of "the longest animation" when no duration is given.
+    renderer_max_gif_duration_ms: int = Field(default=10_000, ge=1)
+    renderer_max_gif_frames: int = Field(default=300, ge=1)
+    #: Most variable sets (pages) in one multi-page PDF.
+    renderer_max_pdf_pages: int = Field(default=200, ge=1)
     #: Subresources (images, fonts, CSS) fetched through the guard are cached
     #: in memory for this many seconds, up to this many bytes in all.
     renderer_subresource_ttl: float = Field(default=300.0, ge=0)

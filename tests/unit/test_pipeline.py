@@ -8,14 +8,19 @@ import pytest
 
 from litho.blobstore import Blob, BlobInfo
 from litho.errors import InvalidArgument, LithoError, NotFound
-from services.renderer._capture import CaptureSpec
 from services.renderer._pipeline import (
+    CaptureSpec,
     Expanded,
+    Output,
     RenderPipeline,
     RenderRequest,
     RenderResult,
     cache_key,
 )
+from services.renderer._spec import GifSpec, Limits, PdfSpec, RenderOptions
+
+LIMITS = Limits(max_dimension=1000, max_pixels=10_000_000, max_scale=4, max_gif_fps=30,
+                max_gif_duration_ms=10_000, max_gif_frames=300, max_pdf_pages=5)
 
 
 class MemoryBlobs:
@@ -74,23 +79,28 @@ class Capture:
         self.calls: list[CaptureSpec] = []
         self.gate: asyncio.Event | None = None
 
-    async def __call__(self, spec: CaptureSpec) -> bytes:
+    async def __call__(self, spec: CaptureSpec) -> Output:
         self.calls.append(spec)
         if self.gate:
             await self.gate.wait()
-        return f"{spec.format}:{spec.width}x{spec.height}".encode()
+        data = f"{spec.format}:{spec.width}x{spec.height}:{len(spec.documents)}".encode()
+        return Output(data=data, width=int(spec.width * spec.scale),
+                      height=int(spec.height * spec.scale),
+                      page_count=len(spec.documents) if spec.format == "pdf" else 0)
 
 
 @pytest.fixture
 def parts() -> tuple[MemoryBlobs, Templates, Events, Capture, RenderPipeline]:
     blobs, templates, events, capture = MemoryBlobs(), Templates(), Events(), Capture()
-    pipeline = RenderPipeline(templates, blobs, capture, events, max_dimension=1000)
+    pipeline = RenderPipeline(templates, blobs, capture, events, limits=LIMITS)
     return blobs, templates, events, capture, pipeline
 
 
-def request(**overrides: object) -> RenderRequest:
+def request(variables: str = '{"a":1}', *, options: RenderOptions | None = None,
+            **overrides: object) -> RenderRequest:
     fields: dict[str, object] = {"tenant_id": "t", "template_id": "tpl", "version": 0,
-                                 "variables_json": '{"a":1}', "format": "png"}
+                                 "variable_sets": (variables,), "format": "png",
+                                 "options": options or RenderOptions()}
     fields.update(overrides)
     return RenderRequest(**fields)  # type: ignore[arg-type]
 
@@ -99,7 +109,8 @@ async def test_miss_renders_and_stores_then_hit_does_no_capture(parts) -> None: 
     blobs, _, events, capture, pipeline = parts
     first = await pipeline.render(request())
     assert first.cached is False and len(capture.calls) == 1
-    assert blobs.data[first.blob_key] == (b"png:100x50", "image/png")
+    assert blobs.data[first.blob_key] == (b"png:100x50:1", "image/png")
+    assert first.size_bytes == len(b"png:100x50:1")
     second = await pipeline.render(request())
     assert second.cached is True and second.render_id == first.render_id
     assert len(capture.calls) == 1
@@ -109,10 +120,10 @@ async def test_miss_renders_and_stores_then_hit_does_no_capture(parts) -> None: 
 async def test_key_depends_on_document_and_options(parts) -> None:  # type: ignore[no-untyped-def]
     _, templates, _, _, pipeline = parts
     base = await pipeline.render(request())
-    other_vars = await pipeline.render(request(variables_json='{"a":2}'))
+    other_vars = await pipeline.render(request('{"a":2}'))
     jpeg = await pipeline.render(request(format="jpeg"))
-    jpeg_q = await pipeline.render(request(format="jpeg", quality=50))
-    bigger = await pipeline.render(request(width=200))
+    jpeg_q = await pipeline.render(request(format="jpeg", options=RenderOptions(quality=50)))
+    bigger = await pipeline.render(request(options=RenderOptions(width=200)))
     templates.html = "<div>{v}</div>"
     new_source = await pipeline.render(request())
     ids = {r.render_id for r in (base, other_vars, jpeg, jpeg_q, bigger, new_source)}
@@ -121,9 +132,20 @@ async def test_key_depends_on_document_and_options(parts) -> None:  # type: igno
 
 
 def test_cache_key_is_stable() -> None:
-    spec = CaptureSpec(html="<p>x</p>", width=1, height=2, format="png", quality=0)
-    assert cache_key(spec) == cache_key(CaptureSpec("<p>x</p>", 1, 2, "png", 0))
-    assert len(cache_key(spec)) == 64
+    def spec(**o: object) -> CaptureSpec:
+        fields: dict[str, object] = {
+            "documents": ("<p>x</p>",), "format": "png", "width": 1, "height": 2, "scale": 1.0,
+            "quality": 0, "transparent": False, "selector": "", "pdf": PdfSpec(),
+            "gif": GifSpec()}
+        fields.update(o)
+        return CaptureSpec(**fields)  # type: ignore[arg-type]
+
+    assert cache_key(spec()) == cache_key(spec())
+    assert len(cache_key(spec())) == 64
+    variants = [spec(scale=2.0), spec(transparent=True), spec(selector=".a"),
+                spec(gif=GifSpec(fps=10)), spec(pdf=PdfSpec(preset="A4")),
+                spec(documents=("<p>x</p>", "<p>y</p>"))]
+    assert len({cache_key(v) for v in variants} | {cache_key(spec())}) == 7
 
 
 async def test_identical_concurrent_renders_share_one_capture(parts) -> None:  # type: ignore[no-untyped-def]
@@ -140,9 +162,34 @@ async def test_identical_concurrent_renders_share_one_capture(parts) -> None:  #
 async def test_invalid_options_are_rejected_before_any_work(parts) -> None:  # type: ignore[no-untyped-def]
     _, _, _, capture, pipeline = parts
     with pytest.raises(InvalidArgument) as info:
-        await pipeline.render(request(format="bmp", width=5000, quality=101))
-    assert {e.field for e in info.value.errors} == {"format", "width", "quality"}
+        await pipeline.render(request(format="jpeg", options=RenderOptions(
+            width=5000, quality=101, transparent=True, scale=5, gif=GifSpec(fps=3))))
+    assert {e.field for e in info.value.errors} == {
+        "width", "quality", "transparent", "deviceScaleFactor", "gif"}
+    with pytest.raises(InvalidArgument) as bad_format:
+        await pipeline.render(request(format="bmp"))
+    assert bad_format.value.errors[0].field == "format"
+    with pytest.raises(InvalidArgument) as bad_pdf:
+        await pipeline.render(request(format="pdf", options=RenderOptions(pdf=PdfSpec(
+            preset="B9", margins=("1mm", "2 furlongs", "", "0")))))
+    assert {e.field for e in bad_pdf.value.errors} == {"pdf.preset", "pdf.margins.right"}
+    with pytest.raises(InvalidArgument, match="pixels"):
+        await pipeline.render(request(options=RenderOptions(width=1000, height=1000, scale=4)))
     assert capture.calls == []
+
+
+async def test_multi_page_pdf_renders_every_set_once(parts) -> None:  # type: ignore[no-untyped-def]
+    _, _, _, capture, pipeline = parts
+    sets = ('{"a":1}', '{"a":2}', '{"a":3}')
+    result = await pipeline.render(request(format="pdf", variable_sets=sets))
+    assert result.page_count == 3 and len(capture.calls) == 1
+    assert len(capture.calls[0].documents) == 3
+    again = await pipeline.render(request(format="pdf", variable_sets=sets))
+    assert again.cached and again.page_count == 3 and len(capture.calls) == 1
+    with pytest.raises(InvalidArgument, match="at most 5"):
+        await pipeline.render(request(format="pdf", variable_sets=("{}",) * 6))
+    with pytest.raises(InvalidArgument, match="several only for a PDF"):
+        await pipeline.render(request(variable_sets=("{}", "{}")))
 
 
 async def test_template_errors_propagate(parts) -> None:  # type: ignore[no-untyped-def]
@@ -154,10 +201,10 @@ async def test_template_errors_propagate(parts) -> None:  # type: ignore[no-unty
 async def test_capture_failure_publishes_render_failed(parts) -> None:  # type: ignore[no-untyped-def]
     _, _, events, _, _ = parts
 
-    async def broken(spec: CaptureSpec) -> bytes:
+    async def broken(spec: CaptureSpec) -> Output:
         raise LithoError("boom")
 
-    pipeline = RenderPipeline(Templates(), MemoryBlobs(), broken, events, max_dimension=1000)
+    pipeline = RenderPipeline(Templates(), MemoryBlobs(), broken, events, limits=LIMITS)
     with pytest.raises(LithoError):
         await pipeline.render(request())
     assert events.failed_events == ["INTERNAL"]
