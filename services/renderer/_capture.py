@@ -1,11 +1,17 @@
 """Loading expanded documents into a page and turning them into output bytes.
 
 Speed comes from two choices, measured on a 2-core machine for a 1200×630 card:
-Chromium's own PNG encoder costs ~170 ms, so images are captured with
-``optimizeForSpeed`` (a barely compressed PNG, ~50 ms) and re-encoded by
-libvips in a worker thread (~20 ms, smaller files); JPEG comes straight from
-Chromium's fast JPEG encoder. Documents load with ``wait_until="load"``
-(images and stylesheets), never "network idle".
+Chromium's own PNG encoder costs ~180 ms, so PNGs are captured with
+``optimizeForSpeed`` (a barely compressed PNG, ~55 ms) and re-encoded by
+libvips in a worker thread (~17 ms, a quarter of the size); JPEG (~33 ms) and
+WebP (~68 ms) come straight from Chromium's encoders, which beat a re-encode.
+Documents load with ``wait_until="load"`` (images and stylesheets), never
+"network idle".
+
+Determinism: every page's animation clock is frozen when the page is made
+(``_gif.freeze_timeline``), so no animation advances on its own. A still
+image shows finite animations at their end and infinite ones at their start;
+a GIF steps them frame by frame.
 """
 
 from __future__ import annotations
@@ -25,6 +31,12 @@ from services.renderer._pipeline import CaptureSpec, Output
 from services.renderer._spec import Limits
 
 _TRANSPARENT = {"color": {"r": 0, "g": 0, "b": 0, "a": 0}}
+_SETTLE = """() => {
+  for (const a of document.getAnimations()) {
+    const end = a.effect ? a.effect.getComputedTiming().endTime : Infinity;
+    if (Number.isFinite(end)) a.finish(); else { a.pause(); a.currentTime = 0; }
+  }
+}"""
 
 
 @dataclass(frozen=True)
@@ -43,6 +55,8 @@ class Capturer:
         clip = await self._clip(page, spec)
         if spec.format == "gif":
             return await self._gif(page, spec, clip)
+        if "animation" in spec.documents[0]:
+            await page.page.evaluate(_SETTLE)
         return await self._image(page, spec, clip)
 
     async def _run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -50,12 +64,12 @@ class Capturer:
         return await loop.run_in_executor(self.executor, lambda: fn(*args, **kwargs))
 
     async def _image(self, page: ChromiumPage, spec: CaptureSpec, clip: dict[str, float]) -> Output:
-        if spec.format == "jpeg":
-            data = await _screenshot(page, clip, fmt="jpeg", quality=spec.quality)
+        if spec.format == "png":
+            frame = await _screenshot(page, spec, clip, fmt="png")
+            data = await self._run(_encode.encode, frame, format="png", quality=100,
+                                   transparent=spec.transparent)
         else:
-            frame = await _screenshot(page, clip, fmt="png")
-            data = await self._run(_encode.encode, frame, format=spec.format,
-                                   quality=spec.quality, transparent=spec.transparent)
+            data = await _screenshot(page, spec, clip, fmt=spec.format, quality=spec.quality)
         width, height = await self._run(_encode.image_size, data)
         return Output(data=data, width=width, height=height)
 
@@ -65,21 +79,23 @@ class Capturer:
             max_duration_ms=self.limits.max_gif_duration_ms,
             max_frames=self.limits.max_gif_frames, clip=clip,
         )
+        # The frames' pixels are in hand; a GIF made of one frame is still a GIF.
         data = await self._run(_gif.encode_gif, frames, delay_ms=delay_ms)
         width, height = await self._run(_encode.image_size, data)
         return Output(data=data, width=width, height=height, frame_count=len(frames))
 
     async def _pdf(self, page: ChromiumPage, spec: CaptureSpec) -> Output:
+        top, right, bottom, left = (m or "0" for m in spec.pdf.margins)
         options = _pdf.PdfOptions(
             preset=spec.pdf.preset or None, width_mm=spec.pdf.width_mm or None,
             height_mm=spec.pdf.height_mm or None, landscape=spec.pdf.landscape,
-            margins=_pdf.Margins(*spec.pdf.margins),
+            margin_top=top, margin_right=right, margin_bottom=bottom, margin_left=left,
         )
         parts = []
         for document in spec.documents:
             await _load(page, document)
             parts.append(await _pdf.print_pdf(page.page, options))
-        data = await self._run(_pdf.merge_pdfs, parts)
+        data = await self._run(_pdf.merge_pdfs, parts, page_size_pt=options.page_size_pt())
         pages, width_pt, height_pt = await self._run(_pdf.pdf_info, data)
         return Output(data=data, width=spec.width, height=spec.height, page_count=pages,
                       page_width_pt=width_pt, page_height_pt=height_pt)
@@ -123,12 +139,15 @@ async def _load(page: ChromiumPage, html: str) -> None:
 
 
 async def _screenshot(
-    page: ChromiumPage, clip: dict[str, float], *, fmt: str, quality: int = 0
+    page: ChromiumPage, spec: CaptureSpec, clip: dict[str, float], *, fmt: str, quality: int = 0
 ) -> bytes:
-    params: dict[str, Any] = {"format": fmt, "clip": clip, "captureBeyondViewport": True}
-    if fmt == "jpeg":
-        params["quality"] = quality
-    else:
+    params: dict[str, Any] = {"format": fmt, "clip": clip}
+    if clip["x"] + clip["width"] > spec.width or clip["y"] + clip["height"] > spec.height:
+        # Only a clip past the viewport needs this: it makes Chromium lay out again.
+        params["captureBeyondViewport"] = True
+    if fmt == "png":
         params["optimizeForSpeed"] = True
+    else:
+        params["quality"] = quality
     reply = await page.cdp.send("Page.captureScreenshot", params)
     return base64.b64decode(reply["data"])

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from playwright.async_api import Browser, BrowserContext, CDPSession, Page, Playwright, Route
 from playwright.async_api import Error as PlaywrightError
 
+from services.renderer._gif import freeze_timeline
 from services.renderer._pool import BrowserLike
 from services.renderer._subresources import SubresourceFetcher
 
@@ -58,6 +59,8 @@ class PlaywrightEngine:
         page = await context.new_page()
         await page.route("**/*", self._route)
         cdp = await context.new_cdp_session(page)
+        # No animation advances by itself: output never depends on timing.
+        await freeze_timeline(cdp)
         return ChromiumPage(context=context, page=page, cdp=cdp)
 
     async def _route(self, route: Route) -> None:

@@ -11,7 +11,7 @@ import hashlib
 import json
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Protocol
 
 from litho import renders
@@ -42,7 +42,7 @@ class RenderRequest:
     #: One JSON object text per document; several only for a multi-page PDF.
     variable_sets: tuple[str, ...]
     format: str
-    options: RenderOptions = RenderOptions()
+    options: RenderOptions = field(default_factory=RenderOptions)
 
 
 @dataclass(frozen=True)
@@ -161,12 +161,12 @@ class RenderPipeline:
         result = RenderResult(
             render_id=render_id, blob_key=renders.blob_key(render_id, spec.format),
             format=spec.format, content_type=renders.CONTENT_TYPES[spec.format],
-            width=output["width"], height=output["height"], cached=not rendered,
-            template_version=first.version, size_bytes=output["size"],
-            page_count=output.get("pageCount", 0),
+            width=int(output["width"]), height=int(output["height"]), cached=not rendered,
+            template_version=first.version, size_bytes=int(output["size"]),
+            page_count=int(output.get("pageCount", 0)),
             page_width_pt=output.get("pageWidthPt", 0.0),
             page_height_pt=output.get("pageHeightPt", 0.0),
-            frame_count=output.get("frameCount", 0),
+            frame_count=int(output.get("frameCount", 0)),
         )
         self._events.completed(request, result, (time.perf_counter() - started) * 1000)
         return result
@@ -174,7 +174,7 @@ class RenderPipeline:
     def _check(self, request: RenderRequest) -> None:
         check_options(request.format, request.options, self._limits)
         count = len(request.variable_sets)
-        if count == 0 or count > 1 and request.format != "pdf":
+        if count == 0 or (count > 1 and request.format != "pdf"):
             raise InvalidArgument("one variable set per render; several only for a PDF")
         if count > self._limits.max_pdf_pages:
             raise InvalidArgument(

@@ -11,7 +11,7 @@ from litho.renderer.v1 import renderer_pb2_grpc as pb_grpc
 from services.renderer._pipeline import RenderPipeline, RenderRequest, RenderResult
 from services.renderer._spec import GifSpec, PdfSpec, RenderOptions
 
-FORMATS: dict[int, str] = {
+FORMATS: dict[pb.ImageFormat.ValueType, str] = {
     pb.IMAGE_FORMAT_PNG: "png",
     pb.IMAGE_FORMAT_JPEG: "jpeg",
     pb.IMAGE_FORMAT_WEBP: "webp",

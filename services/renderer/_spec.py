@@ -9,7 +9,7 @@ from litho import renders
 from litho.errors import FieldError, InvalidArgument
 
 PDF_PRESETS = ("A3", "A4", "A5", "Letter", "Legal")
-_CSS_LENGTH = re.compile(r"^(0|\d{1,4}(\.\d{1,3})?(mm|cm|in|px))$")
+_CSS_LENGTH = re.compile(r"0|[0-9]{1,4}(\.[0-9]{1,3})?(mm|cm|in|px)")
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,7 @@ def _check_pdf(pdf: PdfSpec) -> list[FieldError]:
         if not all(1 <= v <= 5000 for v in custom):
             p.append(FieldError("pdf.widthMm", "custom width and height must both be 1-5000 mm"))
     for side, value in zip(("top", "right", "bottom", "left"), pdf.margins, strict=True):
-        if value and not _CSS_LENGTH.match(value):
+        if value and not _CSS_LENGTH.fullmatch(value):
             p.append(FieldError(f"pdf.margins.{side}",
                                 "must be a length like 10mm, 1.5cm, 0.5in or 24px"))
     return p
