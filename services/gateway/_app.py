@@ -45,6 +45,7 @@ def create_app(deps: Deps, *, max_body_bytes: int) -> web.Application:
     r.add_get("/v1/templates/{templateId}", h.get_template, allow_head=False)
     r.add_put("/v1/templates/{templateId}", h.update_template)
     r.add_delete("/v1/templates/{templateId}", h.delete_template)
+    r.add_get("/v1/templates/{templateId}/versions", h.list_versions, allow_head=False)
     r.add_post("/v1/templates/{templateId}/render", h.render_template, name="renderTemplate")
     r.add_post("/template/{templateId}/render", h.render_template, name="renderTemplateShort")
     r.add_post("/v1/templates/{templateId}/pdf", h.render_pdf)
@@ -52,6 +53,9 @@ def create_app(deps: Deps, *, max_body_bytes: int) -> web.Application:
     r.add_get("/r/{file}", signed.render_signed)  # also answers HEAD
     r.add_post("/v1/signed-urls", signed.create_signed_url)
     r.add_get("/v1/signing-key", signed.get_signing_key, allow_head=False)
+    r.add_post("/v1/expressions/validate", h.validate_expression)
+    r.add_post("/v1/expressions/test", h.test_expression)
+    r.add_get("/v1/expressions/functions", h.list_functions, allow_head=False)
     r.add_get("/openapi.json", h.get_openapi, allow_head=False)
     r.add_get("/healthz", h.get_health, allow_head=False)
     return app

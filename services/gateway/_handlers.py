@@ -27,6 +27,8 @@ def template_json(t: template_pb2.Template) -> dict[str, Any]:
     return {
         "id": t.id, "name": t.name, "html": t.html, "width": t.width, "height": t.height,
         "sampleVariables": json.loads(t.sample_variables_json or "{}"),
+        "variables": json.loads(t.variable_definitions_json or "[]"),
+        "discoveredVariables": list(t.discovered_variables),
         "version": t.version, "createdAt": _timestamp(t.create_time),
         "updatedAt": _timestamp(t.update_time),
     }
@@ -40,6 +42,8 @@ def _spec(body: dict[str, Any]) -> template_pb2.TemplateSpec:
             setattr(spec, attr, body[key])
     if "sampleVariables" in body:
         spec.sample_variables_json = json.dumps(body["sampleVariables"])
+    if "variables" in body:
+        spec.variable_definitions_json = json.dumps(body["variables"])
     return spec
 
 
@@ -51,19 +55,9 @@ async def create_template(request: web.Request) -> web.Response:
 
 
 async def list_templates(request: web.Request) -> web.Response:
-    query: dict[tuple[str, str], Any] = {}
-    if "pageSize" in request.query:
-        try:
-            query[("query", "pageSize")] = int(request.query["pageSize"])
-        except ValueError as exc:
-            raise InvalidArgument("pageSize must be an integer",
-                                  errors=[FieldError("pageSize", "must be an integer")]) from exc
-    if "pageToken" in request.query:
-        query[("query", "pageToken")] = request.query["pageToken"]
-    deps(request).validator.check_params("listTemplates", query)
+    page_size, page_token = _page_query(request, "listTemplates")
     response = await deps(request).templates.ListTemplates(template_pb2.ListTemplatesRequest(
-        tenant_id=caller(request).tenant_id, page_size=query.get(("query", "pageSize"), 50),
-        page_token=query.get(("query", "pageToken"), "")))
+        tenant_id=caller(request).tenant_id, page_size=page_size, page_token=page_token))
     return web.json_response({
         "templates": [template_json(t) for t in response.templates],
         "nextPageToken": response.next_page_token or None,
@@ -75,6 +69,69 @@ async def get_template(request: web.Request) -> web.Response:
     response = await deps(request).templates.GetTemplate(template_pb2.GetTemplateRequest(
         tenant_id=caller(request).tenant_id, template_id=request.match_info["templateId"]))
     return web.json_response(template_json(response.template))
+
+
+def _page_query(request: web.Request, operation_id: str) -> tuple[int, str]:
+    query: dict[tuple[str, str], Any] = {}
+    if "pageSize" in request.query:
+        try:
+            query[("query", "pageSize")] = int(request.query["pageSize"])
+        except ValueError as exc:
+            raise InvalidArgument("pageSize must be an integer",
+                                  errors=[FieldError("pageSize", "must be an integer")]) from exc
+    if "pageToken" in request.query:
+        query[("query", "pageToken")] = request.query["pageToken"]
+    for key, value in request.match_info.items():
+        query[("path", key)] = value
+    deps(request).validator.check_params(operation_id, query)
+    return query.get(("query", "pageSize"), 50), query.get(("query", "pageToken"), "")
+
+
+async def list_versions(request: web.Request) -> web.Response:
+    page_size, page_token = _page_query(request, "listTemplateVersions")
+    response = await deps(request).templates.ListTemplateVersions(
+        template_pb2.ListTemplateVersionsRequest(
+            tenant_id=caller(request).tenant_id, template_id=request.match_info["templateId"],
+            page_size=page_size, page_token=page_token))
+    return web.json_response({
+        "versions": [template_json(t) for t in response.versions],
+        "nextPageToken": response.next_page_token or None,
+    })
+
+
+async def validate_expression(request: web.Request) -> web.Response:
+    body = await json_body(request, "validateExpression")
+    message = (template_pb2.ValidateExpressionRequest(template=body["template"])
+               if "template" in body
+               else template_pb2.ValidateExpressionRequest(expression=body["expression"]))
+    response = await deps(request).templates.ValidateExpression(message)
+    out: dict[str, Any] = {
+        "valid": response.valid,
+        "errors": [{"message": e.message, "line": e.line, "column": e.column}
+                   for e in response.errors],
+    }
+    if "template" in body:
+        out["variables"] = list(response.variables)
+    return web.json_response(out)
+
+
+async def test_expression(request: web.Request) -> web.Response:
+    body = await json_body(request, "testExpression")
+    response = await deps(request).templates.TestExpression(template_pb2.TestExpressionRequest(
+        expression=body["expression"], variables_json=json.dumps(body.get("variables", {}))))
+    return web.json_response({"result": json.loads(response.result_json),
+                              "resultType": response.result_type})
+
+
+async def list_functions(request: web.Request) -> web.Response:
+    response = await deps(request).templates.ListFunctions(template_pb2.ListFunctionsRequest())
+    return web.json_response({"functions": [
+        {"name": f.name, "signature": f.signature, "description": f.description,
+         "category": f.category, "example": f.example,
+         "exampleVariables": json.loads(f.example_variables_json or "{}"),
+         "exampleResult": json.loads(f.example_result_json or "null")}
+        for f in response.functions
+    ]})
 
 
 async def update_template(request: web.Request) -> web.Response:

@@ -78,7 +78,8 @@ async def render_signed(request: web.Request) -> web.StreamResponse:
     variables: dict[str, Any] = _signing.unflatten(params)
     response = await deps(request).renderer.RenderTemplate(renderer_pb2.RenderTemplateRequest(
         tenant_id=key.tenant_id, template_id=template_id,
-        variables_json=json.dumps(variables), format=format_enum(ext)))
+        variables_json=json.dumps(variables), format=format_enum(ext),
+        variables_from_query=True))
     ext_name = FORMATS[response.format]
     found = await image_response(request, response.render_id, ext_name,
                                  cache_control=deps(request).signed_cache_control)

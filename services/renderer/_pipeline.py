@@ -43,6 +43,8 @@ class RenderRequest:
     variable_sets: tuple[str, ...]
     format: str
     options: RenderOptions = field(default_factory=RenderOptions)
+    #: The variables came from a URL query: their values are all text.
+    coerce_strings: bool = False
 
 
 @dataclass(frozen=True)
@@ -100,7 +102,8 @@ class Expanded:
 
 class TemplateSource(Protocol):
     async def expand(
-        self, tenant_id: str, template_id: str, version: int, variables_json: str
+        self, tenant_id: str, template_id: str, version: int, variables_json: str,
+        *, coerce_strings: bool = False,
     ) -> Expanded: ...
 
 
@@ -183,7 +186,8 @@ class RenderPipeline:
 
     async def _expand_all(self, request: RenderRequest) -> list[Expanded]:
         expanded = await asyncio.gather(*(
-            self._templates.expand(request.tenant_id, request.template_id, request.version, v)
+            self._templates.expand(request.tenant_id, request.template_id, request.version, v,
+                                   coerce_strings=request.coerce_strings)
             for v in request.variable_sets
         ))
         # A multi-page PDF pins every page to the version of its first page.

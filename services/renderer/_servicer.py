@@ -57,6 +57,7 @@ class RendererServicer(pb_grpc.RendererServiceServicer):
             version=request.version, variable_sets=(request.variables_json,),
             format=FORMATS.get(request.format, "png"),
             options=options_from_proto(request.options),
+            coerce_strings=request.variables_from_query,
         ))
         return result_to_proto(result)
 

@@ -14,11 +14,12 @@ class GrpcTemplateSource:
         self._stub = pb_grpc.TemplateServiceStub(channel)
 
     async def expand(
-        self, tenant_id: str, template_id: str, version: int, variables_json: str
+        self, tenant_id: str, template_id: str, version: int, variables_json: str,
+        *, coerce_strings: bool = False,
     ) -> Expanded:
         response = await self._stub.ExpandTemplate(pb.ExpandTemplateRequest(
             tenant_id=tenant_id, template_id=template_id, version=version,
-            variables_json=variables_json,
+            variables_json=variables_json, coerce_strings=coerce_strings,
         ))
         return Expanded(
             template_id=response.template_id, version=response.version, html=response.html,

@@ -10,7 +10,8 @@ from litho.config import DocumentStoreSettings, docstore_url, load
 from litho.docstore import open_document_store
 from litho.logs import configure_logging, get_logger
 from litho.template.v1 import template_pb2, template_pb2_grpc
-from services.template._expand import LookupExpander
+from services.template._lang import Engine, LangExpander
+from services.template._lang import Limits as LangLimits
 from services.template._model import Limits
 from services.template._service import Templates
 from services.template._servicer import TemplateServicer
@@ -38,8 +39,19 @@ async def main(stop: asyncio.Event) -> None:
             max_variables_bytes=settings.template_max_variables_bytes,
             max_output_bytes=settings.template_max_output_bytes,
         )
+        engine = Engine(LangLimits(
+            max_template_bytes=settings.template_max_html_bytes,
+            max_loop_iterations=settings.template_max_loop_iterations,
+            max_depth=settings.template_max_depth,
+            max_steps=settings.template_max_steps,
+            max_string_length=settings.template_max_string_length,
+            max_array_length=settings.template_max_array_length,
+            max_errors=settings.template_max_errors,
+        ))
+        expander = LangExpander(engine, cache_size=settings.template_compile_cache_size)
         servicer = TemplateServicer(
-            Templates(repo, LookupExpander(), limits),
+            Templates(repo, expander, limits,
+                      max_pattern_input=settings.template_max_pattern_input),
             max_variables_bytes=settings.template_max_variables_bytes,
         )
         await rpc.start_server(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -27,6 +27,8 @@ class Spec:
     width: int | None = None
     height: int | None = None
     sample_variables: dict[str, Any] | None = None
+    #: Variable definitions as JSON (validated by ``_variables.parse_definitions``).
+    variable_definitions: list[dict[str, Any]] | None = None
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,7 @@ class Template:
     version: int
     create_time: datetime
     update_time: datetime
+    variable_definitions: list[dict[str, Any]] = field(default_factory=list)
 
     def with_spec(self, spec: Spec) -> Template:
         return replace(
@@ -54,29 +57,46 @@ class Template:
                 if spec.sample_variables is not None
                 else self.sample_variables
             ),
+            variable_definitions=(
+                spec.variable_definitions
+                if spec.variable_definitions is not None
+                else self.variable_definitions
+            ),
         )
 
 
 def parse_json_object(text: str, *, field: str, max_bytes: int) -> dict[str, Any]:
     """Parse a JSON object sent as text; an empty string is an empty object."""
-    if not text:
-        return {}
+    value = _parse_json(text or "{}", field=field, max_bytes=max_bytes)
+    if not isinstance(value, dict):
+        raise InvalidArgument(
+            f"{field} must be a JSON object", errors=[FieldError(field, "must be an object")]
+        )
+    return value
+
+
+def parse_json_list(text: str, *, field: str, max_bytes: int) -> list[Any]:
+    """Parse a JSON array sent as text; an empty string is an empty array."""
+    value = _parse_json(text or "[]", field=field, max_bytes=max_bytes)
+    if not isinstance(value, list):
+        raise InvalidArgument(
+            f"{field} must be a JSON array", errors=[FieldError(field, "must be an array")]
+        )
+    return value
+
+
+def _parse_json(text: str, *, field: str, max_bytes: int) -> Any:
     if len(text.encode()) > max_bytes:
         raise InvalidArgument(
             f"{field} is larger than {max_bytes} bytes",
             errors=[FieldError(field, f"at most {max_bytes} bytes")],
         )
     try:
-        value = json.loads(text)
+        return json.loads(text)
     except ValueError as exc:
         raise InvalidArgument(
             f"{field} is not valid JSON", errors=[FieldError(field, str(exc))]
         ) from exc
-    if not isinstance(value, dict):
-        raise InvalidArgument(
-            f"{field} must be a JSON object", errors=[FieldError(field, "must be an object")]
-        )
-    return value
 
 
 def check_spec(spec: Spec, limits: Limits, *, creating: bool) -> None:

@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from litho.errors import InvalidArgument
-from services.template._expand import Expander
+from litho.errors import FieldError, InvalidArgument
+from services.template._lang import Engine, FunctionInfo, LangExpander, result_type
 from services.template._model import Limits, Spec, Template, check_spec, parse_json_object
 from services.template._store import TemplateRepository
+from services.template._variables import apply_definitions, coerce_strings, parse_definitions
 
 
 @dataclass(frozen=True)
@@ -17,44 +18,81 @@ class Expansion:
     html: str
 
 
+@dataclass(frozen=True)
+class Validation:
+    errors: list[FieldError]
+    variables: list[str]
+
+
 class Templates:
-    def __init__(self, repo: TemplateRepository, expander: Expander, limits: Limits) -> None:
+    def __init__(
+        self,
+        repo: TemplateRepository,
+        expander: LangExpander,
+        limits: Limits,
+        *,
+        max_pattern_input: int,
+    ) -> None:
         self._repo = repo
         self._expander = expander
+        self._engine: Engine = expander.engine
         self._limits = limits
+        self._max_pattern_input = max_pattern_input
 
-    def _check(self, spec: Spec, *, creating: bool) -> None:
+    def _check(self, spec: Spec, *, creating: bool) -> Spec:
+        """Every problem with ``spec``, raised together; the spec with its
+        variable definitions normalised."""
         check_spec(spec, self._limits, creating=creating)
+        problems: list[FieldError] = []
         if spec.html is not None:
-            problems = self._expander.check(spec.html)
-            if problems:
-                raise InvalidArgument("the template has syntax errors", errors=problems)
+            problems += self._expander.check(spec.html)
+        if spec.variable_definitions is not None:
+            try:
+                definitions = parse_definitions(spec.variable_definitions)
+            except InvalidArgument as exc:
+                problems += exc.errors
+            else:
+                spec = Spec(**{**spec.__dict__,
+                               "variable_definitions": [d.to_json() for d in definitions]})
+        if problems:
+            raise InvalidArgument("the template is invalid", errors=problems)
+        return spec
+
+    def discovered_variables(self, template: Template) -> list[str]:
+        return list(self._expander.compiled(template.html).variables)
 
     async def create(self, tenant_id: str, spec: Spec) -> Template:
-        self._check(spec, creating=True)
-        return await self._repo.create(tenant_id, spec)
+        return await self._repo.create(tenant_id, self._check(spec, creating=True))
 
     async def get(self, tenant_id: str, template_id: str) -> Template:
         return await self._repo.latest(tenant_id, template_id)
 
-    async def list(
+    async def list_templates(
         self, tenant_id: str, page_size: int, page_token: str
     ) -> tuple[list[Template], str]:
-        size = page_size if page_size > 0 else 50
-        return await self._repo.list(tenant_id, page_size=min(size, 100), page_token=page_token)
+        return await self._repo.list(
+            tenant_id, page_size=_page_size(page_size), page_token=page_token)
+
+    async def versions(
+        self, tenant_id: str, template_id: str, page_size: int, page_token: str
+    ) -> tuple[list[Template], str]:
+        return await self._repo.versions(
+            tenant_id, template_id, page_size=_page_size(page_size), page_token=page_token)
 
     async def update(self, tenant_id: str, template_id: str, spec: Spec) -> Template:
-        self._check(spec, creating=False)
-        return await self._repo.update(tenant_id, template_id, spec)
+        return await self._repo.update(tenant_id, template_id,
+                                       self._check(spec, creating=False))
 
     async def delete(self, tenant_id: str, template_id: str) -> None:
         await self._repo.delete(tenant_id, template_id)
 
     async def expand(
-        self, tenant_id: str, template_id: str, version: int, variables_json: str
+        self, tenant_id: str, template_id: str, version: int, variables_json: str,
+        *, coerce: bool = False,
     ) -> Expansion:
         if version < 0:
-            raise InvalidArgument("version must be 1 or more")
+            raise InvalidArgument("version must be 1 or more",
+                                  errors=[FieldError("version", "must be 1 or more")])
         template = (
             await self._repo.version(tenant_id, template_id, version)
             if version
@@ -63,7 +101,36 @@ class Templates:
         variables: dict[str, Any] = parse_json_object(
             variables_json, field="variables", max_bytes=self._limits.max_variables_bytes
         )
+        if template.variable_definitions:
+            definitions = parse_definitions(template.variable_definitions)
+            if coerce:
+                variables = coerce_strings(definitions, variables)
+            variables = apply_definitions(definitions, variables,
+                                          max_pattern_input=self._max_pattern_input)
         html = self._expander.expand(
             template.html, variables, max_output=self._limits.max_output_bytes
         )
         return Expansion(template=template, html=html)
+
+    # ------------------------------------------------------------ the language
+
+    def validate(self, *, expression: str | None, template: str | None) -> Validation:
+        if template is not None:
+            errors = self._expander.check(template)
+            variables = [] if errors else self._engine.discover_variables(template)
+            return Validation(errors=errors, variables=variables)
+        return Validation(errors=self._engine.validate_expression(expression or ""),
+                          variables=[])
+
+    def test(self, expression: str, variables_json: str) -> tuple[Any, str]:
+        variables = parse_json_object(
+            variables_json, field="variables", max_bytes=self._limits.max_variables_bytes)
+        value = self._engine.evaluate_expression(expression, variables)
+        return value, result_type(value)
+
+    def functions(self) -> list[FunctionInfo]:
+        return self._engine.list_functions()
+
+
+def _page_size(requested: int) -> int:
+    return min(requested if requested > 0 else 50, 100)

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime
 from typing import Any
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from litho.errors import FieldError
 from litho.template.v1 import template_pb2 as pb
 from litho.template.v1 import template_pb2_grpc as pb_grpc
-from services.template._model import Spec, Template, parse_json_object
+from services.template._model import Spec, Template, parse_json_list, parse_json_object
 from services.template._service import Templates
 
 
@@ -21,13 +23,27 @@ def _timestamp(value: datetime) -> Timestamp:
     return ts
 
 
-def template_to_proto(t: Template) -> pb.Template:
+def template_to_proto(t: Template, discovered: list[str]) -> pb.Template:
     return pb.Template(
         id=t.id, tenant_id=t.tenant_id, name=t.name, html=t.html, width=t.width,
         height=t.height, sample_variables_json=json.dumps(t.sample_variables),
         version=t.version, create_time=_timestamp(t.create_time),
         update_time=_timestamp(t.update_time),
+        variable_definitions_json=json.dumps(t.variable_definitions),
+        discovered_variables=discovered,
     )
+
+
+_POSITION = re.compile(r"^line (\d+), column (\d+): ")
+
+
+def source_errors(errors: list[FieldError]) -> list[pb.SourceError]:
+    out = []
+    for e in errors:
+        match = _POSITION.match(e.message)
+        line, column = (int(match.group(1)), int(match.group(2))) if match else (0, 0)
+        out.append(pb.SourceError(message=e.message, line=line, column=column))
+    return out
 
 
 def spec_from_proto(spec: pb.TemplateSpec, *, max_variables_bytes: int) -> Spec:
@@ -42,6 +58,12 @@ def spec_from_proto(spec: pb.TemplateSpec, *, max_variables_bytes: int) -> Spec:
             if spec.HasField("sample_variables_json")
             else None
         ),
+        variable_definitions=(
+            parse_json_list(spec.variable_definitions_json, field="variables",
+                            max_bytes=max_variables_bytes)
+            if spec.HasField("variable_definitions_json")
+            else None
+        ),
     )
 
 
@@ -50,27 +72,30 @@ class TemplateServicer(pb_grpc.TemplateServiceServicer):
         self._templates = templates
         self._max_variables = max_variables_bytes
 
+    def _proto(self, t: Template) -> pb.Template:
+        return template_to_proto(t, self._templates.discovered_variables(t))
+
     async def CreateTemplate(
         self, request: pb.CreateTemplateRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.CreateTemplateResponse:
         spec = spec_from_proto(request.spec, max_variables_bytes=self._max_variables)
         template = await self._templates.create(request.tenant_id, spec)
-        return pb.CreateTemplateResponse(template=template_to_proto(template))
+        return pb.CreateTemplateResponse(template=self._proto(template))
 
     async def GetTemplate(
         self, request: pb.GetTemplateRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.GetTemplateResponse:
         template = await self._templates.get(request.tenant_id, request.template_id)
-        return pb.GetTemplateResponse(template=template_to_proto(template))
+        return pb.GetTemplateResponse(template=self._proto(template))
 
     async def ListTemplates(
         self, request: pb.ListTemplatesRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ListTemplatesResponse:
-        items, token = await self._templates.list(
+        items, token = await self._templates.list_templates(
             request.tenant_id, request.page_size, request.page_token
         )
         return pb.ListTemplatesResponse(
-            templates=[template_to_proto(t) for t in items], next_page_token=token
+            templates=[self._proto(t) for t in items], next_page_token=token
         )
 
     async def UpdateTemplate(
@@ -78,7 +103,7 @@ class TemplateServicer(pb_grpc.TemplateServiceServicer):
     ) -> pb.UpdateTemplateResponse:
         spec = spec_from_proto(request.spec, max_variables_bytes=self._max_variables)
         template = await self._templates.update(request.tenant_id, request.template_id, spec)
-        return pb.UpdateTemplateResponse(template=template_to_proto(template))
+        return pb.UpdateTemplateResponse(template=self._proto(template))
 
     async def DeleteTemplate(
         self, request: pb.DeleteTemplateRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -86,11 +111,51 @@ class TemplateServicer(pb_grpc.TemplateServiceServicer):
         await self._templates.delete(request.tenant_id, request.template_id)
         return pb.DeleteTemplateResponse()
 
+    async def ListTemplateVersions(
+        self, request: pb.ListTemplateVersionsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.ListTemplateVersionsResponse:
+        items, token = await self._templates.versions(
+            request.tenant_id, request.template_id, request.page_size, request.page_token)
+        return pb.ListTemplateVersionsResponse(
+            versions=[self._proto(t) for t in items], next_page_token=token)
+
+    async def ValidateExpression(
+        self, request: pb.ValidateExpressionRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.ValidateExpressionResponse:
+        which = request.WhichOneof("source")
+        result = self._templates.validate(
+            expression=request.expression if which == "expression" else None,
+            template=request.template if which == "template" else None,
+        )
+        return pb.ValidateExpressionResponse(
+            valid=not result.errors, errors=source_errors(result.errors),
+            variables=result.variables)
+
+    async def TestExpression(
+        self, request: pb.TestExpressionRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.TestExpressionResponse:
+        value, kind = self._templates.test(request.expression, request.variables_json)
+        return pb.TestExpressionResponse(result_json=json.dumps(value), result_type=kind)
+
+    async def ListFunctions(
+        self, request: pb.ListFunctionsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.ListFunctionsResponse:
+        return pb.ListFunctionsResponse(functions=[
+            pb.FunctionInfo(
+                name=f.name, signature=f.signature, description=f.description,
+                category=f.category, example=f.example,
+                example_variables_json=json.dumps(f.example_variables),
+                example_result_json=json.dumps(f.example_result),
+            )
+            for f in self._templates.functions()
+        ])
+
     async def ExpandTemplate(
         self, request: pb.ExpandTemplateRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ExpandTemplateResponse:
         result = await self._templates.expand(
-            request.tenant_id, request.template_id, request.version, request.variables_json
+            request.tenant_id, request.template_id, request.version, request.variables_json,
+            coerce=request.coerce_strings,
         )
         return pb.ExpandTemplateResponse(
             template_id=result.template.id, version=result.template.version,

@@ -38,6 +38,7 @@ def _to_doc(t: Template) -> dict[str, Any]:
         "width": t.width,
         "height": t.height,
         "sampleVariables": t.sample_variables,
+        "variableDefinitions": t.variable_definitions,
         "version": t.version,
         "createTime": t.create_time.isoformat(),
         "updateTime": t.update_time.isoformat(),
@@ -53,6 +54,7 @@ def _from_doc(doc: dict[str, Any]) -> Template:
         width=int(doc["width"]),
         height=int(doc["height"]),
         sample_variables=dict(doc.get("sampleVariables") or {}),
+        variable_definitions=list(doc.get("variableDefinitions") or []),
         version=int(doc["version"]),
         create_time=datetime.fromisoformat(doc["createTime"]),
         update_time=datetime.fromisoformat(doc["updateTime"]),
@@ -90,6 +92,7 @@ class TemplateRepository:
             width=spec.width, height=spec.height,
             sample_variables=spec.sample_variables or {}, version=1,
             create_time=now, update_time=now,
+            variable_definitions=spec.variable_definitions or [],
         )
         await self._write_version(template)
         await self._heads.insert({"_id": template.id, **_to_doc(template)})
@@ -129,6 +132,25 @@ class TemplateRepository:
             ) from exc
         await self._heads.replace({"_id": template_id}, {"_id": template_id, **_to_doc(updated)})
         return updated
+
+    async def versions(
+        self, tenant_id: str, template_id: str, *, page_size: int, page_token: str
+    ) -> tuple[list[Template], str]:
+        """Every version, newest first, a page at a time."""
+        latest = await self.latest(tenant_id, template_id)
+        below = latest.version + 1
+        if page_token:
+            try:
+                below = int(_decode_token(page_token))
+            except ValueError as exc:
+                raise InvalidArgument("pageToken is not a token this API issued") from exc
+        docs = await self._versions.find(
+            {"templateId": template_id, "tenantId": tenant_id, "version": {"$lt": below}},
+            sort=[("version", -1)], limit=page_size + 1,
+        )
+        found = [_from_doc(d) for d in docs[:page_size]]
+        more = len(docs) > page_size
+        return found, _encode_token(str(found[-1].version)) if more else ""
 
     async def delete(self, tenant_id: str, template_id: str) -> None:
         await self.latest(tenant_id, template_id)

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-#: The deepest nesting ``max_depth`` may be set to. Parsing and rendering
-#: recurse once per level, and a few hundred levels stay far below Python's
-#: recursion limit even when the engine is called from deep in a server stack.
-MAX_DEPTH_CEILING = 128
+#: The deepest nesting ``max_depth`` may be set to. Parsing recurses about
+#: seven Python frames per level and rendering one or two, so a hundred levels
+#: stay inside Python's default recursion limit (1000) even when the engine is
+#: called from deep in a server stack.
+MAX_DEPTH_CEILING = 100
 
 SETTING_NAMES: dict[str, str] = {
     "max_template_bytes": "LITHO_TEMPLATE_MAX_HTML_BYTES",
@@ -54,7 +55,3 @@ class Limits:
             raise ValueError(
                 f"Limits.max_depth must be at most {MAX_DEPTH_CEILING}, got {self.max_depth}"
             )
-
-    @staticmethod
-    def setting(name: str) -> str:
-        return SETTING_NAMES[name]

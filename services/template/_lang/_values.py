@@ -69,7 +69,7 @@ def normalize(number: int | float) -> int | float:
     Raises ArgumentError for a result that is not a finite number, so an
     overflow is an error the author sees rather than "Infinity" in an image.
     """
-    if type(number) is int:
+    if isinstance(number, int):
         if -MAX_SAFE_INTEGER <= number <= MAX_SAFE_INTEGER:
             return number
         try:

@@ -1,0 +1,524 @@
+"""Variable definitions on a template: types, defaults and validation rules.
+
+A definition is JSON such as::
+
+    {"name": "title", "type": "text", "defaultValue": "Hello",
+     "description": "The headline", "validation": {"required": true, "maxLength": 40}}
+
+``parse_definitions`` checks the definitions themselves (when a template is
+saved); ``apply_definitions`` checks the variables of one render against them
+and fills in defaults. Both report every problem at once.
+
+``pattern`` is a regular expression written by the template author and run
+by Python's backtracking ``re``. Two guards keep it from hanging a worker:
+a value longer than ``max_pattern_input`` characters
+(``LITHO_TEMPLATE_MAX_PATTERN_INPUT``) is refused rather than matched, and a
+pattern that repeats a group which itself repeats or alternates — the shape
+of ``(a+)+`` and ``(a|a)*``, whose matching time grows exponentially — is
+refused when the definition is saved.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+from litho.errors import FieldError, InvalidArgument
+
+TYPES = ("text", "number", "boolean", "color", "image", "date", "list", "object")
+#: Characters of a value a pattern is run on, at most.
+DEFAULT_MAX_PATTERN_INPUT = 1000
+PATTERN_INPUT_SETTING = "LITHO_TEMPLATE_MAX_PATTERN_INPUT"
+MAX_PATTERN_LENGTH = 500
+MAX_DEFINITIONS = 200
+
+_NAME = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]*", re.ASCII)
+_RESERVED = frozenset({"true", "false", "null", "and", "or", "not", "in", "loop"})
+_COLOR = re.compile(
+    r"\#(?:[0-9a-f]{3}|[0-9a-f]{4}|[0-9a-f]{6}|[0-9a-f]{8})"
+    r"|(?:rgba?|hsla?)\([0-9a-z.%,\s/+-]{1,60}\)"
+    r"|[a-z]{1,30}",
+    re.ASCII | re.IGNORECASE,
+)
+_DEFINITION_KEYS = frozenset({"name", "type", "defaultValue", "description", "validation"})
+_RULE_KEYS = ("required", "minLength", "maxLength", "min", "max", "pattern", "enum")
+_TEXT_TYPES = frozenset({"text", "color", "image", "date"})
+_LENGTH_TYPES = _TEXT_TYPES | {"list"}
+
+
+@dataclass(frozen=True)
+class Validation:
+    required: bool = False
+    min_length: int | None = None
+    max_length: int | None = None
+    min: int | float | None = None
+    max: int | float | None = None
+    pattern: re.Pattern[str] | None = None
+    enum: tuple[Any, ...] | None = None
+
+
+@dataclass(frozen=True)
+class VariableDefinition:
+    name: str
+    type: str
+    default_value: Any = None
+    description: str = ""
+    validation: Validation = field(default_factory=Validation)
+
+    def to_json(self) -> dict[str, Any]:
+        rules: dict[str, Any] = {}
+        v = self.validation
+        for key, value in (("required", v.required or None), ("minLength", v.min_length),
+                           ("maxLength", v.max_length), ("min", v.min), ("max", v.max),
+                           ("pattern", v.pattern.pattern if v.pattern else None),
+                           ("enum", list(v.enum) if v.enum is not None else None)):
+            if value is not None:
+                rules[key] = value
+        out: dict[str, Any] = {"name": self.name, "type": self.type}
+        if self.default_value is not None:
+            out["defaultValue"] = self.default_value
+        if self.description:
+            out["description"] = self.description
+        if rules:
+            out["validation"] = rules
+        return out
+
+
+def parse_definitions(
+    definitions: Any, *, field_name: str = "variables"
+) -> list[VariableDefinition]:
+    """Validated definitions; raises InvalidArgument naming each bad field by path."""
+    errors: list[FieldError] = []
+    if not isinstance(definitions, list):
+        raise InvalidArgument("variable definitions must be an array",
+                              errors=[FieldError(field_name, "must be an array")])
+    if len(definitions) > MAX_DEFINITIONS:
+        raise InvalidArgument("too many variable definitions", errors=[FieldError(
+            field_name, f"must have at most {MAX_DEFINITIONS} definitions")])
+    parsed: list[VariableDefinition] = []
+    seen: set[str] = set()
+    for index, raw in enumerate(definitions):
+        path = f"{field_name}[{index}]"
+        definition = _definition(raw, path, errors)
+        if definition is None:
+            continue
+        if definition.name in seen:
+            errors.append(FieldError(f"{path}.name", f"'{definition.name}' is defined twice"))
+        seen.add(definition.name)
+        parsed.append(definition)
+    if errors:
+        raise InvalidArgument("the variable definitions are invalid", errors=errors)
+    return parsed
+
+
+def _definition(raw: Any, path: str, errors: list[FieldError]) -> VariableDefinition | None:
+    if not isinstance(raw, dict):
+        errors.append(FieldError(path, "must be an object"))
+        return None
+    before = len(errors)
+    for key in raw:
+        if key not in _DEFINITION_KEYS:
+            errors.append(FieldError(f"{path}.{key}", "unknown property; expected one of "
+                                                      + ", ".join(sorted(_DEFINITION_KEYS))))
+    name = raw.get("name")
+    if not isinstance(name, str) or _NAME.fullmatch(name) is None:
+        errors.append(FieldError(f"{path}.name", "must be a name usable in a template: letters, "
+                                                 "digits, _ or $, not starting with a digit"))
+    elif name in _RESERVED:
+        errors.append(FieldError(f"{path}.name", f"'{name}' is reserved by the template "
+                                                 "language"))
+    kind = raw.get("type")
+    if kind not in TYPES:
+        errors.append(FieldError(f"{path}.type", f"must be one of {', '.join(TYPES)}"))
+    description = raw.get("description", "")
+    if not isinstance(description, str):
+        errors.append(FieldError(f"{path}.description", "must be text"))
+    if len(errors) > before:
+        return None
+    name, kind = str(name), str(kind)
+    validation = _validation(raw.get("validation"), kind, f"{path}.validation", errors)
+    definition = VariableDefinition(name, kind, None, description, validation or Validation())
+    default = raw.get("defaultValue")
+    if default is not None and validation is not None:
+        problems = _problems(definition, default, math.inf)
+        errors.extend(FieldError(f"{path}.defaultValue", p) for p in problems)
+    if len(errors) > before:
+        return None
+    return VariableDefinition(name, kind, default, description, definition.validation)
+
+
+def _validation(raw: Any, kind: str, path: str, errors: list[FieldError]) -> Validation | None:
+    if raw is None:
+        return Validation()
+    if not isinstance(raw, dict):
+        errors.append(FieldError(path, "must be an object"))
+        return None
+    before = len(errors)
+    for key in raw:
+        if key not in _RULE_KEYS:
+            errors.append(FieldError(f"{path}.{key}", "unknown rule; expected one of "
+                                                      + ", ".join(_RULE_KEYS)))
+    required = raw.get("required", False)
+    if not isinstance(required, bool):
+        errors.append(FieldError(f"{path}.required", "must be true or false"))
+    lengths: dict[str, int | None] = {}
+    for key in ("minLength", "maxLength"):
+        value = raw.get(key)
+        lengths[key] = None
+        if value is None:
+            continue
+        if kind not in _LENGTH_TYPES:
+            errors.append(FieldError(f"{path}.{key}", f"does not apply to {kind} variables"))
+        elif not _is_int(value) or value < 0:
+            errors.append(FieldError(f"{path}.{key}", "must be a whole number, 0 or more"))
+        else:
+            lengths[key] = value
+    bounds: dict[str, int | float | None] = {}
+    for key in ("min", "max"):
+        value = raw.get(key)
+        bounds[key] = None
+        if value is None:
+            continue
+        if kind != "number":
+            errors.append(FieldError(f"{path}.{key}", "applies only to number variables"))
+        elif not _is_number(value):
+            errors.append(FieldError(f"{path}.{key}", "must be a number"))
+        else:
+            bounds[key] = value
+    if _ordered(lengths["minLength"], lengths["maxLength"]) is False:
+        errors.append(FieldError(f"{path}.minLength", "must not be greater than maxLength"))
+    if _ordered(bounds["min"], bounds["max"]) is False:
+        errors.append(FieldError(f"{path}.min", "must not be greater than max"))
+    pattern = _pattern(raw.get("pattern"), kind, f"{path}.pattern", errors)
+    enum = raw.get("enum")
+    if enum is not None and (not isinstance(enum, list) or not enum):
+        errors.append(FieldError(f"{path}.enum", "must be a non-empty array"))
+    elif enum is not None:
+        for index, option in enumerate(enum):
+            problem = _type_problem(kind, option)
+            if problem is not None:
+                errors.append(FieldError(f"{path}.enum[{index}]", problem))
+    if len(errors) > before:
+        return None
+    return Validation(required, lengths["minLength"], lengths["maxLength"], bounds["min"],
+                      bounds["max"], pattern, tuple(enum) if enum is not None else None)
+
+
+def _ordered(low: int | float | None, high: int | float | None) -> bool | None:
+    return None if low is None or high is None else low <= high
+
+
+def _pattern(raw: Any, kind: str, path: str, errors: list[FieldError]) -> re.Pattern[str] | None:
+    if raw is None:
+        return None
+    if kind not in _TEXT_TYPES:
+        errors.append(FieldError(path, f"does not apply to {kind} variables"))
+        return None
+    if not isinstance(raw, str) or not raw:
+        errors.append(FieldError(path, "must be a regular expression"))
+        return None
+    if len(raw) > MAX_PATTERN_LENGTH:
+        errors.append(FieldError(path, f"must be at most {MAX_PATTERN_LENGTH} characters"))
+        return None
+    if repeats_risky_group(raw):
+        errors.append(FieldError(path, "repeats a group that itself repeats or has "
+                                       "alternatives, like (a+)+ or (a|b)*: matching can take "
+                                       "exponential time; use a character class or enum"))
+        return None
+    try:
+        return re.compile(raw)
+    except (re.error, RecursionError, OverflowError) as exc:
+        errors.append(FieldError(path, f"is not a valid regular expression: {exc}"))
+        return None
+
+
+def repeats_risky_group(pattern: str) -> bool:
+    """Whether a repeated group contains a repeat or an alternation.
+
+    A scan of the pattern text, not a full parser: escapes and character
+    classes are skipped, and any quantifier with an upper bound above one
+    (``* + {2,}``…) counts as repeating. One common shape is allowed: a group
+    that starts with a punctuation character nothing else in it can match,
+    like ``(?:-[a-z0-9]+)*``, because that character fixes where each
+    repetition begins.
+    """
+    inner: list[tuple[bool, int]] = []  # per open group: (holds a repeat or '|', content start)
+    pos, size = 0, len(pattern)
+    while pos < size:
+        char = pattern[pos]
+        if char == "\\":
+            pos += 2
+            continue
+        if char == "[":
+            pos = _class_end(pattern, pos)
+            continue
+        if char == "(":
+            pos += 1
+            content = pos
+            if pattern.startswith("?:", pos):
+                content = pos = pos + 2
+            elif pattern.startswith("?P<", pos):
+                pos = pattern.find(">", pos) + 1 or size
+                content = pos
+            elif pattern.startswith("?", pos):
+                content, pos = -1, pos + 1
+            inner.append((False, content))
+            continue
+        if char == ")" and inner:
+            risky, content = inner.pop()
+            repeated, after = _quantifier(pattern, pos + 1)
+            if risky and repeated and not _separator_led(pattern, content, pos):
+                return True
+            if inner and (risky or after > pos + 1):
+                inner[-1] = (True, inner[-1][1])
+            pos = after
+            continue
+        if inner and (char == "|" or (char in "*+?{" and _quantifier(pattern, pos)[1] > pos)):
+            inner[-1] = (True, inner[-1][1])
+        pos += 1
+    return False
+
+
+_SPECIAL = frozenset(".^$*+?{}[]|()\\")
+#: Escapes and forms that can match punctuation, so they could swallow a separator.
+_WIDE = ("\\S", "\\W", "\\D", "[^", ".")
+
+
+def _separator_led(pattern: str, start: int, end: int) -> bool:
+    """Whether ``pattern[start:end]`` opens with a punctuation character that
+    nothing after it in the group can match."""
+    if start < 0 or start >= end:
+        return False
+    if pattern[start] == "\\" and start + 1 < end:
+        separator, rest = pattern[start + 1], start + 2
+    else:
+        separator, rest = pattern[start], start + 1
+    if separator.isalnum() or separator.isspace() or separator == "_" or (
+        separator in _SPECIAL and pattern[start] != "\\"
+    ):
+        return False
+    body = pattern[rest:end]
+    if any(form in body.replace("\\\\", "") for form in _WIDE) or _CODED.search(body):
+        return False
+    classes = _CLASS.findall(body)
+    outside = _CLASS.sub("", body)
+    return separator not in outside and not any(
+        _class_matches(content, separator) for content in classes
+    )
+
+
+#: Escapes that name a character by its code, which might be the separator.
+_CODED = re.compile(r"\\[xuUN0-9]")
+_CLASS = re.compile(r"\[((?:\\.|[^\]\\])*)\]")
+
+
+def _class_matches(content: str, char: str) -> bool:
+    """Whether a (non-negated) character class can match ``char``."""
+    pos = 0
+    while pos < len(content):
+        low = content[pos + 1] if content[pos] == "\\" and pos + 1 < len(content) else content[pos]
+        pos += 2 if content[pos] == "\\" else 1
+        if content.startswith("-", pos) and pos + 1 < len(content):
+            high = content[pos + 2] if content[pos + 1] == "\\" else content[pos + 1]
+            pos += 3 if content[pos + 1] == "\\" else 2
+            if low <= char <= high:
+                return True
+        elif low == char:
+            return True
+    return False
+
+
+def _class_end(pattern: str, start: int) -> int:
+    pos = start + 1
+    if pattern.startswith("^", pos):
+        pos += 1
+    if pattern.startswith("]", pos):
+        pos += 1
+    while pos < len(pattern) and pattern[pos] != "]":
+        pos += 2 if pattern[pos] == "\\" else 1
+    return pos + 1
+
+
+_BRACES = re.compile(r"\{(\d*)(,?)(\d*)\}")
+
+
+def _quantifier(pattern: str, pos: int) -> tuple[bool, int]:
+    """(repeats more than once, offset after it) for a quantifier at ``pos``, if any."""
+    if pos >= len(pattern):
+        return False, pos
+    char = pattern[pos]
+    if char in "*+":
+        end = pos + 1
+        return True, end + 1 if pattern.startswith(("?", "+"), end) else end
+    if char == "?":
+        return False, pos + 1
+    if char == "{":
+        match = _BRACES.match(pattern, pos)
+        if match is None or not (match.group(1) or match.group(3)):
+            return False, pos
+        low, comma, high = match.groups()
+        repeats = bool(comma and (not high or int(high) > 1)) or (not comma and int(low) > 1)
+        return repeats, match.end()
+    return False, pos
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return (isinstance(value, int | float) and not isinstance(value, bool)
+            and math.isfinite(value))
+
+
+def _is_image_url(value: str) -> bool:
+    if len(value) > 2048 or any(c.isspace() for c in value):
+        return False
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
+def _is_date(value: Any) -> bool:
+    if _is_number(value):
+        return True
+    if not isinstance(value, str) or len(value) > 64:
+        return False
+    try:
+        datetime.fromisoformat(value.strip())
+    except ValueError:
+        return False
+    return True
+
+
+def _type_problem(kind: str, value: Any) -> str | None:
+    if kind == "text":
+        ok = isinstance(value, str)
+        wanted = "must be text"
+    elif kind == "number":
+        ok, wanted = _is_number(value), "must be a number"
+    elif kind == "boolean":
+        ok, wanted = isinstance(value, bool), "must be true or false"
+    elif kind == "color":
+        ok = isinstance(value, str) and _COLOR.fullmatch(value.strip()) is not None
+        wanted = "must be a color: #rgb, #rrggbb, #rrggbbaa, rgb(…), rgba(…), hsl(…) or a name"
+    elif kind == "image":
+        ok = isinstance(value, str) and _is_image_url(value)
+        wanted = "must be an http(s) URL of an image"
+    elif kind == "date":
+        ok = _is_date(value)
+        wanted = "must be an ISO-8601 date such as 2024-03-15 or a unix timestamp"
+    elif kind == "list":
+        ok, wanted = isinstance(value, list), "must be an array"
+    else:
+        ok, wanted = isinstance(value, dict), "must be an object"
+    return None if ok else wanted
+
+
+def _problems(definition: VariableDefinition, value: Any, max_pattern_input: float) -> list[str]:
+    """What is wrong with a present (non-null) value; empty when nothing is."""
+    problem = _type_problem(definition.type, value)
+    if problem is not None:
+        return [problem]
+    rules = definition.validation
+    problems: list[str] = []
+    if isinstance(value, str | list):
+        unit = "items" if isinstance(value, list) else "characters"
+        if rules.required and len(value) == 0:
+            problems.append("is required")
+        if rules.min_length is not None and len(value) < rules.min_length:
+            problems.append(f"must be at least {rules.min_length} {unit}")
+        if rules.max_length is not None and len(value) > rules.max_length:
+            problems.append(f"must be at most {rules.max_length} {unit}")
+    if _is_number(value):
+        if rules.min is not None and value < rules.min:
+            problems.append(f"must be at least {rules.min}")
+        if rules.max is not None and value > rules.max:
+            problems.append(f"must be at most {rules.max}")
+    if rules.pattern is not None and isinstance(value, str):
+        if len(value) > max_pattern_input:
+            problems.append(f"is longer than the {int(max_pattern_input)} characters a pattern "
+                            f"is checked against (setting {PATTERN_INPUT_SETTING})")
+        elif rules.pattern.fullmatch(value) is None:
+            problems.append(f"must match the pattern {rules.pattern.pattern}")
+    if rules.enum is not None and not any(_same(value, option) for option in rules.enum):
+        shown = ", ".join(repr(option) if isinstance(option, str) else str(option)
+                          for option in rules.enum[:10])
+        problems.append(f"must be one of {shown}{', …' if len(rules.enum) > 10 else ''}")
+    return problems
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a is b
+    return bool(a == b)
+
+
+def apply_definitions(
+    definitions: list[VariableDefinition],
+    variables: Mapping[str, Any],
+    *,
+    max_pattern_input: int = DEFAULT_MAX_PATTERN_INPUT,
+) -> dict[str, Any]:
+    """The variables with defaults filled in; raises InvalidArgument listing every
+    offending variable (the field is the variable's name). Variables without a
+    definition pass through untouched."""
+    result = dict(variables)
+    errors: list[FieldError] = []
+    for definition in definitions:
+        value = variables.get(definition.name)
+        if value is None:
+            if definition.default_value is not None:
+                result[definition.name] = definition.default_value
+            elif definition.validation.required:
+                errors.append(FieldError(definition.name, "is required"))
+            continue
+        errors.extend(FieldError(definition.name, problem)
+                      for problem in _problems(definition, value, max_pattern_input))
+    if errors:
+        raise InvalidArgument("some variables are invalid", errors=errors)
+    return result
+
+
+_TRUE = {"true", "1", "yes", "on"}
+_FALSE = {"false", "0", "no", "off", ""}
+
+
+def coerce_strings(
+    definitions: list[VariableDefinition], variables: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Variables that arrived as text (a URL query), converted to their defined
+    type where the text reads as one; anything else is left for
+    :func:`apply_definitions` to report."""
+    result = dict(variables)
+    for definition in definitions:
+        value = result.get(definition.name)
+        if not isinstance(value, str):
+            continue
+        text = value.strip()
+        if definition.type == "number":
+            try:
+                number = float(text)
+            except ValueError:
+                continue
+            if math.isfinite(number):
+                exact_int = number.is_integer() and text.lstrip("+-").isdigit()
+                result[definition.name] = int(text) if exact_int else number
+        elif definition.type == "boolean" and text.lower() in _TRUE | _FALSE:
+            result[definition.name] = text.lower() in _TRUE
+        elif definition.type in ("list", "object"):
+            try:
+                parsed = json.loads(text)
+            except ValueError:
+                continue
+            if isinstance(parsed, list if definition.type == "list" else dict):
+                result[definition.name] = parsed
+    return result

@@ -1,0 +1,260 @@
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from litho.errors import FieldError, InvalidArgument
+from services.template._variables import (
+    VariableDefinition,
+    apply_definitions,
+    parse_definitions,
+    repeats_risky_group,
+)
+
+
+def definition_errors(definitions: Any) -> list[FieldError]:
+    with pytest.raises(InvalidArgument) as caught:
+        parse_definitions(definitions)
+    return caught.value.errors
+
+
+def variable_errors(definitions: list[dict[str, Any]], variables: dict[str, Any]) -> list[
+    FieldError
+]:
+    with pytest.raises(InvalidArgument) as caught:
+        apply_definitions(parse_definitions(definitions), variables)
+    assert caught.value.message == "some variables are invalid"
+    return caught.value.errors
+
+
+def test_parse_a_full_definition() -> None:
+    [title, accent] = parse_definitions([
+        {"name": "title", "type": "text", "defaultValue": "Hello", "description": "Headline",
+         "validation": {"required": True, "minLength": 1, "maxLength": 40, "pattern": "[A-Z].*",
+                        "enum": ["Hello", "Hi"]}},
+        {"name": "accent", "type": "color"},
+    ])
+    assert title == VariableDefinition("title", "text", "Hello", "Headline", title.validation)
+    assert title.validation.max_length == 40 and title.validation.required
+    assert title.validation.pattern is not None and title.validation.enum == ("Hello", "Hi")
+    assert title.to_json() == {
+        "name": "title", "type": "text", "defaultValue": "Hello", "description": "Headline",
+        "validation": {"required": True, "minLength": 1, "maxLength": 40, "pattern": "[A-Z].*",
+                       "enum": ["Hello", "Hi"]},
+    }
+    assert accent.to_json() == {"name": "accent", "type": "color"}
+
+
+def test_definitions_must_be_a_list_of_objects() -> None:
+    assert definition_errors({"name": "x"}) == [FieldError("variables", "must be an array")]
+    assert definition_errors([1]) == [FieldError("variables[0]", "must be an object")]
+    assert definition_errors([{}] * 201) == [
+        FieldError("variables", "must have at most 200 definitions"),
+    ]
+
+
+def test_every_problem_is_named_by_path() -> None:
+    errors = definition_errors([
+        {"name": "ok", "type": "text"},
+        {"name": "ok", "type": "text"},
+        {"name": "2bad", "type": "texty", "extra": 1},
+        {"name": "n", "type": "number", "defaultValue": "five"},
+        {"name": "p", "type": "text", "validation": {"pattern": "(", "min": 1, "foo": 2}},
+        {"name": "l", "type": "list", "validation": {"minLength": 3, "maxLength": 2}},
+        {"name": "loop", "type": "text"},
+        {"name": "e", "type": "number", "validation": {"enum": [1, "2"], "required": "yes"}},
+        {"name": "d", "type": "text", "description": 5},
+    ])
+    assert [(e.field, e.message) for e in errors] == [
+        ("variables[1].name", "'ok' is defined twice"),
+        ("variables[2].extra", "unknown property; expected one of defaultValue, description, "
+                               "name, type, validation"),
+        ("variables[2].name", "must be a name usable in a template: letters, digits, _ or $, "
+                              "not starting with a digit"),
+        ("variables[2].type", "must be one of text, number, boolean, color, image, date, list, "
+                              "object"),
+        ("variables[3].defaultValue", "must be a number"),
+        ("variables[4].validation.foo", "unknown rule; expected one of required, minLength, "
+                                        "maxLength, min, max, pattern, enum"),
+        ("variables[4].validation.min", "applies only to number variables"),
+        ("variables[4].validation.pattern",
+         "is not a valid regular expression: missing ), unterminated subpattern at position 0"),
+        ("variables[5].validation.minLength", "must not be greater than maxLength"),
+        ("variables[6].name", "'loop' is reserved by the template language"),
+        ("variables[7].validation.required", "must be true or false"),
+        ("variables[7].validation.enum[1]", "must be a number"),
+        ("variables[8].description", "must be text"),
+    ]
+
+
+@pytest.mark.parametrize(("definition", "field", "message"), [
+    ({"type": "text", "defaultValue": "x" * 5, "validation": {"maxLength": 3}},
+     "defaultValue", "must be at most 3 characters"),
+    ({"type": "color", "defaultValue": "#12"}, "defaultValue", "must be a color"),
+    ({"type": "image", "defaultValue": "ftp://x/y.png"}, "defaultValue", "http(s) URL"),
+    ({"type": "number", "validation": {"min": 5, "max": 1}}, "validation.min",
+     "must not be greater than max"),
+    ({"type": "number", "validation": {"min": "1"}}, "validation.min", "must be a number"),
+    ({"type": "number", "validation": {"maxLength": 3}}, "validation.maxLength",
+     "does not apply to number variables"),
+    ({"type": "text", "validation": {"maxLength": -1}}, "validation.maxLength",
+     "must be a whole number, 0 or more"),
+    ({"type": "boolean", "validation": {"pattern": "x"}}, "validation.pattern",
+     "does not apply to boolean variables"),
+    ({"type": "text", "validation": {"pattern": "(a+)+$"}}, "validation.pattern",
+     "exponential time"),
+    ({"type": "text", "validation": {"pattern": "x" * 501}}, "validation.pattern",
+     "at most 500 characters"),
+    ({"type": "text", "validation": {"enum": []}}, "validation.enum", "non-empty array"),
+    ({"type": "text", "validation": []}, "validation", "must be an object"),
+    ({"type": "date", "defaultValue": "tomorrow"}, "defaultValue", "ISO-8601"),
+])
+def test_definition_problems(definition: dict[str, Any], field: str, message: str) -> None:
+    [error] = definition_errors([{"name": "v", **definition}])
+    assert error.field == f"variables[0].{field}"
+    assert message in error.message
+
+
+def test_apply_fills_defaults_and_passes_unknown_variables_through() -> None:
+    definitions = parse_definitions([
+        {"name": "title", "type": "text", "defaultValue": "Hello"},
+        {"name": "count", "type": "number", "defaultValue": 3},
+        {"name": "tags", "type": "list"},
+    ])
+    variables = {"count": 0, "extra": {"anything": [1]}}
+    assert apply_definitions(definitions, variables) == {
+        "title": "Hello", "count": 0, "extra": {"anything": [1]},
+    }
+    assert variables == {"count": 0, "extra": {"anything": [1]}}
+    assert apply_definitions(definitions, {"title": None})["title"] == "Hello"
+
+
+@pytest.mark.parametrize(("kind", "good", "bad"), [
+    ("text", ["", "x"], [1, None if False else [], True]),
+    ("number", [0, -1.5, 10**6], ["1", True, float("inf")]),
+    ("boolean", [True, False], [0, "true"]),
+    ("color", ["#abc", "#ABCD", "#a1b2c3", "#a1b2c3d4", "rgb(1, 2, 3)", "rgba(0 0 0 / 50%)",
+               "hsl(120deg, 50%, 50%)", "hsla(1,2%,3%,0.5)", "red", "RebeccaPurple"],
+     ["#ab", "#abcde", "blue!", "rgb(1,2,3", "url(x)", "", 3, "var(--x)"]),
+    ("image", ["https://example.com/a.png", "http://cdn.example.com/x?y=1"],
+     ["ftp://x.com/a.png", "/relative.png", "https:///nohost", "https://a b.com/x", 5,
+      "javascript:alert(1)"]),
+    ("date", ["2024-03-15", "2024-03-15T09:30:00Z", 1700000000, 1.5],
+     ["15/03/2024", "soon", True, [2024]]),
+    ("list", [[], [1, "a"]], [{}, "a,b"]),
+    ("object", [{}, {"a": 1}], [[], "{}"]),
+])
+def test_types(kind: str, good: list[Any], bad: list[Any]) -> None:
+    definitions = parse_definitions([{"name": "v", "type": kind}])
+    for value in good:
+        assert apply_definitions(definitions, {"v": value}) == {"v": value}
+    for value in bad:
+        with pytest.raises(InvalidArgument) as caught:
+            apply_definitions(definitions, {"v": value})
+        [error] = caught.value.errors
+        assert error.field == "v", value
+
+
+def test_apply_reports_every_offending_variable() -> None:
+    errors = variable_errors(
+        [
+            {"name": "title", "type": "text", "validation": {"required": True, "maxLength": 5}},
+            {"name": "subtitle", "type": "text", "validation": {"required": True}},
+            {"name": "score", "type": "number", "validation": {"min": 0, "max": 10}},
+            {"name": "size", "type": "text", "validation": {"enum": ["S", "M"]}},
+            {"name": "code", "type": "text", "validation": {"pattern": "[A-Z]{3}",
+                                                            "minLength": 3}},
+            {"name": "tags", "type": "list", "validation": {"minLength": 1, "maxLength": 2}},
+            {"name": "empty", "type": "text", "validation": {"required": True}},
+            {"name": "flag", "type": "boolean"},
+        ],
+        {"title": "Too long!", "score": 11, "size": "XL", "code": "ab", "tags": [1, 2, 3],
+         "empty": "", "flag": "yes"},
+    )
+    assert [(e.field, e.message) for e in errors] == [
+        ("title", "must be at most 5 characters"),
+        ("subtitle", "is required"),
+        ("score", "must be at most 10"),
+        ("size", "must be one of 'S', 'M'"),
+        ("code", "must be at least 3 characters"),
+        ("code", "must match the pattern [A-Z]{3}"),
+        ("tags", "must be at most 2 items"),
+        ("empty", "is required"),
+        ("flag", "must be true or false"),
+    ]
+
+
+def test_enum_compares_by_kind() -> None:
+    definitions = parse_definitions([{"name": "n", "type": "number",
+                                      "validation": {"enum": [1, 2]}}])
+    assert apply_definitions(definitions, {"n": 1.0}) == {"n": 1.0}
+    with pytest.raises(InvalidArgument):
+        apply_definitions(definitions, {"n": 3})
+
+
+def test_pattern_uses_fullmatch() -> None:
+    definitions = parse_definitions([{"name": "c", "type": "text",
+                                      "validation": {"pattern": "[a-z]+"}}])
+    assert apply_definitions(definitions, {"c": "abc"}) == {"c": "abc"}
+    with pytest.raises(InvalidArgument):
+        apply_definitions(definitions, {"c": "abc1"})
+
+
+def test_pattern_input_is_bounded() -> None:
+    definitions = parse_definitions([{"name": "c", "type": "text",
+                                      "validation": {"pattern": "a*b?"}}])
+    assert apply_definitions(definitions, {"c": "a" * 1000}) == {"c": "a" * 1000}
+    with pytest.raises(InvalidArgument) as caught:
+        apply_definitions(definitions, {"c": "a" * 1001})
+    assert caught.value.errors[0].message == (
+        "is longer than the 1000 characters a pattern is checked against "
+        "(setting LITHO_TEMPLATE_MAX_PATTERN_INPUT)"
+    )
+    assert apply_definitions(definitions, {"c": "a" * 20}, max_pattern_input=20)
+    with pytest.raises(InvalidArgument):
+        apply_definitions(definitions, {"c": "a" * 21}, max_pattern_input=20)
+
+
+def test_accepted_patterns_stay_fast_on_hostile_input() -> None:
+    definitions = parse_definitions([
+        {"name": "a", "type": "text", "validation": {"pattern": r"[a-z0-9]+(?:-[a-z0-9]+)*"}},
+        {"name": "b", "type": "text", "validation": {"pattern": r"^\w+@\w+\.\w+$"}},
+    ])
+    start = time.perf_counter()
+    with pytest.raises(InvalidArgument):
+        apply_definitions(definitions, {"a": "a-" * 499 + "!", "b": "a" * 999 + "!"})
+    assert time.perf_counter() - start < 2
+
+
+@pytest.mark.parametrize(("pattern", "risky"), [
+    ("(a+)+", True), ("(a*)*", True), ("(a|a)*", True), (r"(\w+\s?)+", True),
+    ("(x{2,})+", True), ("((a|b)c)+", True), ("(?P<n>a+)+", True), ("(?:a+){2,5}", True),
+    ("(?:ab)+", False), ("[a-z]+", False), ("(a)+", False), ("^(red|green)$", False),
+    ("(ab){2}", False), ("([a-z]+)?", False), ("(a|b){1}", False), (r"\(a+\)+", False),
+    ("[(a+)]+", False), ("((ab)c)+", False), (r"[\]a+]+", False), (r"\d{3}-\d{4}", False),
+    # A group led by a separator nothing else in it can match repeats safely.
+    (r"[a-z0-9]+(?:-[a-z0-9]+)*", False), (r"\w+(,\s*\w+)*", False), (r"\d+(\.\d+)*", False),
+    (r"(?P<x>/[a-z]+)+", False), (r"(,(red|green))*", False),
+    (r"(-.*)*", True), (r"(-[^a]+)*", True), (r"(-[!-/]+)*", True), (r"(-a-*)*", True),
+    (r"(-\S+)*", True), (r"(-\x2d+)*", True), (r"(a[a-z]+)*", True), (r"(?=-a+)*", True),
+    (r"(_\w+)*", True),
+])
+def test_repeats_risky_group(pattern: str, risky: bool) -> None:
+    assert repeats_risky_group(pattern) is risky
+
+
+def test_coerce_strings_converts_query_text_to_defined_types() -> None:
+    from services.template._variables import coerce_strings, parse_definitions
+
+    defs = parse_definitions([
+        {"name": "n", "type": "number"}, {"name": "f", "type": "number"},
+        {"name": "b", "type": "boolean"}, {"name": "l", "type": "list"},
+        {"name": "o", "type": "object"}, {"name": "t", "type": "text"},
+        {"name": "bad", "type": "number"},
+    ])
+    out = coerce_strings(defs, {"n": "49", "f": "4.5", "b": "true", "l": "[1,2]",
+                                "o": '{"a":1}', "t": "007", "bad": "lots", "free": "x"})
+    assert out == {"n": 49, "f": 4.5, "b": True, "l": [1, 2], "o": {"a": 1}, "t": "007",
+                   "bad": "lots", "free": "x"}
