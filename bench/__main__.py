@@ -24,7 +24,7 @@ from aiohttp import web
 from PIL import Image
 
 from bench._card import CARD_HTML
-from bench._procs import tree_rss_bytes
+from bench._procs import tree_pss_bytes
 from bench._stats import summary_ms
 from services._stack import Stack
 
@@ -151,17 +151,17 @@ async def throughput(b: Bench, clients: int, seconds: float) -> float:
 
 
 async def soak(b: Bench, renders: int, pid: int) -> dict[str, Any]:
-    samples = [tree_rss_bytes(pid)]
+    samples = [tree_pss_bytes(pid)]
     peak = samples[0]
     step = max(1, renders // 10)
     for i in range(1, renders + 1):
         await b.render(b.variables())
         if i % 10 == 0:
-            peak = max(peak, tree_rss_bytes(pid))
+            peak = max(peak, tree_pss_bytes(pid))
         if i % step == 0:
-            samples.append(tree_rss_bytes(pid))
+            samples.append(tree_pss_bytes(pid))
     mib = [round(s / 2**20, 1) for s in samples]
-    return {"renders": renders, "rssMiB": mib, "peakMiB": round(peak / 2**20, 1),
+    return {"renders": renders, "pssMiB": mib, "peakMiB": round(peak / 2**20, 1),
             "growthMiB": round(mib[-1] - mib[1], 1) if len(mib) > 2 else 0.0}
 
 
@@ -243,8 +243,9 @@ def _markdown(r: dict[str, Any]) -> str:
         "",
         "## Memory soak",
         "",
-        f"RSS of the renderer and its Chromium, MiB, every {r['soak']['renders'] // 10} renders: "
-        f"{', '.join(str(m) for m in r['soak']['rssMiB'])}",
+        f"PSS of the renderer and its Chromium processes, MiB (Chromium restarts every "
+        f"1000 renders by default), every {r['soak']['renders'] // 10} renders: "
+        f"{', '.join(str(m) for m in r['soak']['pssMiB'])}",
         "",
         "## Template expansion (parsed once, cached compiled)",
         "",

@@ -1,4 +1,9 @@
-"""Resident memory of a process tree, read from /proc (Linux)."""
+"""Memory of a process tree, read from /proc (Linux).
+
+Chromium is many processes sharing much of their memory, so adding up RSS
+counts shared pages once per process. PSS (proportional set size) divides
+each shared page among its sharers: the sum is the tree's real footprint.
+"""
 
 from __future__ import annotations
 
@@ -15,8 +20,8 @@ def _children(pid: int) -> list[int]:
     return out
 
 
-def tree_rss_bytes(root: int) -> int:
-    """Sum of RSS over ``root`` and all its descendants (Chromium's helpers too)."""
+def tree_pss_bytes(root: int) -> int:
+    """Sum of PSS over ``root`` and all its descendants (Chromium's helpers too)."""
     total = 0
     stack = [root]
     seen: set[int] = set()
@@ -26,8 +31,8 @@ def tree_rss_bytes(root: int) -> int:
             continue
         seen.add(pid)
         try:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
                     total += int(line.split()[1]) * 1024
                     break
         except OSError:

@@ -44,3 +44,19 @@ def test_flatten_rejects_reserved_names_and_lists(variables: dict[str, object]) 
 def test_unflatten_rejects_conflicts_and_limits(params: list[tuple[str, str]]) -> None:
     with pytest.raises(InvalidArgument):
         s.unflatten(params)
+
+
+def test_the_readme_signing_snippet_matches_the_server() -> None:
+    from pathlib import Path
+    from urllib.parse import parse_qsl, urlsplit
+
+    readme = Path(__file__).resolve().parents[2] / "README.md"
+    block = readme.read_text().split("```python\n", 1)[1].split("```", 1)[0]
+    namespace: dict[str, object] = {}
+    exec(block, namespace)  # the documented helper, exactly as printed
+    url = namespace["signed_url"](  # type: ignore[operator]
+        "http://x", "tpl_1", "png", {"user.name": "Ada Lovelace", "n": 3}, "kid_1", "sek")
+    parts = urlsplit(url)
+    params = parse_qsl(parts.query)
+    sig = dict(params)["sig"]
+    assert s.signature_matches("sek", parts.path, params, sig)
