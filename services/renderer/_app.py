@@ -15,7 +15,7 @@ from litho.config import BlobStoreSettings, OutboundSettings, S3Settings, blobst
 from litho.logs import configure_logging, get_logger
 from litho.outbound import OutboundGuard
 from litho.renderer.v1 import renderer_pb2, renderer_pb2_grpc
-from services.renderer import _chromium
+from services.renderer import _chromium, _encode
 from services.renderer._capture import Capturer
 from services.renderer._engine import ChromiumPage, PlaywrightEngine
 from services.renderer._events import NatsRenderEvents
@@ -61,6 +61,7 @@ async def main(stop: asyncio.Event) -> None:
         pool = PagePool(
             engine, size=settings.renderer_concurrency, max_queue=settings.renderer_max_queue,
             restart_after=settings.renderer_restart_after, timeout=settings.renderer_timeout,
+            recycle_after=settings.renderer_page_recycle_after,
         )
         await pool.start()
         stack.push_async_callback(pool.close)
@@ -78,6 +79,7 @@ async def main(stop: asyncio.Event) -> None:
             stack, settings.template_grpc_target, default_deadline=settings.rpc_deadline
         )
 
+        _encode.disable_operation_cache()
         # Encoders release the GIL: a thread per core keeps both cores busy.
         executor = stack.enter_context(ThreadPoolExecutor(
             max_workers=max(2, settings.renderer_concurrency), thread_name_prefix="encode"))

@@ -83,6 +83,13 @@ async def capture_fast_png(
     return base64.b64decode(result["data"])
 
 
+def disable_operation_cache() -> None:
+    """libvips caches recent operations and their pixels for reuse; every
+    render here is new input, so the cache would only hold memory."""
+    pyvips.cache_set_max(0)
+    pyvips.cache_set_max_mem(0)
+
+
 def encode(frame_png: bytes, *, format: str, quality: int, transparent: bool) -> bytes:
     """Re-encode a captured PNG as ``format`` ('png' | 'jpeg' | 'webp').
 

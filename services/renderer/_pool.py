@@ -4,15 +4,17 @@
 - at most ``max_queue`` renders wait for a page; one more is ResourceExhausted;
 - Chromium is restarted after ``restart_after`` renders (once in-flight ones end)
   and whenever it crashes, and a render that met the crash is retried once;
-- every render has a deadline; a page that overran it is replaced.
+- every render has a deadline; a page that overran it is replaced;
+- a page is replaced by a fresh one after ``recycle_after`` renders, in the
+  background, so Chromium's per-page caches cannot grow without bound.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from litho.errors import DeadlineExceeded, ResourceExhausted, Unavailable
 from litho.logs import get_logger
@@ -49,6 +51,7 @@ class Engine(Protocol):
 class _Slot:
     page: PageLike
     generation: int
+    uses: int = 0
 
 
 class PagePool:
@@ -60,12 +63,14 @@ class PagePool:
         max_queue: int,
         restart_after: int,
         timeout: float,
+        recycle_after: int = 0,
     ) -> None:
         self._engine = engine
         self._size = size
         self._max_queue = max_queue
         self._restart_after = restart_after
         self._timeout = timeout
+        self._recycle_after = recycle_after
         self._idle: asyncio.Queue[_Slot] = asyncio.Queue()
         self._browser: BrowserLike | None = None
         self._generation = 0
@@ -147,16 +152,22 @@ class PagePool:
         if slot.generation != self._generation:
             return
         self._renders_this_generation += 1
+        slot.uses += 1
         if broken:
             await self._replace_page(slot)
+        elif self._recycle_after and slot.uses >= self._recycle_after:
+            self._spawn(self._replace_page(slot))
         else:
             self._idle.put_nowait(slot)
         if self._renders_this_generation >= self._restart_after:
             self._renders_this_generation = 0
             self._ready.clear()  # new renders wait for the fresh browser
-            task = asyncio.create_task(self._restart(self._generation))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._spawn(self._restart(self._generation))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _replace_page(self, slot: _Slot) -> None:
         try:

@@ -22,6 +22,9 @@ class RendererSettings(BaseServiceSettings):
     renderer_max_queue: int = Field(default=64, ge=0, le=10_000)
     #: Chromium is restarted after this many renders, to bound its memory.
     renderer_restart_after: int = Field(default=1000, ge=1)
+    #: A page is swapped for a fresh one after this many renders (0: never),
+    #: which bounds Chromium's per-page memory between restarts.
+    renderer_page_recycle_after: int = Field(default=100, ge=0)
     #: Seconds one render may take, page load and capture together.
     renderer_timeout: float = Field(default=30.0, gt=0, le=300)
     #: Largest output width or height, in device pixels.

@@ -8,6 +8,7 @@ shows the first and never reaches the second.
 from __future__ import annotations
 
 import io
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,8 +71,17 @@ class Live:
         return {"Authorization": f"Bearer {key or self.stack.api_key}"}
 
 
+def _print_logs(stack: Stack) -> None:
+    for name in ("nats", "template", "renderer", "gateway"):
+        path = stack.log_path(name)
+        if path.exists():
+            print(f"----- {name} log (tail) -----\n{path.read_text()[-4000:]}", file=sys.__stderr__)
+
+
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def live(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Live]:
+async def live(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> AsyncIterator[Live]:
     allowed = ImageServer(color=(0, 200, 0))
     secret = ImageServer(color=(255, 0, 255))
     runners = [await _serve(allowed), await _serve(secret)]
@@ -90,11 +100,10 @@ async def live(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Live]:
         async with stack, aiohttp.ClientSession() as http:
             other_key = await stack.create_key("other-tenant")
             yield Live(stack, http, allowed, secret, other_key)
+            if request.session.testsfailed:
+                _print_logs(stack)  # the services' side of whatever failed
     except BaseException:
-        for name in ("nats", "template", "renderer", "gateway"):
-            path = stack.log_path(name)
-            if path.exists():
-                print(f"----- {name} log -----\n{path.read_text()[-4000:]}")
+        _print_logs(stack)
         raise
     finally:
         for runner in runners:

@@ -177,3 +177,18 @@ async def test_ordinary_errors_propagate_and_keep_the_page() -> None:
         await pool.run(fails)
     assert engine.pages == 1 and pool.restarts == 0
     await pool.close()
+
+
+async def test_pages_are_recycled_after_n_renders_in_the_background() -> None:
+    engine = FakeEngine()
+    pool = PagePool(engine, size=1, max_queue=2, restart_after=100, timeout=1.0,
+                    recycle_after=3)
+    await pool.start()
+    seen = []
+    for _ in range(7):
+        async def which(page: PageLike) -> int:
+            return id(page)
+        seen.append(await pool.run(which))
+    assert len(set(seen[:3])) == 1 and seen[3] != seen[0]
+    assert engine.pages == 3 and pool.restarts == 0
+    await pool.close()
