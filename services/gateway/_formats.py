@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from litho.renderer.v1 import renderer_pb2 as pb
+from services.gateway._requests import integer
 
 _BY_NAME = {
     "png": pb.IMAGE_FORMAT_PNG,
@@ -34,10 +35,10 @@ def options_from_json(body: dict[str, Any]) -> pb.RenderOptions:
     margins = pdf.get("margins", {})
     gif = body.get("gif", {})
     return pb.RenderOptions(
-        width=body.get("width", 0),
-        height=body.get("height", 0),
+        width=integer(body.get("width", 0)),
+        height=integer(body.get("height", 0)),
         device_scale_factor=body.get("deviceScaleFactor", 0),
-        quality=body.get("quality", 0),
+        quality=integer(body.get("quality", 0)),
         transparent=body.get("transparent", False),
         selector=body.get("selector", ""),
         pdf=pb.PdfOptions(
@@ -50,7 +51,8 @@ def options_from_json(body: dict[str, Any]) -> pb.RenderOptions:
             margin_bottom=margins.get("bottom", ""),
             margin_left=margins.get("left", ""),
         ),
-        gif=pb.GifOptions(fps=gif.get("fps", 0), duration_ms=gif.get("duration", 0)),
+        gif=pb.GifOptions(fps=integer(gif.get("fps", 0)),
+                          duration_ms=integer(gif.get("duration", 0))),
     )
 
 

@@ -14,7 +14,7 @@ from litho.renderer.v1 import renderer_pb2
 from litho.template.v1 import template_pb2
 from services.gateway._formats import format_enum, options_from_json, render_json
 from services.gateway._problems import problem
-from services.gateway._requests import check_path, json_body
+from services.gateway._requests import check_path, integer, json_body
 from services.gateway._state import caller, deps
 
 
@@ -36,10 +36,14 @@ def template_json(t: template_pb2.Template) -> dict[str, Any]:
 
 def _spec(body: dict[str, Any]) -> template_pb2.TemplateSpec:
     spec = template_pb2.TemplateSpec()
-    for key, attr in (("name", "name"), ("html", "html"), ("width", "width"),
-                      ("height", "height")):
-        if key in body:
-            setattr(spec, attr, body[key])
+    if "name" in body:
+        spec.name = body["name"]
+    if "html" in body:
+        spec.html = body["html"]
+    if "width" in body:
+        spec.width = integer(body["width"])
+    if "height" in body:
+        spec.height = integer(body["height"])
     if "sampleVariables" in body:
         spec.sample_variables_json = json.dumps(body["sampleVariables"])
     if "variables" in body:
@@ -161,7 +165,7 @@ async def render_template(request: web.Request) -> web.Response:
             FieldError("fileExtension", f"is an alias of format; {alias!r} != {fmt!r}")])
     response = await deps(request).renderer.RenderTemplate(renderer_pb2.RenderTemplateRequest(
         tenant_id=caller(request).tenant_id, template_id=request.match_info["templateId"],
-        version=body.get("version", 0), variables_json=json.dumps(body.get("variables", {})),
+        version=integer(body.get("version", 0)), variables_json=json.dumps(body.get("variables", {})),
         format=format_enum(fmt or alias or "png"), options=options_from_json(body)))
     return web.json_response(render_json(response, deps(request).base_url))
 
@@ -172,7 +176,7 @@ async def render_pdf(request: web.Request) -> web.Response:
     body = await json_body(request, "renderPdf")
     response = await deps(request).renderer.RenderPdf(renderer_pb2.RenderPdfRequest(
         tenant_id=caller(request).tenant_id, template_id=request.match_info["templateId"],
-        version=body.get("version", 0),
+        version=integer(body.get("version", 0)),
         variable_sets_json=[json.dumps(v) for v in body["variableSets"]],
         options=options_from_json(body)))
     return web.json_response(render_json(response, deps(request).base_url))

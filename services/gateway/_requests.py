@@ -25,3 +25,8 @@ async def json_body(request: web.Request, operation_id: str) -> dict[str, Any]:
 def check_path(request: web.Request, operation_id: str) -> None:
     deps(request).validator.check_params(
         operation_id, {("path", k): v for k, v in request.match_info.items()})
+
+
+def integer(value: Any) -> int:
+    """A JSON Schema ``integer`` may arrive as ``394.0``; protobuf wants an int."""
+    return int(value)
