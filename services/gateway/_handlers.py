@@ -165,7 +165,8 @@ async def render_template(request: web.Request) -> web.Response:
             FieldError("fileExtension", f"is an alias of format; {alias!r} != {fmt!r}")])
     response = await deps(request).renderer.RenderTemplate(renderer_pb2.RenderTemplateRequest(
         tenant_id=caller(request).tenant_id, template_id=request.match_info["templateId"],
-        version=integer(body.get("version", 0)), variables_json=json.dumps(body.get("variables", {})),
+        version=integer(body.get("version", 0)),
+        variables_json=json.dumps(body.get("variables", {})),
         format=format_enum(fmt or alias or "png"), options=options_from_json(body)))
     return web.json_response(render_json(response, deps(request).base_url))
 
