@@ -30,7 +30,7 @@ class BaseServiceSettings(BaseSettings):
     #: Seconds a stopping service waits for in-flight RPCs before cancelling them.
     shutdown_grace: float = Field(default=10.0, gt=0, le=300)
     #: Default deadline, in seconds, of every outgoing gRPC call.
-    rpc_deadline: float = Field(default=30.0, gt=0, le=600)
+    rpc_deadline: float = Field(default=60.0, gt=0, le=600)
 
 
 class DocumentStoreSettings(BaseSettings):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from contextlib import AsyncExitStack
+from urllib.parse import urlsplit
 
 import nats
 from google.protobuf.message import Message
@@ -28,7 +29,9 @@ async def connect(stack: AsyncExitStack, url: str, *, name: str) -> Client:
             url, name=name, connect_timeout=5, max_reconnect_attempts=-1, allow_reconnect=True
         )
     except Exception as exc:
-        raise errors.Unavailable(f"cannot connect to NATS at {url}: {exc}") from exc
+        # The URL may carry credentials: name only where it points.
+        where = urlsplit(url).hostname or "the configured server"
+        raise errors.Unavailable(f"cannot connect to NATS at {where}: {exc}") from exc
 
     async def drain() -> None:
         if nc.is_connected:

@@ -211,8 +211,10 @@ class Stack:
         if path.exists():
             return path.read_text().strip()
         key = await self.create_key("default", env)
-        path.write_text(key + "\n")
-        path.chmod(0o600)
+        # Created 0600 from the start: the key is never readable by others.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(key + "\n")
         return key
 
     async def create_key(self, tenant: str, env: dict[str, str] | None = None) -> str:

@@ -4,6 +4,7 @@ request body, path and query parameter is validated against it."""
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -15,6 +16,7 @@ from referencing.jsonschema import DRAFT202012
 from litho.errors import FieldError, InvalidArgument
 
 _DOC_URI = "urn:litho:openapi"
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def load_document() -> dict[str, Any]:
@@ -70,6 +72,11 @@ class RequestValidator:
             if value is None:
                 if required:
                     problems.append(FieldError(name, f"{where} parameter is required"))
+                continue
+            if isinstance(value, str) and _CONTROL.search(value):
+                # ECMA-262 "$" (and Python's re.search) accept a trailing
+                # newline; no parameter of ours ever holds control characters.
+                problems.append(FieldError(name, "must not contain control characters"))
                 continue
             for err in validator.iter_errors(value):
                 problems.append(FieldError(name, err.message))

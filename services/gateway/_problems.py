@@ -12,7 +12,6 @@ from litho.errors import LithoError, ResourceExhausted
 
 HTTP_STATUS_BY_GRPC: dict[str, int] = {
     "INVALID_ARGUMENT": 422,
-    "OUT_OF_RANGE": 422,
     "NOT_FOUND": 404,
     "ALREADY_EXISTS": 409,
     "ABORTED": 409,
@@ -22,8 +21,6 @@ HTTP_STATUS_BY_GRPC: dict[str, int] = {
     "RESOURCE_EXHAUSTED": 429,
     "DEADLINE_EXCEEDED": 504,
     "UNAVAILABLE": 503,
-    "CANCELLED": 503,
-    "UNIMPLEMENTED": 501,
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from typing import Any
 
@@ -17,6 +18,7 @@ from services.gateway._requests import json_body
 from services.gateway._state import caller, deps
 
 _DENIED = "this URL's signature is missing, invalid or expired"
+_SIG = re.compile(r"[0-9a-fA-F]{64}")
 
 
 def _render_path(template_id: str, ext: str) -> str:
@@ -28,7 +30,14 @@ async def create_signed_url(request: web.Request) -> web.Response:
     body = await json_body(request, "createSignedUrl")
     key = caller(request)
     ext = "jpeg" if body.get("format") == "jpg" else body.get("format", "png")
-    params = _signing.flatten(body.get("variables", {}))
+    variables = body.get("variables", {})
+    params = _signing.flatten(variables)
+    # Refuse here what the render URL would refuse (unflatten raises) or read
+    # back differently (a dotted name would become a nested object).
+    if not _round_trips(variables, params):
+        raise InvalidArgument(
+            "these variables cannot travel in a URL: names must not contain dots or be empty",
+            errors=[FieldError("variables", "names must not contain dots or be empty")])
     params.append(("kid", key.key_id))
     expires_at: int | None = None
     if "expiresIn" in body:
@@ -44,6 +53,17 @@ async def create_signed_url(request: web.Request) -> web.Response:
         "url": f"{deps(request).base_url}{path}?{query}&sig={sig}",
         "expiresAt": expires_at,
     }, status=201)
+
+
+def _round_trips(variables: dict[str, Any], params: list[tuple[str, str]]) -> bool:
+    """Whether the URL form reads back as the same shape (values become text)."""
+
+    def shape(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: shape(v) for k, v in value.items()}
+        return None
+
+    return bool(shape(_signing.unflatten(params)) == shape(variables))
 
 
 async def get_signing_key(request: web.Request) -> web.Response:
@@ -63,8 +83,10 @@ async def render_signed(request: web.Request) -> web.StreamResponse:
         raise InvalidArgument("a query parameter is repeated",
                               errors=[FieldError("query", "each parameter at most once")])
     query = dict(params)
+    if not _SIG.fullmatch(query.get("sig", "")):
+        raise PermissionDenied(_DENIED)
     key = await deps(request).keys.by_key_id(query.get("kid", ""))
-    if key is None or not query.get("sig") or not _signing.signature_matches(
+    if key is None or not _signing.signature_matches(
         key.signing_secret, request.path, params, query["sig"]
     ):
         raise PermissionDenied(_DENIED)

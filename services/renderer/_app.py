@@ -57,6 +57,7 @@ async def main(stop: asyncio.Event) -> None:
             executable_path=_chromium.executable_path(settings.chromium_path),
             args=_chromium.launch_args(),
             fetcher=fetcher,
+            timeout=settings.renderer_timeout,
         )
         pool = PagePool(
             engine, size=settings.renderer_concurrency, max_queue=settings.renderer_max_queue,

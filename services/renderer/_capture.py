@@ -28,7 +28,7 @@ from litho.errors import FieldError, InvalidArgument
 from services.renderer import _encode, _gif, _pdf
 from services.renderer._engine import ChromiumPage
 from services.renderer._pipeline import CaptureSpec, Output
-from services.renderer._spec import Limits
+from services.renderer._spec import Limits, check_pixels
 
 _TRANSPARENT = {"color": {"r": 0, "g": 0, "b": 0, "a": 0}}
 _SETTLE = """() => {
@@ -116,6 +116,8 @@ class Capturer:
         if box is None or box["width"] < 1 or box["height"] < 1:
             raise InvalidArgument(f"selector {spec.selector!r} matched an element with no size",
                                   errors=[FieldError("selector", "matched nothing visible")])
+        check_pixels(round(box["width"]), round(box["height"]), spec.scale, self.limits,
+                     field="selector")
         return {"x": box["x"], "y": box["y"], "width": box["width"], "height": box["height"],
                 "scale": spec.scale}
 

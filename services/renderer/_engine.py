@@ -39,7 +39,9 @@ class PlaywrightEngine:
         executable_path: str | None,
         args: list[str],
         fetcher: SubresourceFetcher,
+        timeout: float,
     ) -> None:
+        self._timeout_ms = timeout * 1000
         self._pw = playwright
         self._executable = executable_path
         self._args = args
@@ -57,6 +59,8 @@ class PlaywrightEngine:
             java_script_enabled=False, service_workers="block", viewport={"width": 1, "height": 1}
         )
         page = await context.new_page()
+        # Playwright's own 30 s default must not cut in before the render deadline.
+        page.set_default_timeout(self._timeout_ms)
         await page.route("**/*", self._route)
         cdp = await context.new_cdp_session(page)
         # No animation advances by itself: output never depends on timing.

@@ -61,6 +61,9 @@ class CaptureSpec:
     selector: str
     pdf: PdfSpec
     gif: GifSpec
+    #: GIF only: the duration and frame caps that shape an unbounded animation,
+    #: so a change of those settings is a change of output.
+    gif_caps: tuple[int, int] = (0, 0)
 
 
 @dataclass(frozen=True)
@@ -133,7 +136,7 @@ class RenderPipeline:
         self._events = events
         self._limits = limits
         # One render per cache key at a time: identical concurrent requests share it.
-        self._inflight: dict[str, asyncio.Future[None]] = {}
+        self._inflight: dict[str, asyncio.Future[bool]] = {}
 
     async def render(self, request: RenderRequest) -> RenderResult:
         started = time.perf_counter()
@@ -153,6 +156,8 @@ class RenderPipeline:
             selector=o.selector,
             pdf=o.pdf,
             gif=o.gif,
+            gif_caps=(self._limits.max_gif_duration_ms, self._limits.max_gif_frames)
+            if request.format == "gif" else (0, 0),
         )
         check_pixels(spec.width, spec.height, spec.scale, self._limits)
         render_id = cache_key(spec)
@@ -203,30 +208,53 @@ class RenderPipeline:
         key = renders.blob_key(render_id, spec.format)
         meta_key = renders.meta_key(render_id, spec.format)
         while True:
-            meta = await self._blobs.get(meta_key)
-            if meta is not None:
-                stored: dict[str, float] = json.loads(meta.data)
+            stored = await self._stored(key, meta_key)
+            if stored is not None:
                 return stored, False
             pending = self._inflight.get(render_id)
             if pending is None:
                 break
-            await asyncio.shield(pending)
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            # Share the owner's outcome: its error is ours too; if it was
+            # cancelled, loop and render ourselves.
+            if await asyncio.shield(pending) is False:
+                continue
+        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        done.add_done_callback(_consume_exception)
         self._inflight[render_id] = done
         try:
             output = await self._capture(spec)
             await self._blobs.put(key, output.data, renders.CONTENT_TYPES[spec.format])
             info: dict[str, float] = {
-                k: v for k, v in asdict(output).items() if k != "data" and v
+                _camel(k): v for k, v in asdict(output).items() if k != "data" and v
             }
-            info = {_camel(k): v for k, v in info.items()}
             info["size"] = len(output.data)
             # The metadata is written last: its presence means the output is complete.
             await self._blobs.put(meta_key, json.dumps(info).encode(), "application/json")
+        except LithoError as exc:
+            done.set_exception(exc)
+            raise
+        except BaseException:
+            done.set_result(False)
+            raise
+        else:
+            done.set_result(True)
             return info, True
         finally:
             del self._inflight[render_id]
-            done.set_result(None)
+
+    async def _stored(self, key: str, meta_key: str) -> dict[str, float] | None:
+        meta = await self._blobs.get(meta_key)
+        # Both must be there: an output removed behind our back is rendered again.
+        if meta is None or await self._blobs.head(key) is None:
+            return None
+        stored: dict[str, float] = json.loads(meta.data)
+        return stored
+
+
+def _consume_exception(future: asyncio.Future[bool]) -> None:
+    # A failure nobody else waited for is not "never retrieved".
+    if not future.cancelled():
+        future.exception()
 
 
 def _camel(name: str) -> str:

@@ -25,8 +25,10 @@ class RendererSettings(BaseServiceSettings):
     #: A page is swapped for a fresh one after this many renders (0: never),
     #: which bounds Chromium's per-page memory between restarts.
     renderer_page_recycle_after: int = Field(default=100, ge=0)
-    #: Seconds one render may take, page load and capture together.
-    renderer_timeout: float = Field(default=30.0, gt=0, le=300)
+    #: Seconds one render may take, page load and capture together; a render
+    #: also waits at most this long for a page. Keep twice this under
+    #: LITHO_RPC_DEADLINE, so callers hear the renderer's own answer.
+    renderer_timeout: float = Field(default=25.0, gt=0, le=300)
     #: Largest output width or height, in device pixels.
     renderer_max_dimension: int = Field(default=5000, gt=0, le=16384)
     #: Largest width × height × deviceScaleFactor² of one output.

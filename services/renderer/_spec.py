@@ -115,9 +115,13 @@ def _check_gif(gif: GifSpec, limits: Limits) -> list[FieldError]:
     return p
 
 
-def check_pixels(width: int, height: int, scale: float, limits: Limits) -> None:
+def check_pixels(
+    width: int, height: int, scale: float, limits: Limits, *, field: str = "width"
+) -> None:
+    """The output (or a selector's box) stays within the pixel and size limits."""
     pixels = width * height * scale * scale
     if pixels > limits.max_pixels:
         raise InvalidArgument(
-            f"the output would be {pixels:,.0f} pixels; the limit is {limits.max_pixels:,}",
-            errors=[FieldError("width", "width × height × deviceScaleFactor² is too large")])
+            f"the output would be {width}×{height} at scale {scale:g} ({pixels:,.0f} pixels); "
+            f"the limit is {limits.max_pixels:,} (LITHO_RENDERER_MAX_PIXELS)",
+            errors=[FieldError(field, "width × height × deviceScaleFactor² is too large")])

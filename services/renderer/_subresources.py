@@ -36,7 +36,6 @@ class SubresourceFetcher:
         self._max_bytes = max_bytes
         self._cache: OrderedDict[str, _Entry] = OrderedDict()
         self._cached_bytes = 0
-        self.denied = 0
 
     async def handle(self, route: Route) -> None:
         request = route.request
@@ -49,7 +48,6 @@ class SubresourceFetcher:
             try:
                 result = await self._guard.fetch(url)
             except OutboundDenied:
-                self.denied += 1
                 await route.abort("blockedbyclient")
                 return
             except OutboundError as exc:

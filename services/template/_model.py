@@ -29,6 +29,8 @@ class Spec:
     sample_variables: dict[str, Any] | None = None
     #: Variable definitions as JSON (validated by ``_variables.parse_definitions``).
     variable_definitions: list[dict[str, Any]] | None = None
+    #: Root variables ``html`` reads; derived on save, never sent by clients.
+    discovered_variables: list[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,7 @@ class Template:
     create_time: datetime
     update_time: datetime
     variable_definitions: list[dict[str, Any]] = field(default_factory=list)
+    discovered_variables: list[str] = field(default_factory=list)
 
     def with_spec(self, spec: Spec) -> Template:
         return replace(
@@ -61,6 +64,11 @@ class Template:
                 spec.variable_definitions
                 if spec.variable_definitions is not None
                 else self.variable_definitions
+            ),
+            discovered_variables=(
+                spec.discovered_variables
+                if spec.discovered_variables is not None
+                else self.discovered_variables
             ),
         )
 
@@ -85,6 +93,10 @@ def parse_json_list(text: str, *, field: str, max_bytes: int) -> list[Any]:
     return value
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 def _parse_json(text: str, *, field: str, max_bytes: int) -> Any:
     if len(text.encode()) > max_bytes:
         raise InvalidArgument(
@@ -92,8 +104,8 @@ def _parse_json(text: str, *, field: str, max_bytes: int) -> Any:
             errors=[FieldError(field, f"at most {max_bytes} bytes")],
         )
     try:
-        return json.loads(text)
-    except ValueError as exc:
+        return json.loads(text, parse_constant=_no_constant)
+    except (ValueError, RecursionError) as exc:
         raise InvalidArgument(
             f"{field} is not valid JSON", errors=[FieldError(field, str(exc))]
         ) from exc

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+from dataclasses import dataclass, replace
 from typing import Any
 
 from litho.errors import FieldError, InvalidArgument
@@ -41,28 +42,30 @@ class Templates:
 
     def _check(self, spec: Spec, *, creating: bool) -> Spec:
         """Every problem with ``spec``, raised together; the spec with its
-        variable definitions normalised."""
+        variable definitions normalised and its variables discovered.
+        CPU-bound: callers run it in a worker thread."""
         check_spec(spec, self._limits, creating=creating)
         problems: list[FieldError] = []
         if spec.html is not None:
             problems += self._expander.check(spec.html)
+            if not problems:
+                spec = replace(spec, discovered_variables=list(
+                    self._expander.compiled(spec.html).variables))
         if spec.variable_definitions is not None:
             try:
                 definitions = parse_definitions(spec.variable_definitions)
             except InvalidArgument as exc:
                 problems += exc.errors
             else:
-                spec = Spec(**{**spec.__dict__,
-                               "variable_definitions": [d.to_json() for d in definitions]})
+                spec = replace(spec,
+                               variable_definitions=[d.to_json() for d in definitions])
         if problems:
             raise InvalidArgument("the template is invalid", errors=problems)
         return spec
 
-    def discovered_variables(self, template: Template) -> list[str]:
-        return list(self._expander.compiled(template.html).variables)
-
     async def create(self, tenant_id: str, spec: Spec) -> Template:
-        return await self._repo.create(tenant_id, self._check(spec, creating=True))
+        checked = await asyncio.to_thread(self._check, spec, creating=True)
+        return await self._repo.create(tenant_id, checked)
 
     async def get(self, tenant_id: str, template_id: str) -> Template:
         return await self._repo.latest(tenant_id, template_id)
@@ -80,8 +83,8 @@ class Templates:
             tenant_id, template_id, page_size=_page_size(page_size), page_token=page_token)
 
     async def update(self, tenant_id: str, template_id: str, spec: Spec) -> Template:
-        return await self._repo.update(tenant_id, template_id,
-                                       self._check(spec, creating=False))
+        checked = await asyncio.to_thread(self._check, spec, creating=False)
+        return await self._repo.update(tenant_id, template_id, checked)
 
     async def delete(self, tenant_id: str, template_id: str) -> None:
         await self._repo.delete(tenant_id, template_id)
@@ -98,6 +101,11 @@ class Templates:
             if version
             else await self._repo.latest(tenant_id, template_id)
         )
+        html = await asyncio.to_thread(self._expand_sync, template, variables_json, coerce)
+        return Expansion(template=template, html=html)
+
+    def _expand_sync(self, template: Template, variables_json: str, coerce: bool) -> str:
+        """Parse, check and expand: CPU-bound, so it runs in a worker thread."""
         variables: dict[str, Any] = parse_json_object(
             variables_json, field="variables", max_bytes=self._limits.max_variables_bytes
         )
@@ -107,14 +115,16 @@ class Templates:
                 variables = coerce_strings(definitions, variables)
             variables = apply_definitions(definitions, variables,
                                           max_pattern_input=self._max_pattern_input)
-        html = self._expander.expand(
+        return self._expander.expand(
             template.html, variables, max_output=self._limits.max_output_bytes
         )
-        return Expansion(template=template, html=html)
 
     # ------------------------------------------------------------ the language
 
-    def validate(self, *, expression: str | None, template: str | None) -> Validation:
+    async def validate(self, *, expression: str | None, template: str | None) -> Validation:
+        return await asyncio.to_thread(self._validate, expression, template)
+
+    def _validate(self, expression: str | None, template: str | None) -> Validation:
         if template is not None:
             errors = self._expander.check(template)
             variables = [] if errors else self._engine.discover_variables(template)
@@ -122,7 +132,10 @@ class Templates:
         return Validation(errors=self._engine.validate_expression(expression or ""),
                           variables=[])
 
-    def test(self, expression: str, variables_json: str) -> tuple[Any, str]:
+    async def test(self, expression: str, variables_json: str) -> tuple[Any, str]:
+        return await asyncio.to_thread(self._test, expression, variables_json)
+
+    def _test(self, expression: str, variables_json: str) -> tuple[Any, str]:
         variables = parse_json_object(
             variables_json, field="variables", max_bytes=self._limits.max_variables_bytes)
         value = self._engine.evaluate_expression(expression, variables)

@@ -23,14 +23,14 @@ def _timestamp(value: datetime) -> Timestamp:
     return ts
 
 
-def template_to_proto(t: Template, discovered: list[str]) -> pb.Template:
+def template_to_proto(t: Template) -> pb.Template:
     return pb.Template(
         id=t.id, tenant_id=t.tenant_id, name=t.name, html=t.html, width=t.width,
         height=t.height, sample_variables_json=json.dumps(t.sample_variables),
         version=t.version, create_time=_timestamp(t.create_time),
         update_time=_timestamp(t.update_time),
         variable_definitions_json=json.dumps(t.variable_definitions),
-        discovered_variables=discovered,
+        discovered_variables=t.discovered_variables,
     )
 
 
@@ -72,21 +72,19 @@ class TemplateServicer(pb_grpc.TemplateServiceServicer):
         self._templates = templates
         self._max_variables = max_variables_bytes
 
-    def _proto(self, t: Template) -> pb.Template:
-        return template_to_proto(t, self._templates.discovered_variables(t))
 
     async def CreateTemplate(
         self, request: pb.CreateTemplateRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.CreateTemplateResponse:
         spec = spec_from_proto(request.spec, max_variables_bytes=self._max_variables)
         template = await self._templates.create(request.tenant_id, spec)
-        return pb.CreateTemplateResponse(template=self._proto(template))
+        return pb.CreateTemplateResponse(template=template_to_proto(template))
 
     async def GetTemplate(
         self, request: pb.GetTemplateRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.GetTemplateResponse:
         template = await self._templates.get(request.tenant_id, request.template_id)
-        return pb.GetTemplateResponse(template=self._proto(template))
+        return pb.GetTemplateResponse(template=template_to_proto(template))
 
     async def ListTemplates(
         self, request: pb.ListTemplatesRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -95,7 +93,7 @@ class TemplateServicer(pb_grpc.TemplateServiceServicer):
             request.tenant_id, request.page_size, request.page_token
         )
         return pb.ListTemplatesResponse(
-            templates=[self._proto(t) for t in items], next_page_token=token
+            templates=[template_to_proto(t) for t in items], next_page_token=token
         )
 
     async def UpdateTemplate(
@@ -103,7 +101,7 @@ class TemplateServicer(pb_grpc.TemplateServiceServicer):
     ) -> pb.UpdateTemplateResponse:
         spec = spec_from_proto(request.spec, max_variables_bytes=self._max_variables)
         template = await self._templates.update(request.tenant_id, request.template_id, spec)
-        return pb.UpdateTemplateResponse(template=self._proto(template))
+        return pb.UpdateTemplateResponse(template=template_to_proto(template))
 
     async def DeleteTemplate(
         self, request: pb.DeleteTemplateRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -117,13 +115,13 @@ class TemplateServicer(pb_grpc.TemplateServiceServicer):
         items, token = await self._templates.versions(
             request.tenant_id, request.template_id, request.page_size, request.page_token)
         return pb.ListTemplateVersionsResponse(
-            versions=[self._proto(t) for t in items], next_page_token=token)
+            versions=[template_to_proto(t) for t in items], next_page_token=token)
 
     async def ValidateExpression(
         self, request: pb.ValidateExpressionRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ValidateExpressionResponse:
         which = request.WhichOneof("source")
-        result = self._templates.validate(
+        result = await self._templates.validate(
             expression=request.expression if which == "expression" else None,
             template=request.template if which == "template" else None,
         )
@@ -134,7 +132,7 @@ class TemplateServicer(pb_grpc.TemplateServiceServicer):
     async def TestExpression(
         self, request: pb.TestExpressionRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.TestExpressionResponse:
-        value, kind = self._templates.test(request.expression, request.variables_json)
+        value, kind = await self._templates.test(request.expression, request.variables_json)
         return pb.TestExpressionResponse(result_json=json.dumps(value), result_type=kind)
 
     async def ListFunctions(

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from litho.docstore import DocumentStore, DuplicateKey
-from litho.errors import Conflict, InvalidArgument, NotFound
+from litho.errors import Conflict, FieldError, InvalidArgument, NotFound
 from services.template._model import Spec, Template
 
 _HEADS = "templates"
@@ -39,6 +39,7 @@ def _to_doc(t: Template) -> dict[str, Any]:
         "height": t.height,
         "sampleVariables": t.sample_variables,
         "variableDefinitions": t.variable_definitions,
+        "discoveredVariables": t.discovered_variables,
         "version": t.version,
         "createTime": t.create_time.isoformat(),
         "updateTime": t.update_time.isoformat(),
@@ -55,6 +56,7 @@ def _from_doc(doc: dict[str, Any]) -> Template:
         height=int(doc["height"]),
         sample_variables=dict(doc.get("sampleVariables") or {}),
         variable_definitions=list(doc.get("variableDefinitions") or []),
+        discovered_variables=list(doc.get("discoveredVariables") or []),
         version=int(doc["version"]),
         create_time=datetime.fromisoformat(doc["createTime"]),
         update_time=datetime.fromisoformat(doc["updateTime"]),
@@ -93,6 +95,7 @@ class TemplateRepository:
             sample_variables=spec.sample_variables or {}, version=1,
             create_time=now, update_time=now,
             variable_definitions=spec.variable_definitions or [],
+            discovered_variables=spec.discovered_variables or [],
         )
         await self._write_version(template)
         await self._heads.insert({"_id": template.id, **_to_doc(template)})
@@ -142,8 +145,11 @@ class TemplateRepository:
         if page_token:
             try:
                 below = int(_decode_token(page_token))
-            except ValueError as exc:
-                raise InvalidArgument("pageToken is not a token this API issued") from exc
+            except ValueError:
+                below = 0
+            if not 1 < below <= latest.version:
+                raise InvalidArgument("pageToken is not a token this API issued",
+                                      errors=[FieldError("pageToken", "not issued by this API")])
         docs = await self._versions.find(
             {"templateId": template_id, "tenantId": tenant_id, "version": {"$lt": below}},
             sort=[("version", -1)], limit=page_size + 1,

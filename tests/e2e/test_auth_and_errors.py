@@ -101,3 +101,39 @@ async def test_oversized_body_is_413(live: Live) -> None:
     async with live.http.post(f"{live.url}/v1/templates", json=body, headers=live.auth()) as r:
         assert r.status == 413
         assert "larger than 1048576 bytes" in (await r.json())["detail"]
+
+
+async def test_hostile_json_bodies_are_400(live: Live) -> None:
+    deep = b'{"variables": {"a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}}"
+    for raw in (deep, b'{"name": NaN}', b'{"width": Infinity}'):
+        async with live.http.post(f"{live.url}/v1/templates", data=raw,
+                                  headers={**live.auth(), "Content-Type": "application/json"}
+                                  ) as r:
+            assert r.status == 400, raw[:40]
+
+
+async def test_control_characters_in_path_parameters_are_422(live: Live) -> None:
+    async with live.http.get(f"{live.url}/v1/templates/tpl_{'0' * 24}%0A",
+                             headers=live.auth()) as r:
+        assert r.status == 422
+
+
+async def test_a_forged_version_page_token_is_422(live: Live) -> None:
+    import base64
+
+    template = await create(live)
+    token = base64.urlsafe_b64encode(b"1" + b"0" * 30).decode().rstrip("=")
+    async with live.http.get(f"{live.url}/v1/templates/{template['id']}/versions?pageToken="
+                             f"{token}", headers=live.auth()) as r:
+        assert r.status == 422
+        assert (await r.json())["errors"][0]["field"] == "pageToken"
+
+
+async def test_a_selector_box_beyond_the_pixel_limit_is_422(live: Live) -> None:
+    html = '<div id="big" style="width:5000px;height:5000px;background:red"></div>'
+    template = await create(live, html=html, width=100, height=100)
+    async with live.http.post(f"{live.url}/v1/templates/{template['id']}/render",
+                              json={"selector": "#big", "deviceScaleFactor": 4},
+                              headers=live.auth()) as r:
+        assert r.status == 422
+        assert (await r.json())["errors"][0]["field"] == "selector"

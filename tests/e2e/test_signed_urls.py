@@ -88,3 +88,19 @@ async def test_another_tenants_key_cannot_sign_for_this_template(live: Live) -> 
         url = (await r.json())["url"]
     async with live.http.get(url) as r:
         assert r.status == 404
+
+
+async def test_malformed_signatures_and_unsignable_variables(live: Live) -> None:
+    template = await create(live)
+    good = await signed_url(live, {"templateId": template["id"], "variables": {"title": "x"}})
+    parts = urlsplit(good)
+    params = dict(parse_qsl(parts.query))
+    for sig in ("é", "zz", "0" * 63):
+        async with live.http.get(f"{live.url}{parts.path}?"
+                                 f"{urlencode({**params, 'sig': sig})}") as r:
+            assert r.status == 403
+    for variables in ({"a.b": 1}, {"": 1}, {"items": [1]}):
+        async with live.http.post(f"{live.url}/v1/signed-urls", headers=live.auth(),
+                                  json={"templateId": template["id"],
+                                        "variables": variables}) as r:
+            assert r.status == 422, variables

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
 import pytest
 
@@ -208,3 +209,53 @@ async def test_capture_failure_publishes_render_failed(parts) -> None:  # type: 
     with pytest.raises(LithoError):
         await pipeline.render(request())
     assert events.failed_events == ["INTERNAL"]
+
+
+async def test_identical_concurrent_renders_share_a_failure(parts) -> None:  # type: ignore[no-untyped-def]
+    blobs, templates, events, _, _ = parts
+    calls = 0
+    gate = asyncio.Event()
+
+    async def failing(spec: CaptureSpec) -> Output:
+        nonlocal calls
+        calls += 1
+        await gate.wait()
+        raise InvalidArgument("selector matched nothing")
+
+    pipeline = RenderPipeline(templates, blobs, failing, events, limits=LIMITS)
+    tasks = [asyncio.create_task(pipeline.render(request())) for _ in range(4)]
+    await asyncio.sleep(0.01)
+    gate.set()
+    outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+    assert calls == 1 and all(isinstance(o, InvalidArgument) for o in outcomes)
+
+
+async def test_a_cancelled_owner_hands_the_render_to_a_waiter(parts) -> None:  # type: ignore[no-untyped-def]
+    _, _, _, capture, pipeline = parts
+    capture.gate = asyncio.Event()
+    owner = asyncio.create_task(pipeline.render(request()))
+    await asyncio.sleep(0.01)
+    waiter = asyncio.create_task(pipeline.render(request()))
+    await asyncio.sleep(0.01)
+    owner.cancel()
+    capture.gate.set()
+    result = await asyncio.wait_for(waiter, 1)
+    assert result.cached is False and len(capture.calls) == 2
+
+
+async def test_an_output_removed_behind_our_back_is_rendered_again(parts) -> None:  # type: ignore[no-untyped-def]
+    blobs, _, _, capture, pipeline = parts
+    first = await pipeline.render(request())
+    del blobs.data[first.blob_key]
+    again = await pipeline.render(request())
+    assert again.cached is False and len(capture.calls) == 2 and first.blob_key in blobs.data
+
+
+async def test_gif_settings_are_part_of_the_key(parts) -> None:  # type: ignore[no-untyped-def]
+    blobs, templates, events, capture, pipeline = parts
+    first = await pipeline.render(request(format="gif"))
+    other_limits = replace(LIMITS, max_gif_frames=10)
+    capped = RenderPipeline(templates, blobs, capture, events, limits=other_limits)
+    assert (await capped.render(request(format="gif"))).render_id != first.render_id
+    png_ids = {(await p.render(request())).render_id for p in (capped, pipeline)}
+    assert len(png_ids) == 1

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from litho.errors import DeadlineExceeded, ResourceExhausted, Unavailable
+from litho.errors import DeadlineExceeded, InvalidArgument, ResourceExhausted, Unavailable
 from services.renderer._pool import BrowserLike, PageLike, PagePool
 
 
@@ -160,22 +160,134 @@ async def test_timeout_replaces_the_page_and_is_deadline_exceeded() -> None:
 
     with pytest.raises(DeadlineExceeded):
         await pool.run(hangs)
-    assert engine.pages == 2
     assert await pool.run(browser_number) == 1
+    assert engine.pages == 2
     await pool.close()
 
 
-async def test_ordinary_errors_propagate_and_keep_the_page() -> None:
+async def test_input_errors_keep_the_page_other_errors_replace_it() -> None:
     engine = FakeEngine()
     pool = make_pool(engine, size=1)
     await pool.start()
 
-    async def fails(page: PageLike) -> None:
-        raise ValueError("bad selector")
+    async def bad_input(page: PageLike) -> None:
+        raise InvalidArgument("selector matched nothing")
 
-    with pytest.raises(ValueError, match="bad selector"):
-        await pool.run(fails)
-    assert engine.pages == 1 and pool.restarts == 0
+    async def glitch(page: PageLike) -> None:
+        raise ValueError("protocol error")
+
+    with pytest.raises(InvalidArgument):
+        await pool.run(bad_input)
+    assert engine.pages == 1
+    with pytest.raises(Unavailable, match="failed to render"):
+        await pool.run(glitch)
+    assert await pool.run(browser_number) == 1
+    assert engine.pages == 2 and pool.restarts == 0
+    await pool.close()
+
+
+async def test_cancelled_renders_give_their_pages_back() -> None:
+    engine = FakeEngine()
+    pool = make_pool(engine, size=2, timeout=5)
+    await pool.start()
+    started = asyncio.Event()
+
+    async def slow(page: PageLike) -> None:
+        started.set()
+        await asyncio.sleep(10)
+
+    for _ in range(2):
+        started.clear()
+        task = asyncio.create_task(pool.run(slow))
+        await started.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    results = await asyncio.wait_for(
+        asyncio.gather(*(pool.run(browser_number) for _ in range(4))), 2)
+    assert results == [1, 1, 1, 1]
+    await pool.close()
+
+
+async def test_cancelling_the_request_that_met_a_crash_still_restarts() -> None:
+    engine = FakeEngine()
+    pool = make_pool(engine, size=2, timeout=5)
+    await pool.start()
+    hold = asyncio.Event()
+
+    async def slow(page: PageLike) -> int:
+        await hold.wait()
+        return await browser_number(page)
+
+    async def crash(page: PageLike) -> int:
+        assert isinstance(page, FakePage)
+        page.browser.connected = False
+        raise Crash("Target crashed")
+
+    slow_task = asyncio.create_task(pool.run(slow))
+    crash_task = asyncio.create_task(pool.run(crash))
+    await asyncio.sleep(0.01)
+    crash_task.cancel()
+    hold.set()
+    await asyncio.gather(slow_task, crash_task, return_exceptions=True)
+    assert await asyncio.wait_for(pool.run(browser_number), 2) == 2
+    await pool.close()
+
+
+async def test_chromium_dying_while_idle_is_restarted() -> None:
+    engine = FakeEngine()
+    pool = make_pool(engine, size=2)
+    await pool.start()
+    engine.browsers[0].connected = False  # the OOM killer, between renders
+    assert await asyncio.wait_for(pool.run(browser_number), 2) == 2
+    assert pool.restarts == 1
+    await pool.close()
+
+
+async def test_a_page_that_cannot_be_replaced_restarts_chromium() -> None:
+    engine = FakeEngine()
+    pool = make_pool(engine, size=1)
+    await pool.start()
+    real_new_page = engine.new_page
+    failures = 1
+
+    async def flaky_new_page(browser: BrowserLike) -> PageLike:
+        nonlocal failures
+        if failures:
+            failures -= 1
+            raise RuntimeError("Target.createTarget failed")
+        return await real_new_page(browser)
+
+    engine.new_page = flaky_new_page  # type: ignore[method-assign]
+
+    async def glitch(page: PageLike) -> None:
+        raise ValueError("protocol error")
+
+    with pytest.raises(Unavailable):
+        await pool.run(glitch)
+    assert await asyncio.wait_for(pool.run(browser_number), 2) == 2
+    await pool.close()
+
+
+async def test_waiting_longer_than_the_deadline_for_a_page_is_resource_exhausted() -> None:
+    pool = make_pool(FakeEngine(), size=1, max_queue=5, timeout=0.1)
+    await pool.start()
+    hold = asyncio.Event()
+
+    async def hog(page: PageLike) -> None:
+        await hold.wait()
+
+    hogs = []
+    for _ in range(2):
+        hogs.append(asyncio.create_task(pool.run(hog)))
+        await asyncio.sleep(0.02)
+    # The first hog holds the page until its deadline, then the second (queued
+    # earlier) takes it: this request never gets one within its deadline.
+    with pytest.raises(ResourceExhausted, match="no browser page became free"):
+        await pool.run(browser_number)
+    hold.set()
+    first, _ = await asyncio.gather(*hogs, return_exceptions=True)
+    assert isinstance(first, DeadlineExceeded)
     await pool.close()
 
 
