@@ -243,9 +243,9 @@ class RenderPipeline:
             del self._inflight[render_id]
 
     async def _stored(self, key: str, meta_key: str) -> dict[str, float] | None:
-        meta = await self._blobs.get(meta_key)
         # Both must be there: an output removed behind our back is rendered again.
-        if meta is None or await self._blobs.head(key) is None:
+        meta, output = await asyncio.gather(self._blobs.get(meta_key), self._blobs.head(key))
+        if meta is None or output is None:
             return None
         stored: dict[str, float] = json.loads(meta.data)
         return stored
