@@ -11,7 +11,6 @@ to :class:`DeadlineExceeded`.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -34,13 +33,17 @@ from pymongo.errors import (
 )
 
 from litho.docstore import DuplicateKey
+from litho.docstore._checks import (
+    NAME,
+    OPERATORS,
+    check_changes,
+    check_field,
+    is_scalar,
+)
 from litho.docstore._port import Document, Filter, Sort
 from litho.errors import ConfigError, DeadlineExceeded, LithoError, Unavailable
 
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
-_FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
 _RANGE = frozenset({"$gt", "$gte", "$lt", "$lte"})
-_OPERATORS = "equality, $in, $gt, $gte, $lt, $lte"
 _IMMUTABLE_FIELD = 66
 
 
@@ -90,7 +93,7 @@ class MongoDocumentStore:
         self._db = db
 
     def collection(self, name: str) -> MongoCollection:
-        if not _NAME.fullmatch(name):
+        if not NAME.fullmatch(name):
             raise ValueError(
                 f"invalid collection name {name!r}: use letters, digits and _, "
                 "not starting with a digit"
@@ -162,7 +165,7 @@ class MongoCollection:
 
     async def update(self, flt: Filter, changes: Mapping[str, Any]) -> int:
         query = _checked_filter(flt)
-        _check_changes(changes)
+        check_changes(changes)
         if not changes:
             return await self.count(flt)
         with _translated(self._coll.name):
@@ -179,7 +182,7 @@ class MongoCollection:
         if isinstance(fields, str) or not fields or len(set(fields)) != len(fields):
             raise ValueError(f"ensure_index needs distinct field names, got {fields!r}")
         for field in fields:
-            _check_field(field)
+            check_field(field)
         if list(fields) == ["_id"]:
             return  # Every collection has it, and it is always unique.
         keys = [(field, ASCENDING) for field in fields]
@@ -225,38 +228,14 @@ def _checked_document(doc: Document) -> Document:
     return dict(doc)
 
 
-def _check_field(field: object) -> str:
-    if not isinstance(field, str) or not _FIELD.fullmatch(field):
-        if isinstance(field, str) and field.startswith("$"):
-            raise ValueError(f"unsupported operator {field!r}; the port supports {_OPERATORS}")
-        raise ValueError(f"invalid field name {field!r}: use dotted names of letters, digits and _")
-    return field
-
-
-def _check_changes(changes: Mapping[str, Any]) -> None:
-    if not isinstance(changes, Mapping):
-        raise ValueError("update changes must be a mapping of field to value")
-    paths = [_check_field(p) for p in changes]
-    for p in paths:
-        if p == "_id" or p.startswith("_id."):
-            raise ValueError("update cannot change _id")
-        for q in paths:
-            if q.startswith(p + "."):
-                raise ValueError(f"update fields {p!r} and {q!r} overlap")
-
-
-def _is_scalar(value: object) -> bool:
-    return value is None or isinstance(value, str | int | float)
-
-
 def _checked_filter(flt: Filter) -> dict[str, Any]:
     if not isinstance(flt, Mapping):
         raise ValueError(f"a filter must be a mapping, got {type(flt).__name__}")
     query: dict[str, Any] = {}
     for field, cond in flt.items():
-        _check_field(field)
+        check_field(field)
         if not isinstance(cond, Mapping):
-            if not _is_scalar(cond):
+            if not is_scalar(cond):
                 raise ValueError(
                     f"filter value for {field!r} must be a string, number, bool or None, "
                     f"got {cond!r}"
@@ -268,7 +247,7 @@ def _checked_filter(flt: Filter) -> dict[str, Any]:
         ops: dict[str, Any] = {}
         for op, operand in cond.items():
             if op == "$in":
-                if not isinstance(operand, list | tuple) or not all(map(_is_scalar, operand)):
+                if not isinstance(operand, list | tuple) or not all(map(is_scalar, operand)):
                     raise ValueError(f"$in on {field!r} needs a list of scalars, got {operand!r}")
                 ops[op] = list(operand)
             elif op in _RANGE:
@@ -279,7 +258,7 @@ def _checked_filter(flt: Filter) -> dict[str, Any]:
                 ops[op] = operand
             else:
                 raise ValueError(
-                    f"unsupported operator {op!r} on {field!r}; the port supports {_OPERATORS}"
+                    f"unsupported operator {op!r} on {field!r}; the port supports {OPERATORS}"
                 )
         query[field] = ops
     return query
@@ -291,7 +270,7 @@ def _checked_sort(sort: Sort) -> list[tuple[str, int]]:
         if not isinstance(key, tuple | list) or len(key) != 2:
             raise ValueError(f"sort keys are (field, 1 | -1) pairs, got {key!r}")
         field, direction = key
-        _check_field(field)
+        check_field(field)
         if isinstance(direction, bool) or direction not in (1, -1):
             raise ValueError(f"sort direction for {field!r} must be 1 or -1, got {direction!r}")
         keys.append((field, direction))

@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import re
 import sqlite3
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -35,13 +34,16 @@ from typing import Any
 import aiosqlite
 
 from litho.docstore import DuplicateKey
+from litho.docstore._checks import (
+    NAME,
+    OPERATORS,
+    check_changes,
+    check_field,
+)
 from litho.docstore._port import Document, Filter, Sort
 from litho.errors import LithoError, Unavailable
 
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
-_FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
 _RANGE_SQL = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
-_OPERATORS = "equality, $in, $gt, $gte, $lt, $lte"
 # MongoDB's cross-type sort order; both booleans share a rank and sort by 0/1.
 _TYPE_RANK = (
     "CASE {t} WHEN 'integer' THEN 1 WHEN 'real' THEN 1 WHEN 'text' THEN 2 "
@@ -82,7 +84,7 @@ class SqliteDocumentStore:
         self._tables: set[str] = set()
 
     def collection(self, name: str) -> SqliteCollection:
-        if not _NAME.fullmatch(name) or name.lower().startswith("sqlite_"):
+        if not NAME.fullmatch(name) or name.lower().startswith("sqlite_"):
             raise ValueError(
                 f"invalid collection name {name!r}: use letters, digits and _, "
                 "not starting with a digit or sqlite_"
@@ -215,7 +217,7 @@ class SqliteCollection:
         return True
 
     async def update(self, flt: Filter, changes: Mapping[str, Any]) -> int:
-        paths = _check_changes(changes)
+        paths = check_changes(changes)
         if not paths:
             return await self.count(flt)
         where, params = _compile_filter(flt)
@@ -241,7 +243,7 @@ class SqliteCollection:
         if isinstance(fields, str) or not fields or len(set(fields)) != len(fields):
             raise ValueError(f"ensure_index needs distinct field names, got {fields!r}")
         for field in fields:
-            _check_field(field)
+            check_field(field)
         await self._store._ensure_table(self._name)
         # Non-unique indexes are a no-op: the type-aware filters cannot use an
         # expression index, so one would only slow writes down.
@@ -306,30 +308,9 @@ def _dumps(value: Any) -> str:
         raise ValueError(f"documents must be JSON-compatible: {exc}") from exc
 
 
-def _check_field(field: object) -> str:
-    if not isinstance(field, str) or not _FIELD.fullmatch(field):
-        if isinstance(field, str) and field.startswith("$"):
-            raise ValueError(f"unsupported operator {field!r}; the port supports {_OPERATORS}")
-        raise ValueError(f"invalid field name {field!r}: use dotted names of letters, digits and _")
-    return field
-
-
 def _path(field: str) -> str:
     # Safe to inline: _check_field admitted only [A-Za-z0-9_.].
     return f"'$.{field}'"
-
-
-def _check_changes(changes: Mapping[str, Any]) -> list[str]:
-    if not isinstance(changes, Mapping):
-        raise ValueError("update changes must be a mapping of field to value")
-    paths = [_check_field(p) for p in changes]
-    for p in paths:
-        if p == "_id" or p.startswith("_id."):
-            raise ValueError("update cannot change _id")
-        for q in paths:
-            if q.startswith(p + "."):
-                raise ValueError(f"update fields {p!r} and {q!r} overlap")
-    return paths
 
 
 def _compile_filter(flt: Filter) -> tuple[str, Params]:
@@ -338,7 +319,7 @@ def _compile_filter(flt: Filter) -> tuple[str, Params]:
     clauses: list[str] = []
     params: Params = []
     for field, cond in flt.items():
-        _check_field(field)
+        check_field(field)
         if isinstance(cond, Mapping):
             if not cond:
                 raise ValueError(f"empty operator document for {field!r}")
@@ -366,7 +347,7 @@ def _compile_operator(field: str, op: object, operand: object) -> tuple[str, Par
         )
     if isinstance(op, str) and op in _RANGE_SQL:
         return _range(field, _RANGE_SQL[op], operand)
-    raise ValueError(f"unsupported operator {op!r} on {field!r}; the port supports {_OPERATORS}")
+    raise ValueError(f"unsupported operator {op!r} on {field!r}; the port supports {OPERATORS}")
 
 
 def _equal(field: str, value: object) -> tuple[str, Params]:
@@ -423,7 +404,7 @@ def _compile_sort(sort: Sort) -> str:
         if not isinstance(key, tuple | list) or len(key) != 2:
             raise ValueError(f"sort keys are (field, 1 | -1) pairs, got {key!r}")
         field, direction = key
-        _check_field(field)
+        check_field(field)
         if isinstance(direction, bool) or direction not in (1, -1):
             raise ValueError(f"sort direction for {field!r} must be 1 or -1, got {direction!r}")
         order = "ASC" if direction == 1 else "DESC"

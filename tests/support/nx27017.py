@@ -21,8 +21,9 @@ from pathlib import Path
 from pymongo import MongoClient
 from pymongo.errors import PyMongoError
 
+from tests.support._process import ServerProcess
+
 _START_TIMEOUT = 20.0
-_STOP_GRACE = 5.0
 
 
 def nx27017_binary() -> Path:
@@ -46,29 +47,10 @@ def _free_port() -> int:
 
 
 @dataclass
-class Nx27017:
+class Nx27017(ServerProcess):
     """A running nx-27017; use :func:`start_nx27017` and :meth:`stop`."""
 
-    process: subprocess.Popen[bytes]
     url: str
-    workdir: Path
-    log_path: Path
-
-    def log_tail(self, lines: int = 40) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=_STOP_GRACE)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
 
 
 def _answers_ping(url: str) -> bool:

@@ -23,13 +23,15 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
+
+from tests.support._process import ServerProcess
 
 ACCESS_KEY = "litho-test-access"
 SECRET_KEY = "litho-test-secret-key-0123456789"
 #: The bucket tests use; create it with ``S3BlobStore.ensure_bucket``.
 TEST_BUCKET = "litho-contract"
 #: Graceful shutdown takes ~20 s (the filer drains); test data is disposable.
-_STOP_GRACE = 3.0
 _START_TIMEOUT = 30.0
 _PORT_NAMES = (
     "master.port",
@@ -73,31 +75,15 @@ def _free_ports(count: int) -> list[int]:
 
 
 @dataclass
-class SeaweedS3:
+class SeaweedS3(ServerProcess):
     """A running ``weed mini``; use :func:`start_seaweed` and :meth:`stop`."""
 
-    process: subprocess.Popen[bytes]
     endpoint_url: str
-    workdir: Path
-    log_path: Path
     access_key: str = ACCESS_KEY
     secret_key: str = SECRET_KEY
 
-    def log_tail(self, lines: int = 40) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=_STOP_GRACE)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+    # A graceful stop takes ~20 s and buys nothing for a test server.
+    stop_grace: ClassVar[float] = 3.0
 
 
 def _s3_answers(url: str) -> bool:

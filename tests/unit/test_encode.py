@@ -9,9 +9,8 @@ import pytest
 import pytest_asyncio
 import pyvips  # type: ignore[import-untyped]
 from PIL import Image, PngImagePlugin
-from playwright.async_api import Browser, CDPSession, Page, async_playwright
+from playwright.async_api import Browser, CDPSession, Page
 
-from services.renderer import _chromium
 from services.renderer._encode import PNG_COMPRESSION, capture_fast_png, encode, image_size
 
 # Four coloured quadrants on white, with a 40x40 square that may be transparent.
@@ -25,16 +24,6 @@ BLOCKS = """<!doctype html><html><head><style>
   <div style="left:80px;top:50px;width:40px;height:40px;background:#ffff00"></div>
 </body></html>"""
 WIDTH, HEIGHT = 160, 100
-
-
-@pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as pw:
-        browser = await pw.chromium.launch(
-            executable_path=_chromium.executable_path(""), args=_chromium.launch_args()
-        )
-        yield browser
-        await browser.close()
 
 
 @pytest_asyncio.fixture(loop_scope="session")

@@ -10,10 +10,9 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 from PIL import GifImagePlugin, Image, ImageChops, ImageStat
-from playwright.async_api import Browser, CDPSession, Page, async_playwright
+from playwright.async_api import Browser, CDPSession, Page
 
 from litho.errors import InvalidArgument
-from services.renderer import _chromium
 from services.renderer._gif import (
     capture_gif_frames,
     encode_gif,
@@ -42,16 +41,6 @@ SLIDE = """<!doctype html><html><head><style>
 </style></head><body><div></div></body></html>"""
 
 STILL = """<!doctype html><html><body style="margin:0;background:rgb(0,128,0)"></body></html>"""
-
-
-@pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as pw:
-        browser = await pw.chromium.launch(
-            executable_path=_chromium.executable_path(""), args=_chromium.launch_args()
-        )
-        yield browser
-        await browser.close()
 
 
 @pytest_asyncio.fixture(loop_scope="session")

@@ -7,12 +7,11 @@ from collections.abc import AsyncIterator
 
 import pytest
 import pytest_asyncio
-from playwright.async_api import Browser, Page, async_playwright
+from playwright.async_api import Browser, Page
 from pypdf import PdfReader, PdfWriter
 from pypdf.generic import ArrayObject, ByteStringObject
 
 from litho.errors import InvalidArgument
-from services.renderer import _chromium
 from services.renderer._pdf import PdfOptions, merge_pdfs, normalise_pdf, pdf_info, print_pdf
 
 MARK = """<!doctype html><html><head><title>Quarterly report</title><style>
@@ -30,16 +29,6 @@ CSS_SIZE = """<!doctype html><html><head><style>
 </style></head><body>small</body></html>"""
 
 MM = 72 / 25.4
-
-
-@pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as pw:
-        browser = await pw.chromium.launch(
-            executable_path=_chromium.executable_path(""), args=_chromium.launch_args()
-        )
-        yield browser
-        await browser.close()
 
 
 @pytest_asyncio.fixture(loop_scope="session")

@@ -1,0 +1,35 @@
+"""What the real servers tests start from wheels (nx-27017, SeaweedFS) share:
+a child process, its work directory and log, and a graceful stop."""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+
+@dataclass
+class ServerProcess:
+    process: subprocess.Popen[bytes]
+    workdir: Path
+    log_path: Path
+
+    #: Seconds between SIGTERM and SIGKILL.
+    stop_grace: ClassVar[float] = 5.0
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=self.stop_grace)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
