@@ -79,10 +79,9 @@ class Capturer:
             max_duration_ms=self.limits.max_gif_duration_ms,
             max_frames=self.limits.max_gif_frames, clip=clip,
         )
-        # The frames' pixels are in hand; a GIF made of one frame is still a GIF.
         data = await self._run(_gif.encode_gif, frames, delay_ms=delay_ms)
-        width, height = await self._run(_encode.image_size, data)
-        return Output(data=data, width=width, height=height, frame_count=len(frames))
+        width, height, frame_count = await self._run(_gif.gif_info, data)
+        return Output(data=data, width=width, height=height, frame_count=frame_count)
 
     async def _pdf(self, page: ChromiumPage, spec: CaptureSpec) -> Output:
         top, right, bottom, left = (m or "0" for m in spec.pdf.margins)

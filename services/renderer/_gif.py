@@ -130,6 +130,13 @@ async def capture_gif_frames(
         await animations.dispose()
 
 
+def gif_info(data: bytes) -> tuple[int, int, int]:
+    """(width, height, frames) of an encoded GIF: identical consecutive frames
+    were merged, so this can be fewer frames than were captured."""
+    with Image.open(io.BytesIO(data)) as image:
+        return image.width, image.height, int(getattr(image, "n_frames", 1))
+
+
 def frame_delay_ms(fps: int) -> int:
     """1000/fps on GIF's 10 ms grid, at least ``MIN_DELAY_MS``."""
     if not 1 <= fps <= MAX_FPS:

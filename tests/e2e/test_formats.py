@@ -116,6 +116,15 @@ async def test_gif_steps_css_animation_deterministically(live: Live) -> None:
     assert last.getpixel((175, 35)) == (0, 0, 255)
 
 
+async def test_gif_frame_count_is_what_the_file_holds(live: Live) -> None:
+    # Two jumps in a second: 11 captured frames, only 3 different pictures.
+    html = ANIMATED.replace("1s linear forwards", "1s steps(2, end) forwards")
+    template = await create(live, html=html, width=200, height=70)
+    result = await render(live, template["id"], {"format": "gif", "gif": {"fps": 10}})
+    image = Image.open(io.BytesIO(await fetch(live, result["url"])))
+    assert getattr(image, "n_frames", 1) == result["frameCount"] == 3
+
+
 async def test_still_image_of_an_animated_template_shows_the_end_state(live: Live) -> None:
     template = await create(live, html=ANIMATED, width=200, height=70)
     image = rgb(await fetch(live, (await render(live, template["id"], {}))["url"]))
