@@ -21,10 +21,6 @@ _DENIED = "this URL's signature is missing, invalid or expired"
 _SIG = re.compile(r"[0-9a-fA-F]{64}")
 
 
-def _render_path(template_id: str, ext: str) -> str:
-    return f"/r/{template_id}.{ext}"
-
-
 async def create_signed_url(request: web.Request) -> web.Response:
     """``POST /v1/signed-urls``: sign a render URL with the caller's key."""
     body = await json_body(request, "createSignedUrl")
@@ -46,11 +42,10 @@ async def create_signed_url(request: web.Request) -> web.Response:
         expires_at = int(body["expiresAt"])
     if expires_at is not None:
         params.append(("exp", str(expires_at)))
-    path = _render_path(body["templateId"], ext)
+    path = f"/r/{body['templateId']}.{ext}"
     sig = _signing.sign(key.signing_secret, path, params)
-    query = _signing.canonical_request(path, params).split("\n", 2)[2]
     return web.json_response({
-        "url": f"{deps(request).base_url}{path}?{query}&sig={sig}",
+        "url": f"{deps(request).base_url}{path}?{_signing.canonical_query(params)}&sig={sig}",
         "expiresAt": expires_at,
     }, status=201)
 

@@ -29,10 +29,14 @@ def _enc(text: str) -> str:
     return quote(text, safe="-_.~")
 
 
-def canonical_request(path: str, params: Iterable[tuple[str, str]]) -> str:
+def canonical_query(params: Iterable[tuple[str, str]]) -> str:
+    """Every parameter but ``sig``, encoded and sorted: also the query we hand out."""
     pairs = sorted((k, v) for k, v in params if k != "sig")
-    query = "&".join(f"{_enc(k)}={_enc(v)}" for k, v in pairs)
-    return f"GET\n{path}\n{query}"
+    return "&".join(f"{_enc(k)}={_enc(v)}" for k, v in pairs)
+
+
+def canonical_request(path: str, params: Iterable[tuple[str, str]]) -> str:
+    return f"GET\n{path}\n{canonical_query(params)}"
 
 
 def sign(secret: str, path: str, params: Iterable[tuple[str, str]]) -> str:
