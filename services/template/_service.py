@@ -47,10 +47,14 @@ class Templates:
         check_spec(spec, self._limits, creating=creating)
         problems: list[FieldError] = []
         if spec.html is not None:
-            problems += self._expander.check(spec.html)
-            if not problems:
-                spec = replace(spec, discovered_variables=list(
-                    self._expander.compiled(spec.html).variables))
+            # One parse: a source that compiles is checked, and is cached for
+            # its first render.
+            try:
+                compiled = self._expander.compiled(spec.html)
+            except InvalidArgument as exc:
+                problems += exc.errors
+            else:
+                spec = replace(spec, discovered_variables=list(compiled.variables))
         if spec.variable_definitions is not None:
             try:
                 definitions = parse_definitions(spec.variable_definitions)
