@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -65,9 +67,25 @@ async def test_errors_round_trip_and_internal_text_stays_hidden() -> None:
         assert reply.status == health_pb2.HealthCheckResponse.SERVING
 
 
-async def test_default_deadline_applies() -> None:
+class SlowServicer(pb_grpc.TemplateServiceServicer):
+    async def GetTemplate(self, request: pb.GetTemplateRequest,
+                          context: grpc.aio.ServicerContext[Any, Any]) -> pb.GetTemplateResponse:
+        await asyncio.sleep(5)
+        return pb.GetTemplateResponse()
+
+
+async def test_calls_without_a_timeout_get_the_default_deadline() -> None:
     async with AsyncExitStack() as stack:
-        channel = await rpc.open_channel(stack, "127.0.0.1:1", default_deadline=0.2)
+        _, port = await rpc.start_server(
+            stack, address="127.0.0.1:0",
+            services=[(pb_grpc.add_TemplateServiceServicer_to_server,
+                       SlowServicer(),  # type: ignore[abstract]
+                       "litho.template.v1.TemplateService")],
+            grace=0.1,
+        )
+        channel = await rpc.open_channel(stack, f"127.0.0.1:{port}", default_deadline=0.2)
         stub = pb_grpc.TemplateServiceStub(channel)
-        with pytest.raises((errors.DeadlineExceeded, errors.Unavailable)):
+        started = time.perf_counter()
+        with pytest.raises(errors.DeadlineExceeded):
             await stub.GetTemplate(pb.GetTemplateRequest(template_id="x"))
+        assert time.perf_counter() - started < 2
