@@ -11,14 +11,35 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-
-from playwright.async_api import Route
+from typing import Protocol
 
 from litho.errors import OutboundDenied, OutboundError
 from litho.logs import get_logger
 from litho.outbound import OutboundGuard
 
 log = get_logger(__name__)
+
+
+class _Request(Protocol):
+    @property
+    def method(self) -> str: ...
+
+    @property
+    def url(self) -> str: ...
+
+
+class RouteLike(Protocol):
+    """What we use of Playwright's ``Route``."""
+
+    @property
+    def request(self) -> _Request: ...
+
+    async def abort(self, error_code: str | None = None) -> None: ...
+
+    async def fulfill(
+        self, *, status: int | None = None, headers: dict[str, str] | None = None,
+        body: bytes | str | None = None,
+    ) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -37,7 +58,7 @@ class SubresourceFetcher:
         self._cache: OrderedDict[str, _Entry] = OrderedDict()
         self._cached_bytes = 0
 
-    async def handle(self, route: Route) -> None:
+    async def handle(self, route: RouteLike) -> None:
         request = route.request
         if request.method != "GET":
             await route.abort("blockedbyclient")
