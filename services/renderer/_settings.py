@@ -34,7 +34,7 @@ class RendererSettings(BaseServiceSettings):
     #: Largest width × height × deviceScaleFactor² of one output.
     renderer_max_pixels: int = Field(default=40_000_000, gt=0)
     renderer_max_scale: float = Field(default=4.0, ge=1, le=8)
-    renderer_max_gif_fps: int = Field(default=30, ge=1, le=60)
+    renderer_max_gif_fps: int = Field(default=30, ge=1, le=50)  # GIF delays: 20 ms at least
     #: Longest GIF, and the cap of "the longest animation" when no duration is given.
     renderer_max_gif_duration_ms: int = Field(default=10_000, ge=1)
     renderer_max_gif_frames: int = Field(default=300, ge=1)

@@ -200,7 +200,8 @@ async def test_same_input_same_bytes(live: Live, fmt: str) -> None:
      {"pdf.margins.top"}),
     ({"format": "pdf", "pdf": {"preset": "B7"}}, {"/pdf/preset"}),
     ({"format": "png", "pdf": {"preset": "A4"}}, {"pdf"}),
-    ({"format": "gif", "gif": {"fps": 61}}, {"/gif/fps"}),
+    ({"format": "gif", "gif": {"fps": 51}}, {"/gif/fps"}),
+    ({"format": "gif", "gif": {"fps": 31}}, {"gif.fps"}),
     ({"selector": "#nothing-here"}, {"selector"}),
     ({"selector": "]]bad["}, {"selector"}),
 ])
