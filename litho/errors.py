@@ -18,12 +18,36 @@
 The status is a class attribute naming a gRPC status code; domain code imports
 no grpc. ``litho.rpc`` maps these to gRPC status in one interceptor and back on
 the client side; the gateway maps gRPC status to HTTP in one function.
+
+An error's text often quotes the input that caused it, and input can be huge;
+:meth:`LithoError.bounded_details` is what may cross a wire: each text clipped
+and the list of field errors capped (see the ``MAX_*`` constants).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, ClassVar
+
+#: Longest ``detail`` and field-error texts, and most field errors, that an
+#: error carries across a wire. gRPC refuses metadata over 8 KiB by default
+#: and reports that as RESOURCE_EXHAUSTED, which clients would retry.
+MAX_DETAIL_CHARS = 500
+MAX_FIELD_NAME_CHARS = 200
+MAX_FIELD_MESSAGE_CHARS = 300
+MAX_FIELD_ERRORS = 20
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def clip(text: str, limit: int) -> str:
+    """``text`` at most ``limit`` characters (marked when cut), and valid
+    Unicode: an error quoting a lone surrogate must still be encodable."""
+    text = _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+    if len(text) <= limit:
+        return text
+    return text[: max(0, limit - 30)] + f"… ({len(text)} characters in all)"
 
 
 @dataclass(frozen=True)
@@ -51,6 +75,26 @@ class LithoError(Exception):
         out: dict[str, Any] = {"detail": self.message}
         if self.errors:
             out["errors"] = [e.to_json() for e in self.errors]
+        return out
+
+    def bounded_details(
+        self, *, max_errors: int = MAX_FIELD_ERRORS, max_detail: int = MAX_DETAIL_CHARS
+    ) -> dict[str, Any]:
+        """:meth:`details` with every text clipped and at most ``max_errors``
+        field errors; the detail says how many more there were."""
+        out = self.details()
+        detail = str(out.get("detail", ""))
+        omitted = max(0, len(self.errors) - max_errors)
+        if omitted:
+            note = f" (and {omitted} more problems)"
+            detail = clip(detail, max(0, max_detail - len(note))) + note
+        out["detail"] = clip(detail, max_detail)
+        if self.errors:
+            out["errors"] = [
+                {"field": clip(e.field, MAX_FIELD_NAME_CHARS),
+                 "message": clip(e.message, MAX_FIELD_MESSAGE_CHARS)}
+                for e in self.errors[:max_errors]
+            ]
         return out
 
 

@@ -26,6 +26,10 @@ from litho.logs import get_logger
 log = get_logger(__name__)
 
 ERROR_METADATA_KEY = "litho-error-bin"
+#: Largest error payload sent in trailing metadata (before base64), and
+#: largest status message: together well under gRPC's 8 KiB metadata limit.
+MAX_ERROR_PAYLOAD_BYTES = 3072
+MAX_STATUS_MESSAGE_BYTES = 256
 
 _STATUS_BY_NAME: dict[str, grpc.StatusCode] = {c.name: c for c in grpc.StatusCode}
 
@@ -93,8 +97,34 @@ async def _abort(context: Context, exc: errors.LithoError, method: str) -> None:
     if code in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN):
         log.error("internal error in rpc", method=method, error=str(exc))
         await context.abort(code, "internal error")
-    details = json.dumps(exc.details()).encode()
-    await context.abort(code, exc.message, trailing_metadata=((ERROR_METADATA_KEY, details),))
+    await context.abort(code, status_message(exc.message),
+                        trailing_metadata=((ERROR_METADATA_KEY, error_payload(exc)),))
+
+
+def error_payload(exc: errors.LithoError) -> bytes:
+    """The error's details as JSON, at most ``MAX_ERROR_PAYLOAD_BYTES``: an
+    oversized trailer would turn any error into RESOURCE_EXHAUSTED."""
+    max_errors, max_detail = errors.MAX_FIELD_ERRORS, errors.MAX_DETAIL_CHARS
+    while True:
+        # ASCII-only JSON: its size is its length, and no text can fail to encode.
+        data = json.dumps(exc.bounded_details(max_errors=max_errors, max_detail=max_detail))
+        if len(data) <= MAX_ERROR_PAYLOAD_BYTES:
+            return data.encode()
+        # Fewer field errors first; then (12 bytes a character at worst) a
+        # shorter detail, which always fits in the end.
+        if max_errors:
+            max_errors //= 2
+        else:
+            max_detail //= 2
+
+
+def status_message(message: str) -> str:
+    """The gRPC status message: short, since it travels percent-encoded in a
+    header (the full detail travels in the payload)."""
+    text = errors.clip(message, MAX_STATUS_MESSAGE_BYTES)
+    while len(text.encode()) > MAX_STATUS_MESSAGE_BYTES:
+        text = text[: len(text) * 3 // 4] + "…"
+    return text
 
 
 async def start_server(
@@ -166,16 +196,24 @@ def error_from_rpc(exc: grpc.aio.AioRpcError) -> errors.LithoError:
     """Rebuild the domain error a peer raised (or the nearest one for a transport failure)."""
     cls = _ERROR_BY_STATUS.get(exc.code(), errors.LithoError)
     payload: dict[str, Any] = {}
+    sent_by_peer = False
     for key, value in exc.trailing_metadata() or ():
         if key == ERROR_METADATA_KEY:
+            sent_by_peer = True
             try:
-                payload = json.loads(value)
-            except ValueError:
-                payload = {}
+                loaded = json.loads(value)
+            except (ValueError, RecursionError):
+                loaded = {}
+            payload = loaded if isinstance(loaded, dict) else {}
+    if cls is errors.ResourceExhausted and not sent_by_peer:
+        # gRPC itself ran out of room (a message or metadata over its size
+        # limits): a retry would fail the same way, so it must not read as 429.
+        log.error("grpc transport limit exceeded", details=exc.details())
+        return errors.LithoError("a gRPC size limit was exceeded")
     message = str(payload.get("detail") or exc.details() or exc.code().name)
     field_errors = [
         errors.FieldError(str(e.get("field", "")), str(e.get("message", "")))
-        for e in payload.get("errors", [])
+        for e in list(payload.get("errors") or [])[: errors.MAX_FIELD_ERRORS]
         if isinstance(e, dict)
     ]
     if cls is errors.ResourceExhausted:

@@ -12,12 +12,18 @@ from __future__ import annotations
 from urllib.parse import unquote, urlsplit
 
 from litho.docstore._port import Collection, Document, DocumentStore, Filter, Sort
-from litho.errors import AlreadyExists, ConfigError
+from litho.errors import AlreadyExists, ConfigError, InvalidArgument
+
+#: MongoDB refuses deeper documents; Python's JSON decoder (SQLite adapter)
+#: stops near 1,000 levels, less whatever the caller's stack already holds.
+MAX_DOCUMENT_DEPTH = 100
 
 __all__ = [
+    "MAX_DOCUMENT_DEPTH",
     "Collection",
     "Document",
     "DocumentStore",
+    "DocumentTooDeep",
     "DuplicateKey",
     "Filter",
     "Sort",
@@ -27,6 +33,12 @@ __all__ = [
 
 class DuplicateKey(AlreadyExists):
     """An insert, replace, update or unique index clashed on ``_id`` or a unique index."""
+
+
+class DocumentTooDeep(InvalidArgument):
+    """A write nests objects and arrays deeper than every adapter can read back
+    (``litho.docstore._checks.MAX_DOCUMENT_DEPTH``, MongoDB's own limit).
+    Services bound their inputs far below it; this is the last line."""
 
 
 async def open_document_store(url: str, database: str) -> DocumentStore:

@@ -10,6 +10,9 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from litho.docstore import MAX_DOCUMENT_DEPTH, DocumentTooDeep
+from litho.jsonlimits import depth_within
+
 NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
 OPERATORS = "equality, $in, $gt, $gte, $lt, $lte"
@@ -39,3 +42,12 @@ def check_changes(changes: Mapping[str, Any]) -> list[str]:
 
 def is_scalar(value: object) -> bool:
     return value is None or isinstance(value, str | int | float)
+
+
+def check_depth(value: object, collection: str, *, under: int = 0) -> None:
+    """Refuse a value nested deeper than any adapter can store and read back;
+    ``under`` is how many levels already hold it (an update's dotted path)."""
+    if not depth_within(value, MAX_DOCUMENT_DEPTH - under):
+        raise DocumentTooDeep(
+            f"a document for {collection} nests objects and arrays more than "
+            f"{MAX_DOCUMENT_DEPTH} levels deep, which no document store can read back")

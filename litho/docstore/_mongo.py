@@ -37,6 +37,7 @@ from litho.docstore._checks import (
     NAME,
     OPERATORS,
     check_changes,
+    check_depth,
     check_field,
     is_scalar,
 )
@@ -113,7 +114,7 @@ class MongoCollection:
         self._coll = coll
 
     async def insert(self, doc: Document) -> None:
-        checked = _checked_document(doc)
+        checked = _checked_document(doc, self._coll.name)
         with _translated(self._coll.name):
             await self._coll.insert_one(checked)
 
@@ -158,16 +159,18 @@ class MongoCollection:
 
     async def replace(self, flt: Filter, doc: Document, *, upsert: bool = False) -> bool:
         query = _checked_filter(flt)
-        checked = _checked_document(doc)
+        checked = _checked_document(doc, self._coll.name)
         with _translated(self._coll.name):
             result = await self._coll.replace_one(query, checked, upsert=upsert)
         return result.matched_count > 0 or result.upserted_id is not None
 
     async def update(self, flt: Filter, changes: Mapping[str, Any]) -> int:
         query = _checked_filter(flt)
-        check_changes(changes)
+        paths = check_changes(changes)
         if not changes:
             return await self.count(flt)
+        for p in paths:
+            check_depth(changes[p], self._coll.name, under=p.count(".") + 1)
         with _translated(self._coll.name):
             result = await self._coll.update_many(query, {"$set": dict(changes)})
         return result.matched_count
@@ -220,11 +223,12 @@ def _translated(collection: str) -> Iterator[None]:
         raise ValueError(f"document cannot be stored in {collection}: {exc}") from exc
 
 
-def _checked_document(doc: Document) -> Document:
+def _checked_document(doc: Document, collection: str) -> Document:
     if not isinstance(doc, Mapping):
         raise ValueError(f"a document must be a dict, got {type(doc).__name__}")
     if not isinstance(doc.get("_id"), str):
         raise ValueError(f"a document needs a string _id, got {doc.get('_id')!r}")
+    check_depth(doc, collection)
     return dict(doc)
 
 

@@ -38,10 +38,14 @@ from litho.docstore._checks import (
     NAME,
     OPERATORS,
     check_changes,
+    check_depth,
     check_field,
 )
 from litho.docstore._port import Document, Filter, Sort
 from litho.errors import LithoError, Unavailable
+from litho.logs import get_logger
+
+log = get_logger(__name__)
 
 _RANGE_SQL = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
 # MongoDB's cross-type sort order; both booleans share a rank and sort by 0/1.
@@ -117,7 +121,7 @@ class SqliteCollection:
         self._table = f'"{name}"'
 
     async def insert(self, doc: Document) -> None:
-        doc_id, text = _encode(doc)
+        doc_id, text = _encode(doc, self._name)
         await self._store._ensure_table(self._name)
         async with self._store._write_lock:
             with _translated(self._name):
@@ -151,15 +155,35 @@ class SqliteCollection:
         ):
             raise ValueError(f"limit must be None or a non-negative int, got {limit!r}")
         await self._store._ensure_table(self._name)
-        sql = f"SELECT doc FROM {self._table} WHERE {where}"
+        sql = f"SELECT _id, doc FROM {self._table} WHERE {where}"
         if order:
             sql += f" ORDER BY {order}"
         sql += " LIMIT ? OFFSET ?"
-        with _translated(self._name):
-            rows = await self._conn.execute_fetchall(
-                sql, (*params, -1 if limit is None else limit, skip)
-            )
-        return [json.loads(row[0]) for row in rows]
+        found: list[Document] = []
+        offset = skip
+        # A document that cannot be decoded is left out; the limit still
+        # counts documents returned, so read on past it (rarely needed).
+        while True:
+            wanted = -1 if limit is None else limit - len(found)
+            with _translated(self._name):
+                rows = list(await self._conn.execute_fetchall(sql, (*params, wanted, offset)))
+            found += [doc for doc_id, text in rows
+                      if (doc := self._decode(doc_id, text)) is not None]
+            offset += len(rows)
+            if limit is None or len(found) >= limit or len(rows) < wanted:
+                return found
+
+    def _decode(self, doc_id: str, text: str) -> Document | None:
+        """A stored document, or None (logged) for one that cannot be read:
+        one such document must not break every listing it falls into, and
+        count and delete, which do not decode, still reach it."""
+        try:
+            doc: Document = json.loads(text)
+        except (RecursionError, ValueError) as exc:
+            log.error("skipping a stored document that cannot be decoded",
+                      collection=self._name, id=doc_id, error=type(exc).__name__)
+            return None
+        return doc
 
     async def count(self, flt: Filter) -> int:
         where, params = _compile_filter(flt)
@@ -174,7 +198,7 @@ class SqliteCollection:
 
     async def replace(self, flt: Filter, doc: Document, *, upsert: bool = False) -> bool:
         where, params = _compile_filter(flt)
-        doc_id, text = _encode(doc)
+        doc_id, text = _encode(doc, self._name)
         await self._store._ensure_table(self._name)
         async with self._store._write_lock:
             with _translated(self._name):
@@ -220,6 +244,8 @@ class SqliteCollection:
         paths = check_changes(changes)
         if not paths:
             return await self.count(flt)
+        for p in paths:
+            check_depth(changes[p], self._name, under=p.count(".") + 1)
         where, params = _compile_filter(flt)
         setters = ", ".join(f"{_path(p)}, json(?)" for p in paths)
         values = [_dumps(changes[p]) for p in paths]
@@ -292,12 +318,13 @@ def _translated(collection: str) -> Iterator[None]:
         raise LithoError(f"SQLite document store error in {collection}") from exc
 
 
-def _encode(doc: Document) -> tuple[str, str]:
+def _encode(doc: Document, collection: str) -> tuple[str, str]:
     if not isinstance(doc, Mapping):
         raise ValueError(f"a document must be a dict, got {type(doc).__name__}")
     doc_id = doc.get("_id")
     if not isinstance(doc_id, str):
         raise ValueError(f"a document needs a string _id, got {doc_id!r}")
+    check_depth(doc, collection)
     return doc_id, _dumps(doc)
 
 

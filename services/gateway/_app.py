@@ -25,7 +25,7 @@ from services.gateway import _handlers as h
 from services.gateway import _signed as signed
 from services.gateway._images import get_image
 from services.gateway._keys import KeyStore
-from services.gateway._middleware import auth_middleware, errors_middleware
+from services.gateway._middleware import auth_middleware, errors_middleware, url_text_middleware
 from services.gateway._openapi import RequestValidator, load_document
 from services.gateway._settings import GatewaySettings
 from services.gateway._state import DEPS, MAX_BODY_BYTES, Deps
@@ -35,7 +35,8 @@ log = get_logger(__name__)
 
 def create_app(deps: Deps, *, max_body_bytes: int) -> web.Application:
     app = web.Application(
-        middlewares=[errors_middleware, auth_middleware], client_max_size=max_body_bytes
+        middlewares=[errors_middleware, url_text_middleware, auth_middleware],
+        client_max_size=max_body_bytes,
     )
     app[DEPS] = deps
     app[MAX_BODY_BYTES] = max_body_bytes
@@ -92,6 +93,7 @@ async def main(stop: asyncio.Event) -> None:
             validator=RequestValidator(doc),
             backends={"template": template_channel, "renderer": renderer_channel},
             signed_cache_control=f"public, max-age={settings.gateway_signed_url_max_age}",
+            json_limits=settings.json_limits(),
         )
         app = create_app(deps, max_body_bytes=settings.gateway_max_body_bytes)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)

@@ -8,6 +8,7 @@ from aiohttp.typedefs import Handler
 from litho.errors import LithoError, Unauthenticated
 from litho.logs import get_logger
 from services.gateway._problems import from_error, problem
+from services.gateway._requests import check_url_text
 from services.gateway._state import API_KEY, MAX_BODY_BYTES, deps
 
 log = get_logger(__name__)
@@ -48,4 +49,11 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if key is None:
         raise Unauthenticated("invalid API key")
     request[API_KEY] = key
+    return await handler(request)
+
+
+@web.middleware
+async def url_text_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every path segment and query parameter must be valid UTF-8 text."""
+    check_url_text(request.raw_path)
     return await handler(request)

@@ -2,33 +2,45 @@
 
 from __future__ import annotations
 
-import json
+import asyncio
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 from aiohttp import web
 
+from litho import jsonlimits
+from litho.errors import FieldError, InvalidArgument
 from services.gateway._state import deps
 
+#: Bodies up to this size are parsed and checked on the event loop (well under
+#: a millisecond); larger ones, which may take tens of milliseconds, in a thread.
+_INLINE_BYTES = 64 * 1024
 
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
 
+def parse_json(raw: bytes | str, limits: jsonlimits.JsonLimits) -> Any:
+    """Strict JSON (no NaN or Infinity), within ``limits``: nesting, valid
+    Unicode in every string and key, and the length of number literals.
 
-def parse_json(raw: bytes | str) -> Any:
-    """Strict JSON: no NaN or Infinity (Python's json accepts them), and a
-    nesting too deep to parse is a client error, not a crash."""
+    Raises ``InvalidArgument`` naming the first offending field, and
+    ``ValueError`` for text that is not JSON at all."""
     try:
-        return json.loads(raw, parse_constant=_no_constant)
-    except RecursionError as exc:
-        raise ValueError("nested too deeply") from exc
+        return jsonlimits.loads(raw, limits)
+    except jsonlimits.JsonLimitError as exc:
+        field = exc.path or "body"
+        raise InvalidArgument(f"the request body is invalid: {field} {exc.problem}",
+                              errors=[FieldError(field, exc.problem)]) from None
 
 
 async def json_body(request: web.Request, operation_id: str) -> dict[str, Any]:
     raw = await request.read()
     body: Any = None
     if raw.strip():
+        limits = deps(request).json_limits
         try:
-            body = parse_json(raw)
+            if len(raw) <= _INLINE_BYTES:
+                body = parse_json(raw, limits)
+            else:
+                body = await asyncio.to_thread(parse_json, raw, limits)
         except ValueError as exc:
             raise web.HTTPBadRequest(reason=f"the request body is not valid JSON: {exc}") from exc
     deps(request).validator.check_body(operation_id, body)
@@ -38,6 +50,37 @@ async def json_body(request: web.Request, operation_id: str) -> dict[str, Any]:
 def check_path(request: web.Request, operation_id: str) -> None:
     deps(request).validator.check_params(
         operation_id, {("path", k): v for k, v in request.match_info.items()})
+
+
+def check_url_text(raw_path: str) -> None:
+    """Refuse a path or query whose percent-escapes are not UTF-8 (such as an
+    encoded lone surrogate, ``%ED%A0%80``): decoded leniently they would turn
+    into other text than the client sent, and a signature would cover neither."""
+    path, _, query = raw_path.partition("?")
+    if not _is_utf8(path):
+        raise InvalidArgument("the URL path is not valid UTF-8 text",
+                              errors=[FieldError("path", "is not valid UTF-8 text")])
+    for part in query.split("&") if query else ():
+        name, _, value = part.partition("=")
+        if not (_is_utf8(name) and _is_utf8(value)):
+            shown = jsonlimits.safe_text(
+                unquote_to_bytes(jsonlimits.safe_text(name).replace("+", " "))
+                .decode("utf-8", "replace"))
+            raise InvalidArgument(
+                f"the query parameter {shown!r} is not valid UTF-8 text",
+                errors=[FieldError(shown, "is not valid UTF-8 text")])
+
+
+def _is_utf8(encoded: str) -> bool:
+    # A raw surrogate cannot arrive (aiohttp refuses non-ASCII request lines),
+    # but a str built in-process may carry one; check it before encoding.
+    if jsonlimits.has_surrogate(encoded):
+        return False
+    try:
+        unquote_to_bytes(encoded.replace("+", " ")).decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def integer(value: Any) -> int:

@@ -3,6 +3,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from litho.config import BaseServiceSettings
+from litho.jsonlimits import DEFAULT_MAX_DEPTH, DEFAULT_MAX_NUMBER_CHARS, JsonLimits
 
 
 class GatewaySettings(BaseServiceSettings):
@@ -18,6 +19,20 @@ class GatewaySettings(BaseServiceSettings):
     gateway_signed_url_max_age: int = Field(default=3600, ge=0)
     #: Seconds a verified API key stays cached in memory.
     gateway_key_cache_ttl: float = Field(default=30.0, ge=0)
+    #: Deepest nesting of objects and arrays accepted in a JSON body: every
+    #: later layer (gRPC, the template service, the document store) must be
+    #: able to read a stored value back, and Python's decoders stop near 1,000.
+    gateway_json_max_depth: int = Field(default=DEFAULT_MAX_DEPTH, gt=0, le=100)
+    #: Longest number literal accepted in a JSON body, in characters.
+    gateway_json_max_number_chars: int = Field(default=DEFAULT_MAX_NUMBER_CHARS, gt=0, le=1000)
+
+    def json_limits(self) -> JsonLimits:
+        return JsonLimits(
+            max_depth=self.gateway_json_max_depth,
+            max_number_chars=self.gateway_json_max_number_chars,
+            depth_setting="LITHO_GATEWAY_JSON_MAX_DEPTH",
+            number_setting="LITHO_GATEWAY_JSON_MAX_NUMBER_CHARS",
+        )
 
     def base_url(self, bound_port: int) -> str:
         return (self.public_url or f"http://{self.gateway_host}:{bound_port}").rstrip("/")

@@ -9,6 +9,7 @@ import grpc
 from aiohttp import web
 
 from litho.blobstore import BlobStore
+from litho.jsonlimits import JsonLimits
 from services.gateway._keys import ApiKey, KeyStore
 from services.gateway._openapi import RequestValidator
 
@@ -31,6 +32,8 @@ class Deps:
     #: latest version, so they are cacheable but not immutable.
     signed_cache_control: str = "public, max-age=3600"
     base_url: str = ""
+    #: Depth, Unicode and number limits of every JSON body.
+    json_limits: JsonLimits = field(default_factory=JsonLimits)
 
 
 DEPS = web.AppKey("deps", Deps)

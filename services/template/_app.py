@@ -8,6 +8,7 @@ from contextlib import AsyncExitStack
 from litho import rpc
 from litho.config import DocumentStoreSettings, docstore_url, load
 from litho.docstore import open_document_store
+from litho.jsonlimits import JsonLimits
 from litho.logs import configure_logging, get_logger
 from litho.template.v1 import template_pb2, template_pb2_grpc
 from services.template._lang import Engine, LangExpander
@@ -38,6 +39,12 @@ async def main(stop: asyncio.Event) -> None:
             max_dimension=settings.template_max_dimension,
             max_variables_bytes=settings.template_max_variables_bytes,
             max_output_bytes=settings.template_max_output_bytes,
+            json=JsonLimits(
+                max_depth=settings.template_json_max_depth,
+                max_number_chars=settings.template_json_max_number_chars,
+                depth_setting="LITHO_TEMPLATE_JSON_MAX_DEPTH",
+                number_setting="LITHO_TEMPLATE_JSON_MAX_NUMBER_CHARS",
+            ),
         )
         engine = Engine(LangLimits(
             max_template_bytes=settings.template_max_html_bytes,
@@ -51,8 +58,10 @@ async def main(stop: asyncio.Event) -> None:
         expander = LangExpander(engine, cache_size=settings.template_compile_cache_size)
         servicer = TemplateServicer(
             Templates(repo, expander, limits,
-                      max_pattern_input=settings.template_max_pattern_input),
+                      max_pattern_input=settings.template_max_pattern_input,
+                      expand_timeout=settings.template_expand_timeout),
             max_variables_bytes=settings.template_max_variables_bytes,
+            json_limits=limits.json,
         )
         await rpc.start_server(
             stack,

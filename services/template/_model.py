@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
+from litho import jsonlimits
 from litho.errors import FieldError, InvalidArgument
+
+#: JSON limits when a caller passes none (the defaults of the settings
+#: LITHO_TEMPLATE_JSON_MAX_DEPTH and LITHO_TEMPLATE_JSON_MAX_NUMBER_CHARS).
+DEFAULT_JSON_LIMITS = jsonlimits.JsonLimits(
+    depth_setting="LITHO_TEMPLATE_JSON_MAX_DEPTH",
+    number_setting="LITHO_TEMPLATE_JSON_MAX_NUMBER_CHARS",
+)
 
 
 @dataclass(frozen=True)
@@ -16,6 +23,8 @@ class Limits:
     max_dimension: int
     max_variables_bytes: int
     max_output_bytes: int
+    #: Nesting, Unicode and number limits of every JSON value received.
+    json: jsonlimits.JsonLimits = DEFAULT_JSON_LIMITS
 
 
 @dataclass(frozen=True)
@@ -73,9 +82,12 @@ class Template:
         )
 
 
-def parse_json_object(text: str, *, field: str, max_bytes: int) -> dict[str, Any]:
+def parse_json_object(
+    text: str, *, field: str, max_bytes: int,
+    json_limits: jsonlimits.JsonLimits = DEFAULT_JSON_LIMITS,
+) -> dict[str, Any]:
     """Parse a JSON object sent as text; an empty string is an empty object."""
-    value = _parse_json(text or "{}", field=field, max_bytes=max_bytes)
+    value = _parse_json(text or "{}", field=field, max_bytes=max_bytes, limits=json_limits)
     if not isinstance(value, dict):
         raise InvalidArgument(
             f"{field} must be a JSON object", errors=[FieldError(field, "must be an object")]
@@ -83,9 +95,12 @@ def parse_json_object(text: str, *, field: str, max_bytes: int) -> dict[str, Any
     return value
 
 
-def parse_json_list(text: str, *, field: str, max_bytes: int) -> list[Any]:
+def parse_json_list(
+    text: str, *, field: str, max_bytes: int,
+    json_limits: jsonlimits.JsonLimits = DEFAULT_JSON_LIMITS,
+) -> list[Any]:
     """Parse a JSON array sent as text; an empty string is an empty array."""
-    value = _parse_json(text or "[]", field=field, max_bytes=max_bytes)
+    value = _parse_json(text or "[]", field=field, max_bytes=max_bytes, limits=json_limits)
     if not isinstance(value, list):
         raise InvalidArgument(
             f"{field} must be a JSON array", errors=[FieldError(field, "must be an array")]
@@ -93,19 +108,23 @@ def parse_json_list(text: str, *, field: str, max_bytes: int) -> list[Any]:
     return value
 
 
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-def _parse_json(text: str, *, field: str, max_bytes: int) -> Any:
-    if len(text.encode()) > max_bytes:
+def _parse_json(text: str, *, field: str, max_bytes: int, limits: jsonlimits.JsonLimits) -> Any:
+    """Strict JSON within ``limits``: whatever is accepted here is stored and
+    sent on, so it must be readable by every later layer (gRPC callers other
+    than the gateway exist, so the gateway's own check is not enough)."""
+    if len(text.encode("utf-8", "surrogatepass")) > max_bytes:
         raise InvalidArgument(
             f"{field} is larger than {max_bytes} bytes",
             errors=[FieldError(field, f"at most {max_bytes} bytes")],
         )
     try:
-        return json.loads(text, parse_constant=_no_constant)
-    except (ValueError, RecursionError) as exc:
+        return jsonlimits.loads(text, limits)
+    except jsonlimits.JsonLimitError as exc:
+        raise InvalidArgument(
+            f"{field}{exc.path} {exc.problem}",
+            errors=[FieldError(field + exc.path, exc.problem)],
+        ) from None
+    except ValueError as exc:
         raise InvalidArgument(
             f"{field} is not valid JSON", errors=[FieldError(field, str(exc))]
         ) from exc

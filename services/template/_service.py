@@ -7,7 +7,13 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from litho.errors import FieldError, InvalidArgument
-from services.template._lang import Engine, FunctionInfo, LangExpander, result_type
+from services.template._lang import (
+    Engine,
+    FunctionInfo,
+    LangExpander,
+    StepCapReached,
+    result_type,
+)
 from services.template._model import Limits, Spec, Template, check_spec, parse_json_object
 from services.template._store import TemplateRepository
 from services.template._variables import apply_definitions, coerce_strings, parse_definitions
@@ -33,12 +39,14 @@ class Templates:
         limits: Limits,
         *,
         max_pattern_input: int,
+        expand_timeout: float,
     ) -> None:
         self._repo = repo
         self._expander = expander
         self._engine: Engine = expander.engine
         self._limits = limits
         self._max_pattern_input = max_pattern_input
+        self._expand_timeout = expand_timeout
 
     def _check(self, spec: Spec, *, creating: bool) -> Spec:
         """Every problem with ``spec``, raised together; the spec with its
@@ -106,16 +114,27 @@ class Templates:
             else await self._repo.latest(tenant_id, template_id)
         )
         if len(template.html) + len(variables_json) <= _INLINE_BYTES:
-            # A typical card expands in ~40 µs: less than a hop to a thread.
-            html = self._expand_sync(template, variables_json, coerce)
+            # A typical card expands in ~40 µs, less than a hop to a thread; one
+            # that needs more than a few milliseconds of steps is stopped and
+            # expanded again in a worker, so no template can hold the loop.
+            try:
+                html = self._expand_sync(template, variables_json, coerce, _INLINE_STEPS)
+            except StepCapReached:
+                html = await asyncio.to_thread(
+                    self._expand_sync, template, variables_json, coerce, None)
         else:
-            html = await asyncio.to_thread(self._expand_sync, template, variables_json, coerce)
+            html = await asyncio.to_thread(
+                self._expand_sync, template, variables_json, coerce, None)
         return Expansion(template=template, html=html)
 
-    def _expand_sync(self, template: Template, variables_json: str, coerce: bool) -> str:
-        """Parse, check and expand: CPU-bound, so it runs in a worker thread."""
+    def _expand_sync(
+        self, template: Template, variables_json: str, coerce: bool, step_cap: int | None,
+    ) -> str:
+        """Parse, check and expand: CPU-bound, bounded by the language's steps
+        and by the expansion deadline."""
         variables: dict[str, Any] = parse_json_object(
-            variables_json, field="variables", max_bytes=self._limits.max_variables_bytes
+            variables_json, field="variables", max_bytes=self._limits.max_variables_bytes,
+            json_limits=self._limits.json,
         )
         if template.variable_definitions:
             definitions = parse_definitions(template.variable_definitions)
@@ -124,7 +143,8 @@ class Templates:
             variables = apply_definitions(definitions, variables,
                                           max_pattern_input=self._max_pattern_input)
         return self._expander.expand(
-            template.html, variables, max_output=self._limits.max_output_bytes
+            template.html, variables, max_output=self._limits.max_output_bytes,
+            timeout=self._expand_timeout, step_cap=step_cap,
         )
 
     # ------------------------------------------------------------ the language
@@ -145,18 +165,23 @@ class Templates:
 
     def _test(self, expression: str, variables_json: str) -> tuple[Any, str]:
         variables = parse_json_object(
-            variables_json, field="variables", max_bytes=self._limits.max_variables_bytes)
-        value = self._engine.evaluate_expression(expression, variables)
+            variables_json, field="variables", max_bytes=self._limits.max_variables_bytes,
+            json_limits=self._limits.json)
+        value = self._engine.evaluate_expression(expression, variables,
+                                                 timeout=self._expand_timeout)
         return value, result_type(value)
 
     def functions(self) -> list[FunctionInfo]:
         return self._engine.list_functions()
 
 
-#: Sources and variables up to this size expand on the event loop; larger ones
-#: (whose worst case is bounded by the language's limits, but may take
-#: hundreds of milliseconds) go to a worker thread.
-_INLINE_BYTES = 32 * 1024
+#: Sources and variables up to this size expand on the event loop, for at most
+#: ``_INLINE_STEPS`` steps (a few milliseconds); larger ones, and any that
+#: needs more steps, expand in a worker thread with the whole budget. The
+#: size also bounds the pattern matching done inline: RE2 is linear, but a
+#: pattern whose automaton outgrows its memory matches at ~4 µs a character.
+_INLINE_BYTES = 8 * 1024
+_INLINE_STEPS = 20_000
 
 
 def _page_size(requested: int) -> int:

@@ -11,9 +11,16 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from litho.errors import FieldError
+from litho.jsonlimits import JsonLimits
 from litho.template.v1 import template_pb2 as pb
 from litho.template.v1 import template_pb2_grpc as pb_grpc
-from services.template._model import Spec, Template, parse_json_list, parse_json_object
+from services.template._model import (
+    DEFAULT_JSON_LIMITS,
+    Spec,
+    Template,
+    parse_json_list,
+    parse_json_object,
+)
 from services.template._service import Templates
 
 
@@ -46,7 +53,10 @@ def source_errors(errors: list[FieldError]) -> list[pb.SourceError]:
     return out
 
 
-def spec_from_proto(spec: pb.TemplateSpec, *, max_variables_bytes: int) -> Spec:
+def spec_from_proto(
+    spec: pb.TemplateSpec, *, max_variables_bytes: int,
+    json_limits: JsonLimits = DEFAULT_JSON_LIMITS,
+) -> Spec:
     return Spec(
         name=spec.name if spec.HasField("name") else None,
         html=spec.html if spec.HasField("html") else None,
@@ -54,13 +64,13 @@ def spec_from_proto(spec: pb.TemplateSpec, *, max_variables_bytes: int) -> Spec:
         height=spec.height if spec.HasField("height") else None,
         sample_variables=(
             parse_json_object(spec.sample_variables_json, field="sampleVariables",
-                              max_bytes=max_variables_bytes)
+                              max_bytes=max_variables_bytes, json_limits=json_limits)
             if spec.HasField("sample_variables_json")
             else None
         ),
         variable_definitions=(
             parse_json_list(spec.variable_definitions_json, field="variables",
-                            max_bytes=max_variables_bytes)
+                            max_bytes=max_variables_bytes, json_limits=json_limits)
             if spec.HasField("variable_definitions_json")
             else None
         ),
@@ -68,15 +78,19 @@ def spec_from_proto(spec: pb.TemplateSpec, *, max_variables_bytes: int) -> Spec:
 
 
 class TemplateServicer(pb_grpc.TemplateServiceServicer):
-    def __init__(self, templates: Templates, *, max_variables_bytes: int) -> None:
+    def __init__(
+        self, templates: Templates, *, max_variables_bytes: int,
+        json_limits: JsonLimits = DEFAULT_JSON_LIMITS,
+    ) -> None:
         self._templates = templates
         self._max_variables = max_variables_bytes
-
+        self._json_limits = json_limits
 
     async def CreateTemplate(
         self, request: pb.CreateTemplateRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.CreateTemplateResponse:
-        spec = spec_from_proto(request.spec, max_variables_bytes=self._max_variables)
+        spec = spec_from_proto(request.spec, max_variables_bytes=self._max_variables,
+                               json_limits=self._json_limits)
         template = await self._templates.create(request.tenant_id, spec)
         return pb.CreateTemplateResponse(template=template_to_proto(template))
 
@@ -99,7 +113,8 @@ class TemplateServicer(pb_grpc.TemplateServiceServicer):
     async def UpdateTemplate(
         self, request: pb.UpdateTemplateRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.UpdateTemplateResponse:
-        spec = spec_from_proto(request.spec, max_variables_bytes=self._max_variables)
+        spec = spec_from_proto(request.spec, max_variables_bytes=self._max_variables,
+                               json_limits=self._json_limits)
         template = await self._templates.update(request.tenant_id, request.template_id, spec)
         return pb.UpdateTemplateResponse(template=template_to_proto(template))
 

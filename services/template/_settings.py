@@ -3,6 +3,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from litho.config import BaseServiceSettings
+from litho.jsonlimits import DEFAULT_MAX_DEPTH, DEFAULT_MAX_NUMBER_CHARS
 
 
 class TemplateSettings(BaseServiceSettings):
@@ -26,5 +27,14 @@ class TemplateSettings(BaseServiceSettings):
     template_max_string_length: int = Field(default=1_000_000, gt=0)
     template_max_array_length: int = Field(default=10_000, gt=0)
     template_max_errors: int = Field(default=100, gt=0)
+    #: Seconds one expansion (or expression test) may run before it is ended
+    #: with a 422: a backstop behind the step budget, which bounds the work.
+    template_expand_timeout: float = Field(default=5.0, gt=0, le=60)
     #: Longest text a variable's validation pattern is run on.
-    template_max_pattern_input: int = Field(default=1000, gt=0)
+    template_max_pattern_input: int = Field(default=10_000, gt=0)
+    #: Deepest nesting of objects and arrays in any JSON value received
+    #: (sample variables, variable definitions, render variables): what is
+    #: stored must be readable back by every layer (MongoDB stops at 100).
+    template_json_max_depth: int = Field(default=DEFAULT_MAX_DEPTH, gt=0, le=90)
+    #: Longest number literal accepted in those JSON values, in characters.
+    template_json_max_number_chars: int = Field(default=DEFAULT_MAX_NUMBER_CHARS, gt=0, le=1000)

@@ -4,6 +4,11 @@
 fields); ``template_versions`` holds every version under ``<id>:<n>``. A new
 version is inserted before the head moves, and its ``_id`` is unique, so two
 concurrent updates cannot both write version ``n``: the loser gets Conflict.
+
+A stored document that cannot be read back (written before inputs were
+bounded, or by hand) must not take its neighbours down: listings skip it
+(and log its id), reading it is a FailedPrecondition that says to delete it,
+and delete works by id and tenant without decoding it.
 """
 
 from __future__ import annotations
@@ -16,9 +21,13 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-from litho.docstore import DocumentStore, DuplicateKey
-from litho.errors import Conflict, FieldError, InvalidArgument, NotFound
+from litho.docstore import MAX_DOCUMENT_DEPTH, DocumentStore, DuplicateKey
+from litho.errors import Conflict, FailedPrecondition, FieldError, InvalidArgument, NotFound
+from litho.jsonlimits import depth_within
+from litho.logs import get_logger
 from services.template._model import Spec, Template
+
+log = get_logger(__name__)
 
 _HEADS = "templates"
 _VERSIONS = "template_versions"
@@ -63,6 +72,28 @@ def _from_doc(doc: dict[str, Any]) -> Template:
     )
 
 
+def _readable(doc: dict[str, Any]) -> Template | None:
+    """The template in ``doc``, or None if it cannot be read back whole
+    (including nesting that a later layer could not encode or decode)."""
+    try:
+        if not depth_within(doc, MAX_DOCUMENT_DEPTH):
+            raise ValueError("nested too deeply")
+        return _from_doc(doc)
+    except (KeyError, TypeError, ValueError, RecursionError) as exc:
+        log.error("stored template cannot be read", id=str(doc.get("_id")),
+                  error=type(exc).__name__)
+        return None
+
+
+def _read(doc: dict[str, Any], template_id: str) -> Template:
+    template = _readable(doc)
+    if template is None:
+        raise FailedPrecondition(
+            f"template {template_id!r} is stored in a form that can no longer be read; "
+            "delete it and create it again")
+    return template
+
+
 def _encode_token(template_id: str) -> str:
     return base64.urlsafe_b64encode(template_id.encode()).decode().rstrip("=")
 
@@ -104,9 +135,9 @@ class TemplateRepository:
     async def latest(self, tenant_id: str, template_id: str) -> Template:
         doc = await self._heads.get(template_id)
         # Another tenant's template is indistinguishable from a missing one.
-        if doc is None or doc["tenantId"] != tenant_id:
+        if doc is None or doc.get("tenantId") != tenant_id:
             raise NotFound(f"template {template_id!r} not found")
-        return _from_doc(doc)
+        return _read(doc, template_id)
 
     async def version(self, tenant_id: str, template_id: str, version: int) -> Template:
         key = (tenant_id, template_id, version)
@@ -115,10 +146,10 @@ class TemplateRepository:
             self._cache.move_to_end(key)
             return cached
         doc = await self._versions.get(f"{template_id}:{version}")
-        if doc is None or doc["tenantId"] != tenant_id:
+        if doc is None or doc.get("tenantId") != tenant_id:
             await self.latest(tenant_id, template_id)
             raise NotFound(f"template {template_id!r} has no version {version}")
-        template = _from_doc(doc)
+        template = _read(doc, template_id)
         self._remember(key, template)
         return template
 
@@ -154,14 +185,19 @@ class TemplateRepository:
             {"templateId": template_id, "tenantId": tenant_id, "version": {"$lt": below}},
             sort=[("version", -1)], limit=page_size + 1,
         )
-        found = [_from_doc(d) for d in docs[:page_size]]
+        page = docs[:page_size]
+        found = [t for d in page if (t := _readable(d)) is not None]
         more = len(docs) > page_size
-        return found, _encode_token(str(found[-1].version)) if more else ""
+        # The token comes from the stored document, which may be unreadable.
+        return found, _encode_token(str(page[-1].get("version"))) if more else ""
 
     async def delete(self, tenant_id: str, template_id: str) -> None:
-        await self.latest(tenant_id, template_id)
-        await self._heads.delete({"_id": template_id})
-        await self._versions.delete({"templateId": template_id})
+        # Counted, not read: a template that can no longer be decoded can
+        # still be deleted by its owner.
+        if not await self._heads.count({"_id": template_id, "tenantId": tenant_id}):
+            raise NotFound(f"template {template_id!r} not found")
+        await self._heads.delete({"_id": template_id, "tenantId": tenant_id})
+        await self._versions.delete({"templateId": template_id, "tenantId": tenant_id})
         for key in [k for k in self._cache if k[1] == template_id]:
             del self._cache[key]
 
@@ -172,8 +208,9 @@ class TemplateRepository:
         if page_token:
             flt["_id"] = {"$gt": _decode_token(page_token)}
         docs = await self._heads.find(flt, sort=[("_id", 1)], limit=page_size + 1)
-        templates = [_from_doc(d) for d in docs[:page_size]]
-        next_token = _encode_token(templates[-1].id) if len(docs) > page_size else ""
+        page = docs[:page_size]
+        templates = [t for d in page if (t := _readable(d)) is not None]
+        next_token = _encode_token(str(page[-1]["_id"])) if len(docs) > page_size else ""
         return templates, next_token
 
     async def _write_version(self, t: Template) -> None:

@@ -9,13 +9,11 @@ A definition is JSON such as::
 saved); ``apply_definitions`` checks the variables of one render against them
 and fills in defaults. Both report every problem at once.
 
-``pattern`` is a regular expression written by the template author and run
-by Python's backtracking ``re``. Two guards keep it from hanging a worker:
-a value longer than ``max_pattern_input`` characters
-(``LITHO_TEMPLATE_MAX_PATTERN_INPUT``) is refused rather than matched, and a
-pattern that repeats a group which itself repeats or alternates — the shape
-of ``(a+)+`` and ``(a|a)*``, whose matching time grows exponentially — is
-refused when the definition is saved.
+``pattern`` is a regular expression written by the template author, matched
+with RE2 (``_patterns``) in time linear in the value, so no pattern can
+backtrack; what RE2 cannot express is refused when the definition is saved.
+A value longer than ``max_pattern_input`` characters
+(``LITHO_TEMPLATE_MAX_PATTERN_INPUT``) is refused rather than matched.
 """
 
 from __future__ import annotations
@@ -30,10 +28,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from litho.errors import FieldError, InvalidArgument
+from services.template._patterns import Pattern, PatternError, compile_pattern
 
 TYPES = ("text", "number", "boolean", "color", "image", "date", "list", "object")
 #: Characters of a value a pattern is run on, at most.
-DEFAULT_MAX_PATTERN_INPUT = 1000
+DEFAULT_MAX_PATTERN_INPUT = 10_000
 PATTERN_INPUT_SETTING = "LITHO_TEMPLATE_MAX_PATTERN_INPUT"
 MAX_PATTERN_LENGTH = 500
 MAX_DEFINITIONS = 200
@@ -59,7 +58,7 @@ class Validation:
     max_length: int | None = None
     min: int | float | None = None
     max: int | float | None = None
-    pattern: re.Pattern[str] | None = None
+    pattern: Pattern | None = None
     enum: tuple[Any, ...] | None = None
 
 
@@ -76,7 +75,7 @@ class VariableDefinition:
         v = self.validation
         for key, value in (("required", v.required or None), ("minLength", v.min_length),
                            ("maxLength", v.max_length), ("min", v.min), ("max", v.max),
-                           ("pattern", v.pattern.pattern if v.pattern else None),
+                           ("pattern", v.pattern.source if v.pattern else None),
                            ("enum", list(v.enum) if v.enum is not None else None)):
             if value is not None:
                 rules[key] = value
@@ -214,7 +213,7 @@ def _ordered(low: int | float | None, high: int | float | None) -> bool | None:
     return None if low is None or high is None else low <= high
 
 
-def _pattern(raw: Any, kind: str, path: str, errors: list[FieldError]) -> re.Pattern[str] | None:
+def _pattern(raw: Any, kind: str, path: str, errors: list[FieldError]) -> Pattern | None:
     if raw is None:
         return None
     if kind not in _TEXT_TYPES:
@@ -226,146 +225,12 @@ def _pattern(raw: Any, kind: str, path: str, errors: list[FieldError]) -> re.Pat
     if len(raw) > MAX_PATTERN_LENGTH:
         errors.append(FieldError(path, f"must be at most {MAX_PATTERN_LENGTH} characters"))
         return None
-    if repeats_risky_group(raw):
-        errors.append(FieldError(path, "repeats a group that itself repeats or has "
-                                       "alternatives, like (a+)+ or (a|b)*: matching can take "
-                                       "exponential time; use a character class or enum"))
-        return None
     try:
-        return re.compile(raw)
-    except (re.error, RecursionError, OverflowError) as exc:
-        errors.append(FieldError(path, f"is not a valid regular expression: {exc}"))
+        return compile_pattern(raw)
+    except PatternError as exc:
+        errors.append(FieldError(path, f"is not a regular expression RE2 accepts: {exc} "
+                                       "(backreferences and lookaround are not supported)"))
         return None
-
-
-def repeats_risky_group(pattern: str) -> bool:
-    """Whether a repeated group contains a repeat or an alternation.
-
-    A scan of the pattern text, not a full parser: escapes and character
-    classes are skipped, and any quantifier with an upper bound above one
-    (``* + {2,}``…) counts as repeating. One common shape is allowed: a group
-    that starts with a punctuation character nothing else in it can match,
-    like ``(?:-[a-z0-9]+)*``, because that character fixes where each
-    repetition begins.
-    """
-    inner: list[tuple[bool, int]] = []  # per open group: (holds a repeat or '|', content start)
-    pos, size = 0, len(pattern)
-    while pos < size:
-        char = pattern[pos]
-        if char == "\\":
-            pos += 2
-            continue
-        if char == "[":
-            pos = _class_end(pattern, pos)
-            continue
-        if char == "(":
-            pos += 1
-            content = pos
-            if pattern.startswith("?:", pos):
-                content = pos = pos + 2
-            elif pattern.startswith("?P<", pos):
-                pos = pattern.find(">", pos) + 1 or size
-                content = pos
-            elif pattern.startswith("?", pos):
-                content, pos = -1, pos + 1
-            inner.append((False, content))
-            continue
-        if char == ")" and inner:
-            risky, content = inner.pop()
-            repeated, after = _quantifier(pattern, pos + 1)
-            if risky and repeated and not _separator_led(pattern, content, pos):
-                return True
-            if inner and (risky or after > pos + 1):
-                inner[-1] = (True, inner[-1][1])
-            pos = after
-            continue
-        if inner and (char == "|" or (char in "*+?{" and _quantifier(pattern, pos)[1] > pos)):
-            inner[-1] = (True, inner[-1][1])
-        pos += 1
-    return False
-
-
-_SPECIAL = frozenset(".^$*+?{}[]|()\\")
-#: Escapes and forms that can match punctuation, so they could swallow a separator.
-_WIDE = ("\\S", "\\W", "\\D", "[^", ".")
-
-
-def _separator_led(pattern: str, start: int, end: int) -> bool:
-    """Whether ``pattern[start:end]`` opens with a punctuation character that
-    nothing after it in the group can match."""
-    if start < 0 or start >= end:
-        return False
-    if pattern[start] == "\\" and start + 1 < end:
-        separator, rest = pattern[start + 1], start + 2
-    else:
-        separator, rest = pattern[start], start + 1
-    if separator.isalnum() or separator.isspace() or separator == "_" or (
-        separator in _SPECIAL and pattern[start] != "\\"
-    ):
-        return False
-    body = pattern[rest:end]
-    if any(form in body.replace("\\\\", "") for form in _WIDE) or _CODED.search(body):
-        return False
-    classes = _CLASS.findall(body)
-    outside = _CLASS.sub("", body)
-    return separator not in outside and not any(
-        _class_matches(content, separator) for content in classes
-    )
-
-
-#: Escapes that name a character by its code, which might be the separator.
-_CODED = re.compile(r"\\[xuUN0-9]")
-_CLASS = re.compile(r"\[((?:\\.|[^\]\\])*)\]")
-
-
-def _class_matches(content: str, char: str) -> bool:
-    """Whether a (non-negated) character class can match ``char``."""
-    pos = 0
-    while pos < len(content):
-        low = content[pos + 1] if content[pos] == "\\" and pos + 1 < len(content) else content[pos]
-        pos += 2 if content[pos] == "\\" else 1
-        if content.startswith("-", pos) and pos + 1 < len(content):
-            high = content[pos + 2] if content[pos + 1] == "\\" else content[pos + 1]
-            pos += 3 if content[pos + 1] == "\\" else 2
-            if low <= char <= high:
-                return True
-        elif low == char:
-            return True
-    return False
-
-
-def _class_end(pattern: str, start: int) -> int:
-    pos = start + 1
-    if pattern.startswith("^", pos):
-        pos += 1
-    if pattern.startswith("]", pos):
-        pos += 1
-    while pos < len(pattern) and pattern[pos] != "]":
-        pos += 2 if pattern[pos] == "\\" else 1
-    return pos + 1
-
-
-_BRACES = re.compile(r"\{(\d*)(,?)(\d*)\}")
-
-
-def _quantifier(pattern: str, pos: int) -> tuple[bool, int]:
-    """(repeats more than once, offset after it) for a quantifier at ``pos``, if any."""
-    if pos >= len(pattern):
-        return False, pos
-    char = pattern[pos]
-    if char in "*+":
-        end = pos + 1
-        return True, end + 1 if pattern.startswith(("?", "+"), end) else end
-    if char == "?":
-        return False, pos + 1
-    if char == "{":
-        match = _BRACES.match(pattern, pos)
-        if match is None or not (match.group(1) or match.group(3)):
-            return False, pos
-        low, comma, high = match.groups()
-        repeats = bool(comma and (not high or int(high) > 1)) or (not comma and int(low) > 1)
-        return repeats, match.end()
-    return False, pos
 
 
 def _is_int(value: Any) -> bool:
@@ -447,8 +312,8 @@ def _problems(definition: VariableDefinition, value: Any, max_pattern_input: flo
         if len(value) > max_pattern_input:
             problems.append(f"is longer than the {int(max_pattern_input)} characters a pattern "
                             f"is checked against (setting {PATTERN_INPUT_SETTING})")
-        elif rules.pattern.fullmatch(value) is None:
-            problems.append(f"must match the pattern {rules.pattern.pattern}")
+        elif not rules.pattern.fullmatch(value):
+            problems.append(f"must match the pattern {rules.pattern.source}")
     if rules.enum is not None and not any(_same(value, option) for option in rules.enum):
         shown = ", ".join(repr(option) if isinstance(option, str) else str(option)
                           for option in rules.enum[:10])

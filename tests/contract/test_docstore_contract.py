@@ -18,7 +18,15 @@ from typing import Any
 import aiosqlite
 import pytest
 
-from litho.docstore import Collection, Document, DocumentStore, DuplicateKey, open_document_store
+from litho.docstore import (
+    MAX_DOCUMENT_DEPTH,
+    Collection,
+    Document,
+    DocumentStore,
+    DocumentTooDeep,
+    DuplicateKey,
+    open_document_store,
+)
 from litho.docstore._mongo import open_mongo_store
 from litho.errors import AlreadyExists, ConfigError, Unavailable
 
@@ -703,6 +711,60 @@ async def test_ensure_index_rejects_invalid_fields(
 ) -> None:
     with pytest.raises(ValueError):
         await docstore.collection("things").ensure_index(fields, unique=True)
+
+
+def nested(depth: int) -> Any:
+    """A value of ``depth`` nested arrays and objects, alternating."""
+    value: Any = "leaf"
+    for i in range(depth):
+        value = [value] if i % 2 else {"k": value}
+    return value
+
+
+async def test_writes_nested_too_deep_to_read_back_are_refused(docstore: DocumentStore) -> None:
+    coll = docstore.collection("things")
+    ok: Document = {"_id": "ok", "v": nested(50)}
+    await coll.insert(ok)
+    assert await coll.get("ok") == ok
+    deep = nested(MAX_DOCUMENT_DEPTH + 5)
+    with pytest.raises(DocumentTooDeep):
+        await coll.insert({"_id": "deep", "v": deep})
+    with pytest.raises(DocumentTooDeep):
+        await coll.replace({"_id": "ok"}, {"_id": "ok", "v": deep})
+    with pytest.raises(DocumentTooDeep):
+        await coll.update({"_id": "ok"}, {"v.w": nested(MAX_DOCUMENT_DEPTH - 1)})
+    assert await coll.get("deep") is None
+    assert await coll.get("ok") == ok
+    assert await coll.count({}) == 1
+
+
+async def test_sqlite_skips_a_document_it_cannot_decode_and_still_deletes_it(
+    tmp_path: Path,
+) -> None:
+    """A document written around the port (or before writes were bounded)
+    that the decoder cannot read must not break a listing or its own delete."""
+    path = tmp_path / "docs.db"
+    store = await open_document_store(f"sqlite://{path}", "ignored")
+    try:
+        coll = store.collection("things")
+        await coll.insert({"_id": "a", "tenant": "t"})
+        await coll.insert({"_id": "c", "tenant": "t"})
+        # 995 levels: within SQLite's JSON depth (1,000 in recent versions),
+        # so filters still run on it, and too deep for Python's decoder.
+        text = '{"_id":"b","tenant":"t","v":' + "[" * 995 + "]" * 995 + "}"
+        async with aiosqlite.connect(path) as conn:
+            await conn.execute("INSERT INTO things (_id, doc) VALUES (?, ?)", ("b", text))
+            await conn.commit()
+        assert await ids(coll, {"tenant": "t"}, sort=[("_id", 1)]) == ["a", "c"]
+        # A limit counts documents returned, so a page is still full.
+        assert await ids(coll, {"tenant": "t"}, sort=[("_id", 1)], limit=2) == ["a", "c"]
+        assert await ids(coll, {"tenant": "t"}, sort=[("_id", 1)], skip=1, limit=1) == ["c"]
+        assert await coll.get("b") is None
+        assert await coll.count({"tenant": "t"}) == 3
+        assert await coll.delete({"_id": "b", "tenant": "t"}) == 1
+        assert await coll.count({"tenant": "t"}) == 2
+    finally:
+        await store.close()
 
 
 # ------------------------------------------- opening (not per adapter) ----

@@ -103,13 +103,24 @@ async def test_oversized_body_is_413(live: Live) -> None:
         assert "larger than 1048576 bytes" in (await r.json())["detail"]
 
 
-async def test_hostile_json_bodies_are_400(live: Live) -> None:
-    deep = b'{"variables": {"a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}}"
-    for raw in (deep, b'{"name": NaN}', b'{"width": Infinity}'):
+async def test_malformed_json_bodies_are_400(live: Live) -> None:
+    for raw in (b'{"name": NaN}', b'{"width": Infinity}', b'{"name": "x"'):
         async with live.http.post(f"{live.url}/v1/templates", data=raw,
                                   headers={**live.auth(), "Content-Type": "application/json"}
                                   ) as r:
             assert r.status == 400, raw[:40]
+
+
+async def test_a_body_nested_too_deeply_is_422_naming_where(live: Live) -> None:
+    # Well-formed JSON, but deeper than any layer could store and read back.
+    deep = b'{"variables": {"a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}}"
+    async with live.http.post(f"{live.url}/v1/templates", data=deep,
+                              headers={**live.auth(), "Content-Type": "application/json"}
+                              ) as r:
+        assert r.status == 422
+        problem = await r.json()
+    assert "LITHO_GATEWAY_JSON_MAX_DEPTH" in problem["detail"], problem
+    assert problem["errors"][0]["field"].startswith("/variables/a/0/0"), problem
 
 
 async def test_control_characters_in_path_parameters_are_422(live: Live) -> None:

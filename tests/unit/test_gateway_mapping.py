@@ -61,3 +61,19 @@ def test_openapi_document_is_valid_and_matches_the_routes() -> None:
     assert routes - {(p, "head") for p, _ in routes} == documented - {
         (p, "head") for p, _ in documented}
     assert {(p, m) for p, m in documented if m == "head"} <= routes
+
+
+@pytest.mark.parametrize(("raw", "field"), [
+    ("/r/tpl_%ED%A0%80.png", "path"),
+    ("/r/t.png?title=%ED%A0%80&sig=x", "title"),
+    ("/r/t.png?ti%ED%B0%80tle=x", "ti\ufffd\ufffd\ufffdtle"),
+    ("/v1/templates?pageToken=%FF", "pageToken"),
+    ("/v1/templates?pageToken=a\ud800", "pageToken"),
+])
+def test_urls_that_are_not_utf8_text_are_refused(raw: str, field: str) -> None:
+    from services.gateway._requests import check_url_text
+
+    with pytest.raises(errors.InvalidArgument) as info:
+        check_url_text(raw)
+    assert info.value.errors[0].field == field
+    check_url_text("/r/t.png?title=%F0%9F%98%80+x&a=%C3%A9")  # valid UTF-8 passes

@@ -11,7 +11,6 @@ import asyncio
 import gzip
 import logging
 import socket
-import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -480,12 +479,11 @@ async def test_per_call_max_bytes_overrides_the_setting(
 
 @pytest.mark.parametrize("path", ["/slow-headers", "/slow-body"])
 async def test_slow_server_times_out(server_a: Server, path: str) -> None:
+    # The server answers after 5 s: only the guard's own timeout can raise this
+    # (no wall-clock assertion, which a loaded machine could break).
     async with OutboundGuard(_settings(f"127.0.0.1:{server_a.port}", timeout=0.3)) as guard:
-        started = time.monotonic()
         with pytest.raises(OutboundError, match=r"timed out after 0\.3s"):
             await guard.fetch(server_a.url(path))
-
-    assert time.monotonic() - started < 2
 
 
 async def test_per_call_timeout_overrides_the_setting(

@@ -329,7 +329,8 @@ def _output(node: Output, registry: Registry) -> Emit:
     def emit_output(rt: Runtime, sink: Sink) -> None:
         try:
             value = evaluate(rt)
-            text = value if type(value) is str else display(value, rt.limits.max_string_length)
+            text = value if type(value) is str else display(
+                value, rt.limits.max_string_length, rt.charge)
         except EvalError as exc:
             _locate(exc, offset)
             raise

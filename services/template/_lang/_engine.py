@@ -66,8 +66,20 @@ class CompiledTemplate:
         """Root variables the template reads, in order of first use."""
         return list(self._variables)
 
-    def render(self, variables: Mapping[str, Any], *, max_output: int) -> str:
-        runtime = Runtime(variables, self._limits, self._clock)
+    def render(
+        self,
+        variables: Mapping[str, Any],
+        *,
+        max_output: int,
+        timeout: float | None = None,
+        step_cap: int | None = None,
+    ) -> str:
+        """The expanded document. ``timeout`` (seconds) ends the render with an
+        InvalidArgument; past ``step_cap`` steps (when below the budget) it
+        raises StepCapReached, for a caller that tries cheap renders inline
+        and runs the rest elsewhere with the whole budget."""
+        runtime = Runtime(variables, self._limits, self._clock, timeout=timeout,
+                          step_cap=step_cap)
         sink = Sink(max_output)
         try:
             self._body(runtime, sink)
@@ -140,11 +152,13 @@ class Engine:
         """Every problem in a bare expression (no braces), with its column."""
         return self._expression(source)[1]
 
-    def evaluate_expression(self, source: str, variables: Mapping[str, Any]) -> Any:
+    def evaluate_expression(
+        self, source: str, variables: Mapping[str, Any], *, timeout: float | None = None,
+    ) -> Any:
         evaluate, errors = self._expression(source)
         if evaluate is None:
             raise InvalidArgument("the expression has errors", errors=errors)
-        runtime = Runtime(variables, self._limits, self._clock)
+        runtime = Runtime(variables, self._limits, self._clock, timeout=timeout)
         try:
             return evaluate(runtime)
         except EvalError as exc:

@@ -4,6 +4,8 @@
     EvalError        an expression failed while rendering (carries the offset)
     └── LimitExceeded  a render broke one of the configured :class:`Limits`
     ArgumentError    a function refused its arguments; the call site names it
+    StepCapReached   a render ran past the step cap its caller set (not an
+                     error of the template: the caller runs it again elsewhere)
 
 Only :mod:`._engine` turns these into :class:`litho.errors.InvalidArgument`,
 with the line and column the offset points at.
@@ -33,6 +35,14 @@ class EvalError(Exception):
 
 class LimitExceeded(EvalError):
     pass
+
+
+class StepCapReached(Exception):
+    """The render used the steps its caller allowed it in this place."""
+
+
+#: The setting of the expansion deadline, named in the error that ends one.
+DEADLINE_SETTING = "LITHO_TEMPLATE_EXPAND_TIMEOUT"
 
 
 class ArgumentError(Exception):

@@ -56,5 +56,14 @@ class LangExpander:
     def check(self, source: str) -> list[FieldError]:
         return self._engine.check(source)
 
-    def expand(self, source: str, variables: Mapping[str, Any], *, max_output: int) -> str:
-        return self.compiled(source).render(variables, max_output=max_output)
+    def expand(
+        self,
+        source: str,
+        variables: Mapping[str, Any],
+        *,
+        max_output: int,
+        timeout: float | None = None,
+        step_cap: int | None = None,
+    ) -> str:
+        return self.compiled(source).render(
+            variables, max_output=max_output, timeout=timeout, step_cap=step_cap)

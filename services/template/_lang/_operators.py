@@ -44,7 +44,7 @@ def _finite(op: str, left: int | float, right: int | float, result: int | float)
 def add(rt: Runtime, left: Any, right: Any) -> Any:
     if isinstance(left, str) or isinstance(right, str):
         limit = rt.limits.max_string_length
-        text = display(left, limit), display(right, limit)
+        text = display(left, limit, rt.charge), display(right, limit, rt.charge)
         rt.check_string(len(text[0]) + len(text[1]))
         return text[0] + text[1]
     a, b = _numbers("+", left, right)
@@ -105,9 +105,9 @@ def _size(value: Any) -> int:
 
 
 def equals(rt: Runtime, left: Any, right: Any) -> bool:
-    # Comparing long text or big arrays is real work: pay for it.
-    rt.charge((min(_size(left), _size(right)) >> 10) + 1)
-    return equal(left, right)
+    # Comparing big arrays or long text is real work: equal pays for each item
+    # and KiB it compares, as it goes.
+    return equal(left, right, rt.charge)
 
 
 def not_equals(rt: Runtime, left: Any, right: Any) -> bool:
@@ -115,6 +115,7 @@ def not_equals(rt: Runtime, left: Any, right: Any) -> bool:
 
 
 def _order(rt: Runtime, left: Any, right: Any) -> int | None:
+    # Only numbers and text have an order; comparing text reads up to the shorter.
     rt.charge((min(_size(left), _size(right)) >> 10) + 1)
     return compare(left, right)
 

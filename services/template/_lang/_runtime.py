@@ -1,40 +1,83 @@
-"""The state of one render: variables, loop scopes, and the budgets it spends."""
+"""The state of one render: variables, loop scopes, and the budgets it spends.
+
+Every node evaluated costs a step, and every operation whose work grows with
+its operands costs steps in proportion (an item compared or copied, a KiB of
+text read or written), so the step budget bounds the time a render takes.
+The hot path checks one integer, ``max_steps``, which is not the budget
+itself but the next *checkpoint*: every :data:`CHECK_EVERY` steps the runtime
+looks at the clock (the expansion's deadline, a backstop for anything the
+steps undercount), and it stops at whichever comes first of the budget, the
+deadline, or a caller's ``step_cap``.
+"""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Any, NoReturn
+from typing import Any
 
-from services.template._lang._errors import LimitExceeded, limit_message
+from services.template._lang._errors import (
+    DEADLINE_SETTING,
+    LimitExceeded,
+    StepCapReached,
+    limit_message,
+)
 from services.template._lang._limits import Limits
 
 Clock = Callable[[], datetime]
+
+#: Steps between two looks at the deadline (a few milliseconds of work).
+CHECK_EVERY = 4096
 
 
 class Runtime:
     """Created per render and never shared, so compiled templates stay reentrant."""
 
     __slots__ = (
-        "_clock", "_now", "iterations", "limits", "locals", "max_iterations", "max_steps",
-        "steps", "variables",
+        "_budget", "_cap", "_clock", "_deadline", "_now", "_timeout", "iterations", "limits",
+        "locals", "max_iterations", "max_steps", "steps", "variables",
     )
 
-    def __init__(self, variables: Mapping[str, Any], limits: Limits, clock: Clock) -> None:
+    def __init__(
+        self,
+        variables: Mapping[str, Any],
+        limits: Limits,
+        clock: Clock,
+        *,
+        timeout: float | None = None,
+        step_cap: int | None = None,
+    ) -> None:
         self.variables = variables
         self.locals: dict[str, Any] = {}
         self.limits = limits
         self.steps = 0
-        self.max_steps = limits.max_steps
+        self._budget = limits.max_steps
+        self._cap = self._budget if step_cap is None else min(step_cap, self._budget)
+        self._timeout = timeout
+        self._deadline = None if timeout is None else time.monotonic() + timeout
+        #: The next checkpoint; the hot path compares ``steps`` against it.
+        self.max_steps = min(self._cap, CHECK_EVERY)
         self.iterations = 0
         self.max_iterations = limits.max_loop_iterations
         self._clock = clock
         self._now: datetime | None = None
 
-    def out_of_steps(self, offset: int | None) -> NoReturn:
-        raise LimitExceeded(limit_message(
-            "max_steps", self.max_steps, "the template needs too many evaluation steps",
-        ), offset)
+    def out_of_steps(self, offset: int | None) -> None:
+        """Called when ``steps`` passes the checkpoint: raises when the budget,
+        the step cap or the deadline is spent, else sets the next checkpoint."""
+        if self.steps > self._budget:
+            raise LimitExceeded(limit_message(
+                "max_steps", self._budget, "the template needs too many evaluation steps",
+            ), offset)
+        if self.steps > self._cap:
+            raise StepCapReached()
+        if self._deadline is not None and time.monotonic() > self._deadline:
+            raise LimitExceeded(
+                f"the template took longer than {self._timeout:g} s to expand "
+                f"(setting {DEADLINE_SETTING})", offset,
+            )
+        self.max_steps = min(self._cap, self.steps + CHECK_EVERY)
 
     def charge(self, steps: int) -> None:
         self.steps += steps

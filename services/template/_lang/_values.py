@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -18,6 +19,16 @@ from services.template._lang._errors import ArgumentError, LimitExceeded, limit_
 #: Integers beyond this are not exact in IEEE doubles (JavaScript's
 #: Number.MAX_SAFE_INTEGER); past it arithmetic continues in floats.
 MAX_SAFE_INTEGER = 2**53
+
+#: Charges the render's step budget; raises when it is spent.
+Charge = Callable[[int], None]
+
+#: Walks over values charge their budget in batches of this many items, so a
+#: walk over a huge value stops part way rather than after the work is done.
+_BATCH = 256
+
+#: Digits of a number shown in an error message; the rest are elided.
+_SHOWN_DIGITS = 24
 
 _NUMERIC = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
 
@@ -129,12 +140,27 @@ def describe(value: Any) -> str:
         shown = value if len(value) <= 40 else value[:40] + "…"
         return f"the string {json.dumps(shown, ensure_ascii=False)}"
     if kind == "number":
-        return f"the number {number_text(value)}"
+        return f"the number {_short_number(value)}"
     if kind in ("array", "object"):
         return f"an {kind}" if kind == "array" else "an object"
     if kind == "boolean":
         return "true" if value else "false"
     return "null"
+
+
+def _short_number(number: int | float) -> str:
+    """A number for a message: a huge integer is shown by its ends and length,
+    so an error never repeats thousands of digits."""
+    if not isinstance(number, int) or number.bit_length() <= 3 * _SHOWN_DIGITS:
+        return number_text(number)
+    sign = "-" if number < 0 else ""
+    if number.bit_length() > 14_000:  # past Python's 4,300-digit str() limit
+        return f"{sign}(a whole number of over 4,000 digits)"
+    digits = str(abs(number))
+    if len(digits) <= _SHOWN_DIGITS:
+        return sign + digits
+    half = _SHOWN_DIGITS // 2
+    return f"{sign}{digits[:half]}…{digits[-half:]} ({len(digits)} digits)"
 
 
 def number_text(number: int | float) -> str:
@@ -179,7 +205,7 @@ def _exponent(text: str) -> str:
     return f"{mantissa}e{sign}{int(exponent.lstrip('+-'))}"
 
 
-def display(value: Any, max_length: int) -> str:
+def display(value: Any, max_length: int, charge: Charge | None = None) -> str:
     """The text a value renders as: null is empty, arrays and objects are JSON."""
     kind = _KINDS.get(type(value)) or type_name(value)
     if kind == "string":
@@ -190,7 +216,7 @@ def display(value: Any, max_length: int) -> str:
         return "true" if value else "false"
     if kind == "number":
         return number_text(value)
-    return json_text(value, max_length)
+    return json_text(value, max_length, charge)
 
 
 class _Punct:
@@ -203,17 +229,24 @@ class _Punct:
 _COMMA, _CLOSE_ARRAY, _CLOSE_OBJECT = _Punct(","), _Punct("]"), _Punct("}")
 
 
-def json_text(value: Any, max_length: int) -> str:
+def json_text(value: Any, max_length: int, charge: Charge | None = None) -> str:
     """Compact JSON, built without recursion and stopped at ``max_length`` characters.
 
     Checking the size as it grows means an array holding many references to
-    one huge string cannot make the engine allocate gigabytes.
+    one huge string cannot make the engine allocate gigabytes; ``charge`` is
+    paid a step per item and per KiB of text as the walk goes.
     """
     parts: list[str] = []
     size = 0
+    charged_size = 0
+    work = 0
     stack: list[Any] = [value]
     while stack:
         item = stack.pop()
+        work += 1
+        if work >= _BATCH and charge is not None:
+            charge(work + ((size - charged_size) >> 10))
+            work, charged_size = 0, size
         if isinstance(item, _Punct):
             text = item.text
         else:
@@ -242,6 +275,8 @@ def json_text(value: Any, max_length: int) -> str:
                 "max_string_length", max_length, "the JSON text would be too long",
             ))
         parts.append(text)
+    if charge is not None:
+        charge(work + ((size - charged_size) >> 10))
     return "".join(parts)
 
 
@@ -259,20 +294,46 @@ def _json_scalar(value: Any, kind: str) -> str:
     return "null"
 
 
-def equal(left: Any, right: Any) -> bool:
-    """Strict equality by value: 1 == 1.0, but 1 != true and 1 != '1'."""
-    kind = type_name(left)
-    if kind != type_name(right):
-        return False
-    if kind == "array":
-        return len(left) == len(right) and all(
-            equal(a, b) for a, b in zip(left, right, strict=True)
-        )
-    if kind == "object":
-        return left.keys() == right.keys() and all(equal(left[k], right[k]) for k in left)
-    if kind == "null":
+def equal(left: Any, right: Any, charge: Charge | None = None) -> bool:
+    """Strict equality by value: 1 == 1.0, but 1 != true and 1 != '1'.
+
+    Walks without recursion; ``charge`` is paid a step per item compared and
+    per KiB of text, as the walk goes, so comparing huge values in a loop
+    spends the budget in proportion to the work.
+    """
+    work = 0
+    stack: list[tuple[Any, Any]] = [(left, right)]
+    try:
+        while stack:
+            a, b = stack.pop()
+            work += 1
+            if work >= _BATCH and charge is not None:
+                charge(work)
+                work = 0
+            kind = type_name(a)
+            if kind != type_name(b):
+                return False
+            if kind == "array":
+                if len(a) != len(b):
+                    return False
+                stack.extend(zip(a, b, strict=True))
+            elif kind == "object":
+                work += len(a)
+                if a.keys() != b.keys():
+                    return False
+                stack.extend((a[key], b[key]) for key in a)
+            elif kind == "string":
+                if len(a) != len(b):
+                    return False
+                work += len(a) >> 10
+                if a != b:
+                    return False
+            elif kind != "null" and a != b:
+                return False
         return True
-    return bool(left == right)
+    finally:
+        if charge is not None and work:
+            charge(work)
 
 
 def compare(left: Any, right: Any) -> int | None:

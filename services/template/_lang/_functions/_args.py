@@ -11,7 +11,8 @@ from services.template._lang._values import describe, display, to_int, type_name
 
 def text(rt: Runtime, value: Any) -> str:
     """Any value as text: null is empty, numbers as they render, arrays as JSON."""
-    return value if isinstance(value, str) else display(value, rt.limits.max_string_length)
+    return value if isinstance(value, str) else display(
+        value, rt.limits.max_string_length, rt.charge)
 
 
 def whole(value: Any, what: str = "a whole number") -> int:

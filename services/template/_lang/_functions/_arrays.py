@@ -54,14 +54,14 @@ def contains(rt: Runtime, value: Any, item: Any) -> bool:
         return text(rt, item) in value
     if isinstance(value, dict):
         return isinstance(item, str) and item in value
-    return any(equal(element, item) for element in array(value))
+    return any(equal(element, item, rt.charge) for element in array(value))
 
 
 def index_of(rt: Runtime, value: Any, item: Any) -> int:
     if isinstance(value, str):
         return value.find(text(rt, item))
     for position, element in enumerate(array(value)):
-        if equal(element, item):
+        if equal(element, item, rt.charge):
             return position
     return -1
 
@@ -78,22 +78,30 @@ def _sort_key(value: Any) -> tuple[int, Any]:
 
 def sort(rt: Runtime, value: Any, key: Any = None) -> list[Any]:
     items = array(value)
-    if len(items) > 1:
-        rt.charge(len(items).bit_length() * len(items))
     if key is None:
-        return sorted(items, key=_sort_key)
-    path = key_path(key)
-    return sorted(items, key=lambda item: _sort_key(pick(item, path)))
+        keys = [_sort_key(item) for item in items]
+    else:
+        path = key_path(key)
+        keys = [_sort_key(pick(item, path)) for item in items]
+    if len(items) > 1:
+        # n log n comparisons, each reading at most the shorter text of the two:
+        # charged up front, before the one call that cannot be interrupted.
+        text_kib = sum(len(k[1]) for k in keys if isinstance(k[1], str)) >> 10
+        rt.charge(len(items).bit_length() * (len(items) + text_kib))
+    order = sorted(range(len(items)), key=keys.__getitem__)
+    return [items[index] for index in order]
 
 
 def reverse(rt: Runtime, value: Any) -> list[Any] | str:
     return sequence(value)[::-1]
 
 
-def _identity(value: Any, limit: int) -> Any:
+def _identity(rt: Runtime, value: Any) -> Any:
     kind = type_name(value)
     if kind in ("array", "object"):
-        return kind, json_text(value, limit)
+        return kind, json_text(value, rt.limits.max_string_length, rt.charge)
+    if kind == "string" and len(value) >= 1024:
+        rt.charge(len(value) >> 10)  # hashing reads all of it
     return kind, value
 
 
@@ -101,7 +109,7 @@ def unique(rt: Runtime, value: Any) -> list[Any]:
     seen: set[Any] = set()
     result = []
     for item in array(value):
-        identity = _identity(item, rt.limits.max_string_length)
+        identity = _identity(rt, item)
         if identity not in seen:
             seen.add(identity)
             result.append(item)

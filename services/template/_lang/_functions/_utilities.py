@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import re
 from typing import Any
 
 from services.template._lang._errors import ArgumentError
@@ -24,11 +26,31 @@ def coalesce(rt: Runtime, *values: Any) -> Any:
 
 
 def json_(rt: Runtime, value: Any) -> str:
-    return json_text(value, rt.limits.max_string_length)
+    return json_text(value, rt.limits.max_string_length, rt.charge)
 
 
 def _no_constant(name: str) -> Any:
     raise ValueError(name)
+
+
+#: Digits of the longest integer parseJson accepts: past 309 digits an
+#: integer is larger than any double, so no arithmetic could use it.
+MAX_INTEGER_DIGITS = 309
+
+
+def _integer(text: str) -> int:
+    if len(text) - text.startswith("-") > MAX_INTEGER_DIGITS:
+        raise ArgumentError(f"the JSON text holds an integer of more than "
+                            f"{MAX_INTEGER_DIGITS} digits")
+    return int(text)
+
+
+def _finite(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise ArgumentError(f"the JSON text holds a number too large to represent "
+                            f"({text[:20]}{'…' if len(text) > 20 else ''})")
+    return number
 
 
 def parse_json(rt: Runtime, value: Any) -> Any:
@@ -36,11 +58,40 @@ def parse_json(rt: Runtime, value: Any) -> Any:
         return None
     if not isinstance(value, str):
         raise ArgumentError(f"expected JSON text, got {describe(value)}")
+    # The parser builds an object for every few characters: a step per 16.
+    rt.charge(len(value) >> 4)
     try:
         # NaN and Infinity are not JSON; a template would only trip over them later.
-        return json.loads(value, parse_constant=_no_constant)
+        parsed = json.loads(value, parse_constant=_no_constant, parse_int=_integer,
+                            parse_float=_finite)
     except (ValueError, RecursionError):
         raise ArgumentError("the text is not valid JSON") from None
+    if _SURROGATE_ESCAPE.search(value) and _holds_lone_surrogate(parsed):
+        # "\ud800" is valid JSON but not valid Unicode: it could never be sent
+        # on as text, so it is refused here rather than breaking the document.
+        raise ArgumentError("the JSON text holds a lone surrogate (\\uD800-\\uDFFF), "
+                            "which is not valid Unicode")
+    return parsed
+
+
+#: A \uD800-\uDFFF escape in JSON text; only then can the result hold one.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _holds_lone_surrogate(value: Any) -> bool:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if _SURROGATE.search(item):
+                return True
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+    return False
 
 
 FUNCTIONS = (
@@ -62,7 +113,8 @@ FUNCTIONS = (
     ),
     Function(
         "parseJson", parse_json, 1, 1, "utilities", "parseJson(text)",
-        "The value the JSON text holds; null gives null.",
+        "The value the JSON text holds; null gives null. Integers of more than 309 digits "
+        "and numbers too large for a double are refused.",
         "parseJson('{\"a\": [1, 2]}').a[1]", 2,
     ),
 )

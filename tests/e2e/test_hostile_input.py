@@ -1,0 +1,214 @@
+"""Hostile input through the public API (issue 7, classes 3, 4 and 6): JSON
+nested too deep to read back, text that is not valid Unicode, numbers too
+large to repeat in an error, and errors too large to cross gRPC. Each is a
+fast 422 naming the field and the limit, and nothing is stored."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from tests.e2e.conftest import Live
+from tests.e2e.test_render_path import create
+
+HTML = "<p>{{ title }}</p>"
+
+
+def deep(levels: int) -> Any:
+    value: Any = 1
+    for i in range(levels):
+        value = [value] if i % 2 else {"k": value}
+    return value
+
+
+def deep_text(levels: int) -> str:
+    """``deep(levels)`` as JSON text, built without recursion (the client's
+    own encoder gives up near 1,000 levels too)."""
+    text = "1"
+    for i in range(levels):
+        text = f"[{text}]" if i % 2 else f'{{"k": {text}}}'
+    return text
+
+
+def with_deep(body: dict[str, Any], levels: int) -> str:
+    """``body`` as JSON, with the string "DEEP" replaced by a deep value."""
+    return json.dumps(body).replace('"DEEP"', deep_text(levels))
+
+
+async def post_raw(live: Live, path: str, text: str, key: str | None = None,
+                   method: str = "POST") -> tuple[int, dict[str, Any]]:
+    """Send ``text`` as is, so it can carry escapes that json.dumps would not.
+    (A path of one template, without a sub-resource, is an update: PUT.)"""
+    if path.count("/") == 3 and path.startswith("/v1/templates/"):
+        method = "PUT"
+    async with live.http.request(method, f"{live.url}{path}", data=text.encode(),
+                                 headers={**live.auth(key), "Content-Type": "application/json"}
+                                 ) as r:
+        body: dict[str, Any] = await r.json(content_type=None)
+        return r.status, body
+
+
+async def template_ids(live: Live, key: str | None = None) -> list[str]:
+    async with live.http.get(f"{live.url}/v1/templates?pageSize=100",
+                             headers=live.auth(key)) as r:
+        assert r.status == 200, await r.text()
+        return [t["id"] for t in (await r.json())["templates"]]
+
+
+def assert_names(problem: dict[str, Any], field_prefix: str, *words: str) -> None:
+    assert problem["status"] == 422, problem
+    fields = [e["field"] for e in problem.get("errors", [])]
+    assert any(f.startswith(field_prefix) for f in fields), (field_prefix, problem)
+    text = json.dumps(problem)
+    for word in words:
+        assert word in text, (word, problem)
+
+
+# ------------------------------------------------------------ class 3: depth
+
+
+async def test_deeply_nested_json_is_422_naming_the_field_and_nothing_is_stored(
+        live: Live) -> None:
+    key = await live.stack.create_key("deep-tenant")
+    before = await template_ids(live, key)
+    spec = {"name": "d", "html": HTML, "width": 10, "height": 10}
+    cases: list[tuple[str, str, str]] = [
+        ("/v1/templates", with_deep({**spec, "sampleVariables": {"a": "DEEP"}}, 973),
+         "/sampleVariables/a"),
+        ("/v1/templates", with_deep({**spec, "sampleVariables": {"a": "DEEP"}}, 40),
+         "/sampleVariables/a"),
+        ("/v1/templates", with_deep({**spec, "variables": [
+            {"name": "x", "type": "object", "defaultValue": "DEEP"}]}, 200),
+         "/variables/0/defaultValue"),
+        ("/v1/templates", with_deep({**spec, "variables": "DEEP"}, 5000), "/variables"),
+    ]
+    for path, text, field in cases:
+        status, problem = await post_raw(live, path, text, key)
+        assert status == 422, (field, problem)
+        assert_names(problem, field, "LITHO_GATEWAY_JSON_MAX_DEPTH", "32 levels")
+    assert await template_ids(live, key) == before
+
+    template = await create(live, html=HTML)
+    for text, field in [(with_deep({"variables": {"title": "DEEP"}}, 973), "/variables/title"),
+                        (with_deep({"variables": {"title": "x", "o": "DEEP"}}, 33),
+                         "/variables/o")]:
+        status, problem = await post_raw(live, f"/v1/templates/{template['id']}/render", text)
+        assert_names(problem, field, "LITHO_GATEWAY_JSON_MAX_DEPTH")
+    status, problem = await post_raw(live, f"/v1/templates/{template['id']}",
+                                     with_deep({"sampleVariables": "DEEP"}, 99))
+    assert status == 422 and problem["errors"][0]["field"].startswith("/sampleVariables")
+    status, problem = await post_raw(live, "/v1/expressions/test", with_deep(
+        {"expression": "a", "variables": {"a": "DEEP"}}, 500))
+    assert_names(problem, "/variables/a", "LITHO_GATEWAY_JSON_MAX_DEPTH")
+    # Within the limit is fine, and the template still reads back.
+    ok = await create(live, html=HTML, sampleVariables={"a": deep(30)})
+    async with live.http.get(f"{live.url}/v1/templates/{ok['id']}", headers=live.auth()) as r:
+        assert r.status == 200 and (await r.json())["sampleVariables"] == {"a": deep(30)}
+    async with live.http.get(f"{live.url}/v1/templates/{template['id']}/versions",
+                             headers=live.auth()) as r:
+        assert r.status == 200 and len((await r.json())["versions"]) == 1
+    async with live.http.delete(f"{live.url}/v1/templates/{ok['id']}",
+                                headers=live.auth()) as r:
+        assert r.status == 204
+
+
+# -------------------------------------------------------- class 4: Unicode
+
+
+async def test_lone_surrogates_are_422_naming_the_field(live: Live) -> None:
+    key = await live.stack.create_key("surrogate-tenant")
+    before = await template_ids(live, key)
+    template = await create(live, html=HTML)
+    tid = template["id"]
+    cases = [
+        ("/v1/templates", '{"name": "n", "html": "<p>\\ud800</p>", "width": 9, "height": 9}',
+         "/html"),
+        ("/v1/templates", '{"name": "n\\udfff", "html": "<p/>", "width": 9, "height": 9}',
+         "/name"),
+        ("/v1/templates", '{"name": "n", "html": "<p/>", "width": 9, "height": 9, '
+                          '"sampleVariables": {"k\\ud83d": 1}}', "/sampleVariables/k"),
+        ("/v1/templates", '{"name": "n", "html": "<p/>", "width": 9, "height": 9, '
+                          '"variables": [{"name": "x", "type": "text", '
+                          '"defaultValue": "\\udc00"}]}', "/variables/0/defaultValue"),
+        (f"/v1/templates/{tid}", '{"html": "\\ud800{{ title }}"}', "/html"),
+        (f"/v1/templates/{tid}/render", '{"variables": {"title": "a\\ud800b"}}',
+         "/variables/title"),
+        (f"/v1/templates/{tid}/render", '{"variables": {"t\\ud800": "x"}}', "/variables/t"),
+        (f"/template/{tid}/render", '{"variables": {"title": ["\\udbff"]}}',
+         "/variables/title/0"),
+        (f"/v1/templates/{tid}/pdf", '{"variableSets": [{"title": "\\ud800"}]}',
+         "/variableSets/0/title"),
+        ("/v1/expressions/test", '{"expression": "\\ud800 + 1"}', "/expression"),
+        ("/v1/expressions/test", '{"expression": "a", "variables": {"a": "\\ud800"}}',
+         "/variables/a"),
+        ("/v1/expressions/validate", '{"expression": "x\\ud800"}', "/expression"),
+        ("/v1/expressions/validate", '{"template": "{{ \\udfff }}"}', "/template"),
+        ("/v1/signed-urls", '{"templateId": "' + tid + '", "variables": {"title": "\\ud800"}}',
+         "/variables/title"),
+    ]
+    for path, text, field in cases:
+        status, problem = await post_raw(live, path, text, key if path == "/v1/templates"
+                                         else None)
+        assert status == 422, (path, text, problem)
+        assert_names(problem, field, "not valid Unicode")
+    assert await template_ids(live, key) == before
+    async with live.http.get(f"{live.url}/v1/templates/{tid}", headers=live.auth()) as r:
+        assert (await r.json())["version"] == 1  # the refused update stored nothing
+
+
+async def test_urls_that_are_not_valid_utf8_are_422(live: Live) -> None:
+    template = await create(live, html=HTML)
+    async with live.http.post(f"{live.url}/v1/signed-urls", headers=live.auth(),
+                              json={"templateId": template["id"],
+                                    "variables": {"title": "ok"}}) as r:
+        url = (await r.json())["url"]
+    parts = urlsplit(url)
+    query = "&".join(f"{k}={v}" for k, v in parse_qsl(parts.query) if k != "title")
+    for bad in (f"{parts.path}?title=%ED%A0%80&{query}",
+                f"{parts.path}?ti%ED%B0%80tle=x&{query}",
+                f"{parts.path}?title=%FF&{query}",
+                "/r/tpl_%ED%A0%80.png?sig=" + "0" * 64):
+        async with live.http.get(live.url + bad, allow_redirects=False) as r:
+            assert r.status == 422, (bad, await r.text())
+            assert "not valid UTF-8" in (await r.json())["detail"]
+    async with live.http.get(f"{live.url}/v1/templates?pageToken=%ED%A0%80",
+                             headers=live.auth()) as r:
+        assert r.status == 422
+        assert (await r.json())["errors"][0]["field"] == "pageToken"
+    async with live.http.get(url) as r:
+        assert r.status == 200  # the untouched URL still renders
+
+
+# ------------------------------------------------------ class 6: big numbers
+
+
+async def test_huge_numbers_are_422_not_429(live: Live) -> None:
+    template = await create(live, html="<p>{{ x * 2 }}</p>")
+    for literal in ("9" * 4000, "9" * 5000, "1" + "0" * 40, "1e400", "-" + "7" * 100):
+        text = '{"variables": {"x": ' + literal + "}}"
+        status, problem = await post_raw(live, f"/v1/templates/{template['id']}/render", text)
+        assert status == 422, (literal[:10], problem)
+        assert_names(problem, "/variables/x", "LITHO_GATEWAY_JSON_MAX_NUMBER_CHARS")
+        assert len(json.dumps(problem)) < 2000  # the number is not repeated
+        status, problem = await post_raw(
+            live, "/v1/expressions/test",
+            '{"expression": "x * 2", "variables": {"x": ' + literal + "}}")
+        assert status == 422, problem
+    # What fits the limit still renders.
+    status, result = await post_raw(live, f"/v1/templates/{template['id']}/render",
+                                    '{"variables": {"x": 123456789012345678}}')
+    assert status == 200, result
+
+
+async def test_an_error_too_large_for_grpc_metadata_stays_a_clipped_422(live: Live) -> None:
+    # Hundreds of syntax errors, each quoting a long token: the template
+    # service's refusal is larger than gRPC's 8 KiB metadata limit.
+    html = "".join(f"<p>{{{{ {'a' * 300}{i} + }}}}</p>" for i in range(300))
+    status, problem = await post_raw(live, "/v1/templates", json.dumps(
+        {"name": "broken", "html": html, "width": 10, "height": 10}))
+    assert status == 422, problem
+    assert problem["errors"] and len(problem["errors"]) <= 20
+    assert all(len(e["message"]) <= 300 for e in problem["errors"])
+    assert len(problem["detail"]) <= 500 and "more problems" in problem["detail"]
+    assert all(e["field"] == "html" for e in problem["errors"])

@@ -1,0 +1,98 @@
+"""Where an expansion runs: cheap ones on the event loop, the rest in a worker.
+
+Uses the real service class over the embedded SQLite document store; only the
+expander is wrapped, to record which thread ran each attempt.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from litho.docstore import open_document_store
+from litho.errors import InvalidArgument
+from services.template._lang import LangExpander
+from services.template._model import Limits, Spec
+from services.template._service import Templates
+from services.template._store import TemplateRepository
+
+
+class RecordingExpander(LangExpander):
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[bool, int | None]] = []  # (on the loop's thread, step cap)
+
+    def expand(self, source: str, variables: Mapping[str, Any], *, max_output: int,
+               timeout: float | None = None, step_cap: int | None = None) -> str:
+        self.calls.append((threading.current_thread() is threading.main_thread(), step_cap))
+        return super().expand(source, variables, max_output=max_output, timeout=timeout,
+                              step_cap=step_cap)
+
+
+@pytest.fixture
+async def service(tmp_path: Path) -> AsyncIterator[tuple[Templates, RecordingExpander]]:
+    store = await open_document_store(f"sqlite:///{tmp_path}/t.db", "litho")
+    repo = TemplateRepository(store, version_cache_size=16)
+    await repo.prepare()
+    expander = RecordingExpander()
+    limits = Limits(max_html_bytes=512 * 1024, max_dimension=5000,
+                    max_variables_bytes=256 * 1024, max_output_bytes=2 * 1024 * 1024)
+    try:
+        yield Templates(repo, expander, limits, max_pattern_input=10_000,
+                        expand_timeout=5.0), expander
+    finally:
+        await store.close()
+
+
+async def make(templates: Templates, html: str) -> str:
+    created = await templates.create("t1", Spec(name="t", html=html, width=100, height=100))
+    return created.id
+
+
+async def test_a_cheap_expansion_runs_on_the_loop(
+    service: tuple[Templates, RecordingExpander],
+) -> None:
+    templates, expander = service
+    template_id = await make(templates, "<p>{{ title | uppercase }}</p>")
+    expansion = await templates.expand("t1", template_id, 0, '{"title": "hi"}')
+    assert expansion.html == "<p>HI</p>"
+    assert expander.calls == [(True, 20_000)]
+
+
+async def test_an_expensive_one_is_stopped_and_finished_in_a_worker(
+    service: tuple[Templates, RecordingExpander],
+) -> None:
+    templates, expander = service
+    template_id = await make(
+        templates, "{{ for a in xs }}{{ for b in xs }}{{ if a == b }}{{ a }},{{ end }}"
+                   "{{ end }}{{ end }}")
+    variables = json.dumps({"xs": list(range(90))})
+    expansion = await templates.expand("t1", template_id, 0, variables)
+    assert expansion.html == "".join(f"{i}," for i in range(90))
+    assert expander.calls == [(True, 20_000), (False, None)]
+
+
+async def test_large_inputs_go_straight_to_a_worker(
+    service: tuple[Templates, RecordingExpander],
+) -> None:
+    templates, expander = service
+    template_id = await make(templates, "{{ length(s) }}")
+    expansion = await templates.expand("t1", template_id, 0, json.dumps({"s": "x" * 40_000}))
+    assert expansion.html == "40000"
+    assert expander.calls == [(False, None)]
+
+
+async def test_the_budget_is_the_same_in_a_worker(
+    service: tuple[Templates, RecordingExpander],
+) -> None:
+    templates, _ = service
+    template_id = await make(templates, "{{ for x in xs }}{{ if big == big }}.{{ end }}{{ end }}")
+    variables = json.dumps({"xs": list(range(5000)), "big": list(range(5000))})
+    with pytest.raises(InvalidArgument) as caught:
+        await templates.expand("t1", template_id, 0, variables)
+    assert "LITHO_TEMPLATE_MAX_STEPS" in caught.value.message
