@@ -59,6 +59,7 @@ async def main(stop: asyncio.Event) -> None:
         servicer = TemplateServicer(
             Templates(repo, expander, limits,
                       max_pattern_input=settings.template_max_pattern_input,
+                      max_pattern_work=settings.template_max_pattern_work,
                       expand_timeout=settings.template_expand_timeout),
             max_variables_bytes=settings.template_max_variables_bytes,
             json_limits=limits.json,

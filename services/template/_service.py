@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
+from collections import OrderedDict
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from litho.errors import FieldError, InvalidArgument
 from services.template._lang import (
@@ -12,11 +15,21 @@ from services.template._lang import (
     FunctionInfo,
     LangExpander,
     StepCapReached,
+    deadline_message,
     result_type,
 )
 from services.template._model import Limits, Spec, Template, check_spec, parse_json_object
 from services.template._store import TemplateRepository
-from services.template._variables import apply_definitions, coerce_strings, parse_definitions
+from services.template._variables import (
+    DEFAULT_MAX_PATTERN_WORK,
+    VariableDefinition,
+    apply_definitions,
+    coerce_strings,
+    parse_definitions,
+)
+
+K = TypeVar("K")
+V = TypeVar("V")
 
 
 @dataclass(frozen=True)
@@ -40,13 +53,17 @@ class Templates:
         *,
         max_pattern_input: int,
         expand_timeout: float,
+        max_pattern_work: int = DEFAULT_MAX_PATTERN_WORK,
     ) -> None:
         self._repo = repo
         self._expander = expander
         self._engine: Engine = expander.engine
         self._limits = limits
         self._max_pattern_input = max_pattern_input
+        self._max_pattern_work = max_pattern_work
         self._expand_timeout = expand_timeout
+        self._definitions: _Lru[tuple[str, str, int], list[VariableDefinition]] = _Lru(
+            _DEFINITIONS_CACHE_SIZE)
 
     def _check(self, spec: Spec, *, creating: bool) -> Spec:
         """Every problem with ``spec``, raised together; the spec with its
@@ -108,43 +125,76 @@ class Templates:
         if version < 0:
             raise InvalidArgument("version must be 1 or more",
                                   errors=[FieldError("version", "must be 1 or more")])
+        deadline = time.monotonic() + self._expand_timeout
         template = (
             await self._repo.version(tenant_id, template_id, version)
             if version
             else await self._repo.latest(tenant_id, template_id)
         )
-        if len(template.html) + len(variables_json) <= _INLINE_BYTES:
+        small = len(template.html) + len(variables_json) <= _INLINE_BYTES
+        if small and self._definitions_ready(template, len(variables_json)):
             # A typical card expands in ~40 µs, less than a hop to a thread; one
             # that needs more than a few milliseconds of steps is stopped and
             # expanded again in a worker, so no template can hold the loop.
             try:
-                html = self._expand_sync(template, variables_json, coerce, _INLINE_STEPS)
+                html = self._expand_sync(template, variables_json, coerce, _INLINE_STEPS,
+                                         deadline)
             except StepCapReached:
                 html = await asyncio.to_thread(
-                    self._expand_sync, template, variables_json, coerce, None)
+                    self._expand_sync, template, variables_json, coerce, None, deadline)
         else:
             html = await asyncio.to_thread(
-                self._expand_sync, template, variables_json, coerce, None)
+                self._expand_sync, template, variables_json, coerce, None, deadline)
         return Expansion(template=template, html=html)
+
+    def _definitions_ready(self, template: Template, variables_size: int) -> bool:
+        """Whether the template's definitions are parsed (their patterns
+        compiled) already, and matching them against variables of this size
+        stays cheap: compiling and heavy matching are left to a worker."""
+        if not template.variable_definitions:
+            return True
+        definitions = self._definitions.get(_version_key(template))
+        if definitions is None:
+            return False
+        program = sum(d.validation.pattern.size for d in definitions if d.validation.pattern)
+        return program * variables_size <= _INLINE_PATTERN_WORK
+
+    def _definitions_of(self, template: Template) -> list[VariableDefinition]:
+        key = _version_key(template)
+        definitions = self._definitions.get(key)
+        if definitions is None:
+            try:
+                definitions = parse_definitions(template.variable_definitions)
+            except InvalidArgument as exc:
+                # Saved before a rule changed (patterns became RE2 syntax).
+                raise InvalidArgument(
+                    "the template's saved variable definitions are no longer valid; "
+                    "update the template to fix them", errors=exc.errors) from None
+            self._definitions.put(key, definitions)
+        return definitions
 
     def _expand_sync(
         self, template: Template, variables_json: str, coerce: bool, step_cap: int | None,
+        deadline: float,
     ) -> str:
         """Parse, check and expand: CPU-bound, bounded by the language's steps
-        and by the expansion deadline."""
+        and by the expansion deadline, which also covers checking the variables."""
         variables: dict[str, Any] = parse_json_object(
             variables_json, field="variables", max_bytes=self._limits.max_variables_bytes,
             json_limits=self._limits.json,
         )
         if template.variable_definitions:
-            definitions = parse_definitions(template.variable_definitions)
+            definitions = self._definitions_of(template)
             if coerce:
-                variables = coerce_strings(definitions, variables)
+                variables = coerce_strings(definitions, variables, self._limits.json)
             variables = apply_definitions(definitions, variables,
-                                          max_pattern_input=self._max_pattern_input)
+                                          max_pattern_input=self._max_pattern_input,
+                                          max_pattern_work=self._max_pattern_work)
+            if time.monotonic() > deadline:
+                raise InvalidArgument(deadline_message(self._expand_timeout))
         return self._expander.expand(
             template.html, variables, max_output=self._limits.max_output_bytes,
-            timeout=self._expand_timeout, step_cap=step_cap,
+            timeout=self._expand_timeout, deadline=deadline, step_cap=step_cap,
         )
 
     # ------------------------------------------------------------ the language
@@ -167,8 +217,9 @@ class Templates:
         variables = parse_json_object(
             variables_json, field="variables", max_bytes=self._limits.max_variables_bytes,
             json_limits=self._limits.json)
-        value = self._engine.evaluate_expression(expression, variables,
-                                                 timeout=self._expand_timeout)
+        value = self._engine.evaluate_expression(
+            expression, variables, timeout=self._expand_timeout,
+            max_output=self._limits.max_output_bytes)
         return value, result_type(value)
 
     def functions(self) -> list[FunctionInfo]:
@@ -182,6 +233,38 @@ class Templates:
 #: pattern whose automaton outgrows its memory matches at ~4 µs a character.
 _INLINE_BYTES = 8 * 1024
 _INLINE_STEPS = 20_000
+#: Characters × pattern instructions matched on the loop at most (~3 ms).
+_INLINE_PATTERN_WORK = 1_000_000
+
+
+#: Parsed variable definitions (with compiled patterns) kept, by version.
+_DEFINITIONS_CACHE_SIZE = 256
+
+
+def _version_key(template: Template) -> tuple[str, str, int]:
+    return template.tenant_id, template.id, template.version
+
+
+class _Lru(Generic[K, V]):
+    """A small thread-safe LRU (expansions read it from worker threads)."""
+
+    def __init__(self, size: int) -> None:
+        self._items: OrderedDict[K, V] = OrderedDict()
+        self._size = size
+        self._lock = threading.Lock()
+
+    def get(self, key: K) -> V | None:
+        with self._lock:
+            value = self._items.get(key)
+            if value is not None:
+                self._items.move_to_end(key)
+            return value
+
+    def put(self, key: K, value: V) -> None:
+        with self._lock:
+            self._items[key] = value
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
 
 
 def _page_size(requested: int) -> int:

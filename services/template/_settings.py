@@ -32,6 +32,9 @@ class TemplateSettings(BaseServiceSettings):
     template_expand_timeout: float = Field(default=5.0, gt=0, le=60)
     #: Longest text a variable's validation pattern is run on.
     template_max_pattern_input: int = Field(default=10_000, gt=0)
+    #: Characters × pattern instructions matched in one render (RE2's worst
+    #: case is a few ns each): bounds the time validation patterns may take.
+    template_max_pattern_work: int = Field(default=100_000_000, gt=0)
     #: Deepest nesting of objects and arrays in any JSON value received
     #: (sample variables, variable definitions, render variables): what is
     #: stored must be readable back by every layer (MongoDB stops at 100).

@@ -18,7 +18,6 @@ A value longer than ``max_pattern_input`` characters
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Mapping
@@ -27,6 +26,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
+from litho import jsonlimits
 from litho.errors import FieldError, InvalidArgument
 from services.template._patterns import Pattern, PatternError, compile_pattern
 
@@ -34,6 +34,10 @@ TYPES = ("text", "number", "boolean", "color", "image", "date", "list", "object"
 #: Characters of a value a pattern is run on, at most.
 DEFAULT_MAX_PATTERN_INPUT = 10_000
 PATTERN_INPUT_SETTING = "LITHO_TEMPLATE_MAX_PATTERN_INPUT"
+#: Characters × pattern instructions matched in one render, at most: ~3 ns
+#: each at worst, so the default bounds pattern matching to ~0.3 s.
+DEFAULT_MAX_PATTERN_WORK = 100_000_000
+PATTERN_WORK_SETTING = "LITHO_TEMPLATE_MAX_PATTERN_WORK"
 MAX_PATTERN_LENGTH = 500
 MAX_DEFINITIONS = 200
 
@@ -288,7 +292,18 @@ def _type_problem(kind: str, value: Any) -> str | None:
     return None if ok else wanted
 
 
-def _problems(definition: VariableDefinition, value: Any, max_pattern_input: float) -> list[str]:
+class _Work:
+    """What is left of one render's pattern-matching budget."""
+
+    __slots__ = ("left", "limit")
+
+    def __init__(self, limit: float) -> None:
+        self.limit = limit
+        self.left = limit
+
+
+def _problems(definition: VariableDefinition, value: Any, max_pattern_input: float,
+              work: _Work | None = None) -> list[str]:
     """What is wrong with a present (non-null) value; empty when nothing is."""
     problem = _type_problem(definition.type, value)
     if problem is not None:
@@ -309,11 +324,21 @@ def _problems(definition: VariableDefinition, value: Any, max_pattern_input: flo
         if rules.max is not None and value > rules.max:
             problems.append(f"must be at most {rules.max}")
     if rules.pattern is not None and isinstance(value, str):
+        cost = len(value) * rules.pattern.size
         if len(value) > max_pattern_input:
             problems.append(f"is longer than the {int(max_pattern_input)} characters a pattern "
                             f"is checked against (setting {PATTERN_INPUT_SETTING})")
-        elif not rules.pattern.fullmatch(value):
-            problems.append(f"must match the pattern {rules.pattern.source}")
+        elif work is not None and cost > work.left:
+            problems.append(f"needs more pattern matching than one render may do: its "
+                            f"{len(value)} characters against a pattern of "
+                            f"{rules.pattern.size} instructions (limit {int(work.limit)} "
+                            f"characters × instructions per render, setting "
+                            f"{PATTERN_WORK_SETTING})")
+        else:
+            if work is not None:
+                work.left -= cost
+            if not rules.pattern.fullmatch(value):
+                problems.append(f"must match the pattern {rules.pattern.source}")
     if rules.enum is not None and not any(_same(value, option) for option in rules.enum):
         shown = ", ".join(repr(option) if isinstance(option, str) else str(option)
                           for option in rules.enum[:10])
@@ -332,12 +357,14 @@ def apply_definitions(
     variables: Mapping[str, Any],
     *,
     max_pattern_input: int = DEFAULT_MAX_PATTERN_INPUT,
+    max_pattern_work: int = DEFAULT_MAX_PATTERN_WORK,
 ) -> dict[str, Any]:
     """The variables with defaults filled in; raises InvalidArgument listing every
     offending variable (the field is the variable's name). Variables without a
     definition pass through untouched."""
     result = dict(variables)
     errors: list[FieldError] = []
+    work = _Work(max_pattern_work)
     for definition in definitions:
         value = variables.get(definition.name)
         if value is None:
@@ -347,7 +374,7 @@ def apply_definitions(
                 errors.append(FieldError(definition.name, "is required"))
             continue
         errors.extend(FieldError(definition.name, problem)
-                      for problem in _problems(definition, value, max_pattern_input))
+                      for problem in _problems(definition, value, max_pattern_input, work))
     if errors:
         raise InvalidArgument("some variables are invalid", errors=errors)
     return result
@@ -358,11 +385,14 @@ _FALSE = {"false", "0", "no", "off", ""}
 
 
 def coerce_strings(
-    definitions: list[VariableDefinition], variables: Mapping[str, Any]
+    definitions: list[VariableDefinition], variables: Mapping[str, Any],
+    json_limits: jsonlimits.JsonLimits,
 ) -> dict[str, Any]:
     """Variables that arrived as text (a URL query), converted to their defined
     type where the text reads as one; anything else is left for
-    :func:`apply_definitions` to report."""
+    :func:`apply_definitions` to report. Lists and objects are parsed under
+    the same limits as any JSON the service receives, and a value over one
+    is refused naming the variable."""
     result = dict(variables)
     for definition in definitions:
         value = result.get(definition.name)
@@ -370,6 +400,10 @@ def coerce_strings(
             continue
         text = value.strip()
         if definition.type == "number":
+            if len(text) > json_limits.max_number_chars:
+                raise InvalidArgument("some variables are invalid", errors=[FieldError(
+                    definition.name, f"is a number longer than {json_limits.max_number_chars} "
+                                     f"characters (setting {json_limits.number_setting})")])
             try:
                 number = float(text)
             except ValueError:
@@ -381,7 +415,10 @@ def coerce_strings(
             result[definition.name] = text.lower() in _TRUE
         elif definition.type in ("list", "object"):
             try:
-                parsed = json.loads(text)
+                parsed = jsonlimits.loads(text, json_limits)
+            except jsonlimits.JsonLimitError as exc:
+                raise InvalidArgument("some variables are invalid", errors=[FieldError(
+                    definition.name + exc.path, exc.problem)]) from None
             except ValueError:
                 continue
             if isinstance(parsed, list if definition.type == "list" else dict):

@@ -138,3 +138,95 @@ def test_huge_integers_are_shown_short_in_errors() -> None:
     text = " ".join([caught.value.message, *(e.message for e in caught.value.errors)])
     assert len(text) < 400, text
     assert "4001 digits" in text or "too large" in text
+
+
+def test_a_difference_found_last_still_pays_for_the_whole_queue() -> None:
+    # Arrays equal but for their last item: the walk queues every pair before
+    # it meets the difference, and the queue is paid for.
+    a = list(range(N))
+    b = [*a[:-1], -1]
+    assert over_budget("{{ a == b }}", engine(N // 4), a=a, b=b)
+    assert not over_budget("{{ a == b }}", engine(40 * N), a=a, b=b)
+
+
+@pytest.mark.parametrize("source", [
+    "{{ s * 2 }}", "{{ -s }}", "{{ round(s) }}", "{{ padStart('x', s) }}",
+    "{{ number(s) }}",
+])
+def test_long_text_is_not_read_as_a_number(source: str) -> None:
+    # A run of digits that ends in a letter: an ambiguous number pattern took
+    # time quadratic in its length (minutes for 64,000 characters).
+    s = "1" * 64_000 + "x"
+    with pytest.raises(InvalidArgument) as caught:
+        render(source, Engine(), s=s)
+    assert "expected a number" in caught.value.message or "cannot" in caught.value.message
+
+
+def test_long_text_has_no_order_with_numbers() -> None:
+    assert render("{{ s < 1 }}|{{ s >= 1 }}", Engine(), s="1" * 64_000 + "x") == "false|false"
+
+
+def test_text_that_is_a_number_still_reads_as_one() -> None:
+    assert render("{{ s * 2 }}|{{ t < 1 }}|{{ u * 1 }}", Engine(),
+                  s="21", t=" 0.5 ", u="-1e3") == "42|true|-1000"
+
+
+@pytest.mark.parametrize("source", [
+    "{{ for x in xs }}{{ number(x) }}{{ end }}",
+    "{{ for x in xs }}{{ currency(x) }}{{ end }}",
+    "{{ for x in xs }}{{ date(x) }}{{ end }}",
+])
+def test_formatting_calls_pay_their_fixed_cost(source: str) -> None:
+    # About 20-50 µs each in Babel: a thousand calls cost tens of thousands of steps.
+    xs = list(range(1000))
+    assert over_budget(source, engine(15_000), xs=xs)
+    assert not over_budget(source, engine(200_000), xs=xs)
+
+
+def test_loading_locales_and_zones_is_charged(monkeypatch: pytest.MonkeyPatch) -> None:
+    from services.template._lang._functions import _locale
+
+    monkeypatch.setattr(_locale, "_LOCALES", _locale._Cache(128))
+    monkeypatch.setattr(_locale, "_ZONES", _locale._Cache(128))
+    locales = ["de-DE", "fr-FR", "ja-JP", "pt-BR", "sv-SE", "pl-PL", "tr-TR", "ko-KR"]
+    zones = ["Europe/Paris", "Asia/Tokyo", "America/Lima", "Africa/Cairo"]
+    source = "{{ for l in ls }}{{ for z in zs }}{{ date(0, 'H', z, l) }}{{ end }}{{ end }}"
+    cold = len(locales) * _locale.COLD_LOCALE_STEPS + len(zones) * _locale.COLD_ZONE_STEPS
+    assert over_budget(source, engine(cold), ls=locales, zs=zones)
+    # Now cached: the same render costs a fraction of that.
+    assert not over_budget(source, engine(cold // 2), ls=locales, zs=zones)
+
+
+def test_long_key_paths_are_charged_per_item() -> None:
+    items = [{"a": {"b": i}} for i in range(1000)]
+    key = "a" + ".b" * 2000
+    assert over_budget("{{ length(sort(items, k)) }}", engine(100_000), items=items, k=key)
+    assert over_budget("{{ length(pluck(items, k)) }}", engine(100_000), items=items, k=key)
+    assert render("{{ pluck(sort(items, 'a.b'), 'a.b') | first }}", engine(100_000),
+                  items=items) == "0"
+
+
+def test_searching_text_is_charged_for_the_worst_case() -> None:
+    haystack = "a" * 200_000
+    needle = "a" * 97 + "ba"
+    for source in ("{{ contains(h, n) }}", "{{ indexOf(h, n) }}"):
+        assert over_budget(source, engine(1000), h=haystack, n=needle)
+        assert not over_budget(source, engine(10_000), h=haystack, n=needle)
+
+
+def test_parse_json_is_held_to_the_nesting_limit() -> None:
+    ok = "[" * 64 + "]" * 64
+    assert render("{{ length(json(parseJson(t))) }}", Engine(), t=ok) == "128"
+    with pytest.raises(InvalidArgument) as caught:
+        render("{{ parseJson(t) }}", Engine(), t="[" * 200 + "]" * 200)
+    assert "LITHO_TEMPLATE_MAX_DEPTH" in caught.value.message
+
+
+def test_an_expression_result_too_large_to_send_back_is_refused() -> None:
+    # 200,000 characters of 'é': more than the limit in JSON text.
+    with pytest.raises(InvalidArgument) as caught:
+        Engine().evaluate_expression("padStart('', 200000, 'é')", {}, max_output=100_000)
+    assert caught.value.errors[0].field == "expression"
+    assert "LITHO_TEMPLATE_MAX_OUTPUT_BYTES" in caught.value.message
+    assert Engine().evaluate_expression("padStart('', 10, 'é')", {}, max_output=100_000) == (
+        "é" * 10)

@@ -297,3 +297,23 @@ def test_parse_json_refuses_what_could_not_be_sent_on(text: str, message: str) -
 def test_parse_json_keeps_valid_pairs_and_escaped_backslashes() -> None:
     value = ENGINE.evaluate_expression("parseJson(t)", {"t": '["\\ud83d\\ude00", "a\\\\ud800"]'})
     assert value == ["\U0001F600", "a\\ud800"]
+
+
+def test_thousands_of_misspellings_get_suggestions_only_for_those_reported(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from services.template._lang._functions._registry import Registry
+
+    calls = 0
+    suggest = Registry.suggest
+
+    def counting(self: Registry, name: str) -> str | None:
+        nonlocal calls
+        calls += 1
+        return suggest(self, name)
+
+    monkeypatch.setattr(Registry, "suggest", counting)
+    errors = ENGINE.check("{{ fooo(a) }}" * 5000)
+    assert len(errors) == 101
+    assert "did you mean 'floor'" in errors[0].message
+    assert calls <= 100  # a fuzzy match each, not 5,000

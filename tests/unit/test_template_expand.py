@@ -28,10 +28,11 @@ class RecordingExpander(LangExpander):
         self.calls: list[tuple[bool, int | None]] = []  # (on the loop's thread, step cap)
 
     def expand(self, source: str, variables: Mapping[str, Any], *, max_output: int,
-               timeout: float | None = None, step_cap: int | None = None) -> str:
+               timeout: float | None = None, deadline: float | None = None,
+               step_cap: int | None = None) -> str:
         self.calls.append((threading.current_thread() is threading.main_thread(), step_cap))
         return super().expand(source, variables, max_output=max_output, timeout=timeout,
-                              step_cap=step_cap)
+                              deadline=deadline, step_cap=step_cap)
 
 
 @pytest.fixture
@@ -96,3 +97,36 @@ async def test_the_budget_is_the_same_in_a_worker(
     with pytest.raises(InvalidArgument) as caught:
         await templates.expand("t1", template_id, 0, variables)
     assert "LITHO_TEMPLATE_MAX_STEPS" in caught.value.message
+
+
+async def test_patterns_are_compiled_in_a_worker_then_matched_inline(
+    service: tuple[Templates, RecordingExpander],
+) -> None:
+    templates, expander = service
+    created = await templates.create("t1", Spec(
+        name="t", html="<p>{{ code }}</p>", width=100, height=100,
+        variable_definitions=[{"name": "code", "type": "text",
+                               "validation": {"pattern": "[A-Z]{3}"}}]))
+    for _ in range(2):
+        expansion = await templates.expand("t1", created.id, 0, '{"code": "ABC"}')
+        assert expansion.html == "<p>ABC</p>"
+    # The first expansion parsed the definitions (compiling the pattern) in a
+    # worker; the second found them cached and stayed on the loop.
+    assert expander.calls == [(False, None), (True, 20_000)]
+
+
+async def test_definitions_saved_under_older_rules_are_named_at_render(
+    service: tuple[Templates, RecordingExpander],
+) -> None:
+    templates, _ = service
+    # Written straight to the store, as a template saved before patterns
+    # became RE2 syntax would be: lookahead is no longer accepted.
+    repo = templates._repo
+    created = await repo.create("t1", Spec(
+        name="t", html="<p>{{ code }}</p>", width=100, height=100,
+        variable_definitions=[{"name": "code", "type": "text",
+                               "validation": {"pattern": "(?=A)[A-Z]{3}"}}]))
+    with pytest.raises(InvalidArgument) as caught:
+        await templates.expand("t1", created.id, 0, '{"code": "ABC"}')
+    assert "no longer valid; update the template" in caught.value.message
+    assert caught.value.errors[0].field == "variables[0].validation.pattern"

@@ -6,9 +6,11 @@ from typing import Any
 import pytest
 
 from litho.errors import FieldError, InvalidArgument
+from litho.jsonlimits import JsonLimits
 from services.template._variables import (
     VariableDefinition,
     apply_definitions,
+    coerce_strings,
     parse_definitions,
 )
 
@@ -281,6 +283,63 @@ def test_coerce_strings_converts_query_text_to_defined_types() -> None:
         {"name": "bad", "type": "number"},
     ])
     out = coerce_strings(defs, {"n": "49", "f": "4.5", "b": "true", "l": "[1,2]",
-                                "o": '{"a":1}', "t": "007", "bad": "lots", "free": "x"})
+                                "o": '{"a":1}', "t": "007", "bad": "lots", "free": "x"},
+                         JsonLimits())
     assert out == {"n": 49, "f": 4.5, "b": True, "l": [1, 2], "o": {"a": 1}, "t": "007",
                    "bad": "lots", "free": "x"}
+
+
+@pytest.mark.parametrize(("name", "text", "field", "message"), [
+    ("items", '["\\ud800"]', "items/0", "not valid Unicode"),
+    ("items", "[" * 3000 + "]" * 3000, "items/0/0/0", "nested more than 3 levels"),
+    ("items", "[" + "1" * 4000 + "]", "items/0", "LITHO_TEMPLATE_JSON_MAX_NUMBER_CHARS"),
+    ("doc", '{"a": 1e400}', "doc/a", "LITHO_TEMPLATE_JSON_MAX_NUMBER_CHARS"),
+    ("n", "9" * 300, "n", "longer than 32 characters"),
+])
+def test_query_text_is_held_to_the_json_limits(
+    name: str, text: str, field: str, message: str,
+) -> None:
+    # Values from a signed URL's query arrive as text and are parsed here, so
+    # they meet the same limits as JSON bodies: a 422 naming the variable.
+    defs = parse_definitions([{"name": "items", "type": "list"}, {"name": "doc", "type": "object"},
+                              {"name": "n", "type": "number"}])
+    limits = JsonLimits(max_depth=3, number_setting="LITHO_TEMPLATE_JSON_MAX_NUMBER_CHARS")
+    with pytest.raises(InvalidArgument) as caught:
+        coerce_strings(defs, {name: text}, limits)
+    [error] = caught.value.errors
+    assert error.field == field
+    assert message in error.message
+
+
+def test_query_text_that_is_not_json_is_left_for_the_type_check() -> None:
+    defs = parse_definitions([{"name": "items", "type": "list"}])
+    assert coerce_strings(defs, {"items": "[1,"}, JsonLimits()) == {"items": "[1,"}
+
+
+@pytest.mark.parametrize("pattern", [
+    r"(?:.{0,999}a.{0,999}b)*", r"[\p{L}\p{N} ]{1,50}", r"(?:\pL|\pN){0,400}",
+])
+def test_patterns_too_costly_to_compile_or_match_are_refused_on_save(pattern: str) -> None:
+    [error] = definition_errors([{"name": "v", "type": "text",
+                                  "validation": {"pattern": pattern}}])
+    assert error.field == "variables[0].validation.pattern"
+    assert "pattern too" in error.message  # "too complex" or RE2's "too large"
+
+
+def test_pattern_matching_per_render_is_bounded_by_work() -> None:
+    # Each value costs its length × the pattern's program size; RE2's NFA
+    # takes a few ns for each, so the budget bounds the time.
+    definitions = parse_definitions([
+        {"name": f"v{i}", "type": "text", "validation": {"pattern": r"(?:.{0,200}a.{0,200}b)*"}}
+        for i in range(3)
+    ])
+    size = definitions[0].validation.pattern.size if definitions[0].validation.pattern else 0
+    assert size > 1000
+    values = {f"v{i}": "ab" * 2000 for i in range(3)}
+    budget = 2 * 4000 * size  # two of the three values
+    with pytest.raises(InvalidArgument) as caught:
+        apply_definitions(definitions, values, max_pattern_work=budget)
+    [error] = caught.value.errors
+    assert error.field == "v2"
+    assert "LITHO_TEMPLATE_MAX_PATTERN_WORK" in error.message
+    assert apply_definitions(definitions, values, max_pattern_work=3 * 4000 * size) == values

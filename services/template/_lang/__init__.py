@@ -18,7 +18,7 @@ from services.template._lang._engine import (
     result_type,
     validate_expression,
 )
-from services.template._lang._errors import StepCapReached
+from services.template._lang._errors import StepCapReached, deadline_message
 from services.template._lang._expander import LangExpander
 from services.template._lang._functions import FunctionInfo
 from services.template._lang._limits import SETTING_NAMES, Limits
@@ -33,6 +33,7 @@ __all__ = [
     "LangExpander",
     "Limits",
     "StepCapReached",
+    "deadline_message",
     "discover_variables",
     "evaluate_expression",
     "list_functions",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from html import escape
+from time import monotonic
 from typing import Any
 
 from services.template._lang._ast import (
@@ -259,9 +260,10 @@ def _call(expr: Call, registry: Registry) -> Eval:
         raise ValueError(f"unknown function {expr.name!r}")
     impl, name, offset = function.impl, function.name, expr.offset
     args = [compile_expr(arg, registry) for arg in expr.args]
+    price = 1 + function.cost
 
     def call(rt: Runtime) -> Any:
-        rt.steps += 1
+        rt.steps += price
         if rt.steps > rt.max_steps:
             rt.out_of_steps(offset)
         values = [arg(rt) for arg in args]
@@ -270,6 +272,10 @@ def _call(expr: Call, registry: Registry) -> Eval:
                 rt.charge_value(value)
             result = impl(rt, *values)
             rt.charge_value(result)
+            # A function's work may be charged after it is done: look at the
+            # clock after every call (~50 ns), not only at checkpoints.
+            if rt.deadline is not None and monotonic() > rt.deadline:
+                rt.past_deadline(offset)
         except ArgumentError as exc:
             raise EvalError(f"{name}: {exc}", offset) from None
         except EvalError as exc:

@@ -23,6 +23,7 @@ from services.template._lang._compiler import (
 from services.template._lang._document import parse_document, parse_expression
 from services.template._lang._errors import (
     EvalError,
+    LimitExceeded,
     Problem,
     field_errors,
     limit_message,
@@ -31,7 +32,7 @@ from services.template._lang._errors import (
 from services.template._lang._functions import FunctionInfo, Registry, default_registry
 from services.template._lang._limits import Limits
 from services.template._lang._runtime import Clock, Runtime
-from services.template._lang._values import type_name
+from services.template._lang._values import json_text, type_name
 
 _TEMPLATE_FIELD = "html"
 _EXPRESSION_FIELD = "expression"
@@ -72,6 +73,7 @@ class CompiledTemplate:
         *,
         max_output: int,
         timeout: float | None = None,
+        deadline: float | None = None,
         step_cap: int | None = None,
     ) -> str:
         """The expanded document. ``timeout`` (seconds) ends the render with an
@@ -79,7 +81,7 @@ class CompiledTemplate:
         raises StepCapReached, for a caller that tries cheap renders inline
         and runs the rest elsewhere with the whole budget."""
         runtime = Runtime(variables, self._limits, self._clock, timeout=timeout,
-                          step_cap=step_cap)
+                          deadline=deadline, step_cap=step_cap)
         sink = Sink(max_output)
         try:
             self._body(runtime, sink)
@@ -154,13 +156,16 @@ class Engine:
 
     def evaluate_expression(
         self, source: str, variables: Mapping[str, Any], *, timeout: float | None = None,
+        max_output: int | None = None,
     ) -> Any:
+        """The value; with ``max_output``, one whose JSON text is longer than
+        that many characters is refused (it could not be sent back)."""
         evaluate, errors = self._expression(source)
         if evaluate is None:
             raise InvalidArgument("the expression has errors", errors=errors)
         runtime = Runtime(variables, self._limits, self._clock, timeout=timeout)
         try:
-            return evaluate(runtime)
+            value = evaluate(runtime)
         except EvalError as exc:
             message = located(source, exc.offset, exc.message)
             raise InvalidArgument(
@@ -168,6 +173,15 @@ class Engine:
             ) from None
         except RecursionError:
             raise InvalidArgument(TOO_DEEP) from None
+        if max_output is not None:
+            try:
+                json_text(value, max_output)
+            except LimitExceeded:
+                message = limit_message("max_output_bytes", max_output,
+                                        "the result is too large to send back")
+                raise InvalidArgument(
+                    message, errors=[FieldError(_EXPRESSION_FIELD, message)]) from None
+        return value
 
     def list_functions(self) -> list[FunctionInfo]:
         return [function.info() for function in self._registry.functions()]

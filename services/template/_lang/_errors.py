@@ -45,6 +45,11 @@ class StepCapReached(Exception):
 DEADLINE_SETTING = "LITHO_TEMPLATE_EXPAND_TIMEOUT"
 
 
+def deadline_message(timeout: float) -> str:
+    return (f"the template took longer than {timeout:g} s to expand "
+            f"(setting {DEADLINE_SETTING})")
+
+
 class ArgumentError(Exception):
     """Raised by a function implementation; the message omits the function's name."""
 

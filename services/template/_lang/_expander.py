@@ -63,7 +63,9 @@ class LangExpander:
         *,
         max_output: int,
         timeout: float | None = None,
+        deadline: float | None = None,
         step_cap: int | None = None,
     ) -> str:
         return self.compiled(source).render(
-            variables, max_output=max_output, timeout=timeout, step_cap=step_cap)
+            variables, max_output=max_output, timeout=timeout, deadline=deadline,
+            step_cap=step_cap)

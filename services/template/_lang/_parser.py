@@ -59,6 +59,10 @@ class ParseError(Exception):
         self.problem = problem
 
 
+#: Problems that get a "did you mean" suggestion; the default report shows 100.
+_SUGGEST_FOR = 100
+
+
 @dataclass
 class Scope:
     """What a parse needs to know about its surroundings, and what it finds."""
@@ -297,9 +301,13 @@ class Parser:
                 message = f"'{word}' is a loop variable, not a {usage}"
             else:
                 message = f"unknown {usage} '{word}'"
-                suggestion = self._scope.registry.suggest(word)
-                if suggestion is not None:
-                    message += f" (did you mean '{suggestion}'?)"
+                # Suggesting costs a fuzzy match over every name; past the
+                # problems anyone will read, a hostile source of thousands of
+                # misspellings gets none.
+                if len(self._scope.problems) < _SUGGEST_FOR:
+                    suggestion = self._scope.registry.suggest(word)
+                    if suggestion is not None:
+                        message += f" (did you mean '{suggestion}'?)"
             self._scope.problems.append(Problem(name.offset, message))
             return
         problem = function.arity_problem(count, piped=piped)

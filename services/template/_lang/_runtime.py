@@ -15,12 +15,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, NoReturn
 
 from services.template._lang._errors import (
-    DEADLINE_SETTING,
     LimitExceeded,
     StepCapReached,
+    deadline_message,
     limit_message,
 )
 from services.template._lang._limits import Limits
@@ -35,7 +35,7 @@ class Runtime:
     """Created per render and never shared, so compiled templates stay reentrant."""
 
     __slots__ = (
-        "_budget", "_cap", "_clock", "_deadline", "_now", "_timeout", "iterations", "limits",
+        "_budget", "_cap", "_clock", "_now", "_timeout", "deadline", "iterations", "limits",
         "locals", "max_iterations", "max_steps", "steps", "variables",
     )
 
@@ -46,8 +46,13 @@ class Runtime:
         clock: Clock,
         *,
         timeout: float | None = None,
+        deadline: float | None = None,
         step_cap: int | None = None,
     ) -> None:
+        """``timeout`` (seconds) ends the render with an error naming
+        LITHO_TEMPLATE_EXPAND_TIMEOUT at ``deadline`` (a ``time.monotonic()``
+        value; by default ``timeout`` from now), so a caller can start the
+        clock before the work that precedes the render."""
         self.variables = variables
         self.locals: dict[str, Any] = {}
         self.limits = limits
@@ -55,7 +60,10 @@ class Runtime:
         self._budget = limits.max_steps
         self._cap = self._budget if step_cap is None else min(step_cap, self._budget)
         self._timeout = timeout
-        self._deadline = None if timeout is None else time.monotonic() + timeout
+        if deadline is None and timeout is not None:
+            deadline = time.monotonic() + timeout
+        #: Read by the compiled calls after each function call.
+        self.deadline = deadline
         #: The next checkpoint; the hot path compares ``steps`` against it.
         self.max_steps = min(self._cap, CHECK_EVERY)
         self.iterations = 0
@@ -72,12 +80,12 @@ class Runtime:
             ), offset)
         if self.steps > self._cap:
             raise StepCapReached()
-        if self._deadline is not None and time.monotonic() > self._deadline:
-            raise LimitExceeded(
-                f"the template took longer than {self._timeout:g} s to expand "
-                f"(setting {DEADLINE_SETTING})", offset,
-            )
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            self.past_deadline(offset)
         self.max_steps = min(self._cap, self.steps + CHECK_EVERY)
+
+    def past_deadline(self, offset: int | None) -> NoReturn:
+        raise LimitExceeded(deadline_message(self._timeout or 0), offset)
 
     def charge(self, steps: int) -> None:
         self.steps += steps

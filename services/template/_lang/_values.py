@@ -30,7 +30,12 @@ _BATCH = 256
 #: Digits of a number shown in an error message; the rest are elided.
 _SHOWN_DIGITS = 24
 
-_NUMERIC = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
+#: Numeric text. Unambiguous (each digit can belong to one part only), so a
+#: failed match costs time linear in the text, never quadratic.
+_NUMERIC = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
+#: Longer text is not read as a number: no double needs more characters, and
+#: a bound keeps every conversion cheap whatever the text.
+MAX_NUMERIC_TEXT = 400
 
 _KINDS: dict[type, str] = {
     str: "string", int: "number", float: "number", bool: "boolean",
@@ -98,7 +103,7 @@ def parse_number(text: str) -> int | float | None:
     stripped = text.strip()
     if not stripped:
         return 0
-    if _NUMERIC.fullmatch(stripped) is None:
+    if len(stripped) > MAX_NUMERIC_TEXT or _NUMERIC.fullmatch(stripped) is None:
         return None
     if len(stripped) <= 16 and stripped.lstrip("+-").isdigit():
         return int(stripped)
@@ -316,9 +321,18 @@ def equal(left: Any, right: Any, charge: Charge | None = None) -> bool:
             if kind == "array":
                 if len(a) != len(b):
                     return False
+                # Queuing costs as much as comparing: pay for every pair now,
+                # so a difference found last cannot make the queue free.
+                work += len(a)
+                if work >= _BATCH and charge is not None:
+                    charge(work)
+                    work = 0
                 stack.extend(zip(a, b, strict=True))
             elif kind == "object":
-                work += len(a)
+                work += 2 * len(a)  # the key sets, then the queue
+                if work >= _BATCH and charge is not None:
+                    charge(work)
+                    work = 0
                 if a.keys() != b.keys():
                     return False
                 stack.extend((a[key], b[key]) for key in a)

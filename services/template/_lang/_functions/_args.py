@@ -37,10 +37,12 @@ def sequence(value: Any) -> list[Any] | str:
     raise ArgumentError(f"expected an array or a string, got {describe(value)}")
 
 
-def key_path(value: Any) -> list[str]:
-    """A property name, or a dotted path to one: 'author.name'."""
+def key_path(rt: Runtime, value: Any, items: int) -> list[str]:
+    """A property name, or a dotted path to one: 'author.name', to be followed
+    in each of ``items`` items: a step per segment per item, paid up front."""
     if not isinstance(value, str) or not value:
         raise ArgumentError(f"expected a property name, got {describe(value)}")
+    rt.charge((len(value) >> 4) + value.count(".") * items)
     return value.split(".")
 
 

@@ -151,10 +151,10 @@ def format_moment(moment: datetime, pattern: Any, where: Locale) -> str:
 
 def date(rt: Runtime, value: Any, pattern: Any = "YYYY-MM-DD", timezone: Any = None,
          where: Any = "en-US") -> str | None:
-    moment = to_datetime(value, zone(timezone))
+    moment = to_datetime(value, zone(timezone, rt))
     if moment is None:
         return None
-    return format_moment(moment, pattern, locale(where))
+    return format_moment(moment, pattern, locale(where, rt))
 
 
 def time(rt: Runtime, value: Any, pattern: Any = "HH:mm", timezone: Any = None,
@@ -167,8 +167,11 @@ def relative_time(rt: Runtime, value: Any, now: Any = None, where: Any = "en-US"
     if moment is None:
         return None
     reference = to_datetime(now, UTC) or rt.now()
-    return str(format_timedelta(moment - reference, add_direction=True, locale=locale(where)))
+    return str(format_timedelta(moment - reference, add_direction=True, locale=locale(where, rt)))
 
+
+#: Formatting a date with Babel's names costs ~10-20 µs a call.
+_DATE_COST = 20
 
 FUNCTIONS = (
     Function(
@@ -178,13 +181,14 @@ FUNCTIONS = (
         "s SSS A a ZZ Z; [text in brackets] is kept as it is. Month and day names come "
         "from the locale. Null gives null.",
         "createdAt | date: 'MMM D, YYYY'", "Mar 15, 2024",
-        {"createdAt": "2024-03-15T09:30:00Z"},
+        {"createdAt": "2024-03-15T09:30:00Z"}, cost=_DATE_COST,
     ),
     Function(
         "time", time, 1, 4, "formatting",
         "time(value, format = 'HH:mm', timezone = 'UTC', locale = 'en-US')",
         "Like date, with a time-of-day format by default.",
         "time('2024-03-15T21:05:00Z', 'h:mm A', 'America/New_York')", "5:05 PM",
+        cost=_DATE_COST,
     ),
     Function(
         "relativeTime", relative_time, 1, 3, "formatting",
@@ -192,5 +196,6 @@ FUNCTIONS = (
         "How long before or after now the value is, in the largest sensible unit: "
         "'3 days ago', 'in 2 hours'. Without now, the time of the render is used.",
         "relativeTime('2024-03-12T12:00:00Z', '2024-03-15T12:00:00Z')", "3 days ago",
+        cost=_DATE_COST,
     ),
 )

@@ -25,6 +25,9 @@ class Function:
     example: str
     example_result: Any
     example_variables: Mapping[str, Any] = field(default_factory=dict)
+    #: Steps charged for a call on top of the one every node pays: for
+    #: functions whose fixed cost (Babel, zoneinfo) is far above a step's.
+    cost: int = 0
 
     def arity_problem(self, count: int, *, piped: bool) -> str | None:
         """Why ``count`` arguments do not fit, or None when they do."""

@@ -7,7 +7,7 @@ import math
 import re
 from typing import Any
 
-from services.template._lang._errors import ArgumentError
+from services.template._lang._errors import ArgumentError, limit_message
 from services.template._lang._functions._registry import Function
 from services.template._lang._runtime import Runtime
 from services.template._lang._values import describe, json_text
@@ -66,11 +66,7 @@ def parse_json(rt: Runtime, value: Any) -> Any:
                             parse_float=_finite)
     except (ValueError, RecursionError):
         raise ArgumentError("the text is not valid JSON") from None
-    if _SURROGATE_ESCAPE.search(value) and _holds_lone_surrogate(parsed):
-        # "\ud800" is valid JSON but not valid Unicode: it could never be sent
-        # on as text, so it is refused here rather than breaking the document.
-        raise ArgumentError("the JSON text holds a lone surrogate (\\uD800-\\uDFFF), "
-                            "which is not valid Unicode")
+    _check_parsed(parsed, rt.limits.max_depth, _SURROGATE_ESCAPE.search(value) is not None)
     return parsed
 
 
@@ -79,19 +75,22 @@ _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-def _holds_lone_surrogate(value: Any) -> bool:
-    stack = [value]
+def _check_parsed(value: Any, max_depth: int, surrogates: bool) -> None:
+    """Refuse a parsed value nested deeper than the language allows (nothing
+    could send it on), or holding a lone surrogate: "\\ud800" is valid JSON
+    but not valid Unicode, so it could never be sent on as text."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
     while stack:
-        item = stack.pop()
-        if isinstance(item, str):
-            if _SURROGATE.search(item):
-                return True
-        elif isinstance(item, list):
-            stack.extend(item)
-        elif isinstance(item, dict):
-            stack.extend(item.keys())
-            stack.extend(item.values())
-    return False
+        item, depth = stack.pop()
+        if isinstance(item, list | dict):
+            if depth >= max_depth:
+                raise ArgumentError(limit_message(
+                    "max_depth", max_depth, "the JSON text is nested too deeply"))
+            children = item if isinstance(item, list) else [*item.keys(), *item.values()]
+            stack.extend((child, depth + 1) for child in children)
+        elif surrogates and isinstance(item, str) and _SURROGATE.search(item):
+            raise ArgumentError("the JSON text holds a lone surrogate (\\uD800-\\uDFFF), "
+                                "which is not valid Unicode")
 
 
 FUNCTIONS = (
