@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -45,6 +46,10 @@ SERVICES: list[ServiceSpec] = [
 ]
 GATEWAY_MODULE = "services.gateway"
 KEY_FILE = "first-api-key"
+#: The renderer's render id secret, generated at the first start and kept
+#: (mode 600): a new one would change every image URL.
+RENDER_ID_SECRET_FILE = "render-id-secret"
+RENDER_ID_SECRET_ENV = "LITHO_RENDERER_RENDER_ID_SECRET"
 
 
 def die_with_parent() -> None:
@@ -139,6 +144,8 @@ class Stack:
             "LITHO_GATEWAY_PORT": str(self.gateway_port or free_port()),
             **self.env,
         }
+        if RENDER_ID_SECRET_ENV not in env and RENDER_ID_SECRET_ENV not in os.environ:
+            env[RENDER_ID_SECRET_ENV] = self._render_id_secret()
         addresses = {}
         for spec in SERVICES:
             address = env.get(spec.address_env) or f"127.0.0.1:{free_port()}"
@@ -216,6 +223,15 @@ class Stack:
         with os.fdopen(fd, "w") as out:
             out.write(key + "\n")
         return key
+
+    def _render_id_secret(self) -> str:
+        path = self.data_dir / RENDER_ID_SECRET_FILE
+        if not path.exists():
+            # Created 0600 from the start, like the first key.
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as out:
+                out.write(secrets.token_hex(32) + "\n")
+        return path.read_text().strip()
 
     async def create_key(self, tenant: str, env: dict[str, str] | None = None) -> str:
         process = await asyncio.create_subprocess_exec(

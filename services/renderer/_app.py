@@ -58,6 +58,7 @@ async def main(stop: asyncio.Event) -> None:
             args=_chromium.launch_args(),
             fetcher=fetcher,
             timeout=settings.renderer_timeout,
+            base_url=settings.renderer_base_url,
         )
         pool = PagePool(
             engine, size=settings.renderer_concurrency, max_queue=settings.renderer_max_queue,
@@ -75,6 +76,9 @@ async def main(stop: asyncio.Event) -> None:
             max_gif_duration_ms=settings.renderer_max_gif_duration_ms,
             max_gif_frames=settings.renderer_max_gif_frames,
             max_pdf_pages=settings.renderer_max_pdf_pages,
+            max_pdf_documents=settings.renderer_max_pdf_documents,
+            max_gif_pixels=settings.renderer_max_gif_pixels,
+            max_webp_pixels=settings.renderer_max_webp_pixels,
         )
         channel = await rpc.open_channel(
             stack, settings.template_grpc_target, default_deadline=settings.rpc_deadline
@@ -86,12 +90,14 @@ async def main(stop: asyncio.Event) -> None:
             max_workers=max(2, settings.renderer_concurrency), thread_name_prefix="encode"))
         capturer = Capturer(limits=limits, executor=executor)
 
-        async def run_capture(spec: CaptureSpec) -> Output:
-            return await pool.run(partial(_capture_on, capturer=capturer, spec=spec))
+        async def run_capture(spec: CaptureSpec, tenant_id: str) -> Output:
+            return await pool.run(partial(_capture_on, capturer=capturer, spec=spec),
+                                  tenant=tenant_id)
 
         pipeline = RenderPipeline(
             GrpcTemplateSource(channel), blobs, run_capture, events,
-            limits=limits,
+            limits=limits, base_url=settings.renderer_base_url,
+            render_id_secret=settings.renderer_render_id_secret.get_secret_value().encode(),
         )
         await rpc.start_server(
             stack,

@@ -8,6 +8,10 @@ WebP (~68 ms) come straight from Chromium's encoders, which beat a re-encode.
 Documents load with ``wait_until="load"`` (images and stylesheets), never
 "network idle".
 
+Isolation: each render writes its documents into a fresh, sandboxed, empty
+document at the document base URL, and every navigation they start is
+blocked (``_engine.py``).
+
 Determinism: every page's animation clock is frozen when the page is made
 (``_gif.freeze_timeline``), so no animation advances on its own. A still
 image shows finite animations at their end and infinite ones at their start;
@@ -28,9 +32,12 @@ from litho.errors import FieldError, InvalidArgument
 from services.renderer import _encode, _gif, _pdf
 from services.renderer._engine import ChromiumPage
 from services.renderer._pipeline import CaptureSpec, Output
-from services.renderer._spec import Limits, check_pixels
+from services.renderer._spec import Limits, check_pdf_pages, check_pixels
 
 _TRANSPARENT = {"color": {"r": 0, "g": 0, "b": 0, "a": 0}}
+_NO_FRAME = "Unable to capture screenshot"
+#: Attempts, 10 ms apart and more, to wait for a new document's first frame.
+_FRAME_ATTEMPTS = 20
 _SETTLE = """() => {
   for (const a of document.getAnimations()) {
     const end = a.effect ? a.effect.getComputedTiming().endTime : Infinity;
@@ -47,6 +54,20 @@ class Capturer:
     selector_timeout_ms: float = 1000
 
     async def capture(self, page: ChromiumPage, spec: CaptureSpec) -> Output:
+        if page.base_url != spec.base_url:
+            raise RuntimeError("the page's base URL is not the one in the cache key")
+        try:
+            output = await self._capture(page, spec)
+        except PlaywrightError:
+            # A document that navigated the page explains the failure: a 422.
+            page.check_not_navigated()
+            raise
+        # A document that navigated the page after its load may have changed
+        # what was captured: that output is never stored.
+        page.check_not_navigated()
+        return output
+
+    async def _capture(self, page: ChromiumPage, spec: CaptureSpec) -> Output:
         await _viewport(page, spec.width, spec.height)
         await _background(page, transparent=spec.transparent)
         if spec.format == "pdf":
@@ -74,10 +95,12 @@ class Capturer:
         return Output(data=data, width=width, height=height)
 
     async def _gif(self, page: ChromiumPage, spec: CaptureSpec, clip: dict[str, float]) -> Output:
+        await _first_frame(page)
         frames, delay_ms = await _gif.capture_gif_frames(
             page.page, page.cdp, fps=spec.gif.fps, duration_ms=spec.gif.duration_ms or None,
             max_duration_ms=self.limits.max_gif_duration_ms,
-            max_frames=self.limits.max_gif_frames, clip=clip,
+            max_frames=spec.gif_caps[1] or self.limits.max_gif_frames,
+            max_pixels=self.limits.max_gif_pixels, clip=clip,
         )
         data = await self._run(_gif.encode_gif, frames, delay_ms=delay_ms)
         width, height, frame_count = await self._run(_gif.gif_info, data)
@@ -90,11 +113,17 @@ class Capturer:
             height_mm=spec.pdf.height_mm or None, landscape=spec.pdf.landscape,
             margin_top=top, margin_right=right, margin_bottom=bottom, margin_left=left,
         )
-        parts = []
+        parts, pages = [], 0
         for document in spec.documents:
             await _load(page, document)
-            parts.append(await _pdf.print_pdf(page.page, options))
-        data = await self._run(_pdf.merge_pdfs, parts, page_size_pt=options.page_size_pt())
+            # One page past the limit is printed, to see that it is over, and no more.
+            part = await _pdf.print_pdf(page.page, options,
+                                        max_pages=self.limits.max_pdf_pages - pages + 1)
+            pages += await self._run(_pdf.page_count, part)
+            check_pdf_pages(pages, self.limits)
+            parts.append(part)
+        data = await self._run(_pdf.merge_pdfs, parts, page_size_pt=options.page_size_pt(),
+                               base_url=spec.base_url)
         pages, width_pt, height_pt = await self._run(_pdf.pdf_info, data)
         return Output(data=data, width=spec.width, height=spec.height, page_count=pages,
                       page_width_pt=width_pt, page_height_pt=height_pt)
@@ -116,7 +145,7 @@ class Capturer:
             raise InvalidArgument(f"selector {spec.selector!r} matched an element with no size",
                                   errors=[FieldError("selector", "matched nothing visible")])
         check_pixels(round(box["width"]), round(box["height"]), spec.scale, self.limits,
-                     field="selector")
+                     field="selector", fmt=spec.format)
         return {"x": box["x"], "y": box["y"], "width": box["width"], "height": box["height"],
                 "scale": spec.scale}
 
@@ -136,7 +165,7 @@ async def _background(page: ChromiumPage, *, transparent: bool) -> None:
 
 async def _load(page: ChromiumPage, html: str) -> None:
     # "load" waits for images and stylesheets; never for an idle network.
-    await page.page.set_content(html, wait_until="load")
+    await page.load(html)
 
 
 async def _screenshot(
@@ -150,5 +179,30 @@ async def _screenshot(
         params["optimizeForSpeed"] = True
     else:
         params["quality"] = quality
-    reply = await page.cdp.send("Page.captureScreenshot", params)
+    reply = await _capture_screenshot(page, params)
     return base64.b64decode(reply["data"])
+
+
+async def _capture_screenshot(page: ChromiumPage, params: dict[str, Any]) -> dict[str, Any]:
+    """``Page.captureScreenshot``, waiting for a new document's first frame.
+
+    Every render starts on a document that a navigation made moments before
+    (``_engine.ChromiumPage.reset``), and for a few milliseconds after such
+    a navigation Chromium may have no frame to copy ("Unable to capture
+    screenshot"); the wait is bounded by a number of attempts."""
+    for attempt in range(1, _FRAME_ATTEMPTS + 1):
+        try:
+            reply: dict[str, Any] = await page.cdp.send("Page.captureScreenshot", params)
+            return reply
+        except PlaywrightError as exc:
+            if _NO_FRAME not in str(exc) or attempt == _FRAME_ATTEMPTS:
+                raise
+            await asyncio.sleep(0.01 * attempt)
+    raise AssertionError("unreachable")
+
+
+async def _first_frame(page: ChromiumPage) -> None:
+    """Wait until the document has a frame to copy (see ``_capture_screenshot``)."""
+    await _capture_screenshot(page, {"format": "png", "optimizeForSpeed": True,
+                                     "clip": {"x": 0, "y": 0, "width": 1, "height": 1,
+                                              "scale": 1}})

@@ -35,6 +35,9 @@ Timing rules:
   seamlessly.
 - If that needs more than ``max_frames`` frames, the delay grows (in 10 ms
   steps) so the whole duration is still covered, at a lower frame rate.
+  ``max_pixels`` (frames × pixels of a frame, scale included) lowers
+  ``max_frames`` for large frames: capture and encoding cost grow with it
+  (~22 ms a frame plus ~90 ms a megapixel on 2 busy cores).
 - No animations: one frame.
 
 Animations that end before the capture starts and do not fill forwards are no
@@ -96,11 +99,14 @@ async def capture_gif_frames(
     max_duration_ms: int,
     max_frames: int,
     clip: Mapping[str, float] | None,
+    max_pixels: int | None = None,
 ) -> tuple[list[bytes], int]:
     """PNG frames of the page's CSS animations, and the delay between them in ms.
 
     ``duration_ms`` None means the animations' natural duration (module docs).
-    ``clip`` is x, y, width, height[, scale] in CSS pixels.
+    ``clip`` is x, y, width, height[, scale] in CSS pixels. ``max_pixels``
+    bounds frames × pixels of a frame: fewer frames are taken (a longer delay)
+    when the clip is so large that ``max_frames`` of them would pass it.
     """
     delay = frame_delay_ms(fps)
     if duration_ms is not None and not 0 < duration_ms <= max_duration_ms:
@@ -110,6 +116,8 @@ async def capture_gif_frames(
         )
     if max_frames < 1:
         raise ValueError("max_frames must be at least 1")
+    if max_pixels is not None and clip is not None:
+        max_frames = frames_within(max_pixels, clip, max_frames)
     beyond = _clip_leaves_viewport(page, clip)
     animations = await page.evaluate_handle(_PAUSE_ALL)
     try:
@@ -128,6 +136,13 @@ async def capture_gif_frames(
         return frames, delay
     finally:
         await animations.dispose()
+
+
+def frames_within(max_pixels: int, clip: Mapping[str, float], max_frames: int) -> int:
+    """Most frames of ``clip`` (scale included) whose pixels fit ``max_pixels``; one at least."""
+    scale = clip.get("scale", 1.0)
+    per_frame = max(1.0, clip["width"] * clip["height"] * scale * scale)
+    return max(1, min(max_frames, int(max_pixels // per_frame)))
 
 
 def gif_info(data: bytes) -> tuple[int, int, int]:

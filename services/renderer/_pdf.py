@@ -30,6 +30,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
+from urllib.parse import urlsplit
 
 from playwright.async_api import Page
 from pypdf import PdfReader, PdfWriter
@@ -59,8 +60,9 @@ _PT_PER_MM: Final = 72 / 25.4
 #: not rounding (a CSS page size, say) and is left alone.
 _ROUNDING_PT: Final = 1.5
 _PRODUCER: Final = "Litho"
-#: Chromium titles a page without <title> by its URL, which is this for set_content.
-_UNTITLED: Final = "about:blank"
+#: Chromium titles a page without <title> by its URL (or that URL's host):
+#: such a title is none, and is left out.
+_UNTITLED: Final = frozenset({"about:blank"})
 _ID_PLACEHOLDER: Final = b"\x00" * 16
 
 
@@ -143,8 +145,15 @@ class PdfOptions:
         return errors
 
 
-async def print_pdf(page: Page, options: PdfOptions) -> bytes:
-    """Chromium's PDF of the loaded page; pass it through ``normalise_pdf``."""
+async def print_pdf(page: Page, options: PdfOptions, *, max_pages: int | None = None) -> bytes:
+    """Chromium's PDF of the loaded page; pass it through ``normalise_pdf``.
+
+    ``max_pages`` prints only the first pages: Chromium still lays out the
+    whole document, but never paints or writes the pages past it, so a
+    document with thousands of page breaks costs no more than its layout.
+    """
+    if max_pages is not None and max_pages < 1:
+        raise ValueError("max_pages must be at least 1")
     size = options.page_size_mm()
     width, height = size or _fallback_size_mm(options.landscape)
     top, right, bottom, left = options.margins_mm()
@@ -155,6 +164,8 @@ async def print_pdf(page: Page, options: PdfOptions) -> bytes:
         print_background=True,
         margin={"top": _inches(top), "right": _inches(right),
                 "bottom": _inches(bottom), "left": _inches(left)},
+        # Chromium caps a range at the document's last page.
+        page_ranges=f"1-{max_pages}" if max_pages is not None else None,
     )
 
 
@@ -164,9 +175,14 @@ def normalise_pdf(data: bytes, *, page_size_pt: tuple[float, float] | None = Non
 
 
 def merge_pdfs(
-    pdfs: Sequence[bytes], *, page_size_pt: tuple[float, float] | None = None
+    pdfs: Sequence[bytes], *, page_size_pt: tuple[float, float] | None = None,
+    base_url: str = "",
 ) -> bytes:
-    """The pages of ``pdfs`` in order, as one normalised PDF (see ``normalise_pdf``)."""
+    """The pages of ``pdfs`` in order, as one normalised PDF (see ``normalise_pdf``).
+
+    ``base_url`` is the documents' URL: Chromium's fallback title for a
+    document without ``<title>`` is that URL or its host, never kept."""
+    untitled = _UNTITLED | {base_url, urlsplit(base_url).hostname or ""} - {""}
     if not pdfs:
         raise ValueError("nothing to merge")
     writer = PdfWriter()
@@ -185,7 +201,7 @@ def merge_pdfs(
             if "/CropBox" in page:
                 _fit_boxes(page.cropbox, page_size_pt)
     info = {"/Producer": _PRODUCER}
-    if title and title != _UNTITLED:
+    if title and title not in untitled:
         info["/Title"] = title
     writer.metadata = info
     writer._ID = ArrayObject([ByteStringObject(_ID_PLACEHOLDER)] * 2)  # see _stamp_id
@@ -202,6 +218,14 @@ def pdf_info(data: bytes) -> tuple[int, float, float]:
     except (PyPdfError, IndexError) as exc:
         raise ValueError("not a PDF pypdf can read") from exc
     return len(reader.pages), float(box.width), float(box.height)
+
+
+def page_count(data: bytes) -> int:
+    """Pages of one printed PDF (reads the page tree, not the content)."""
+    try:
+        return len(PdfReader(io.BytesIO(data)).pages)
+    except PyPdfError as exc:
+        raise ValueError("not a PDF pypdf can read") from exc
 
 
 def _fit_boxes(box: RectangleObject, size_pt: tuple[float, float]) -> None:

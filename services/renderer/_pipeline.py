@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import hmac
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -16,7 +17,7 @@ from typing import Protocol
 
 from litho import renders
 from litho.blobstore import BlobStore
-from litho.errors import FieldError, InvalidArgument, LithoError
+from litho.errors import LithoError
 from litho.logs import get_logger
 from services.renderer._spec import (
     DEFAULT_QUALITY,
@@ -24,14 +25,17 @@ from services.renderer._spec import (
     Limits,
     PdfSpec,
     RenderOptions,
+    check_documents,
+    check_gif_work,
     check_options,
     check_pixels,
+    gif_frame_cap,
 )
 
 log = get_logger(__name__)
 
 #: Part of every cache key: bump it when the same input would render differently.
-RENDERER_VERSION = "2"
+RENDERER_VERSION = "3"
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,8 @@ class CaptureSpec:
     """Everything that decides the output bytes (and so the cache key)."""
 
     documents: tuple[str, ...]
+    #: The URL every document is rendered at: relative URLs resolve against it.
+    base_url: str
     format: str
     width: int
     height: int
@@ -117,7 +123,8 @@ class RenderEvents(Protocol):
     def failed(self, request: RenderRequest, error: LithoError, template_version: int) -> None: ...
 
 
-Capture = Callable[[CaptureSpec], Awaitable[Output]]
+#: Captures a spec for a tenant (the pool shares its pages fairly by tenant).
+Capture = Callable[[CaptureSpec, str], Awaitable[Output]]
 
 
 class RenderPipeline:
@@ -129,13 +136,20 @@ class RenderPipeline:
         events: RenderEvents,
         *,
         limits: Limits,
+        base_url: str,
+        render_id_secret: bytes,
     ) -> None:
+        if len(render_id_secret) < 32:
+            raise ValueError("the render id secret must be at least 32 bytes")
+        self._base_url = base_url
+        self._secret = render_id_secret
         self._templates = templates
         self._blobs = blobs
         self._capture = capture
         self._events = events
         self._limits = limits
-        # One render per cache key at a time: identical concurrent requests share it.
+        # One render per render id at a time: identical concurrent requests of
+        # one tenant share it (ids differ between tenants, so never across them).
         self._inflight: dict[str, asyncio.Future[bool]] = {}
 
     async def render(self, request: RenderRequest) -> RenderResult:
@@ -146,6 +160,7 @@ class RenderPipeline:
         o = request.options
         spec = CaptureSpec(
             documents=tuple(e.html for e in expanded),
+            base_url=self._base_url,
             format=request.format,
             width=o.width or first.width,
             height=o.height or first.height,
@@ -156,13 +171,18 @@ class RenderPipeline:
             selector=o.selector,
             pdf=o.pdf,
             gif=o.gif,
-            gif_caps=(self._limits.max_gif_duration_ms, self._limits.max_gif_frames)
+            # The frame cap shrinks with the frame size (LITHO_RENDERER_MAX_GIF_PIXELS).
+            gif_caps=(self._limits.max_gif_duration_ms, gif_frame_cap(
+                o.width or first.width, o.height or first.height, o.scale or 1.0, self._limits))
             if request.format == "gif" else (0, 0),
         )
-        check_pixels(spec.width, spec.height, spec.scale, self._limits)
-        render_id = cache_key(spec)
+        check_pixels(spec.width, spec.height, spec.scale, self._limits, fmt=spec.format)
+        if spec.format == "gif":
+            check_gif_work(spec.width, spec.height, spec.scale, spec.gif, self._limits)
+        render_id = make_render_id(self._secret, request.tenant_id, spec)
         try:
-            output, rendered = await self._stored_or_rendered(render_id, spec)
+            output, rendered = await self._stored_or_rendered(render_id, spec,
+                                                              request.tenant_id)
         except LithoError as exc:
             self._events.failed(request, exc, first.version)
             raise
@@ -181,13 +201,7 @@ class RenderPipeline:
 
     def _check(self, request: RenderRequest) -> None:
         check_options(request.format, request.options, self._limits)
-        count = len(request.variable_sets)
-        if count == 0 or (count > 1 and request.format != "pdf"):
-            raise InvalidArgument("one variable set per render; several only for a PDF")
-        if count > self._limits.max_pdf_pages:
-            raise InvalidArgument(
-                f"at most {self._limits.max_pdf_pages} variable sets per PDF",
-                errors=[FieldError("variableSets", f"at most {self._limits.max_pdf_pages}")])
+        check_documents(request.format, len(request.variable_sets), self._limits)
 
     async def _expand_all(self, request: RenderRequest) -> list[Expanded]:
         expanded = await asyncio.gather(*(
@@ -202,7 +216,7 @@ class RenderPipeline:
         return list(expanded)
 
     async def _stored_or_rendered(
-        self, render_id: str, spec: CaptureSpec
+        self, render_id: str, spec: CaptureSpec, tenant_id: str,
     ) -> tuple[dict[str, float], bool]:
         """The output's metadata, and whether this call rendered it."""
         key = renders.blob_key(render_id, spec.format)
@@ -222,7 +236,7 @@ class RenderPipeline:
         done.add_done_callback(_consume_exception)
         self._inflight[render_id] = done
         try:
-            output = await self._capture(spec)
+            output = await self._capture(spec, tenant_id)
             await self._blobs.put(key, output.data, renders.CONTENT_TYPES[spec.format])
             info: dict[str, float] = {
                 _camel(k): v for k, v in asdict(output).items() if k != "data" and v
@@ -262,7 +276,18 @@ def _camel(name: str) -> str:
     return head + "".join(part.title() for part in rest)
 
 
-def cache_key(spec: CaptureSpec) -> str:
+def tenant_key(secret: bytes, tenant_id: str) -> bytes:
+    """The tenant's own key for render ids, derived from the server secret."""
+    return hmac.new(secret, b"render-id:" + tenant_id.encode(), hashlib.sha256).digest()
+
+
+def make_render_id(secret: bytes, tenant_id: str, spec: CaptureSpec) -> str:
+    """The render's content address: HMAC-SHA256, under the tenant's key, of
+    everything that decides the output. The same tenant's same input always
+    gives the same id; another tenant's gives another one (its own miss, so a
+    hit reveals nothing about other tenants); and without the secret no id
+    can be computed from content."""
     material = json.dumps([RENDERER_VERSION, asdict(spec)], ensure_ascii=False,
                           separators=(",", ":"), sort_keys=True)
-    return hashlib.sha256(material.encode()).hexdigest()
+    return hmac.new(tenant_key(secret, tenant_id), material.encode(),
+                    hashlib.sha256).hexdigest()

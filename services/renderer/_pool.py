@@ -4,11 +4,24 @@
 - at most ``max_queue`` renders wait for a page; one more is ResourceExhausted;
 - Chromium is restarted after ``restart_after`` renders (once in-flight ones end)
   and whenever it crashes, and a render that met the crash is retried once;
-- every render has a deadline; a page that overran it, or failed in a way
-  that is not the input's fault, or whose request was cancelled, is replaced;
+- every render has a deadline, and overrunning it is the input's fault (the
+  page was the render's alone): INVALID_ARGUMENT, never a retryable status;
+  Chromium is restarted at once, without waiting for in-flight renders
+  (they are retried once on the new browser, as after a crash);
+- a page that failed in a way that is not the input's fault, or whose
+  request was cancelled, is replaced;
 - a page is replaced by a fresh one after ``recycle_after`` renders, so
   Chromium's per-page caches cannot grow without bound;
-- a render waits at most the render deadline for a page, then is refused.
+- after every render the page is reset (in the background) and goes back to
+  the idle queue only if it then says it is blank; a page is checked again
+  when it is taken, and one that is not blank is replaced, never used, so
+  no render can see what an earlier one left behind;
+- a render waits at most the render deadline for a page, then is refused;
+- pages are shared fairly between tenants: a page that becomes free goes to
+  the waiting render whose tenant has the fewest renders running, then
+  whose tenant was served least recently, then the oldest; so one tenant's
+  flood of renders queues behind its own work, never in front of another
+  tenant's next render.
 
 Restarts and page replacements run in background tasks, never in the task of
 a request, so a cancelled request cannot leave the pool half-restarted.
@@ -17,11 +30,19 @@ a request, so a cancelled request cannot leave the pool half-restarted.
 from __future__ import annotations
 
 import asyncio
+import itertools
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
-from litho.errors import DeadlineExceeded, LithoError, ResourceExhausted, Unavailable
+from litho.errors import (
+    FieldError,
+    InvalidArgument,
+    LithoError,
+    ResourceExhausted,
+    Unavailable,
+)
 from litho.logs import get_logger
 
 log = get_logger(__name__)
@@ -33,6 +54,14 @@ class PageLike(Protocol):
     def is_closed(self) -> bool: ...
 
     async def close(self) -> None: ...
+
+    def is_blank(self) -> bool:
+        """In the known blank state every render starts from."""
+        ...
+
+    async def reset(self) -> None:
+        """Return to the blank state, dropping whatever the last render left."""
+        ...
 
 
 class BrowserLike(Protocol):
@@ -59,6 +88,14 @@ class _Slot:
     uses: int = 0
 
 
+@dataclass
+class _Waiter:
+    tenant: str
+    order: int
+    slot: asyncio.Future[_Slot] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
 class PagePool:
     def __init__(
         self,
@@ -76,18 +113,26 @@ class PagePool:
         self._restart_after = restart_after
         self._timeout = timeout
         self._recycle_after = recycle_after
-        self._idle: asyncio.Queue[_Slot] = asyncio.Queue()
+        #: Pages ready for a render, and renders waiting for one.
+        self._free: deque[_Slot] = deque()
+        self._waiters: list[_Waiter] = []
+        self._order = itertools.count()
+        #: Renders running, and when each was last given a page, by tenant:
+        #: the fairness keys (only tenants with renders running or waiting).
+        self._running: Counter[str] = Counter()
+        self._served: dict[str, int] = {}
         self._browser: BrowserLike | None = None
         self._generation = 0
         self._ready = asyncio.Event()
         self._restart_pending = False
         self._busy = 0
         self._all_idle = asyncio.Event()
-        self._waiting = 0
         self._renders_this_generation = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self.restarts = 0
         self.renders = 0
+        #: Pages thrown away because they were not blank after a reset or when taken.
+        self.unclean_pages = 0
 
     async def start(self) -> None:
         await self._launch()
@@ -99,10 +144,11 @@ class PagePool:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._close_browser()
 
-    async def run(self, job: Callable[[PageLike], Awaitable[T]]) -> T:
-        """Run ``job`` on a pooled page; retry once on a browser crash."""
+    async def run(self, job: Callable[[PageLike], Awaitable[T]], *, tenant: str = "") -> T:
+        """Run ``job`` on a pooled page; retry once on a browser crash.
+        ``tenant`` is who asks: free pages are shared fairly between tenants."""
         for attempt in (1, 2):
-            slot = await self._acquire()
+            slot = await self._acquire(tenant)
             outcome = "broken"  # unless proven otherwise, even on cancellation
             try:
                 async with asyncio.timeout(self._timeout):
@@ -110,9 +156,19 @@ class PagePool:
                 outcome = "ok"
                 return result
             except TimeoutError as exc:
-                raise DeadlineExceeded(
-                    f"the render took longer than {self._timeout:g} s; simplify the template "
-                    "or raise LITHO_RENDERER_TIMEOUT"
+                # The page had the render to itself for the whole deadline: what
+                # the document asks Chromium to do is too much, and a retry would
+                # overrun again. A 422, not a 504. Chromium is restarted at once:
+                # closing the page is not enough, as the compositor (in Chromium's
+                # GPU process, shared by every page) goes on drawing its last
+                # frame, measured at over 2 minutes, and every other page waits.
+                outcome = "overran"
+                limit = f"{self._timeout:g} s (LITHO_RENDERER_TIMEOUT)"
+                raise InvalidArgument(
+                    f"the template took longer than {limit} to render; simplify it: fewer or "
+                    "smaller blurred, shadowed or filtered layers, fewer pages or frames, "
+                    "a smaller size",
+                    errors=[FieldError("template", f"took longer than {limit} to render")],
                 ) from exc
             except LithoError:
                 outcome = "ok"  # the input was at fault, not the page
@@ -126,9 +182,12 @@ class PagePool:
                 if attempt == 2:
                     raise Unavailable("the browser crashed twice rendering this request") from exc
             finally:
+                self._stop_running(tenant)
                 self._release(slot, broken=outcome != "ok")
                 if outcome == "crashed":
                     self._request_restart(slot.generation)
+                elif outcome == "overran":
+                    self._request_restart(slot.generation, at_once=True)
         raise AssertionError("unreachable")
 
     # ------------------------------------------------------------ internals
@@ -137,37 +196,96 @@ class PagePool:
         browser_alive = self._browser is not None and self._browser.is_connected()
         return self._engine.is_crash(exc) or slot.page.is_closed() or not browser_alive
 
-    async def _acquire(self) -> _Slot:
-        if self._idle.empty() and self._waiting >= self._max_queue:
-            raise ResourceExhausted("the renderer is at capacity; retry shortly", retry_after=1)
-        self._waiting += 1
+    async def _acquire(self, tenant: str) -> _Slot:
+        if not self._free and len(self._waiters) >= self._max_queue:
+            self._make_room(tenant)
+        waiter = _Waiter(tenant, next(self._order))
+        self._waiters.append(waiter)
+        self._dispatch()
         try:
             async with asyncio.timeout(self._timeout):
-                slot = await self._next_live_slot()
-        except TimeoutError as exc:
-            raise ResourceExhausted(
-                f"no browser page became free within {self._timeout:g} s; retry shortly",
-                retry_after=1,
-            ) from exc
-        finally:
-            self._waiting -= 1
+                slot = await waiter.slot
+        except BaseException as exc:
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+                if tenant not in self._running and all(w.tenant != tenant
+                                                       for w in self._waiters):
+                    self._served.pop(tenant, None)
+            elif (waiter.slot.done() and not waiter.slot.cancelled()
+                  and waiter.slot.exception() is None):
+                # Handed a page just as it gave up: the page goes back.
+                self._stop_running(tenant)
+                self._offer(waiter.slot.result())
+            if isinstance(exc, TimeoutError):
+                raise ResourceExhausted(
+                    f"no browser page became free within {self._timeout:g} s; retry shortly",
+                    retry_after=1,
+                ) from exc
+            raise
         self._busy += 1
         self._all_idle.clear()
         return slot
 
-    async def _next_live_slot(self) -> _Slot:
-        while True:
-            await self._ready.wait()
-            slot = await self._idle.get()
-            if slot.generation != self._generation:
-                continue  # from a browser that is gone
-            if not slot.page.is_closed():
-                return slot
-            if self._browser is None or not self._browser.is_connected():
-                # Chromium died while idle (the OOM killer, say): start over.
-                self._request_restart(slot.generation)
-            else:
-                self._spawn(self._replace_page(slot))
+    def _make_room(self, tenant: str) -> None:
+        """The queue is full: refuse this render if its tenant has the most
+        renders waiting; else the newest waiting render of the tenant that
+        has the most is refused in its place. So a full queue is shared out
+        between tenants instead of going to whoever filled it first."""
+        waiting = Counter(w.tenant for w in self._waiters)
+        heaviest, most = max(waiting.items(), key=lambda item: item[1])
+        if waiting[tenant] + 1 >= most:
+            raise ResourceExhausted("the renderer is at capacity; retry shortly", retry_after=1)
+        victim = next(w for w in reversed(self._waiters) if w.tenant == heaviest)
+        self._waiters.remove(victim)
+        victim.slot.set_exception(
+            ResourceExhausted("the renderer is at capacity; retry shortly", retry_after=1))
+
+    def _offer(self, slot: _Slot) -> None:
+        """A page is free: hand it to the next render, fairly."""
+        self._free.append(slot)
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        # A waiter whose wait was just cancelled (its task has yet to notice)
+        # can take nothing.
+        self._waiters = [w for w in self._waiters if not w.slot.done()]
+        while self._ready.is_set() and self._free and self._waiters:
+            slot = self._free.popleft()
+            if not self._usable(slot):
+                continue
+            waiter = min(self._waiters, key=lambda w: (
+                self._running[w.tenant], self._served.get(w.tenant, -1), w.order))
+            self._waiters.remove(waiter)
+            self._running[waiter.tenant] += 1
+            self._served[waiter.tenant] = next(self._order)
+            waiter.slot.set_result(slot)
+
+    def _stop_running(self, tenant: str) -> None:
+        self._running[tenant] -= 1
+        if self._running[tenant] <= 0:
+            del self._running[tenant]
+            if not any(w.tenant == tenant for w in self._waiters):
+                self._served.pop(tenant, None)
+
+    def _usable(self, slot: _Slot) -> bool:
+        """Whether a free page may be handed out; if not, its replacement is under way."""
+        if slot.generation != self._generation:
+            return False  # from a browser that is gone
+        if not slot.page.is_closed():
+            if slot.page.is_blank():
+                return True
+            # Something happened to it while idle (a document's late meta
+            # refresh, say): never hand it out.
+            log.warning("an idle page is not blank; replacing it")
+            self.unclean_pages += 1
+            self._spawn(self._replace_page(slot))
+            return False
+        if self._browser is None or not self._browser.is_connected():
+            # Chromium died while idle (the OOM killer, say): start over.
+            self._request_restart(slot.generation)
+        else:
+            self._spawn(self._replace_page(slot))
+        return False
 
     def _release(self, slot: _Slot, *, broken: bool) -> None:
         self._busy -= 1
@@ -181,7 +299,7 @@ class PagePool:
         if broken or (self._recycle_after and slot.uses >= self._recycle_after):
             self._spawn(self._replace_page(slot))
         else:
-            self._idle.put_nowait(slot)
+            self._spawn(self._reset_page(slot))
         if self._renders_this_generation >= self._restart_after:
             self._request_restart(self._generation)
 
@@ -190,14 +308,31 @@ class PagePool:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _request_restart(self, generation: int) -> None:
+    def _request_restart(self, generation: int, *, at_once: bool = False) -> None:
         """Restart Chromium in the background, once per generation; new renders
-        wait for the fresh browser."""
+        wait for the fresh browser. ``at_once`` does not wait for in-flight
+        renders: they meet a closed browser and are retried on the new one."""
         if generation != self._generation or self._restart_pending:
             return
         self._restart_pending = True
         self._ready.clear()
-        self._spawn(self._restart())
+        self._spawn(self._restart(at_once=at_once))
+
+    async def _reset_page(self, slot: _Slot) -> None:
+        try:
+            async with asyncio.timeout(self._timeout):
+                await slot.page.reset()
+            blank = slot.page.is_blank()
+        except Exception as exc:
+            log.info("resetting a page failed; replacing it", error=str(exc))
+            blank = False
+        if slot.generation != self._generation:
+            return
+        if blank:
+            self._offer(slot)
+            return
+        self.unclean_pages += 1
+        await self._replace_page(slot)
 
     async def _replace_page(self, slot: _Slot) -> None:
         try:
@@ -215,11 +350,11 @@ class PagePool:
             log.warning("cannot open a page; restarting chromium", error=str(exc))
             self._request_restart(slot.generation)
             return
-        self._idle.put_nowait(_Slot(page, slot.generation))
+        self._offer(_Slot(page, slot.generation))
 
-    async def _restart(self) -> None:
+    async def _restart(self, *, at_once: bool = False) -> None:
         try:
-            if self._busy:
+            if self._busy and not at_once:
                 await self._all_idle.wait()
             log.info("restarting chromium", generation=self._generation)
             await self._close_browser()
@@ -238,12 +373,12 @@ class PagePool:
         self._browser = browser
         self._generation += 1
         self._renders_this_generation = 0
-        while not self._idle.empty():
-            self._idle.get_nowait()
+        self._free.clear()
         for _ in range(self._size):
-            self._idle.put_nowait(_Slot(await self._engine.new_page(browser), self._generation))
+            self._free.append(_Slot(await self._engine.new_page(browser), self._generation))
         self._all_idle.set()
         self._ready.set()
+        self._dispatch()
 
     async def _close_browser(self) -> None:
         browser, self._browser = self._browser, None

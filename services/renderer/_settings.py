@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import os
 
-from pydantic import Field
+from pydantic import Field, SecretStr, field_validator
 
 from litho.config import BaseServiceSettings
 
@@ -38,9 +38,36 @@ class RendererSettings(BaseServiceSettings):
     #: Longest GIF, and the cap of "the longest animation" when no duration is given.
     renderer_max_gif_duration_ms: int = Field(default=10_000, ge=1)
     renderer_max_gif_frames: int = Field(default=300, ge=1)
-    #: Most variable sets (pages) in one multi-page PDF.
-    renderer_max_pdf_pages: int = Field(default=200, ge=1)
+    #: Most pages in one PDF, CSS page breaks included (pages past it are
+    #: never printed: the render is a 422). ~30-65 ms a page on 2 busy cores.
+    renderer_max_pdf_pages: int = Field(default=100, ge=1)
+    #: Most variable sets in one multi-page PDF: each is a page load and a
+    #: print of its own, 60-300 ms on 2 cores depending on their load.
+    renderer_max_pdf_documents: int = Field(default=30, ge=1)
+    #: Most frames × width × height × deviceScaleFactor² captured for one GIF;
+    #: a GIF without a duration gets fewer frames (a longer delay) to fit.
+    renderer_max_gif_pixels: int = Field(default=60_000_000, gt=0)
+    #: Most pixels of one WebP: Chromium's WebP encoder is the slowest.
+    renderer_max_webp_pixels: int = Field(default=16_000_000, gt=0)
     #: Subresources (images, fonts, CSS) fetched through the guard are cached
     #: in memory for this many seconds, up to this many bytes in all.
     renderer_subresource_ttl: float = Field(default=300.0, ge=0)
     renderer_subresource_cache_bytes: int = Field(default=64 * 1024 * 1024, ge=0)
+    #: Every document is rendered at this URL, so relative URLs in templates
+    #: resolve against it and nothing else; part of every cache key. Under
+    #: ``.invalid`` (never resolvable) by default: relative URLs load nothing.
+    #: Use http, not https, unless every subresource is https (mixed content).
+    renderer_base_url: str = Field(default="http://document.invalid/",
+                                   pattern=r"^https?://[^/?#@\s]+/[^?#\s]*$")
+    #: Key of the keyed hash that makes render ids (and so image URLs): at
+    #: least 32 bytes, kept secret, never changed (a new one orphans every
+    #: stored output). No default: ``make run`` generates one in the data dir.
+    renderer_render_id_secret: SecretStr = Field()
+
+    @field_validator("renderer_render_id_secret")
+    @classmethod
+    def _long_enough(cls, value: SecretStr) -> SecretStr:
+        if len(value.get_secret_value().encode()) < 32:
+            raise ValueError("must be at least 32 bytes (e.g. the output of "
+                             "`python -c 'import secrets; print(secrets.token_hex(32))'`)")
+        return value

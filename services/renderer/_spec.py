@@ -21,6 +21,12 @@ class Limits:
     max_gif_duration_ms: int
     max_gif_frames: int
     max_pdf_pages: int
+    #: Variable sets in one PDF: each is a page load and a print of its own.
+    max_pdf_documents: int = 30
+    #: Captured frames × pixels of each frame, for one GIF.
+    max_gif_pixels: int = 60_000_000
+    #: Pixels of one WebP: Chromium's WebP encoder is the slowest.
+    max_webp_pixels: int = 16_000_000
 
 
 @dataclass(frozen=True)
@@ -115,13 +121,77 @@ def _check_gif(gif: GifSpec, limits: Limits) -> list[FieldError]:
     return p
 
 
+def check_documents(fmt: str, count: int, limits: Limits) -> None:
+    """One variable set per render; several only for a PDF, and not too many.
+
+    Each set gives at least one page, so the page limit bounds them too.
+    """
+    if count == 0 or (count > 1 and fmt != "pdf"):
+        raise InvalidArgument("one variable set per render; several only for a PDF",
+                              errors=[FieldError("variableSets", "one set, or several for a PDF")])
+    if count > limits.max_pdf_documents:
+        raise InvalidArgument(
+            f"a PDF may have at most {limits.max_pdf_documents} variable sets "
+            f"(LITHO_RENDERER_MAX_PDF_DOCUMENTS); this one has {count}",
+            errors=[FieldError("variableSets", f"at most {limits.max_pdf_documents} "
+                                               "(LITHO_RENDERER_MAX_PDF_DOCUMENTS)")])
+    if count > limits.max_pdf_pages:
+        raise InvalidArgument(
+            f"a PDF may have at most {limits.max_pdf_pages} pages "
+            f"(LITHO_RENDERER_MAX_PDF_PAGES), and each of these {count} variable sets "
+            "gives one at least",
+            errors=[FieldError("variableSets", f"at most {limits.max_pdf_pages} "
+                                               "(LITHO_RENDERER_MAX_PDF_PAGES)")])
+
+
+def check_pdf_pages(pages: int, limits: Limits) -> None:
+    """The pages printed so far (CSS page breaks included) are within the limit."""
+    if pages > limits.max_pdf_pages:
+        raise InvalidArgument(
+            f"the PDF would have more than {limits.max_pdf_pages} pages "
+            "(LITHO_RENDERER_MAX_PDF_PAGES); use fewer page breaks or variable sets",
+            errors=[FieldError("pdf", f"at most {limits.max_pdf_pages} pages "
+                                      "(LITHO_RENDERER_MAX_PDF_PAGES)")])
+
+
+def gif_frame_cap(width: int, height: int, scale: float, limits: Limits) -> int:
+    """Most frames a GIF of this size may capture: the frame limit, lowered so
+    that frames × pixels stays within the GIF pixel budget (at least one frame)."""
+    per_frame = max(1.0, width * height * scale * scale)
+    return max(1, min(limits.max_gif_frames, int(limits.max_gif_pixels // per_frame)))
+
+
+def check_gif_work(width: int, height: int, scale: float, gif: GifSpec, limits: Limits) -> None:
+    """An explicit duration must fit the GIF pixel budget at this size; without
+    one the frame cap (``gif_frame_cap``) keeps the natural duration within it."""
+    if not gif.duration_ms:
+        return
+    delay = max(20, round(100 / gif.fps) * 10)  # as _gif.frame_delay_ms
+    frames = -(-gif.duration_ms // delay) + 1  # every delay step, and the end state
+    pixels = frames * width * height * scale * scale
+    if pixels > limits.max_gif_pixels:
+        cap = gif_frame_cap(width, height, scale, limits)
+        raise InvalidArgument(
+            f"the GIF would be {frames} frames of {width}×{height} at scale {scale:g} "
+            f"({pixels:,.0f} pixels); the limit is {limits.max_gif_pixels:,} "
+            f"(LITHO_RENDERER_MAX_GIF_PIXELS): at most {cap} frames at this size",
+            errors=[FieldError("gif.duration", "frames × width × height × deviceScaleFactor² "
+                                               "is too large (LITHO_RENDERER_MAX_GIF_PIXELS)")])
+
+
 def check_pixels(
-    width: int, height: int, scale: float, limits: Limits, *, field: str = "width"
+    width: int, height: int, scale: float, limits: Limits, *, field: str = "width",
+    fmt: str = "",
 ) -> None:
-    """The output (or a selector's box) stays within the pixel and size limits."""
+    """The output (or a selector's box) stays within the pixel and size limits
+    (and, for WebP, whose encoder is the slowest, within the WebP limit)."""
     pixels = width * height * scale * scale
-    if pixels > limits.max_pixels:
+    limit, setting, of = limits.max_pixels, "LITHO_RENDERER_MAX_PIXELS", ""
+    if fmt == "webp" and limits.max_webp_pixels < limit:
+        limit, setting, of = limits.max_webp_pixels, "LITHO_RENDERER_MAX_WEBP_PIXELS", " of a WebP"
+    if pixels > limit:
         raise InvalidArgument(
             f"the output would be {width}×{height} at scale {scale:g} ({pixels:,.0f} pixels); "
-            f"the limit is {limits.max_pixels:,} (LITHO_RENDERER_MAX_PIXELS)",
-            errors=[FieldError(field, "width × height × deviceScaleFactor² is too large")])
+            f"the limit{of} is {limit:,} ({setting})",
+            errors=[FieldError(field, f"width × height × deviceScaleFactor² is too large "
+                                      f"({setting})")])

@@ -12,6 +12,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Protocol
+from urllib.parse import urlsplit
 
 from litho.errors import OutboundDenied, OutboundError
 from litho.logs import get_logger
@@ -64,6 +65,10 @@ class SubresourceFetcher:
             await route.abort("blockedbyclient")
             return
         url = request.url
+        if _never_resolves(url):
+            # Relative URLs under the default base URL: no DNS query for them.
+            await route.abort("namenotresolved")
+            return
         entry = self._lookup(url)
         if entry is None:
             try:
@@ -105,3 +110,12 @@ class SubresourceFetcher:
     def _evict(self, url: str) -> None:
         entry = self._cache.pop(url)
         self._cached_bytes -= len(entry.body)
+
+
+def _never_resolves(url: str) -> bool:
+    """``.invalid`` names never resolve (RFC 6761)."""
+    try:
+        host = (urlsplit(url).hostname or "").rstrip(".")
+    except ValueError:
+        return False
+    return host == "invalid" or host.endswith(".invalid")

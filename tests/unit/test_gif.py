@@ -247,6 +247,26 @@ async def test_clip(tab: tuple[Page, CDPSession]) -> None:
     assert Image.open(io.BytesIO(encode_gif(frames, delay_ms=100))).size == (60, 40)
 
 
+async def test_pixel_budget_takes_fewer_frames_of_a_large_clip(
+    tab: tuple[Page, CDPSession],
+) -> None:
+    page, cdp = tab
+    clip = {"x": 0.0, "y": 0.0, "width": 60.0, "height": 30.0, "scale": 2.0}
+    await freeze_timeline(cdp)
+    await page.set_content(FADE, wait_until="load")
+    # 60×30 at scale 2 is 7,200 pixels a frame: 5 of them fit 36,000.
+    frames, delay = await capture_gif_frames(
+        page, cdp, fps=50, duration_ms=None, max_duration_ms=5000, max_frames=50,
+        clip=clip, max_pixels=36_000)
+    assert (len(frames), delay) == (5, 250)  # still the whole second, at a lower rate
+    assert {rgb(f).size for f in frames} == {(120, 60)}
+    assert pixel(rgb(frames[-1]), (60, 30)) == pytest.approx((0, 0, 255), abs=2)
+    frames, _ = await capture_gif_frames(
+        page, cdp, fps=50, duration_ms=None, max_duration_ms=5000, max_frames=50,
+        clip=clip, max_pixels=1)
+    assert len(frames) == 1
+
+
 async def test_same_template_same_gif(tab: tuple[Page, CDPSession]) -> None:
     first, delay = await frames_of(tab, SLIDE, fps=20)
     second, _ = await frames_of(tab, SLIDE, fps=20)

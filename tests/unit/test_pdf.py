@@ -7,12 +7,19 @@ from collections.abc import AsyncIterator
 
 import pytest
 import pytest_asyncio
-from playwright.async_api import Browser, Page
+from playwright.async_api import Browser, Page, Route
 from pypdf import PdfReader, PdfWriter
 from pypdf.generic import ArrayObject, ByteStringObject
 
 from litho.errors import InvalidArgument
-from services.renderer._pdf import PdfOptions, merge_pdfs, normalise_pdf, pdf_info, print_pdf
+from services.renderer._pdf import (
+    PdfOptions,
+    merge_pdfs,
+    normalise_pdf,
+    page_count,
+    pdf_info,
+    print_pdf,
+)
 
 MARK = """<!doctype html><html><head><title>Quarterly report</title><style>
   html, body { margin: 0; font: 12px sans-serif; }
@@ -88,6 +95,18 @@ async def test_page_breaks_make_pages(page: Page) -> None:
     assert pdf_info(data)[0] == 3
     reader = PdfReader(io.BytesIO(data))
     assert [p.extract_text().strip() for p in reader.pages] == ["one", "two", "three"]
+
+
+async def test_max_pages_prints_only_the_first_pages(page: Page) -> None:
+    await page.set_content(PAGES, wait_until="load")
+    options = PdfOptions(preset="A5")
+    assert page_count(await print_pdf(page, options, max_pages=2)) == 2
+    first = PdfReader(io.BytesIO(await print_pdf(page, options, max_pages=1)))
+    assert [p.extract_text().strip() for p in first.pages] == ["one"]
+    # A cap past the last page prints the whole document.
+    assert page_count(await print_pdf(page, options, max_pages=50)) == 3
+    with pytest.raises(ValueError):
+        await print_pdf(page, options, max_pages=0)
 
 
 async def test_margins_move_the_content(page: Page) -> None:
@@ -183,3 +202,23 @@ def test_not_a_pdf() -> None:
         merge_pdfs([b"hello"])
     with pytest.raises(ValueError, match="nothing"):
         merge_pdfs([])
+
+
+async def test_a_document_without_title_gets_none_not_its_url(page: Page) -> None:
+    # Pages sit at the renderer's base URL; Chromium titles an untitled one
+    # by that URL's host, which must not become the PDF's title.
+    base = "http://document.invalid/"
+
+    async def serve(route: Route) -> None:
+        await route.fulfill(status=200, content_type="text/html",
+                            body=MARK.replace("<title>Quarterly report</title>", ""))
+
+    await page.route(base, serve)
+    try:
+        await page.goto(base, wait_until="load")
+        raw = await print_pdf(page, PdfOptions(preset="A4"))
+    finally:
+        await page.unroute(base, serve)
+    assert b"document.invalid" in raw  # what Chromium stamps
+    reader = PdfReader(io.BytesIO(merge_pdfs([raw], base_url=base)))
+    assert reader.metadata == {"/Producer": "Litho"}

@@ -16,12 +16,21 @@ from services.renderer._pipeline import (
     RenderPipeline,
     RenderRequest,
     RenderResult,
-    cache_key,
+    make_render_id,
 )
 from services.renderer._spec import GifSpec, Limits, PdfSpec, RenderOptions
 
 LIMITS = Limits(max_dimension=1000, max_pixels=10_000_000, max_scale=4, max_gif_fps=30,
                 max_gif_duration_ms=10_000, max_gif_frames=300, max_pdf_pages=5)
+SECRET = b"s" * 32
+BASE_URL = "http://document.invalid/"
+
+
+def make_pipeline(templates: Templates, blobs: MemoryBlobs, capture: object, events: Events,
+                  *, limits: Limits = LIMITS, secret: bytes = SECRET,
+                  base_url: str = BASE_URL) -> RenderPipeline:
+    return RenderPipeline(templates, blobs, capture, events,  # type: ignore[arg-type]
+                          limits=limits, base_url=base_url, render_id_secret=secret)
 
 
 class MemoryBlobs:
@@ -80,7 +89,7 @@ class Capture:
         self.calls: list[CaptureSpec] = []
         self.gate: asyncio.Event | None = None
 
-    async def __call__(self, spec: CaptureSpec) -> Output:
+    async def __call__(self, spec: CaptureSpec, tenant_id: str) -> Output:
         self.calls.append(spec)
         if self.gate:
             await self.gate.wait()
@@ -93,7 +102,7 @@ class Capture:
 @pytest.fixture
 def parts() -> tuple[MemoryBlobs, Templates, Events, Capture, RenderPipeline]:
     blobs, templates, events, capture = MemoryBlobs(), Templates(), Events(), Capture()
-    pipeline = RenderPipeline(templates, blobs, capture, events, limits=LIMITS)
+    pipeline = make_pipeline(templates, blobs, capture, events)
     return blobs, templates, events, capture, pipeline
 
 
@@ -135,18 +144,22 @@ async def test_key_depends_on_document_and_options(parts) -> None:  # type: igno
 def test_cache_key_is_stable() -> None:
     def spec(**o: object) -> CaptureSpec:
         fields: dict[str, object] = {
-            "documents": ("<p>x</p>",), "format": "png", "width": 1, "height": 2, "scale": 1.0,
-            "quality": 0, "transparent": False, "selector": "", "pdf": PdfSpec(),
-            "gif": GifSpec()}
+            "documents": ("<p>x</p>",), "base_url": BASE_URL, "format": "png", "width": 1,
+            "height": 2, "scale": 1.0, "quality": 0, "transparent": False, "selector": "",
+            "pdf": PdfSpec(), "gif": GifSpec()}
         fields.update(o)
         return CaptureSpec(**fields)  # type: ignore[arg-type]
 
-    assert cache_key(spec()) == cache_key(spec())
-    assert len(cache_key(spec())) == 64
+    def key(s: CaptureSpec) -> str:
+        return make_render_id(SECRET, "t", s)
+
+    assert key(spec()) == key(spec())
+    assert len(key(spec())) == 64
     variants = [spec(scale=2.0), spec(transparent=True), spec(selector=".a"),
                 spec(gif=GifSpec(fps=10)), spec(pdf=PdfSpec(preset="A4")),
-                spec(documents=("<p>x</p>", "<p>y</p>"))]
-    assert len({cache_key(v) for v in variants} | {cache_key(spec())}) == 7
+                spec(documents=("<p>x</p>", "<p>y</p>")),
+                spec(base_url="http://cdn.example/")]
+    assert len({key(v) for v in variants} | {key(spec())}) == 8
 
 
 async def test_identical_concurrent_renders_share_one_capture(parts) -> None:  # type: ignore[no-untyped-def]
@@ -202,10 +215,10 @@ async def test_template_errors_propagate(parts) -> None:  # type: ignore[no-unty
 async def test_capture_failure_publishes_render_failed(parts) -> None:  # type: ignore[no-untyped-def]
     _, _, events, _, _ = parts
 
-    async def broken(spec: CaptureSpec) -> Output:
+    async def broken(spec: CaptureSpec, tenant_id: str) -> Output:
         raise LithoError("boom")
 
-    pipeline = RenderPipeline(Templates(), MemoryBlobs(), broken, events, limits=LIMITS)
+    pipeline = make_pipeline(Templates(), MemoryBlobs(), broken, events)
     with pytest.raises(LithoError):
         await pipeline.render(request())
     assert events.failed_events == ["INTERNAL"]
@@ -216,13 +229,13 @@ async def test_identical_concurrent_renders_share_a_failure(parts) -> None:  # t
     calls = 0
     gate = asyncio.Event()
 
-    async def failing(spec: CaptureSpec) -> Output:
+    async def failing(spec: CaptureSpec, tenant_id: str) -> Output:
         nonlocal calls
         calls += 1
         await gate.wait()
         raise InvalidArgument("selector matched nothing")
 
-    pipeline = RenderPipeline(templates, blobs, failing, events, limits=LIMITS)
+    pipeline = make_pipeline(templates, blobs, failing, events)
     tasks = [asyncio.create_task(pipeline.render(request())) for _ in range(4)]
     await asyncio.sleep(0.01)
     gate.set()
@@ -255,7 +268,67 @@ async def test_gif_settings_are_part_of_the_key(parts) -> None:  # type: ignore[
     blobs, templates, events, capture, pipeline = parts
     first = await pipeline.render(request(format="gif"))
     other_limits = replace(LIMITS, max_gif_frames=10)
-    capped = RenderPipeline(templates, blobs, capture, events, limits=other_limits)
+    capped = make_pipeline(templates, blobs, capture, events, limits=other_limits)
     assert (await capped.render(request(format="gif"))).render_id != first.render_id
     png_ids = {(await p.render(request())).render_id for p in (capped, pipeline)}
     assert len(png_ids) == 1
+
+
+async def test_render_ids_are_per_tenant(parts) -> None:  # type: ignore[no-untyped-def]
+    blobs, _, _, capture, pipeline = parts
+    first = await pipeline.render(request(tenant_id="alice"))
+    again = await pipeline.render(request(tenant_id="alice"))
+    other = await pipeline.render(request(tenant_id="bob"))
+    assert again.cached is True and again.render_id == first.render_id
+    # Bob's identical document is his own miss: a hit would tell him that
+    # someone else rendered it.
+    assert other.cached is False and other.render_id != first.render_id
+    assert len(capture.calls) == 2 and other.blob_key in blobs.data
+
+
+async def test_render_ids_depend_on_the_secret_and_are_not_plain_hashes() -> None:
+    import hashlib
+    import json
+    from dataclasses import asdict
+
+    from services.renderer._pipeline import RENDERER_VERSION
+
+    ids = []
+    for secret in (SECRET, b"t" * 32):
+        capture = Capture()
+        pipeline = make_pipeline(Templates(), MemoryBlobs(), capture, Events(), secret=secret)
+        ids.append((await pipeline.render(request())).render_id)
+    assert ids[0] != ids[1]
+    spec = capture.calls[0]
+    material = json.dumps([RENDERER_VERSION, asdict(spec)], ensure_ascii=False,
+                          separators=(",", ":"), sort_keys=True).encode()
+    assert hashlib.sha256(material).hexdigest() not in ids
+    assert ids[1] == make_render_id(b"t" * 32, "t", spec)
+
+
+def test_a_short_secret_is_refused() -> None:
+    with pytest.raises(ValueError, match="32 bytes"):
+        make_pipeline(Templates(), MemoryBlobs(), Capture(), Events(), secret=b"short")
+
+
+async def test_concurrent_identical_renders_of_two_tenants_do_not_share(parts) -> None:  # type: ignore[no-untyped-def]
+    _, _, _, capture, pipeline = parts
+    capture.gate = asyncio.Event()
+    tasks = [asyncio.create_task(pipeline.render(request(tenant_id=t)))
+             for t in ("alice", "bob", "alice", "bob")]
+    await asyncio.sleep(0.01)
+    capture.gate.set()
+    results = await asyncio.gather(*tasks)
+    assert len(capture.calls) == 2
+    assert [r.cached for r in results[:2]] == [False, False]
+    assert results[0].render_id == results[2].render_id != results[1].render_id
+
+
+async def test_the_base_url_is_part_of_every_capture_and_key(parts) -> None:  # type: ignore[no-untyped-def]
+    blobs, templates, events, capture, pipeline = parts
+    first = await pipeline.render(request())
+    assert capture.calls[0].base_url == BASE_URL
+    elsewhere = make_pipeline(templates, blobs, capture, events, base_url="http://cdn.example/")
+    moved = await elsewhere.render(request())
+    assert moved.cached is False and moved.render_id != first.render_id
+    assert capture.calls[1].base_url == "http://cdn.example/"

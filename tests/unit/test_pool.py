@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from litho.errors import DeadlineExceeded, InvalidArgument, ResourceExhausted, Unavailable
+from litho.errors import InvalidArgument, ResourceExhausted, Unavailable
 from services.renderer._pool import BrowserLike, PageLike, PagePool
 
 
@@ -18,12 +18,26 @@ class FakePage:
     def __init__(self, browser: FakeBrowser) -> None:
         self.browser = browser
         self.closed = False
+        #: What a render or a document did to it (a Chromium page: its URL,
+        #: frames and navigations), and whether a reset can undo that.
+        self.blank = True
+        self.reset_works = True
+        self.resets = 0
 
     def is_closed(self) -> bool:
         return self.closed or not self.browser.connected
 
     async def close(self) -> None:
         self.closed = True
+
+    def is_blank(self) -> bool:
+        return self.blank
+
+    async def reset(self) -> None:
+        self.resets += 1
+        await asyncio.sleep(0)
+        if self.reset_works:
+            self.blank = True
 
 
 class FakeBrowser:
@@ -150,7 +164,7 @@ async def test_second_crash_is_unavailable() -> None:
     await pool.close()
 
 
-async def test_timeout_replaces_the_page_and_is_deadline_exceeded() -> None:
+async def test_timeout_is_invalid_argument_and_restarts_chromium() -> None:
     engine = FakeEngine()
     pool = make_pool(engine, size=1, timeout=0.05)
     await pool.start()
@@ -158,10 +172,14 @@ async def test_timeout_replaces_the_page_and_is_deadline_exceeded() -> None:
     async def hangs(page: PageLike) -> None:
         await asyncio.sleep(10)
 
-    with pytest.raises(DeadlineExceeded):
+    # Not retryable: the document asked for more than the deadline allows.
+    with pytest.raises(InvalidArgument, match="LITHO_RENDERER_TIMEOUT") as overran:
         await pool.run(hangs)
-    assert await pool.run(browser_number) == 1
-    assert engine.pages == 2
+    assert [e.field for e in overran.value.errors] == ["template"]
+    # The compositor of the overrunning page would hold up every other page:
+    # the browser itself is replaced, at once.
+    assert await pool.run(browser_number) == 2
+    assert not engine.browsers[0].connected
     await pool.close()
 
 
@@ -287,7 +305,7 @@ async def test_waiting_longer_than_the_deadline_for_a_page_is_resource_exhausted
         await pool.run(browser_number)
     hold.set()
     first, _ = await asyncio.gather(*hogs, return_exceptions=True)
-    assert isinstance(first, DeadlineExceeded)
+    assert isinstance(first, InvalidArgument)
     await pool.close()
 
 
@@ -303,4 +321,181 @@ async def test_pages_are_recycled_after_n_renders_in_the_background() -> None:
         seen.append(await pool.run(which))
     assert len(set(seen[:3])) == 1 and seen[3] != seen[0]
     assert engine.pages == 3 and pool.restarts == 0
+    await pool.close()
+
+
+async def spoil(page: PageLike) -> int:
+    """A render that leaves the page off its blank state."""
+    assert isinstance(page, FakePage)
+    page.blank = False
+    return id(page)
+
+
+async def is_blank(page: PageLike) -> bool:
+    assert isinstance(page, FakePage)
+    return page.blank
+
+
+async def test_every_page_is_reset_after_a_render_and_reused_when_blank() -> None:
+    engine = FakeEngine()
+    pool = make_pool(engine, size=1)
+    await pool.start()
+    ids = [await pool.run(spoil) for _ in range(3)]
+    assert await pool.run(is_blank) is True
+    assert len(set(ids)) == 1 and engine.pages == 1 and pool.unclean_pages == 0
+    await pool.close()
+
+
+async def test_a_page_a_reset_cannot_clean_is_replaced_not_reused() -> None:
+    engine = FakeEngine()
+    pool = make_pool(engine, size=1)
+    await pool.start()
+
+    async def spoil_for_good(page: PageLike) -> int:
+        assert isinstance(page, FakePage)
+        page.reset_works = False
+        return await spoil(page)
+
+    spoiled = await pool.run(spoil_for_good)
+    # Whatever the page was left with, the next render never sees it.
+    for _ in range(3):
+        assert await pool.run(is_blank) is True
+    assert await pool.run(spoil) != spoiled
+    assert engine.pages == 2 and pool.unclean_pages == 1
+    await pool.close()
+
+
+async def test_a_page_that_changes_while_idle_is_replaced_when_taken() -> None:
+    engine = FakeEngine()
+    pool = make_pool(engine, size=1)
+    await pool.start()
+
+    async def the_page(page: PageLike) -> FakePage:
+        assert isinstance(page, FakePage)
+        return page
+
+    page = await pool.run(the_page)
+    await asyncio.sleep(0.01)  # the reset has run: the page is idle and blank
+    assert page.blank and page.resets == 1
+    page.blank = False  # a late meta refresh, say
+    assert await pool.run(is_blank) is True
+    assert await pool.run(spoil) != id(page)
+    assert page.closed and pool.unclean_pages == 1
+    await pool.close()
+
+
+async def test_a_failing_reset_replaces_the_page() -> None:
+    engine = FakeEngine()
+    pool = make_pool(engine, size=1)
+    await pool.start()
+
+    async def poison_reset(page: PageLike) -> int:
+        assert isinstance(page, FakePage)
+
+        async def broken() -> None:
+            raise RuntimeError("navigation failed")
+
+        page.reset = broken  # type: ignore[method-assign]
+        return await spoil(page)
+
+    first = await pool.run(poison_reset)
+    assert await pool.run(spoil) != first
+    assert engine.pages == 2 and pool.restarts == 0
+    await pool.close()
+
+
+async def test_a_free_page_goes_to_the_tenant_with_the_fewest_renders() -> None:
+    # One page; tenant "a" has one render running and three waiting when
+    # tenant "b" asks: b's render is next, not fourth.
+    pool = make_pool(FakeEngine(), size=1, max_queue=10, timeout=5.0)
+    await pool.start()
+    order: list[str] = []
+    gates = {name: asyncio.Event() for name in ("a1", "a2", "a3", "a4", "b1")}
+
+    def job(name: str):  # type: ignore[no-untyped-def]
+        async def run(page: PageLike) -> str:
+            order.append(name)
+            await gates[name].wait()
+            return name
+        return run
+
+    tasks = [asyncio.create_task(pool.run(job("a1"), tenant="a"))]
+    await asyncio.sleep(0.01)
+    tasks += [asyncio.create_task(pool.run(job(n), tenant="a")) for n in ("a2", "a3", "a4")]
+    await asyncio.sleep(0.01)
+    tasks.append(asyncio.create_task(pool.run(job("b1"), tenant="b")))
+    await asyncio.sleep(0.01)
+    for gate in gates.values():
+        gate.set()
+    assert sorted(await asyncio.gather(*tasks)) == ["a1", "a2", "a3", "a4", "b1"]
+    assert order == ["a1", "b1", "a2", "a3", "a4"]
+    await pool.close()
+
+
+async def test_within_a_tenant_renders_take_turns_in_order() -> None:
+    pool = make_pool(FakeEngine(), size=1, max_queue=10, timeout=5.0)
+    await pool.start()
+    order: list[int] = []
+
+    def job(number: int):  # type: ignore[no-untyped-def]
+        async def run(page: PageLike) -> None:
+            order.append(number)
+            await asyncio.sleep(0)
+        return run
+
+    await asyncio.gather(*(pool.run(job(n), tenant="a") for n in range(5)))
+    assert order == [0, 1, 2, 3, 4]
+    await pool.close()
+
+
+async def test_a_render_that_gives_up_waiting_leaks_no_page() -> None:
+    engine = FakeEngine()
+    pool = make_pool(engine, size=1, max_queue=10, timeout=5.0)
+    await pool.start()
+    gate = asyncio.Event()
+
+    async def held(page: PageLike) -> str:
+        await gate.wait()
+        return "held"
+
+    holder = asyncio.create_task(pool.run(held, tenant="a"))
+    await asyncio.sleep(0.01)
+    waiters = [asyncio.create_task(pool.run(browser_number, tenant=t)) for t in "bcd"]
+    await asyncio.sleep(0.01)
+    for waiter in waiters:
+        waiter.cancel()
+    gate.set()
+    assert await holder == "held"
+    await asyncio.gather(*waiters, return_exceptions=True)
+    # The one page is still there for everyone, and nobody counts as running.
+    assert await asyncio.gather(*(pool.run(browser_number, tenant="e") for _ in range(3))) == [
+        1, 1, 1]
+    assert engine.pages == 1
+    await pool.close()
+
+
+async def test_a_full_queue_is_shared_between_tenants() -> None:
+    # One page, room for three waiting. Tenant "a" fills the queue; tenant
+    # "b" still gets in (a's newest waiting render is refused in its place),
+    # and a cannot push b out again.
+    pool = make_pool(FakeEngine(), size=1, max_queue=3, timeout=5.0)
+    await pool.start()
+    gate = asyncio.Event()
+
+    async def held(page: PageLike) -> str:
+        await gate.wait()
+        return "done"
+
+    running = asyncio.create_task(pool.run(held, tenant="a"))
+    await asyncio.sleep(0.01)
+    a_waiting = [asyncio.create_task(pool.run(held, tenant="a")) for _ in range(3)]
+    await asyncio.sleep(0.01)
+    b = asyncio.create_task(pool.run(held, tenant="b"))
+    await asyncio.sleep(0.01)
+    with pytest.raises(ResourceExhausted):
+        await a_waiting[2]  # the newest of a's, refused to make room for b
+    with pytest.raises(ResourceExhausted):
+        await pool.run(held, tenant="a")  # a has the most waiting: refused
+    gate.set()
+    assert await asyncio.gather(running, b, *a_waiting[:2]) == ["done"] * 4
     await pool.close()

@@ -113,3 +113,16 @@ async def test_denied_and_non_get_requests_are_aborted(server: Server) -> None:
     assert server.hits == []
     await guard.close()
     await other.close()
+
+
+async def test_names_under_invalid_are_refused_without_a_lookup(server: Server) -> None:
+    # Relative URLs under the default base URL (http://document.invalid/).
+    fetcher, guard = await fetcher_for(server)
+    for url in ("http://document.invalid/logo.png", "https://a.b.INVALID./x.css",
+                "http://invalid/x"):
+        route = await fetch(fetcher, url)
+        assert route.aborted == "namenotresolved" and route.fulfilled == {}
+    # Only the name decides: a host that merely contains "invalid" is fetched.
+    route = await fetch(fetcher, f"{server.base}/invalid.png")
+    assert route.fulfilled["status"] == 200
+    await guard.close()
