@@ -10,7 +10,10 @@ all of them can read back:
 - every string and object key valid Unicode (a lone surrogate such as
   ``"\\ud800"`` cannot be encoded as UTF-8, so it breaks protobuf and storage);
 - every number literal at most ``max_number_chars`` characters and finite
-  (a 4,000-digit integer makes errors and arithmetic that repeat it huge).
+  (a 4,000-digit integer makes errors and arithmetic that repeat it huge);
+- every integer within the signed 64-bit range and no object key holding
+  NUL (U+0000): MongoDB stores integers as int64 and keys as C strings, so
+  either would be accepted and then fail to be stored.
 
 :func:`loads` parses and checks in one call and raises :class:`JsonLimitError`
 naming the first problem by its JSON pointer. The check walks the value with
@@ -28,6 +31,9 @@ from typing import Any, Final
 #: Defaults shared by the services' settings (``LITHO_*_JSON_MAX_DEPTH``, ...).
 DEFAULT_MAX_DEPTH: Final = 32
 DEFAULT_MAX_NUMBER_CHARS: Final = 32
+#: The integers MongoDB (BSON int64) can store.
+INT64_MIN: Final = -(2**63)
+INT64_MAX: Final = 2**63 - 1
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 #: A ``\\uD800``-``\\uDFFF`` escape, paired or not (pairs are rare and the
@@ -60,17 +66,19 @@ class JsonLimitError(ValueError):
 class _BadNumber:
     """Stands in for a refused number literal so the walk can report its path."""
 
-    __slots__ = ("literal",)
+    __slots__ = ("literal", "problem")
 
-    def __init__(self, literal: str) -> None:
+    def __init__(self, literal: str, problem: str) -> None:
         self.literal = literal
+        self.problem = problem
 
 
 def pointer(parts: list[str | int]) -> str:
     """An RFC 6901 JSON pointer for ``parts``, with any lone surrogate in a key
     written as ``\\uXXXX`` so that the pointer itself is valid Unicode."""
     text = "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in parts)
-    return safe_text(text)
+    # NUL too: a pointer travels on in messages and logs, where it may end a C string.
+    return safe_text(text).replace("\x00", "\\u0000")
 
 
 def safe_text(text: str) -> str:
@@ -107,11 +115,14 @@ def loads(text: str | bytes, limits: JsonLimits) -> Any:
     def number(literal: str, convert: type[int] | type[float]) -> Any:
         if len(literal) > limits.max_number_chars:
             flagged.append(literal)
-            return _BadNumber(literal)
+            return _BadNumber(literal, _number_problem(literal, limits))
         value = convert(literal)
         if isinstance(value, float) and not math.isfinite(value):
             flagged.append(literal)
-            return _BadNumber(literal)
+            return _BadNumber(literal, _number_problem(literal, limits))
+        if isinstance(value, int) and not INT64_MIN <= value <= INT64_MAX:
+            flagged.append(literal)
+            return _BadNumber(literal, _int64_problem(literal))
         return value
 
     def constant(name: str) -> Any:
@@ -128,9 +139,14 @@ def loads(text: str | bytes, limits: JsonLimits) -> Any:
                              _depth_problem(limits)) from None
     # The precise walk (which names the path) costs about a microsecond per
     # value, so it runs only when a cheap test over the whole says it must.
-    if flagged or _may_hold_surrogate(text) or not depth_within(value, limits.max_depth):
+    if (flagged or _may_hold_surrogate(text) or _NUL_ESCAPE in text
+            or not depth_within(value, limits.max_depth)):
         check(value, limits)
     return value
+
+
+#: How a NUL can appear in strict JSON text (raw control characters are refused).
+_NUL_ESCAPE: Final = "\\u0000"
 
 
 def _may_hold_surrogate(text: str) -> bool:
@@ -167,12 +183,15 @@ def check(value: Any, limits: JsonLimits) -> None:
             raise JsonLimitError(pointer(list(path)), _depth_problem(limits))
         pairs = item.items() if type(item) is dict else enumerate(item)
         for key, child in pairs:
-            if type(key) is str and has_surrogate(key):
-                raise JsonLimitError(pointer([*path, key]), "the key " + describe_text(key))
+            if type(key) is str:
+                if has_surrogate(key):
+                    raise JsonLimitError(pointer([*path, key]), "the key " + describe_text(key))
+                if "\x00" in key:
+                    raise JsonLimitError(pointer([*path, key]), _NUL_KEY_PROBLEM)
             kind = type(child)
             if kind is dict or kind is list:
                 stack.append((child, (*path, key)))
-            elif kind is str or kind is _BadNumber or kind is float:
+            elif kind is str or kind is _BadNumber or kind is float or kind is int:
                 _check_scalar(child, (*path, key), limits)
 
 
@@ -182,9 +201,15 @@ def _check_scalar(value: Any, path: tuple[str | int, ...], limits: JsonLimits) -
         if problem:
             raise JsonLimitError(pointer(list(path)), problem)
     elif isinstance(value, _BadNumber):
-        raise JsonLimitError(pointer(list(path)), _number_problem(value.literal, limits))
+        raise JsonLimitError(pointer(list(path)), value.problem)
     elif isinstance(value, float) and not math.isfinite(value):
         raise JsonLimitError(pointer(list(path)), "must be a finite number")
+    elif type(value) is int and not INT64_MIN <= value <= INT64_MAX:
+        raise JsonLimitError(pointer(list(path)), _int64_problem(str(value)))
+
+
+_NUL_KEY_PROBLEM: Final = ("the key contains a NUL character (U+0000), which MongoDB "
+                           "cannot store in a key")
 
 
 def _depth_problem(limits: JsonLimits) -> str:
@@ -193,10 +218,19 @@ def _depth_problem(limits: JsonLimits) -> str:
 
 
 def _number_problem(literal: str, limits: JsonLimits) -> str:
-    shown = literal if len(literal) <= 40 else f"{literal[:20]}…({len(literal)} characters)"
-    return (f"the number {shown} is too large or too long: at most "
+    return (f"the number {_shown(literal)} is too large or too long: at most "
             f"{limits.max_number_chars} characters and finite "
             f"(limit {limits.number_setting}={limits.max_number_chars})")
+
+
+def _int64_problem(literal: str) -> str:
+    # Not a setting: MongoDB stores integers as signed 64-bit (BSON int64).
+    return (f"the integer {_shown(literal)} is outside the signed 64-bit range "
+            f"({INT64_MIN} to {INT64_MAX}) that MongoDB stores; send it as a string")
+
+
+def _shown(literal: str) -> str:
+    return literal if len(literal) <= 40 else f"{literal[:20]}…({len(literal)} characters)"
 
 
 def _too_deep_at(text: str, max_depth: int) -> str:

@@ -6,7 +6,11 @@ else raises ``ValueError`` here, as it does in the SQLite adapter, instead of
 working in production and failing in tests. PyMongo's exceptions are
 translated at this boundary: duplicate keys to :class:`DuplicateKey`, an
 unreachable server to :class:`Unavailable`, an operation that ran out of time
-to :class:`DeadlineExceeded`.
+to :class:`DeadlineExceeded`, and a value BSON cannot encode (an integer
+outside int64, a NUL in a key, a document over 16 MiB) to
+:class:`InvalidArgument`: it is the input, not the store, that is wrong, so
+callers answer 422 rather than 500. Services refuse such values at their
+edge (``litho.jsonlimits``); this is the last line.
 """
 
 from __future__ import annotations
@@ -42,10 +46,21 @@ from litho.docstore._checks import (
     is_scalar,
 )
 from litho.docstore._port import Document, Filter, Sort
-from litho.errors import ConfigError, DeadlineExceeded, LithoError, Unavailable
+from litho.errors import (
+    ConfigError,
+    DeadlineExceeded,
+    InvalidArgument,
+    LithoError,
+    Unavailable,
+    clip,
+)
 
 _RANGE = frozenset({"$gt", "$gte", "$lt", "$lte"})
 _IMMUTABLE_FIELD = 66
+#: Server codes for a document MongoDB will not store (DollarPrefixedFieldName,
+#: EmptyFieldName, DottedFieldName, BSONObjectTooLarge, and a document grown
+#: past 16 MiB by an update): like bson's own refusals, the input is at fault.
+_UNSTORABLE = frozenset({52, 56, 57, 10334, 17419})
 
 
 async def open_mongo_store(
@@ -210,6 +225,11 @@ def _translated(collection: str) -> Iterator[None]:
     except WriteError as exc:
         if exc.code == _IMMUTABLE_FIELD:
             raise ValueError(f"replace cannot change a document's _id ({collection})") from exc
+        if exc.code in _UNSTORABLE:
+            raise InvalidArgument(
+                f"a document cannot be stored in {collection}: "
+                f"{clip(str(exc.details.get('errmsg') if exc.details else exc), 200)}"
+            ) from exc
         raise LithoError(f"MongoDB write failed in {collection}: {exc}") from exc
     except ServerSelectionTimeoutError as exc:
         raise Unavailable(f"MongoDB is unreachable ({collection}): {exc}") from exc
@@ -220,7 +240,15 @@ def _translated(collection: str) -> Iterator[None]:
             raise Unavailable(f"MongoDB connection failed ({collection}): {exc}") from exc
         raise LithoError(f"MongoDB operation failed in {collection}: {exc}") from exc
     except InvalidDocument as exc:
-        raise ValueError(f"document cannot be stored in {collection}: {exc}") from exc
+        # Also DocumentTooLarge, a subclass. bson's message names the problem
+        # ("Key names must not contain the NULL byte"), not the data.
+        raise InvalidArgument(
+            f"a document cannot be stored in {collection}: {clip(str(exc), 200)}") from exc
+    except OverflowError as exc:
+        # bson's C encoder raises it for an int outside the signed 64-bit range.
+        raise InvalidArgument(
+            f"a document cannot be stored in {collection}: an integer is outside the "
+            "signed 64-bit range that MongoDB stores") from exc
 
 
 def _checked_document(doc: Document, collection: str) -> Document:

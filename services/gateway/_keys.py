@@ -28,6 +28,14 @@ class ApiKey:
     signing_secret: str
 
 
+def _printable_ascii(text: str) -> bool:
+    """Whether ``text`` could be a key or key id at all. aiohttp decodes header
+    bytes that are not UTF-8 to lone surrogates (``\\xff`` → ``\\udcff``),
+    which cannot be encoded to hash or to query the store: such a token is
+    just another invalid key."""
+    return text.isascii() and text.isprintable()
+
+
 def _digest(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
@@ -54,7 +62,7 @@ class KeyStore:
         return key
 
     async def verify(self, key: str) -> ApiKey | None:
-        if not key.startswith(PREFIX) or len(key) > 128:
+        if not key.startswith(PREFIX) or len(key) > 128 or not _printable_ascii(key):
             return None
         digest = _digest(key)
         cached = self._cached(self._by_digest, digest)
@@ -64,7 +72,7 @@ class KeyStore:
 
     async def by_key_id(self, key_id: str) -> ApiKey | None:
         """The key a signed URL names; None for an unknown id."""
-        if not key_id.startswith("kid_") or len(key_id) > 64:
+        if not key_id.startswith("kid_") or len(key_id) > 64 or not _printable_ascii(key_id):
             return None
         cached = self._cached(self._by_id, key_id)
         if cached is not None:

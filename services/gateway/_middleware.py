@@ -27,6 +27,12 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     except web.HTTPRequestEntityTooLarge:
         limit = request.app[MAX_BODY_BYTES]
         return problem(413, f"the request body is larger than {limit} bytes")
+    except web.RequestPayloadError:
+        # Raised while reading a body that its headers misdescribe (say
+        # Content-Encoding: gzip over bytes that are not gzip): the client's
+        # fault, whatever aiohttp's wording.
+        return problem(400, "the request body could not be read: it does not match "
+                            "its Content-Encoding or Transfer-Encoding")
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

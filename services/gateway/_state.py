@@ -38,7 +38,7 @@ class Deps:
 
 DEPS = web.AppKey("deps", Deps)
 MAX_BODY_BYTES = web.AppKey("max_body_bytes", int)
-API_KEY = "litho.api_key"
+API_KEY = web.RequestKey("api_key", ApiKey)
 
 
 def deps(request: web.Request) -> Deps:
@@ -46,5 +46,4 @@ def deps(request: web.Request) -> Deps:
 
 
 def caller(request: web.Request) -> ApiKey:
-    key: ApiKey = request[API_KEY]
-    return key
+    return request[API_KEY]

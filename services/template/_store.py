@@ -9,19 +9,28 @@ A stored document that cannot be read back (written before inputs were
 bounded, or by hand) must not take its neighbours down: listings skip it
 (and log its id), reading it is a FailedPrecondition that says to delete it,
 and delete works by id and tenant without decoding it.
+
+A listing page is bounded in bytes as well as in items: one template may
+take up to ~2.6 MiB in a gRPC message (html, sample variables, variable
+definitions and discovered variables at their limits), and gRPC refuses a
+message over 4 MiB, so a page stops before it would pass ``max_page_bytes``
+(always holding at least one template) and its token continues right after
+the last template returned.
 """
 
 from __future__ import annotations
 
 import base64
+import json
 import secrets
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
-from litho.docstore import MAX_DOCUMENT_DEPTH, DocumentStore, DuplicateKey
+from litho.docstore import MAX_DOCUMENT_DEPTH, Collection, DocumentStore, DuplicateKey
 from litho.errors import Conflict, FailedPrecondition, FieldError, InvalidArgument, NotFound
 from litho.jsonlimits import depth_within
 from litho.logs import get_logger
@@ -31,6 +40,22 @@ log = get_logger(__name__)
 
 _HEADS = "templates"
 _VERSIONS = "template_versions"
+
+#: Default byte budget of one listing page, half of gRPC's default 4 MiB
+#: message limit: a page of several templates stays under it, and a page of
+#: one is that template alone (at most ~2.6 MiB, which still fits).
+MAX_PAGE_BYTES: Final = 2 * 1024 * 1024
+#: Stored documents read per query while filling a page: a page of large
+#: templates stops after a few, so reading page_size + 1 of them at once
+#: would decode up to ~100 MiB for nothing.
+_FETCH_BATCH: Final = 25
+#: Protobuf framing of a text field (tag, length varint) and of one
+#: discovered variable (a name is shorter than html, so its length takes at
+#: most 3 bytes), and the fixed fields (numbers, timestamps, the message's
+#: own framing in the response).
+_FIELD_BYTES: Final = 8
+_NAME_BYTES: Final = 4
+_FIXED_BYTES: Final = 128
 
 
 def new_template_id() -> str:
@@ -72,6 +97,16 @@ def _from_doc(doc: dict[str, Any]) -> Template:
     )
 
 
+def wire_size(t: Template) -> int:
+    """An upper bound on the bytes ``t`` takes in a gRPC response. The JSON
+    fields are measured as the servicer writes them (``json.dumps`` escapes
+    non-ASCII, which is never shorter than UTF-8), so a raw emoji counts 12."""
+    text = (len(t.id) + len(t.tenant_id) + len(t.name.encode()) + len(t.html.encode())
+            + len(json.dumps(t.sample_variables)) + len(json.dumps(t.variable_definitions)))
+    names = sum(len(v.encode()) + _NAME_BYTES for v in t.discovered_variables)
+    return _FIXED_BYTES + 6 * _FIELD_BYTES + text + names
+
+
 def _readable(doc: dict[str, Any]) -> Template | None:
     """The template in ``doc``, or None if it cannot be read back whole
     (including nesting that a later layer could not encode or decode)."""
@@ -106,11 +141,15 @@ def _decode_token(token: str) -> str:
 
 
 class TemplateRepository:
-    def __init__(self, store: DocumentStore, *, version_cache_size: int) -> None:
+    def __init__(
+        self, store: DocumentStore, *, version_cache_size: int,
+        max_page_bytes: int = MAX_PAGE_BYTES,
+    ) -> None:
         self._heads = store.collection(_HEADS)
         self._versions = store.collection(_VERSIONS)
         self._cache: OrderedDict[tuple[str, str, int], Template] = OrderedDict()
         self._cache_size = version_cache_size
+        self._max_page_bytes = max_page_bytes
 
     async def prepare(self) -> None:
         await self._heads.ensure_index(["tenantId"])
@@ -167,6 +206,39 @@ class TemplateRepository:
         await self._heads.replace({"_id": template_id}, {"_id": template_id, **_to_doc(updated)})
         return updated
 
+    async def _page(
+        self, coll: Collection, flt: dict[str, Any], after: Callable[[Any], dict[str, Any]],
+        key: str, direction: int, *, page_size: int,
+    ) -> tuple[list[Template], str]:
+        """Up to ``page_size`` readable templates in ``key`` order, within the
+        page's byte budget, and the token of the next page ("" at the end).
+
+        ``after(k)`` is the filter for what follows key ``k``. The token is
+        the key of the last document consumed (returned or skipped as
+        unreadable), taken from the stored document, which may be unreadable.
+        """
+        found: list[Template] = []
+        size = consumed = 0
+        last: Any = None
+        while True:
+            want = min(page_size - consumed + 1, _FETCH_BATCH)
+            docs = await coll.find(flt, sort=[(key, direction)], limit=want)
+            for doc in docs:
+                if consumed == page_size:
+                    return found, _encode_token(str(last))
+                template = _readable(doc)
+                if template is not None:
+                    cost = wire_size(template)
+                    if found and size + cost > self._max_page_bytes:
+                        return found, _encode_token(str(last))
+                    found.append(template)
+                    size += cost
+                consumed += 1
+                last = doc.get(key)
+            if len(docs) < want:
+                return found, ""
+            flt = after(last)
+
     async def versions(
         self, tenant_id: str, template_id: str, *, page_size: int, page_token: str
     ) -> tuple[list[Template], str]:
@@ -181,15 +253,13 @@ class TemplateRepository:
             if not 1 < below <= latest.version:
                 raise InvalidArgument("pageToken is not a token this API issued",
                                       errors=[FieldError("pageToken", "not issued by this API")])
-        docs = await self._versions.find(
-            {"templateId": template_id, "tenantId": tenant_id, "version": {"$lt": below}},
-            sort=[("version", -1)], limit=page_size + 1,
-        )
-        page = docs[:page_size]
-        found = [t for d in page if (t := _readable(d)) is not None]
-        more = len(docs) > page_size
-        # The token comes from the stored document, which may be unreadable.
-        return found, _encode_token(str(page[-1].get("version"))) if more else ""
+
+        def after(version: Any) -> dict[str, Any]:
+            return {"templateId": template_id, "tenantId": tenant_id,
+                    "version": {"$lt": version}}
+
+        return await self._page(self._versions, after(below), after, "version", -1,
+                                page_size=page_size)
 
     async def delete(self, tenant_id: str, template_id: str) -> None:
         # Counted, not read: a template that can no longer be decoded can
@@ -204,14 +274,11 @@ class TemplateRepository:
     async def list(
         self, tenant_id: str, *, page_size: int, page_token: str
     ) -> tuple[list[Template], str]:
-        flt: dict[str, Any] = {"tenantId": tenant_id}
-        if page_token:
-            flt["_id"] = {"$gt": _decode_token(page_token)}
-        docs = await self._heads.find(flt, sort=[("_id", 1)], limit=page_size + 1)
-        page = docs[:page_size]
-        templates = [t for d in page if (t := _readable(d)) is not None]
-        next_token = _encode_token(str(page[-1]["_id"])) if len(docs) > page_size else ""
-        return templates, next_token
+        def after(template_id: Any) -> dict[str, Any]:
+            return {"tenantId": tenant_id, "_id": {"$gt": template_id}}
+
+        first = after(_decode_token(page_token)) if page_token else {"tenantId": tenant_id}
+        return await self._page(self._heads, first, after, "_id", 1, page_size=page_size)
 
     async def _write_version(self, t: Template) -> None:
         await self._versions.insert({"_id": f"{t.id}:{t.version}", **_to_doc(t)})

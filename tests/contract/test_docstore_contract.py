@@ -28,7 +28,7 @@ from litho.docstore import (
     open_document_store,
 )
 from litho.docstore._mongo import open_mongo_store
-from litho.errors import AlreadyExists, ConfigError, Unavailable
+from litho.errors import AlreadyExists, ConfigError, InvalidArgument, Unavailable
 
 
 def nx27017_quirk(backend: str, request: pytest.FixtureRequest, reason: str) -> None:
@@ -765,6 +765,57 @@ async def test_sqlite_skips_a_document_it_cannot_decode_and_still_deletes_it(
         assert await coll.count({"tenant": "t"}) == 2
     finally:
         await store.close()
+
+
+@pytest.mark.parametrize("fields", [
+    pytest.param({"n": 2**63}, id="int-over-int64"),
+    pytest.param({"n": [1, -(2**63) - 1]}, id="int-under-int64"),
+    pytest.param({"obj": {"ok": 1, "a\x00b": 1}}, id="nul-in-key"),
+])
+async def test_values_bson_cannot_encode_are_invalid_arguments(
+    docstore: DocumentStore, docstore_backend: str, fields: dict[str, Any],
+) -> None:
+    """MongoDB stores integers as int64 and keys as C strings. A value it
+    cannot hold is the caller's input at fault: InvalidArgument (a 422), never
+    an internal error, and nothing is written. SQLite's JSON text holds them,
+    and the SQLite adapter reads them back exactly."""
+    coll = docstore.collection("things")
+    kept: Document = {"_id": "kept", "v": 1}
+    await coll.insert(kept)
+    doc: Document = {"_id": "new", **fields}
+    if docstore_backend == "sqlite":
+        await coll.insert(doc)
+        assert await coll.get("new") == doc
+        return
+    with pytest.raises(InvalidArgument) as caught:
+        await coll.insert(doc)
+    assert caught.value.status == "INVALID_ARGUMENT" and "things" in caught.value.message
+    with pytest.raises(InvalidArgument):
+        await coll.replace({"_id": "kept"}, {"_id": "kept", **fields})
+    with pytest.raises(InvalidArgument):
+        await coll.replace({"_id": "other"}, {"_id": "other", **fields}, upsert=True)
+    with pytest.raises(InvalidArgument):
+        await coll.update({"_id": "kept"}, fields)
+    assert await coll.find({}) == [kept]
+
+
+@pytest.mark.parametrize(("code", "refused"), [
+    (52, True), (56, True), (57, True), (10334, True), (17419, True), (11600, False)])
+def test_mongodb_refusing_a_document_is_an_invalid_argument(code: int, refused: bool) -> None:
+    """Server-side refusals of a document (real MongoDB only: nx-27017 stores
+    ``$``-prefixed and dotted names as they are) map like bson's own."""
+    from pymongo.errors import WriteError
+
+    from litho.docstore._mongo import _translated
+    from litho.errors import LithoError
+
+    error = WriteError("the field '$x' is not valid for storage", code,
+                       {"code": code, "errmsg": "the field '$x' is not valid for storage"})
+    with pytest.raises(LithoError) as caught, _translated("things"):
+        raise error
+    assert isinstance(caught.value, InvalidArgument) is refused
+    if refused:
+        assert "'$x' is not valid for storage" in caught.value.message
 
 
 # ------------------------------------------- opening (not per adapter) ----

@@ -1,10 +1,13 @@
 """Hostile input through the public API (issue 7, classes 3, 4 and 6): JSON
 nested too deep to read back, text that is not valid Unicode, numbers too
-large to repeat in an error, and errors too large to cross gRPC. Each is a
-fast 422 naming the field and the limit, and nothing is stored."""
+large to repeat in an error or to store (int64), NUL in keys, and errors too
+large to cross gRPC. Each is a fast 422 naming the field and the limit, and
+nothing is stored. Also: listings of templates at their size limits fit
+gRPC's message limit, and an Authorization header that is not UTF-8 is 401."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -212,3 +215,109 @@ async def test_an_error_too_large_for_grpc_metadata_stays_a_clipped_422(live: Li
     assert all(len(e["message"]) <= 300 for e in problem["errors"])
     assert len(problem["detail"]) <= 500 and "more problems" in problem["detail"]
     assert all(e["field"] == "html" for e in problem["errors"])
+
+
+# ------------------------------------- listings over gRPC's message limit
+
+
+async def _walk(live: Live, path: str, items: str, key: str) -> list[list[dict[str, Any]]]:
+    pages: list[list[dict[str, Any]]] = []
+    token = ""
+    for _ in range(20):
+        query = f"?pageToken={token}" if token else ""
+        async with live.http.get(f"{live.url}{path}{query}", headers=live.auth(key)) as r:
+            assert r.status == 200, await r.text()
+            body = await r.json()
+        pages.append(body[items])
+        token = body["nextPageToken"] or ""
+        if not token:
+            return pages
+    raise AssertionError("the listing never ended")
+
+
+async def test_nine_templates_at_the_html_limit_are_listed_a_page_at_a_time(
+        live: Live) -> None:
+    """Nine templates (or nine versions of one) with html near its 512 KiB
+    limit are ~4.6 MiB: one page at the default size used to exceed gRPC's
+    4 MiB message limit, and the listing was a 500 for good."""
+    key = await live.stack.create_key("large-listing-tenant")
+    html = "<p>{{ title }}</p>" + "x" * (510 * 1024)
+    ids = []
+    for i in range(9):
+        async with live.http.post(f"{live.url}/v1/templates", headers=live.auth(key), json={
+                "name": f"big{i}", "html": html, "width": 10, "height": 10}) as r:
+            assert r.status == 201, await r.text()
+            ids.append((await r.json())["id"])
+    pages = await _walk(live, "/v1/templates", "templates", key)
+    assert len(pages) > 1
+    assert sorted(t["id"] for page in pages for t in page) == sorted(ids)
+    assert all(t["html"] == html for page in pages for t in page)
+
+    for version in range(2, 10):
+        async with live.http.put(f"{live.url}/v1/templates/{ids[0]}", headers=live.auth(key),
+                                 json={"html": html + str(version)}) as r:
+            assert r.status == 200, await r.text()
+    pages = await _walk(live, f"/v1/templates/{ids[0]}/versions", "versions", key)
+    assert len(pages) > 1
+    assert [v["version"] for page in pages for v in page] == list(range(9, 0, -1))
+    async with live.http.get(f"{live.url}/v1/templates/{ids[0]}", headers=live.auth(key)) as r:
+        assert r.status == 200 and (await r.json())["html"] == html + "9"
+
+
+# ----------------------------------- JSON that MongoDB could not store
+
+
+async def test_integers_past_int64_and_nul_in_keys_are_422(live: Live) -> None:
+    """Within the 32-character number limit, but not storable in MongoDB
+    (int64; keys are C strings): refused at the edge, naming the field."""
+    key = await live.stack.create_key("bson-tenant")
+    before = await template_ids(live, key)
+    spec = '"name": "n", "html": "<p>{{ title }}</p>", "width": 9, "height": 9'
+    cases = [
+        ('{' + spec + ', "sampleVariables": {"n": 9223372036854775808}}',
+         "/sampleVariables/n", "64-bit"),
+        ('{' + spec + ', "sampleVariables": {"n": [-9223372036854775809]}}',
+         "/sampleVariables/n/0", "64-bit"),
+        ('{' + spec + ', "variables": [{"name": "t", "type": "text", '
+                      '"validation": {"minLength": 99999999999999999999}}]}',
+         "/variables/0/validation/minLength", "64-bit"),
+        ('{' + spec + ', "variables": [{"name": "t", "type": "number", '
+                      '"validation": {"enum": [1, 18446744073709551616]}}]}',
+         "/variables/0/validation/enum/1", "64-bit"),
+        ('{' + spec + ', "variables": [{"name": "t", "type": "number", '
+                      '"defaultValue": 9223372036854775808}]}',
+         "/variables/0/defaultValue", "64-bit"),
+        ('{' + spec + ', "sampleVariables": {"a\\u0000b": 1}}',
+         "/sampleVariables/a\\u0000b", "NUL"),
+        ('{' + spec + ', "sampleVariables": {"o": [{"\\u0000": 1}]}}',
+         "/sampleVariables/o/0/\\u0000", "NUL"),
+    ]
+    for text, field, word in cases:
+        status, problem = await post_raw(live, "/v1/templates", text, key)
+        assert status == 422, (text, problem)
+        assert_names(problem, field, word)
+    assert await template_ids(live, key) == before
+    # The limits themselves are fine, and read back exactly.
+    status, created = await post_raw(live, "/v1/templates", '{' + spec + (
+        ', "sampleVariables": {"max": 9223372036854775807, "min": -9223372036854775808, '
+        '"nul": "a\\u0000b"}}'), key)
+    assert status == 201, created
+    assert created["sampleVariables"] == {"max": 2**63 - 1, "min": -(2**63), "nul": "a\x00b"}
+
+
+# --------------------------------- headers that are not UTF-8 (no key needed)
+
+
+async def test_an_authorization_header_that_is_not_utf8_is_401(live: Live) -> None:
+    host, port = live.url.removeprefix("http://").rsplit(":", 1)
+    for value in (b"Bearer lk_\xff", b"Bearer lk_\xed\xa0\x80", b"Bearer \xff"):
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
+            writer.write(b"GET /v1/templates HTTP/1.1\r\nHost: litho\r\nAuthorization: "
+                         + value + b"\r\nConnection: close\r\n\r\n")
+            await writer.drain()
+            response = await asyncio.wait_for(reader.read(), timeout=30)
+        finally:
+            writer.close()
+        assert response.startswith(b"HTTP/1.1 401 "), response[:200]
+        assert b"invalid API key" in response

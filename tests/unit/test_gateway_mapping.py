@@ -1,6 +1,10 @@
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -77,3 +81,147 @@ def test_urls_that_are_not_utf8_text_are_refused(raw: str, field: str) -> None:
         check_url_text(raw)
     assert info.value.errors[0].field == field
     check_url_text("/r/t.png?title=%F0%9F%98%80+x&a=%C3%A9")  # valid UTF-8 passes
+
+
+# ------------------------------------------------ headers that are not text ----
+# aiohttp decodes header bytes that are not UTF-8 to lone surrogates
+# ("\xff" → "\udcff"); a header the gateway reads must never make that a 500.
+
+_RENDER_ID = "ab" * 32
+
+
+@pytest.fixture
+async def gateway(tmp_path: Path) -> AsyncIterator[tuple[int, str]]:
+    """The real app over a real SQLite key store and local blob store; gRPC
+    stubs are absent, so every case must be answered before any gRPC call."""
+    from aiohttp import web
+
+    from litho import renders
+    from litho.blobstore import open_blob_store
+    from litho.config import S3Settings
+    from litho.docstore import open_document_store
+    from services.gateway._app import create_app
+    from services.gateway._keys import KeyStore
+    from services.gateway._state import Deps
+
+    store = await open_document_store(f"sqlite://{tmp_path / 'keys.db'}", "unused")
+    blobs = await open_blob_store((tmp_path / "blobs").as_uri(), S3Settings(endpoint_url=None))
+    keys = KeyStore(store, cache_ttl=0)
+    await keys.prepare()
+    key = await keys.create("tenant-a")
+    await blobs.put(renders.blob_key(_RENDER_ID, "png"), b"\x89PNG", content_type="image/png")
+    doc = load_document()
+    deps = Deps(keys=keys, templates=None, renderer=None, blobs=blobs,  # type: ignore[arg-type]
+                openapi=doc, validator=RequestValidator(doc))
+    runner = web.AppRunner(create_app(deps, max_body_bytes=1 << 20), access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        yield runner.addresses[0][1], key
+    finally:
+        await runner.cleanup()
+        await blobs.close()
+        await store.close()
+
+
+async def _exchange(port: int, request: bytes) -> tuple[int, bytes]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(request)
+        await writer.drain()
+        response = await asyncio.wait_for(reader.read(), timeout=30)
+    finally:
+        writer.close()
+    head, _, body = response.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), body
+
+
+def _request(line: str, *headers: bytes, body: bytes = b"") -> bytes:
+    host = [] if any(h.lower().startswith(b"host:") for h in headers) else [b"Host: gw"]
+    lines = [line.encode(), *host, *headers, b"Connection: close"]
+    if body:
+        lines.append(b"Content-Length: %d" % len(body))
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body
+
+
+@pytest.mark.parametrize(("authorization", "detail"), [
+    (b"Bearer lk_\xff", "invalid API key"),
+    (b"Bearer lk_\xed\xa0\x80", "invalid API key"),  # UTF-8 of a lone surrogate
+    (b"Bearer lk_\xc3\xa9", "invalid API key"),  # valid UTF-8, not ASCII
+    (b"Bearer lk_a\tb", "invalid API key"),  # ASCII, not printable
+    (b"Bearer {key}\xff", "invalid API key"),
+    (b"\xff\xfe lk_a", "missing API key"),
+])
+async def test_an_authorization_header_that_is_not_printable_ascii_is_a_401(
+    gateway: tuple[int, str], authorization: bytes, detail: str,
+) -> None:
+    port, key = gateway
+    header = b"Authorization: " + authorization.replace(b"{key}", key.encode())
+    status, body = await _exchange(port, _request("GET /v1/templates HTTP/1.1", header))
+    assert status == 401
+    assert json.loads(body)["detail"].startswith(detail)
+    # The same key, well formed, is accepted (the request then fails further on).
+    ok = b"Authorization: Bearer " + key.encode()
+    status, _ = await _exchange(port, _request("POST /v1/templates HTTP/1.1", ok, body=b"{}"))
+    assert status == 422
+
+
+async def test_key_lookups_refuse_what_cannot_be_a_key() -> None:
+    from services.gateway._keys import KeyStore
+
+    class NoStore:
+        def collection(self, name: str) -> Any:
+            raise AssertionError("not reached")
+
+    class Store:
+        def collection(self, name: str) -> Any:
+            return NoStore()
+
+    keys = KeyStore(Store(), cache_ttl=0)  # type: ignore[arg-type]
+    # Refused before hashing or any query (the collection would fail the test).
+    assert await keys.verify("lk_\udcff") is None
+    assert await keys.by_key_id("kid_\udcff") is None
+    assert await keys.by_key_id("kid_\u00e9") is None
+
+
+@pytest.mark.parametrize(("name", "headers", "expected"), [
+    # Read by the gateway: compared as text, never encoded.
+    ("if-none-match", [b'If-None-Match: "\xff"'], 200),
+    ("if-none-match-list", [b"If-None-Match: \xff, *"], 304),
+    # Not read by the gateway's code; aiohttp must not trip over them either.
+    ("host", [b"Host: \xff"], 200),
+    ("cookie", [b"Cookie: a=\xff"], 200),
+])
+async def test_other_headers_that_are_not_text_are_harmless_on_images(
+    gateway: tuple[int, str], name: str, headers: list[bytes], expected: int,
+) -> None:
+    port, _ = gateway
+    status, _ = await _exchange(
+        port, _request(f"GET /images/{_RENDER_ID}.png HTTP/1.1", *headers))
+    assert status == expected
+
+
+@pytest.mark.parametrize(("headers", "body", "expected"), [
+    ([b"Content-Type: application/json; charset=\xff"], b"{}", 422),
+    ([b"Content-Type: \xff/\xfe"], b"{}", 422),
+    ([b"Idempotency-Key: \xff"], b"{}", 422),
+    ([b"Content-Encoding: \xff"], b"{}", 422),
+    # Bytes that do not match their Content-Encoding cannot be read: 400.
+    ([b"Content-Encoding: gzip"], b"{}", 400),
+    ([b"Content-Encoding: deflate"], b"not deflate", 400),
+    ([b"Content-Encoding: br"], b"{}", 400),
+    ([b"Transfer-Encoding: \xff"], b"", 400),
+    ([b"Transfer-Encoding: chunked"], b"zz\r\n{}\r\n0\r\n\r\n", 400),
+])
+async def test_body_headers_that_are_not_text_or_lie_are_4xx(
+    gateway: tuple[int, str], headers: list[bytes], body: bytes, expected: int,
+) -> None:
+    port, key = gateway
+    auth = b"Authorization: Bearer " + key.encode()
+    raw = b"\r\n".join([b"POST /v1/templates HTTP/1.1", b"Host: gw", auth, *headers,
+                        b"Connection: close"])
+    if not any(h.startswith(b"Transfer-Encoding") for h in headers):
+        raw += b"\r\nContent-Length: %d" % len(body)
+    status, _ = await _exchange(port, raw + b"\r\n\r\n" + body)
+    assert status == expected

@@ -55,7 +55,9 @@ def test_paired_surrogates_and_other_text_are_accepted() -> None:
 
 
 @pytest.mark.parametrize(("literal", "ok"), [
-    ("9" * 20, True), ("9" * 21, False), ("9" * 4000, False), ("9" * 50_000, False),
+    # 20 characters is the limit here (a 20-digit integer is past int64: below).
+    ("12345678901234.56789", True), ("-" + "9" * 18, True), ("9" * 21, False),
+    ("9" * 4000, False), ("9" * 50_000, False),
     ("-1.5e300", True), ("1e400", False), ("-1e400", False), ("0.1", True),
 ])
 def test_numbers_are_bounded(literal: str, ok: bool) -> None:
@@ -80,3 +82,37 @@ def test_check_walks_parsed_values() -> None:
     with pytest.raises(JsonLimitError) as info:
         check({"a": [float("inf")]}, LIMITS)
     assert info.value.path == "/a/0"
+
+
+@pytest.mark.parametrize(("literal", "ok"), [
+    (str(2**63 - 1), True), (str(-(2**63)), True), ("1e19", True), ("-1.5e300", True),
+    (str(2**63), False), (str(-(2**63) - 1), False), ("99999999999999999999", False),
+])
+def test_integers_must_fit_in_64_bits_as_mongodb_stores_them(literal: str, ok: bool) -> None:
+    text = '{"sampleVariables": {"n": [' + literal + "]}}"
+    if ok:
+        assert loads(text, LIMITS)["sampleVariables"]["n"] == [json.loads(literal)]
+        return
+    err = refused(text)
+    assert err.path == "/sampleVariables/n/0"
+    assert "64-bit" in err.problem and "MongoDB" in err.problem and literal in err.problem
+
+
+def test_nul_in_a_key_is_refused_and_the_pointer_stays_printable() -> None:
+    err = refused('{"sampleVariables": {"ok": 1, "a\\u0000b": 1}}')
+    assert err.path == "/sampleVariables/a\\u0000b" and "\x00" not in str(err)
+    assert "NUL" in err.problem and "MongoDB" in err.problem
+    err = refused(b'[{"\\u0000": 1}]')
+    assert err.path == "/0/\\u0000"
+    # In a value (not a key), NUL is stored as it is by every store.
+    assert loads('{"a": "x\\u0000y"}', LIMITS) == {"a": "x\x00y"}
+
+
+def test_check_applies_the_integer_and_key_rules_to_parsed_values() -> None:
+    with pytest.raises(JsonLimitError) as info:
+        check({"a": [1, 2**63]}, LIMITS)
+    assert info.value.path == "/a/1" and "64-bit" in info.value.problem
+    with pytest.raises(JsonLimitError) as info:
+        check({"a": {"b\x00": True}}, LIMITS)
+    assert info.value.path == "/a/b\\u0000"
+    check({"a": [True, -(2**63), 2**63 - 1, "\x00"]}, LIMITS)

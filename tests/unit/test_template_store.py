@@ -1,9 +1,11 @@
 """The template store keeps working around a stored template it cannot read
 (written before inputs were bounded, or by hand): listings skip it, reading
-it says to delete it, and deleting it works (real SQLite store)."""
+it says to delete it, and deleting it works; and no listing page is too
+large for one gRPC message (real SQLite store)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -16,8 +18,10 @@ import pytest_asyncio
 
 from litho.docstore import DocumentStore, open_document_store
 from litho.errors import FailedPrecondition, NotFound
-from services.template._model import Spec
-from services.template._store import TemplateRepository
+from litho.template.v1 import template_pb2 as pb
+from services.template._model import Spec, Template
+from services.template._servicer import template_to_proto
+from services.template._store import MAX_PAGE_BYTES, TemplateRepository, wire_size
 
 TENANT = "tenant-a"
 
@@ -105,3 +109,142 @@ async def test_a_decodable_but_too_deep_template_says_to_delete_it(
     await _write_raw(path, "tpl_000000000002bad", _deep(150))
     with pytest.raises(FailedPrecondition, match="delete it"):
         await repo.latest(TENANT, "tpl_000000000002bad")
+
+
+# ------------------------------------------------- pages bounded in bytes ----
+
+#: gRPC's default limit on a received message (the gateway's channel).
+GRPC_MAX_MESSAGE = 4 * 1024 * 1024
+
+
+def _html(size: int, mark: str) -> str:
+    """A template source of exactly ``size`` bytes."""
+    head = f"<p>{mark}</p>"
+    return head + "x" * (size - len(head))
+
+
+def _list_message(templates: list[Template], token: str) -> pb.ListTemplatesResponse:
+    return pb.ListTemplatesResponse(
+        templates=[template_to_proto(t) for t in templates], next_page_token=token)
+
+
+async def _walk(repo: TemplateRepository, page_size: int,
+                template_id: str | None = None) -> list[list[Template]]:
+    pages: list[list[Template]] = []
+    token = ""
+    for _ in range(50):
+        if template_id is None:
+            page, token = await repo.list(TENANT, page_size=page_size, page_token=token)
+        else:
+            page, token = await repo.versions(TENANT, template_id, page_size=page_size,
+                                              page_token=token)
+        pages.append(page)
+        if not token:
+            return pages
+    raise AssertionError("the listing never ended")
+
+
+async def test_listing_nine_large_templates_pages_under_the_grpc_limit(
+    store: tuple[DocumentStore, Path],
+) -> None:
+    """Nine templates with html at its 512 KiB limit are ~4.6 MiB together:
+    at the default page size one page used to be over gRPC's 4 MiB limit."""
+    docstore, _ = store
+    repo = TemplateRepository(docstore, version_cache_size=0)
+    await repo.prepare()
+    created = [await repo.create(TENANT, Spec(name=f"t{i}", html=_html(512 * 1024, str(i)),
+                                              width=1, height=1))
+               for i in range(9)]
+    assert sum(len(t.html) for t in created) > GRPC_MAX_MESSAGE
+    pages = await _walk(repo, page_size=50)
+    assert len(pages) > 1 and all(pages)
+    for page in pages:
+        size = _list_message(page, "x" * 40).ByteSize()
+        assert size <= MAX_PAGE_BYTES < GRPC_MAX_MESSAGE
+    # Every template once, in id order: each token continues right after the
+    # last template its page returned.
+    assert [t.id for page in pages for t in page] == sorted(t.id for t in created)
+
+
+async def test_nine_large_versions_of_one_template_page_under_the_grpc_limit(
+    store: tuple[DocumentStore, Path],
+) -> None:
+    docstore, _ = store
+    repo = TemplateRepository(docstore, version_cache_size=0)
+    await repo.prepare()
+    first = await repo.create(TENANT, Spec(name="t", html=_html(512 * 1024, "1"),
+                                           width=1, height=1))
+    for version in range(2, 10):
+        await repo.update(TENANT, first.id, Spec(html=_html(512 * 1024, str(version))))
+    pages = await _walk(repo, page_size=50, template_id=first.id)
+    assert len(pages) > 1
+    for page in pages:
+        assert _list_message(page, "x" * 40).ByteSize() <= MAX_PAGE_BYTES
+    versions = [t.version for page in pages for t in page]
+    assert versions == list(range(9, 0, -1))
+    assert [t.html[:6] for page in pages for t in page] == [f"<p>{v}</p>"[:6] for v in versions]
+
+
+async def test_a_page_stops_before_its_byte_budget_and_always_holds_one(
+    store: tuple[DocumentStore, Path],
+) -> None:
+    docstore, path = store
+    repo = TemplateRepository(docstore, version_cache_size=0, max_page_bytes=100_000)
+    await repo.prepare()
+
+    async def make(name: str, size: int) -> Template:
+        # Ids order by creation only across milliseconds.
+        await asyncio.sleep(0.002)
+        return await repo.create(TENANT, Spec(name=name, html=_html(size, name),
+                                              width=1, height=1))
+
+    a, b = await make("a", 60_000), await make("b", 30_000)
+    # An unreadable document between b and c is skipped, and counts nowhere.
+    await _write_raw(path, f"{b.id}~bad", _deep(995))
+    c, d, e = await make("c", 30_000), await make("d", 150_000), await make("e", 1_000)
+    pages = await _walk(repo, page_size=50)
+    # a + b fit in 100,000 bytes and c would not; d is over the budget on its
+    # own and is returned alone; e follows it.
+    assert [[t.name for t in page] for page in pages] == [["a", "b"], ["c"], ["d"], ["e"]]
+    assert [t.id for page in pages for t in page] == [x.id for x in (a, b, c, d, e)]
+    assert wire_size(d) > 100_000
+    # The count bound still applies where the byte bound does not bite.
+    assert [[t.name for t in page] for page in await _walk(repo, page_size=1)] == [
+        ["a"], ["b"], ["c"], ["d"], ["e"]]
+
+
+async def test_the_largest_template_fits_in_one_message_read_or_listed(
+    store: tuple[DocumentStore, Path],
+) -> None:
+    """html, sample variables and variable definitions all at their limits
+    (JSON of astral characters, which json.dumps writes as 12 bytes each, and
+    as many discovered variables as the source can name), read and listed."""
+    docstore, _ = store
+    repo = TemplateRepository(docstore, version_cache_size=0)
+    await repo.prepare()
+    names = [n for n in (f"{a}{b}{c}" for a in _LETTERS for b in _LETTERS for c in "_" + _LETTERS)
+             if n.isidentifier()]
+    html = "{{ [" + ",".join(names) + "] }}"
+    html += "x" * (512 * 1024 - len(html.encode()))
+    emoji = "\U0001F600"
+    sample = {"e": emoji * (256 * 1024 // 4 - 8)}
+    definitions = [{"name": f"v{i}", "type": "text", "description": emoji * 300}
+                   for i in range(200)]
+    assert len(json.dumps(sample, ensure_ascii=False).encode()) <= 256 * 1024
+    assert len(json.dumps(definitions, ensure_ascii=False).encode()) <= 256 * 1024
+    big = await repo.create(TENANT, Spec(
+        name="n" * 200, html=html, width=1, height=1, sample_variables=sample,
+        variable_definitions=definitions, discovered_variables=names))
+    await asyncio.sleep(0.002)  # ids order by creation only across milliseconds
+    small = await repo.create(TENANT, Spec(name="s", html="<p>s</p>", width=1, height=1))
+
+    read = await repo.latest(TENANT, big.id)
+    one = pb.GetTemplateResponse(template=template_to_proto(read)).ByteSize()
+    assert MAX_PAGE_BYTES < one < GRPC_MAX_MESSAGE
+    assert wire_size(read) >= one  # the page budget never underestimates
+    pages = await _walk(repo, page_size=50)
+    assert [[t.id for t in page] for page in pages] == [[big.id], [small.id]]
+    assert _list_message(pages[0], "x" * 40).ByteSize() < GRPC_MAX_MESSAGE
+
+
+_LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
