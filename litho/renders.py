@@ -1,8 +1,12 @@
 """Where rendered images live in the blob store.
 
-The renderer writes ``renders/<id[:2]>/<id>.<ext>`` (and its metadata beside
+The renderer writes ``outputs/<id[:2]>/<id>.<ext>`` (and its metadata beside
 it as ``<id>.<ext>.json``), and the gateway serves it as ``/images/<id>.<ext>``;
 this module is the one statement of that layout.
+
+The prefix changed with per-tenant render ids: outputs stored before them
+(under ``renders/``) had ids anyone could compute from a document, so they
+are never served again, and can be deleted.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ CONTENT_TYPES: dict[str, str] = {
 def blob_key(render_id: str, ext: str) -> str:
     if not _RENDER_ID.match(render_id) or ext not in CONTENT_TYPES:
         raise ValueError(f"not a render id and extension: {render_id!r}.{ext!r}")
-    return f"renders/{render_id[:2]}/{render_id}.{ext}"
+    return f"outputs/{render_id[:2]}/{render_id}.{ext}"
 
 
 def meta_key(render_id: str, ext: str) -> str:

@@ -136,6 +136,8 @@ class Capturer:
             box = await page.page.locator(spec.selector).first.bounding_box(
                 timeout=self.selector_timeout_ms)
         except PlaywrightError as exc:
+            if page.is_closed() or "closed" in str(exc):
+                raise  # the browser or page died: the pool's to handle, not the selector's
             message = str(exc).splitlines()[0]
             if "Timeout" in message:
                 message = "matched no element"

@@ -6,8 +6,7 @@
   and whenever it crashes, and a render that met the crash is retried once;
 - every render has a deadline, and overrunning it is the input's fault (the
   page was the render's alone): INVALID_ARGUMENT, never a retryable status;
-  Chromium is restarted at once, without waiting for in-flight renders
-  (they are retried once on the new browser, as after a crash);
+  the page is replaced, and other renders go on;
 - a page that failed in a way that is not the input's fault, or whose
   request was cancelled, is replaced;
 - a page is replaced by a fresh one after ``recycle_after`` renders, so
@@ -158,10 +157,10 @@ class PagePool:
             except TimeoutError as exc:
                 # The page had the render to itself for the whole deadline: what
                 # the document asks Chromium to do is too much, and a retry would
-                # overrun again. A 422, not a 504. Chromium is restarted at once:
-                # closing the page is not enough, as the compositor (in Chromium's
-                # GPU process, shared by every page) goes on drawing its last
-                # frame, measured at over 2 minutes, and every other page waits.
+                # overrun again. A 422, not a 504. The page is closed and replaced
+                # (its context, and so its renderer process, goes with it), but
+                # Chromium is not restarted under other tenants' renders: that
+                # would let any tenant kill everyone's work in flight at will.
                 outcome = "overran"
                 limit = f"{self._timeout:g} s (LITHO_RENDERER_TIMEOUT)"
                 raise InvalidArgument(
@@ -186,8 +185,6 @@ class PagePool:
                 self._release(slot, broken=outcome != "ok")
                 if outcome == "crashed":
                     self._request_restart(slot.generation)
-                elif outcome == "overran":
-                    self._request_restart(slot.generation, at_once=True)
         raise AssertionError("unreachable")
 
     # ------------------------------------------------------------ internals
@@ -197,7 +194,8 @@ class PagePool:
         return self._engine.is_crash(exc) or slot.page.is_closed() or not browser_alive
 
     async def _acquire(self, tenant: str) -> _Slot:
-        if not self._free and len(self._waiters) >= self._max_queue:
+        # Free pages of a browser being restarted are no room at all.
+        if len(self._waiters) >= self._max_queue and not (self._ready.is_set() and self._free):
             self._make_room(tenant)
         waiter = _Waiter(tenant, next(self._order))
         self._waiters.append(waiter)
@@ -231,10 +229,14 @@ class PagePool:
         renders waiting; else the newest waiting render of the tenant that
         has the most is refused in its place. So a full queue is shared out
         between tenants instead of going to whoever filled it first."""
+        self._waiters = [w for w in self._waiters if not w.slot.done()]
         waiting = Counter(w.tenant for w in self._waiters)
-        heaviest, most = max(waiting.items(), key=lambda item: item[1])
-        if waiting[tenant] + 1 >= most:
+        if len(self._waiters) < self._max_queue:
+            return  # cancelled waiters made room
+        most = max(waiting.values(), default=0)
+        if not waiting or waiting[tenant] + 1 >= most:
             raise ResourceExhausted("the renderer is at capacity; retry shortly", retry_after=1)
+        heaviest = next(t for t, count in waiting.items() if count == most)
         victim = next(w for w in reversed(self._waiters) if w.tenant == heaviest)
         self._waiters.remove(victim)
         victim.slot.set_exception(
@@ -308,15 +310,14 @@ class PagePool:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _request_restart(self, generation: int, *, at_once: bool = False) -> None:
-        """Restart Chromium in the background, once per generation; new renders
-        wait for the fresh browser. ``at_once`` does not wait for in-flight
-        renders: they meet a closed browser and are retried on the new one."""
+    def _request_restart(self, generation: int) -> None:
+        """Restart Chromium in the background (once in-flight renders end),
+        once per generation; new renders wait for the fresh browser."""
         if generation != self._generation or self._restart_pending:
             return
         self._restart_pending = True
         self._ready.clear()
-        self._spawn(self._restart(at_once=at_once))
+        self._spawn(self._restart())
 
     async def _reset_page(self, slot: _Slot) -> None:
         try:
@@ -352,9 +353,9 @@ class PagePool:
             return
         self._offer(_Slot(page, slot.generation))
 
-    async def _restart(self, *, at_once: bool = False) -> None:
+    async def _restart(self) -> None:
         try:
-            if self._busy and not at_once:
+            if self._busy:
                 await self._all_idle.wait()
             log.info("restarting chromium", generation=self._generation)
             await self._close_browser()

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
 
@@ -63,6 +64,20 @@ class RendererSettings(BaseServiceSettings):
     #: least 32 bytes, kept secret, never changed (a new one orphans every
     #: stored output). No default: ``make run`` generates one in the data dir.
     renderer_render_id_secret: SecretStr = Field()
+
+    @field_validator("renderer_base_url")
+    @classmethod
+    def _canonical(cls, value: str) -> str:
+        # Chromium navigates to the canonical form of a URL; the pool knows its
+        # own navigation by the exact text, so anything else would never match.
+        parts = urlsplit(value)
+        path_ok = all(segment not in (".", "..") for segment in parts.path.split("/"))
+        if (parts.netloc != (parts.hostname or "") or not path_ok
+                or not parts.path.endswith("/")):
+            raise ValueError("must be a canonical URL: a lowercase host without a port, "
+                             "user or dot segments, and a path ending in '/', such as "
+                             "http://document.invalid/")
+        return value
 
     @field_validator("renderer_render_id_secret")
     @classmethod

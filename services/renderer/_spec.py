@@ -179,12 +179,33 @@ def check_gif_work(width: int, height: int, scale: float, gif: GifSpec, limits: 
                                                "is too large (LITHO_RENDERER_MAX_GIF_PIXELS)")])
 
 
+#: The longest side each encoder can write, in pixels.
+_FORMAT_MAX_SIDE = {"webp": 16_383, "jpeg": 65_535}
+
+
 def check_pixels(
     width: int, height: int, scale: float, limits: Limits, *, field: str = "width",
     fmt: str = "",
 ) -> None:
     """The output (or a selector's box) stays within the pixel and size limits
-    (and, for WebP, whose encoder is the slowest, within the WebP limit)."""
+    (and, for WebP, whose encoder is the slowest, within the WebP limit); each
+    side within LITHO_RENDERER_MAX_DIMENSION (CSS pixels, as for width and
+    height) and, in device pixels, within what the format can hold (WebP
+    16,383, JPEG 65,535), so no output is one the encoder would fail on (a
+    503 that retrying cannot fix)."""
+    if max(width, height) > limits.max_dimension:
+        raise InvalidArgument(
+            f"the output would be {width}×{height}; a side may be at most "
+            f"{limits.max_dimension} (LITHO_RENDERER_MAX_DIMENSION)",
+            errors=[FieldError(field, f"a side must be at most {limits.max_dimension} "
+                                      "(LITHO_RENDERER_MAX_DIMENSION)")])
+    most = _FORMAT_MAX_SIDE.get(fmt)
+    if most is not None and max(width, height) * scale > most:
+        raise InvalidArgument(
+            f"the output would be {round(width * scale)}×{round(height * scale)} device "
+            f"pixels; a {fmt.upper()} side can be at most {most}",
+            errors=[FieldError(field, f"a side × deviceScaleFactor must be at most {most} "
+                                      f"for {fmt.upper()}")])
     pixels = width * height * scale * scale
     limit, setting, of = limits.max_pixels, "LITHO_RENDERER_MAX_PIXELS", ""
     if fmt == "webp" and limits.max_webp_pixels < limit:

@@ -88,6 +88,7 @@ def test_urls_that_are_not_utf8_text_are_refused(raw: str, field: str) -> None:
 # ("\xff" → "\udcff"); a header the gateway reads must never make that a 500.
 
 _RENDER_ID = "ab" * 32
+_OLD_ID = "cd" * 32
 
 
 @pytest.fixture
@@ -110,6 +111,9 @@ async def gateway(tmp_path: Path) -> AsyncIterator[tuple[int, str]]:
     await keys.prepare()
     key = await keys.create("tenant-a")
     await blobs.put(renders.blob_key(_RENDER_ID, "png"), b"\x89PNG", content_type="image/png")
+    # An output stored before render ids were keyed per tenant: its id could
+    # be computed from a document, so it must never be served again.
+    await blobs.put(f"renders/{_OLD_ID[:2]}/{_OLD_ID}.png", b"\x89PNG", content_type="image/png")
     doc = load_document()
     deps = Deps(keys=keys, templates=None, renderer=None, blobs=blobs,  # type: ignore[arg-type]
                 openapi=doc, validator=RequestValidator(doc))
@@ -225,3 +229,11 @@ async def test_body_headers_that_are_not_text_or_lie_are_4xx(
         raw += b"\r\nContent-Length: %d" % len(body)
     status, _ = await _exchange(port, raw + b"\r\n\r\n" + body)
     assert status == expected
+
+
+async def test_outputs_of_the_old_layout_are_not_served(gateway: tuple[int, str]) -> None:
+    port, _ = gateway
+    status, _ = await _exchange(port, _request(f"GET /images/{_RENDER_ID}.png HTTP/1.1"))
+    assert status == 200
+    status, _ = await _exchange(port, _request(f"GET /images/{_OLD_ID}.png HTTP/1.1"))
+    assert status == 404

@@ -164,7 +164,7 @@ async def test_second_crash_is_unavailable() -> None:
     await pool.close()
 
 
-async def test_timeout_is_invalid_argument_and_restarts_chromium() -> None:
+async def test_timeout_is_invalid_argument_and_replaces_only_the_page() -> None:
     engine = FakeEngine()
     pool = make_pool(engine, size=1, timeout=0.05)
     await pool.start()
@@ -176,10 +176,10 @@ async def test_timeout_is_invalid_argument_and_restarts_chromium() -> None:
     with pytest.raises(InvalidArgument, match="LITHO_RENDERER_TIMEOUT") as overran:
         await pool.run(hangs)
     assert [e.field for e in overran.value.errors] == ["template"]
-    # The compositor of the overrunning page would hold up every other page:
-    # the browser itself is replaced, at once.
-    assert await pool.run(browser_number) == 2
-    assert not engine.browsers[0].connected
+    # The page is replaced; Chromium is not restarted under other renders
+    # (which would let any tenant kill everyone's work in flight).
+    assert await pool.run(browser_number) == 1
+    assert engine.browsers[0].connected and pool.restarts == 0 and engine.pages == 2
     await pool.close()
 
 
@@ -498,4 +498,22 @@ async def test_a_full_queue_is_shared_between_tenants() -> None:
         await pool.run(held, tenant="a")  # a has the most waiting: refused
     gate.set()
     assert await asyncio.gather(running, b, *a_waiting[:2]) == ["done"] * 4
+    await pool.close()
+
+
+async def test_no_queue_at_all_refuses_cleanly() -> None:
+    pool = make_pool(FakeEngine(), size=1, max_queue=0, timeout=5.0)
+    await pool.start()
+    gate = asyncio.Event()
+
+    async def held(page: PageLike) -> str:
+        await gate.wait()
+        return "done"
+
+    running = asyncio.create_task(pool.run(held, tenant="a"))
+    await asyncio.sleep(0.01)
+    with pytest.raises(ResourceExhausted):
+        await pool.run(held, tenant="b")
+    gate.set()
+    assert await running == "done"
     await pool.close()
