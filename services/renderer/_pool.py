@@ -6,7 +6,8 @@
   and whenever it crashes, and a render that met the crash is retried once;
 - every render has a deadline, and overrunning it is the input's fault (the
   page was the render's alone): INVALID_ARGUMENT, never a retryable status;
-  the page is replaced, and other renders go on;
+  Chromium is restarted at once, without waiting for in-flight renders
+  (they are retried on the new browser without spending their own retry);
 - a page that failed in a way that is not the input's fault, or whose
   request was cancelled, is replaced;
 - a page is replaced by a fresh one after ``recycle_after`` renders, so
@@ -120,6 +121,9 @@ class PagePool:
         #: the fairness keys (only tenants with renders running or waiting).
         self._running: Counter[str] = Counter()
         self._served: dict[str, int] = {}
+        #: Browser generations ended by an overrun (the last few): a crash in
+        #: one of them is not the crashed render's fault.
+        self._overrun_generations: deque[int] = deque(maxlen=8)
         self._browser: BrowserLike | None = None
         self._generation = 0
         self._ready = asyncio.Event()
@@ -144,9 +148,14 @@ class PagePool:
         await self._close_browser()
 
     async def run(self, job: Callable[[PageLike], Awaitable[T]], *, tenant: str = "") -> T:
-        """Run ``job`` on a pooled page; retry once on a browser crash.
+        """Run ``job`` on a pooled page; retry once on a browser crash, and
+        besides that up to twice when the browser was restarted because of
+        another render's overrun (the render was not at fault at all).
         ``tenant`` is who asks: free pages are shared fairly between tenants."""
-        for attempt in (1, 2):
+        attempt = 0
+        spared = 0
+        while True:
+            attempt += 1
             slot = await self._acquire(tenant)
             outcome = "broken"  # unless proven otherwise, even on cancellation
             try:
@@ -157,10 +166,13 @@ class PagePool:
             except TimeoutError as exc:
                 # The page had the render to itself for the whole deadline: what
                 # the document asks Chromium to do is too much, and a retry would
-                # overrun again. A 422, not a 504. The page is closed and replaced
-                # (its context, and so its renderer process, goes with it), but
-                # Chromium is not restarted under other tenants' renders: that
-                # would let any tenant kill everyone's work in flight at will.
+                # overrun again. A 422, not a 504. Chromium is restarted at once:
+                # closing the page is not enough, as the compositor (in Chromium's
+                # GPU process, shared by every page) goes on drawing its last
+                # frame, and every other page waits behind it (seen in CI: three
+                # light renders after a 3400x3400 paint-heavy overrun each ran
+                # out of the deadline too). Renders in flight beside it are
+                # retried without spending their own retry.
                 outcome = "overran"
                 limit = f"{self._timeout:g} s (LITHO_RENDERER_TIMEOUT)"
                 raise InvalidArgument(
@@ -178,14 +190,19 @@ class PagePool:
                     raise Unavailable("the browser failed to render this document") from exc
                 log.warning("chromium crashed during a render", attempt=attempt, error=str(exc))
                 outcome = "crashed"
-                if attempt == 2:
+                if slot.generation in self._overrun_generations and spared < 2:
+                    spared += 1  # another render's overrun restarted the browser
+                    attempt -= 1
+                elif attempt >= 2:
                     raise Unavailable("the browser crashed twice rendering this request") from exc
             finally:
                 self._stop_running(tenant)
                 self._release(slot, broken=outcome != "ok")
                 if outcome == "crashed":
                     self._request_restart(slot.generation)
-        raise AssertionError("unreachable")
+                elif outcome == "overran":
+                    self._overrun_generations.append(slot.generation)
+                    self._request_restart(slot.generation, at_once=True)
 
     # ------------------------------------------------------------ internals
 
@@ -310,14 +327,15 @@ class PagePool:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _request_restart(self, generation: int) -> None:
-        """Restart Chromium in the background (once in-flight renders end),
-        once per generation; new renders wait for the fresh browser."""
+    def _request_restart(self, generation: int, *, at_once: bool = False) -> None:
+        """Restart Chromium in the background, once per generation; new renders
+        wait for the fresh browser. ``at_once`` does not wait for in-flight
+        renders: they meet a closed browser and are retried on the new one."""
         if generation != self._generation or self._restart_pending:
             return
         self._restart_pending = True
         self._ready.clear()
-        self._spawn(self._restart())
+        self._spawn(self._restart(at_once=at_once))
 
     async def _reset_page(self, slot: _Slot) -> None:
         try:
@@ -353,9 +371,9 @@ class PagePool:
             return
         self._offer(_Slot(page, slot.generation))
 
-    async def _restart(self) -> None:
+    async def _restart(self, *, at_once: bool = False) -> None:
         try:
-            if self._busy:
+            if self._busy and not at_once:
                 await self._all_idle.wait()
             log.info("restarting chromium", generation=self._generation)
             await self._close_browser()

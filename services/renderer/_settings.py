@@ -71,12 +71,19 @@ class RendererSettings(BaseServiceSettings):
         # Chromium navigates to the canonical form of a URL; the pool knows its
         # own navigation by the exact text, so anything else would never match.
         parts = urlsplit(value)
+        host = parts.hostname or ""
+        try:
+            port = parts.port
+        except ValueError:
+            port = -1
+        default = 443 if parts.scheme == "https" else 80
+        netloc = (f"[{host}]" if ":" in host else host) + (
+            f":{port}" if port is not None and port != default else "")
         path_ok = all(segment not in (".", "..") for segment in parts.path.split("/"))
-        if (parts.netloc != (parts.hostname or "") or not path_ok
-                or not parts.path.endswith("/")):
-            raise ValueError("must be a canonical URL: a lowercase host without a port, "
-                             "user or dot segments, and a path ending in '/', such as "
-                             "http://document.invalid/")
+        if parts.netloc != netloc or port == -1 or not path_ok or not parts.path.endswith("/"):
+            raise ValueError("must be a canonical URL: a lowercase host, no user, no "
+                             "default port, no dot segments, and a path ending in '/', "
+                             "such as http://document.invalid/")
         return value
 
     @field_validator("renderer_render_id_secret")
