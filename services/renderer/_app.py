@@ -64,6 +64,7 @@ async def main(stop: asyncio.Event) -> None:
             engine, size=settings.renderer_concurrency, max_queue=settings.renderer_max_queue,
             restart_after=settings.renderer_restart_after, timeout=settings.renderer_timeout,
             recycle_after=settings.renderer_page_recycle_after,
+            overrun_cooldown=settings.renderer_overrun_cooldown,
         )
         await pool.start()
         stack.push_async_callback(pool.close)

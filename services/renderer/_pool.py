@@ -31,6 +31,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
+import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
@@ -106,6 +108,7 @@ class PagePool:
         restart_after: int,
         timeout: float,
         recycle_after: int = 0,
+        overrun_cooldown: float = 0.0,
     ) -> None:
         self._engine = engine
         self._size = size
@@ -113,6 +116,11 @@ class PagePool:
         self._restart_after = restart_after
         self._timeout = timeout
         self._recycle_after = recycle_after
+        #: After a render of a tenant overran (and so restarted Chromium under
+        #: every tenant's renders), that tenant's renders are refused for this
+        #: long: one tenant cannot restart the browser more than once a period.
+        self._overrun_cooldown = overrun_cooldown
+        self._cooling: dict[str, float] = {}
         #: Pages ready for a render, and renders waiting for one.
         self._free: deque[_Slot] = deque()
         self._waiters: list[_Waiter] = []
@@ -152,6 +160,7 @@ class PagePool:
         besides that up to twice when the browser was restarted because of
         another render's overrun (the render was not at fault at all).
         ``tenant`` is who asks: free pages are shared fairly between tenants."""
+        self._check_cooldown(tenant)
         attempt = 0
         spared = 0
         while True:
@@ -201,10 +210,32 @@ class PagePool:
                 if outcome == "crashed":
                     self._request_restart(slot.generation)
                 elif outcome == "overran":
+                    self._start_cooldown(tenant)
                     self._overrun_generations.append(slot.generation)
                     self._request_restart(slot.generation, at_once=True)
 
     # ------------------------------------------------------------ internals
+
+    def _check_cooldown(self, tenant: str) -> None:
+        until = self._cooling.get(tenant)
+        if until is None:
+            return
+        left = until - time.monotonic()
+        if left <= 0:
+            del self._cooling[tenant]
+            return
+        raise ResourceExhausted(
+            f"a render of this tenant took longer than the render deadline "
+            f"{self._overrun_cooldown - left:.0f} s ago; renders resume in {left:.0f} s "
+            "(LITHO_RENDERER_OVERRUN_COOLDOWN)", retry_after=max(1, math.ceil(left)))
+
+    def _start_cooldown(self, tenant: str) -> None:
+        if self._overrun_cooldown <= 0:
+            return
+        now = time.monotonic()
+        for name in [n for n, until in self._cooling.items() if until <= now]:
+            del self._cooling[name]
+        self._cooling[tenant] = now + self._overrun_cooldown
 
     def _crashed(self, exc: Exception, slot: _Slot) -> bool:
         browser_alive = self._browser is not None and self._browser.is_connected()

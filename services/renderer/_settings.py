@@ -30,6 +30,10 @@ class RendererSettings(BaseServiceSettings):
     #: also waits at most this long for a page. Keep twice this under
     #: LITHO_RPC_DEADLINE, so callers hear the renderer's own answer.
     renderer_timeout: float = Field(default=25.0, gt=0, le=300)
+    #: Seconds a tenant's renders are refused (429) after one of its renders
+    #: overran the timeout: an overrun restarts Chromium under every
+    #: tenant's renders, so one tenant may cause that at most once a period.
+    renderer_overrun_cooldown: float = Field(default=30.0, ge=0, le=3600)
     #: Largest output width or height, in device pixels.
     renderer_max_dimension: int = Field(default=5000, gt=0, le=16384)
     #: Largest width × height × deviceScaleFactor² of one output.

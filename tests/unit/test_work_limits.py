@@ -13,7 +13,7 @@ from dataclasses import replace
 import pytest
 
 from litho.config import load
-from litho.errors import ConfigError, InvalidArgument
+from litho.errors import ConfigError, InvalidArgument, ResourceExhausted
 from services.renderer._gif import frames_within
 from services.renderer._pool import PageLike, PagePool
 from services.renderer._settings import RendererSettings
@@ -226,3 +226,27 @@ def test_canonical_base_urls_are_accepted(monkeypatch: pytest.MonkeyPatch, url: 
     monkeypatch.setenv("LITHO_RENDERER_RENDER_ID_SECRET", "s" * 32)
     monkeypatch.setenv("LITHO_RENDERER_BASE_URL", url)
     assert load(RendererSettings).renderer_base_url == url
+
+
+async def test_a_tenant_whose_render_overran_cools_down() -> None:
+    engine = FakeEngine()
+    pool = PagePool(engine, size=2, max_queue=4, restart_after=100, timeout=0.05,
+                    overrun_cooldown=60.0)
+    await pool.start()
+
+    async def hangs(page: PageLike) -> None:
+        await asyncio.sleep(10)
+
+    async def quick(page: PageLike) -> str:
+        return "ok"
+
+    with pytest.raises(InvalidArgument):
+        await pool.run(hangs, tenant="attacker")
+    # One restart, and no more from this tenant for a while: its renders are
+    # refused (retryable, with the time left) while others' go on.
+    with pytest.raises(ResourceExhausted, match="LITHO_RENDERER_OVERRUN_COOLDOWN") as cooling:
+        await pool.run(quick, tenant="attacker")
+    assert 50 <= cooling.value.retry_after <= 60
+    assert await pool.run(quick, tenant="bystander") == "ok"
+    assert pool.restarts == 1
+    await pool.close()
