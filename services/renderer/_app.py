@@ -92,8 +92,9 @@ async def main(stop: asyncio.Event) -> None:
         capturer = Capturer(limits=limits, executor=executor)
 
         async def run_capture(spec: CaptureSpec, tenant_id: str) -> Output:
-            return await pool.run(partial(_capture_on, capturer=capturer, spec=spec),
-                                  tenant=tenant_id)
+            return await pool.run(
+                partial(_capture_on, capturer=capturer, spec=spec, tenant=tenant_id),
+                tenant=tenant_id)
 
         pipeline = RenderPipeline(
             GrpcTemplateSource(channel), blobs, run_capture, events,
@@ -110,6 +111,8 @@ async def main(stop: asyncio.Event) -> None:
         await stop.wait()
 
 
-async def _capture_on(page: object, *, capturer: Capturer, spec: CaptureSpec) -> Output:
+async def _capture_on(page: object, *, capturer: Capturer, spec: CaptureSpec,
+                      tenant: str) -> Output:
     assert isinstance(page, ChromiumPage)
+    page.tenant = tenant
     return await capturer.capture(page, spec)

@@ -73,6 +73,8 @@ class ChromiumPage:
     hijacked: bool = False
     #: A document was written since the last reset: not blank any more.
     written: bool = True
+    #: Whose render the page is doing: subresources are cached per tenant.
+    tenant: str = ""
     #: We are navigating (so a commit is ours); the route handler serves
     #: the empty document once.
     _navigating: bool = False
@@ -206,7 +208,7 @@ class PlaywrightEngine:
     async def _route(self, page: ChromiumPage, route: Route) -> None:
         request = route.request
         if not request.is_navigation_request():
-            await self._fetcher.handle(route)
+            await self._fetcher.handle(route, page.tenant)
             return
         if page._is_ours(request):
             await route.fulfill(status=200, headers=_DOCUMENT_HEADERS, body=b"")

@@ -4,6 +4,8 @@ Chromium never reaches the network itself: images, fonts and stylesheets are
 fetched by :class:`litho.outbound.OutboundGuard` (which denies private
 addresses), cached briefly in memory, and handed back with ``route.fulfill``.
 A denied or failed fetch aborts that one request; the page renders without it.
+The cache is kept per tenant: a shared one would let a tenant learn, from how
+fast an image loads, which URLs other tenants rendered recently.
 """
 
 from __future__ import annotations
@@ -56,10 +58,11 @@ class SubresourceFetcher:
         self._guard = guard
         self._ttl = ttl
         self._max_bytes = max_bytes
-        self._cache: OrderedDict[str, _Entry] = OrderedDict()
+        self._cache: OrderedDict[tuple[str, str], _Entry] = OrderedDict()
         self._cached_bytes = 0
 
-    async def handle(self, route: RouteLike) -> None:
+    async def handle(self, route: RouteLike, tenant: str = "") -> None:
+        """Fetch (or serve from ``tenant``'s cache) what the page asked for."""
         request = route.request
         if request.method != "GET":
             await route.abort("blockedbyclient")
@@ -69,7 +72,8 @@ class SubresourceFetcher:
             # Relative URLs under the default base URL: no DNS query for them.
             await route.abort("namenotresolved")
             return
-        entry = self._lookup(url)
+        key = (tenant, url)
+        entry = self._lookup(key)
         if entry is None:
             try:
                 result = await self._guard.fetch(url)
@@ -83,32 +87,32 @@ class SubresourceFetcher:
             entry = _Entry(result.status, dict(result.headers), result.body,
                            time.monotonic() + self._ttl)
             if result.status == 200:
-                self._store(url, entry)
+                self._store(key, entry)
         await route.fulfill(status=entry.status, headers=entry.headers, body=entry.body)
 
-    def _lookup(self, url: str) -> _Entry | None:
-        entry = self._cache.get(url)
+    def _lookup(self, key: tuple[str, str]) -> _Entry | None:
+        entry = self._cache.get(key)
         if entry is None:
             return None
         if entry.expires < time.monotonic():
-            self._evict(url)
+            self._evict(key)
             return None
-        self._cache.move_to_end(url)
+        self._cache.move_to_end(key)
         return entry
 
-    def _store(self, url: str, entry: _Entry) -> None:
+    def _store(self, key: tuple[str, str], entry: _Entry) -> None:
         size = len(entry.body)
         if self._ttl <= 0 or size > self._max_bytes:
             return
-        if url in self._cache:
-            self._evict(url)
-        self._cache[url] = entry
+        if key in self._cache:
+            self._evict(key)
+        self._cache[key] = entry
         self._cached_bytes += size
         while self._cached_bytes > self._max_bytes:
             self._evict(next(iter(self._cache)))
 
-    def _evict(self, url: str) -> None:
-        entry = self._cache.pop(url)
+    def _evict(self, key: tuple[str, str]) -> None:
+        entry = self._cache.pop(key)
         self._cached_bytes -= len(entry.body)
 
 

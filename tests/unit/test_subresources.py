@@ -68,9 +68,10 @@ async def fetcher_for(server: Server, *, ttl: float = 60, max_bytes: int = 10_00
     return SubresourceFetcher(guard, ttl=ttl, max_bytes=max_bytes), guard
 
 
-async def fetch(fetcher: SubresourceFetcher, url: str, method: str = "GET") -> FakeRoute:
+async def fetch(fetcher: SubresourceFetcher, url: str, method: str = "GET",
+                tenant: str = "t1") -> FakeRoute:
     route = FakeRoute(FakeRequest(url, method))
-    await fetcher.handle(route)
+    await fetcher.handle(route, tenant)
     return route
 
 
@@ -80,6 +81,16 @@ async def test_fetches_once_then_serves_from_memory(server: Server) -> None:
         route = await fetch(fetcher, f"{server.base}/a.png")
         assert route.fulfilled == {"status": 200, "body": b"x" * 1000}
     assert server.hits == ["/a.png"]
+    await guard.close()
+
+
+async def test_the_cache_is_per_tenant(server: Server) -> None:
+    # A shared cache would tell a tenant, by timing, which URLs others fetched.
+    fetcher, guard = await fetcher_for(server)
+    for tenant in ("t1", "t2", "t1", "t2"):
+        route = await fetch(fetcher, f"{server.base}/shared.png", tenant=tenant)
+        assert route.fulfilled == {"status": 200, "body": b"x" * 1000}
+    assert server.hits == ["/shared.png", "/shared.png"]
     await guard.close()
 
 
