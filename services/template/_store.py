@@ -49,6 +49,9 @@ MAX_PAGE_BYTES: Final = 2 * 1024 * 1024
 #: templates stops after a few, so reading page_size + 1 of them at once
 #: would decode up to ~100 MiB for nothing.
 _FETCH_BATCH: Final = 25
+#: Seconds after which a version whose head was never moved to it counts as
+#: left behind by an interrupted update (a live update moves it at once).
+_HEAD_REPAIR_AFTER: Final = 10.0
 #: Protobuf framing of a text field (tag, length varint) and of one
 #: discovered variable (a name is shorter than html, so its length takes at
 #: most 3 bytes), and the fixed fields (numbers, timestamps, the message's
@@ -193,18 +196,45 @@ class TemplateRepository:
         return template
 
     async def update(self, tenant_id: str, template_id: str, spec: Spec) -> Template:
-        current = await self.latest(tenant_id, template_id)
-        updated = replace(
-            current.with_spec(spec), version=current.version + 1, update_time=datetime.now(UTC)
-        )
-        try:
-            await self._write_version(updated)
-        except DuplicateKey as exc:
-            raise Conflict(
-                f"template {template_id!r} was updated concurrently; retry the update"
-            ) from exc
-        await self._heads.replace({"_id": template_id}, {"_id": template_id, **_to_doc(updated)})
-        return updated
+        """Write version n+1, then move the head to it. The version's unique
+        ``_id`` makes exactly one of concurrent updates win (the others are a
+        Conflict). A head left behind by an update that failed between the two
+        writes is repaired here, so it cannot answer Conflict forever."""
+        for attempt in (1, 2):
+            current = await self.latest(tenant_id, template_id)
+            updated = replace(current.with_spec(spec), version=current.version + 1,
+                              update_time=datetime.now(UTC))
+            try:
+                await self._write_version(updated)
+            except DuplicateKey as exc:
+                if attempt == 1 and await self._repair_head(current):
+                    continue
+                raise Conflict(
+                    f"template {template_id!r} was updated concurrently; retry the update"
+                ) from exc
+            await self._heads.replace({"_id": template_id},
+                                      {"_id": template_id, **_to_doc(updated)})
+            return updated
+        raise AssertionError("unreachable")
+
+    async def _repair_head(self, head: Template) -> bool:
+        """Move a head that an interrupted update left behind to the version
+        that update wrote; True if it did. A version written within the last
+        ``_HEAD_REPAIR_AFTER`` seconds belongs to an update still under way
+        (its own head move is coming): that is a real conflict."""
+        doc = await self._versions.get(f"{head.id}:{head.version + 1}")
+        written = None if doc is None else _readable(doc)
+        if written is None or written.tenant_id != head.tenant_id:
+            return False
+        if (datetime.now(UTC) - written.update_time).total_seconds() < _HEAD_REPAIR_AFTER:
+            return False
+        # Only if the head is still where we found it: never move it backwards.
+        moved = await self._heads.replace(
+            {"_id": head.id, "version": head.version}, {"_id": head.id, **_to_doc(written)})
+        if moved:
+            log.warning("repaired a template head left behind by an interrupted update",
+                        template=head.id, version=written.version)
+        return True
 
     async def _page(
         self, coll: Collection, flt: dict[str, Any], after: Callable[[Any], dict[str, Any]],

@@ -248,3 +248,61 @@ async def test_the_largest_template_fits_in_one_message_read_or_listed(
 
 
 _LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+async def test_concurrent_updates_one_wins_the_others_conflict(
+    store: tuple[DocumentStore, Path],
+) -> None:
+    from litho.errors import Conflict
+
+    repo = TemplateRepository(store[0], version_cache_size=0)
+    await repo.prepare()
+    created = await repo.create(TENANT, Spec(name="t", html="<p>0</p>", width=10, height=10,
+                                             sample_variables={}, variable_definitions=[]))
+    outcomes = await asyncio.gather(*(
+        repo.update(TENANT, created.id, Spec(html=f"<p>{n}</p>")) for n in range(1, 6)
+    ), return_exceptions=True)
+    winners = [o for o in outcomes if isinstance(o, Template)]
+    assert len(winners) == 1 and winners[0].version == 2
+    assert all(isinstance(o, Conflict) for o in outcomes if o not in winners)
+    head = await repo.latest(TENANT, created.id)
+    assert head.version == 2 and head.html == winners[0].html
+
+
+async def test_a_head_left_behind_by_an_interrupted_update_is_repaired(
+    store: tuple[DocumentStore, Path], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from litho.errors import Conflict
+    from services.template import _store
+
+    repo = TemplateRepository(store[0], version_cache_size=0)
+    await repo.prepare()
+    created = await repo.create(TENANT, Spec(name="t", html="<p>1</p>", width=10, height=10,
+                                             sample_variables={}, variable_definitions=[]))
+    heads = repo._heads
+    real_replace = heads.replace
+    calls = 0
+
+    async def failing_once(flt: Any, doc: Any, *, upsert: bool = False) -> bool:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise ConnectionError("the store went away between the two writes")
+        return await real_replace(flt, doc, upsert=upsert)
+
+    monkeypatch.setattr(heads, "replace", failing_once)
+    with pytest.raises(ConnectionError):
+        await repo.update(TENANT, created.id, Spec(html="<p>2</p>"))
+    # Version 2 exists, the head is still at 1. Just after, this looks like an
+    # update still under way: a Conflict, as for any concurrent update.
+    with pytest.raises(Conflict):
+        await repo.update(TENANT, created.id, Spec(html="<p>3</p>"))
+    # Later, it is known to be abandoned: the head is moved to version 2, and
+    # the update goes on as version 3, instead of a Conflict forever.
+    monkeypatch.setattr(_store, "_HEAD_REPAIR_AFTER", 0.0)
+    updated = await repo.update(TENANT, created.id, Spec(html="<p>3</p>"))
+    assert updated.version == 3
+    versions, _ = await repo.versions(TENANT, created.id, page_size=10, page_token="")
+    assert [(v.version, v.html) for v in versions] == [(3, "<p>3</p>"), (2, "<p>2</p>"),
+                                                       (1, "<p>1</p>")]
+    assert (await repo.latest(TENANT, created.id)).html == "<p>3</p>"
