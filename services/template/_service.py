@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, replace
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 from litho.errors import FieldError, InvalidArgument
+from litho.lru import Lru
 from services.template._lang import (
     Engine,
     FunctionInfo,
@@ -27,9 +26,6 @@ from services.template._variables import (
     coerce_strings,
     parse_definitions,
 )
-
-K = TypeVar("K")
-V = TypeVar("V")
 
 
 @dataclass(frozen=True)
@@ -62,7 +58,7 @@ class Templates:
         self._max_pattern_input = max_pattern_input
         self._max_pattern_work = max_pattern_work
         self._expand_timeout = expand_timeout
-        self._definitions: _Lru[tuple[str, str, int], list[VariableDefinition]] = _Lru(
+        self._definitions: Lru[tuple[str, str, int], list[VariableDefinition]] = Lru(
             _DEFINITIONS_CACHE_SIZE)
 
     def _check(self, spec: Spec, *, creating: bool) -> Spec:
@@ -243,28 +239,6 @@ _DEFINITIONS_CACHE_SIZE = 256
 
 def _version_key(template: Template) -> tuple[str, str, int]:
     return template.tenant_id, template.id, template.version
-
-
-class _Lru(Generic[K, V]):
-    """A small thread-safe LRU (expansions read it from worker threads)."""
-
-    def __init__(self, size: int) -> None:
-        self._items: OrderedDict[K, V] = OrderedDict()
-        self._size = size
-        self._lock = threading.Lock()
-
-    def get(self, key: K) -> V | None:
-        with self._lock:
-            value = self._items.get(key)
-            if value is not None:
-                self._items.move_to_end(key)
-            return value
-
-    def put(self, key: K, value: V) -> None:
-        with self._lock:
-            self._items[key] = value
-            while len(self._items) > self._size:
-                self._items.popitem(last=False)
 
 
 def _page_size(requested: int) -> int:

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from litho.errors import InvalidArgument
+from litho.lru import Lru
 from services.template._lang import Engine, Limits, StepCapReached
 
 MAX_OUTPUT = 2 * 1024 * 1024
@@ -186,8 +187,8 @@ def test_formatting_calls_pay_their_fixed_cost(source: str) -> None:
 def test_loading_locales_and_zones_is_charged(monkeypatch: pytest.MonkeyPatch) -> None:
     from services.template._lang._functions import _locale
 
-    monkeypatch.setattr(_locale, "_LOCALES", _locale._Cache(128))
-    monkeypatch.setattr(_locale, "_ZONES", _locale._Cache(128))
+    monkeypatch.setattr(_locale, "_LOCALES", Lru(128))
+    monkeypatch.setattr(_locale, "_ZONES", Lru(128))
     locales = ["de-DE", "fr-FR", "ja-JP", "pt-BR", "sv-SE", "pl-PL", "tr-TR", "ko-KR"]
     zones = ["Europe/Paris", "Asia/Tokyo", "America/Lima", "Africa/Cairo"]
     source = "{{ for l in ls }}{{ for z in zs }}{{ date(0, 'H', z, l) }}{{ end }}{{ end }}"

@@ -7,14 +7,13 @@ before Babel or zoneinfo touches the file system, and the caches are bounded.
 from __future__ import annotations
 
 import re
-import threading
-from collections import OrderedDict
 from datetime import UTC, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from babel import Locale, UnknownLocaleError
 
+from litho.lru import Lru
 from services.template._lang._errors import ArgumentError
 from services.template._lang._runtime import Runtime
 from services.template._lang._values import describe
@@ -31,37 +30,15 @@ COLD_ZONE_STEPS = 100
 _CACHE_SIZE = 128
 
 
-class _Cache:
-    """A small LRU that tells a caller whether the value was cached."""
-
-    def __init__(self, size: int) -> None:
-        self._items: OrderedDict[str, Any] = OrderedDict()
-        self._size = size
-        self._lock = threading.Lock()
-
-    def get(self, name: str) -> Any:
-        with self._lock:
-            value = self._items.get(name)
-            if value is not None:
-                self._items.move_to_end(name)
-            return value
-
-    def put(self, name: str, value: Any) -> None:
-        with self._lock:
-            self._items[name] = value
-            while len(self._items) > self._size:
-                self._items.popitem(last=False)
-
-
-_LOCALES = _Cache(_CACHE_SIZE)
-_ZONES = _Cache(_CACHE_SIZE)
+_LOCALES: Lru[str, Locale] = Lru(_CACHE_SIZE)
+_ZONES: Lru[str, tzinfo] = Lru(_CACHE_SIZE)
 
 
 def locale(value: Any, rt: Runtime) -> Locale:
     if not isinstance(value, str) or _LOCALE.fullmatch(value) is None:
         raise ArgumentError(f"expected a locale such as 'en-US', got {describe(value)}")
     name = value.replace("_", "-")
-    cached: Locale | None = _LOCALES.get(name)
+    cached = _LOCALES.get(name)
     if cached is not None:
         return cached
     rt.charge(COLD_LOCALE_STEPS)
@@ -80,7 +57,7 @@ def zone(value: Any, rt: Runtime) -> tzinfo:
         raise ArgumentError(f"expected a time zone such as 'Europe/Paris', got {describe(value)}")
     if value.upper() == "UTC":
         return UTC
-    cached: tzinfo | None = _ZONES.get(value)
+    cached = _ZONES.get(value)
     if cached is not None:
         return cached
     rt.charge(COLD_ZONE_STEPS)
