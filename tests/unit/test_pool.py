@@ -517,3 +517,36 @@ async def test_no_queue_at_all_refuses_cleanly() -> None:
     gate.set()
     assert await running == "done"
     await pool.close()
+
+
+async def test_the_queue_stays_bounded_while_a_restart_is_pending() -> None:
+    # Free pages of a browser that is being restarted are no room: renders
+    # arriving then wait in the bounded queue like any others.
+    engine = FakeEngine()
+    pool = make_pool(engine, size=2, max_queue=2, timeout=5.0)
+    await pool.start()
+    gate = asyncio.Event()
+
+    async def held(page: PageLike) -> str:
+        await gate.wait()
+        return "held"
+
+    async def crashes(page: PageLike) -> int:
+        if isinstance(page, FakePage) and page.browser.number == 1:
+            raise Crash("Target crashed")
+        return 2
+
+    holder = asyncio.create_task(pool.run(held))
+    await asyncio.sleep(0.01)
+    # The crash asks for a restart, which waits for the held render; the
+    # crashed render's retry waits for the new browser.
+    crashed = asyncio.create_task(pool.run(crashes))
+    await asyncio.sleep(0.01)
+    waiting = [asyncio.create_task(pool.run(browser_number)) for _ in range(4)]
+    await asyncio.sleep(0.01)
+    refused = [t for t in waiting if t.done() and isinstance(t.exception(), ResourceExhausted)]
+    assert len(refused) == 3  # the queue held two: the retry and one more
+    gate.set()
+    assert await holder == "held" and await crashed == 2
+    await asyncio.gather(*waiting, return_exceptions=True)
+    await pool.close()

@@ -130,3 +130,19 @@ async def test_definitions_saved_under_older_rules_are_named_at_render(
         await templates.expand("t1", created.id, 0, '{"code": "ABC"}')
     assert "no longer valid; update the template" in caught.value.message
     assert caught.value.errors[0].field == "variables[0].validation.pattern"
+
+
+async def test_heavy_pattern_matching_goes_to_a_worker_even_when_cached(
+    service: tuple[Templates, RecordingExpander],
+) -> None:
+    # Variables × pattern program size over the inline bound (~3 ms of RE2's
+    # worst case): matched in a worker, though the pattern is compiled.
+    templates, expander = service
+    created = await templates.create("t1", Spec(
+        name="t", html="<p>{{ note }}</p>", width=100, height=100,
+        variable_definitions=[{"name": "note", "type": "text",
+                               "validation": {"pattern": ".{0,300}"}}]))  # 2,704 instructions
+    await templates.expand("t1", created.id, 0, '{"note": "a"}')  # parses the definitions
+    await templates.expand("t1", created.id, 0, '{"note": "a"}')
+    await templates.expand("t1", created.id, 0, json.dumps({"note": "a" * 300, "pad": "b" * 200}))
+    assert expander.calls == [(False, None), (True, 20_000), (False, None)]
