@@ -11,7 +11,15 @@ from __future__ import annotations
 
 from urllib.parse import unquote, urlsplit
 
-from litho.docstore._port import Collection, Document, DocumentStore, Filter, Sort
+from litho.docstore._port import (
+    Collection,
+    Document,
+    DocumentStore,
+    Filter,
+    ReturnDocument,
+    Sort,
+    UpdateDoc,
+)
 from litho.errors import AlreadyExists, ConfigError, InvalidArgument
 
 #: MongoDB refuses deeper documents; Python's JSON decoder (SQLite adapter)
@@ -26,7 +34,9 @@ __all__ = [
     "DocumentTooDeep",
     "DuplicateKey",
     "Filter",
+    "ReturnDocument",
     "Sort",
+    "UpdateDoc",
     "open_document_store",
 ]
 

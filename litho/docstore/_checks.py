@@ -7,8 +7,6 @@ they are both the port's contract and an injection guard.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-from typing import Any
 
 from litho.docstore import MAX_DOCUMENT_DEPTH, DocumentTooDeep
 from litho.jsonlimits import depth_within
@@ -24,20 +22,6 @@ def check_field(field: object) -> str:
             raise ValueError(f"unsupported operator {field!r}; the port supports {OPERATORS}")
         raise ValueError(f"invalid field name {field!r}: use dotted names of letters, digits and _")
     return field
-
-
-def check_changes(changes: Mapping[str, Any]) -> list[str]:
-    """The dotted paths of an update; none may be ``_id`` or overlap another."""
-    if not isinstance(changes, Mapping):
-        raise ValueError("update changes must be a mapping of field to value")
-    paths = [check_field(p) for p in changes]
-    for p in paths:
-        if p == "_id" or p.startswith("_id."):
-            raise ValueError("update cannot change _id")
-        for q in paths:
-            if q.startswith(p + "."):
-                raise ValueError(f"update fields {p!r} and {q!r} overlap")
-    return paths
 
 
 def is_scalar(value: object) -> bool:

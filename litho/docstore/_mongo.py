@@ -23,6 +23,7 @@ from bson.codec_options import TypeDecoder, TypeRegistry
 from bson.errors import InvalidDocument
 from bson.int64 import Int64
 from pymongo import ASCENDING, AsyncMongoClient
+from pymongo import ReturnDocument as MongoReturn
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import (
@@ -37,15 +38,9 @@ from pymongo.errors import (
 )
 
 from litho.docstore import DuplicateKey
-from litho.docstore._checks import (
-    NAME,
-    OPERATORS,
-    check_changes,
-    check_depth,
-    check_field,
-    is_scalar,
-)
-from litho.docstore._port import Document, Filter, Sort
+from litho.docstore._checks import NAME, OPERATORS, check_depth, check_field, is_scalar
+from litho.docstore._port import Document, Filter, ReturnDocument, Sort, UpdateDoc
+from litho.docstore._update import check_return, check_update, upsert_seed
 from litho.errors import (
     ConfigError,
     DeadlineExceeded,
@@ -61,6 +56,10 @@ _IMMUTABLE_FIELD = 66
 #: EmptyFieldName, DottedFieldName, BSONObjectTooLarge, and a document grown
 #: past 16 MiB by an update): like bson's own refusals, the input is at fault.
 _UNSTORABLE = frozenset({52, 56, 57, 10334, 17419})
+#: Server codes for an update that cannot apply to the stored document:
+#: BadValue ($inc past int64), TypeMismatch ($inc of a non-number) and
+#: PathNotViable (a dotted path through a string or an array).
+_INAPPLICABLE = frozenset({2, 14, 28})
 
 
 async def open_mongo_store(
@@ -179,16 +178,40 @@ class MongoCollection:
             result = await self._coll.replace_one(query, checked, upsert=upsert)
         return result.matched_count > 0 or result.upserted_id is not None
 
-    async def update(self, flt: Filter, changes: Mapping[str, Any]) -> int:
+    async def update(self, flt: Filter, update: UpdateDoc, *, upsert: bool = False) -> int:
         query = _checked_filter(flt)
-        paths = check_changes(changes)
-        if not changes:
-            return await self.count(flt)
-        for p in paths:
-            check_depth(changes[p], self._coll.name, under=p.count(".") + 1)
+        checked = check_update(update, self._coll.name)
+        if upsert:
+            upsert_seed(flt, checked)  # the port's rules; MongoDB builds the document
         with _translated(self._coll.name):
-            result = await self._coll.update_many(query, {"$set": dict(changes)})
-        return result.matched_count
+            result = await self._coll.update_many(query, checked.as_mongo(), upsert=upsert)
+        return result.matched_count + (0 if result.upserted_id is None else 1)
+
+    async def find_one_and_update(
+        self,
+        flt: Filter,
+        update: UpdateDoc,
+        *,
+        sort: Sort | None = None,
+        upsert: bool = False,
+        return_document: ReturnDocument = "before",
+    ) -> Document | None:
+        query = _checked_filter(flt)
+        checked = check_update(update, self._coll.name)
+        keys = _checked_sort(sort or ())
+        check_return(return_document)
+        if upsert:
+            upsert_seed(flt, checked)
+        with _translated(self._coll.name):
+            found: Document | None = await self._coll.find_one_and_update(
+                query,
+                checked.as_mongo(),
+                sort=keys or None,
+                upsert=upsert,
+                return_document=(
+                    MongoReturn.AFTER if return_document == "after" else MongoReturn.BEFORE),
+            )
+        return found
 
     async def delete(self, flt: Filter) -> int:
         query = _checked_filter(flt)
@@ -230,10 +253,17 @@ def _translated(collection: str) -> Iterator[None]:
                 f"a document cannot be stored in {collection}: "
                 f"{clip(str(exc.details.get('errmsg') if exc.details else exc), 200)}"
             ) from exc
+        if exc.code in _INAPPLICABLE or _nx_inc_refusal(exc):
+            raise _inapplicable(collection, exc) from exc
         raise LithoError(f"MongoDB write failed in {collection}: {exc}") from exc
     except ServerSelectionTimeoutError as exc:
         raise Unavailable(f"MongoDB is unreachable ({collection}): {exc}") from exc
     except PyMongoError as exc:
+        # findAndModify reports as a command error what update_many reports
+        # as a WriteError.
+        if isinstance(exc, OperationFailure) and (
+                exc.code in _INAPPLICABLE or _nx_inc_refusal(exc)):
+            raise _inapplicable(collection, exc) from exc
         if exc.timeout:
             raise DeadlineExceeded(f"MongoDB operation timed out ({collection})") from exc
         if isinstance(exc, ConnectionFailure):
@@ -249,6 +279,17 @@ def _translated(collection: str) -> Iterator[None]:
         raise InvalidArgument(
             f"a document cannot be stored in {collection}: an integer is outside the "
             "signed 64-bit range that MongoDB stores") from exc
+
+
+def _inapplicable(collection: str, exc: OperationFailure) -> InvalidArgument:
+    errmsg = exc.details.get("errmsg") if exc.details else None
+    return InvalidArgument(
+        f"an update cannot apply in {collection}: {clip(str(errmsg or exc), 200)}")
+
+
+def _nx_inc_refusal(exc: OperationFailure) -> bool:
+    """nx-27017 refuses ``$inc`` of a non-number with code 8 (UnknownError)."""
+    return exc.code == 8 and "Cannot apply $inc" in str(exc)
 
 
 def _checked_document(doc: Document, collection: str) -> Document:

@@ -5,17 +5,27 @@ matches on top-level or dotted fields (``{"tenantId": "t1", "meta.kind": "x"}``)
 plus the ``$in`` operator (``{"_id": {"$in": [...]}}``) and range operators
 ``$gt``/``$gte``/``$lt``/``$lte`` on numbers and strings. Anything else is a
 programming error and raises ``ValueError``.
+
+Updates are MongoDB update documents limited to ``$set`` (dotted fields),
+``$inc`` (integers and floats; a missing field starts at 0) and
+``$setOnInsert``; each applies atomically per document, so ``$inc`` counts
+and ``find_one_and_update`` claims have exactly one winner under
+concurrency. Upserts name the document by a string ``_id`` in the filter.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 Document = dict[str, Any]
 Filter = Mapping[str, Any]
 #: ``[("field", 1), ("other", -1)]``: ascending 1, descending -1.
 Sort = Sequence[tuple[str, int]]
+#: ``{"$set": {"a.b": 1}, "$inc": {"n": 1}, "$setOnInsert": {"createdAt": ...}}``.
+UpdateDoc = Mapping[str, Mapping[str, Any]]
+#: Which version of the document ``find_one_and_update`` returns.
+ReturnDocument = Literal["before", "after"]
 
 
 class Collection(Protocol):
@@ -42,8 +52,23 @@ class Collection(Protocol):
         """Replace the first match with ``doc`` (same ``_id``); True if one was
         replaced or inserted."""
 
-    async def update(self, flt: Filter, changes: Mapping[str, Any]) -> int:
-        """``$set`` the given (possibly dotted) fields on every match; count matched."""
+    async def update(self, flt: Filter, update: UpdateDoc, *, upsert: bool = False) -> int:
+        """Apply ``update`` to every match; return how many matched, or 1 when
+        ``upsert`` inserted a document (the filter's equality fields, then the
+        update, ``$setOnInsert`` included)."""
+
+    async def find_one_and_update(
+        self,
+        flt: Filter,
+        update: UpdateDoc,
+        *,
+        sort: Sort | None = None,
+        upsert: bool = False,
+        return_document: ReturnDocument = "before",
+    ) -> Document | None:
+        """Atomically update the first match in ``sort`` order and return it as
+        it was ``"before"`` (None if upsert inserted it) or ``"after"``; None
+        when nothing matched and nothing was inserted."""
 
     async def delete(self, flt: Filter) -> int:
         """Delete every match; return how many."""

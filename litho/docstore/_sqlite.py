@@ -10,10 +10,18 @@ MongoDB does (missing/null, numbers, strings, objects, arrays, booleans).
 Not emulated: dotted paths that pass through arrays, and sorting arrays by
 their smallest or largest element.
 
-Unique indexes treat a missing field as null, as MongoDB does, so two
-documents without the field clash. Lookups by ``_id`` use the primary key;
-other queries scan the table (an index would not help the type-aware SQL),
-which is fine at the embedded default's scale.
+Lookups by ``_id`` use the primary key. ``ensure_index`` builds an expression
+index over ``json_type(doc, path), json_extract(doc, path)`` per field, the
+very expressions the filter compiler emits, so an equality or range condition
+on an indexed field is an index search (one for the scalar value, one for
+documents whose field is an array), not a table scan. Unique indexes add a
+second index that treats a missing field as null, as MongoDB does, so two
+documents without the field clash.
+
+Updates (``$set``, ``$inc``, ``$setOnInsert``) are applied in Python to the
+decoded documents inside one ``BEGIN IMMEDIATE`` transaction, which also
+holds off other connections to the same file, so a read-modify-write is
+atomic and a failed update writes nothing.
 
 Only names that match a strict pattern reach SQL text; every value is bound.
 Writes are serialised by one lock because one connection serves every
@@ -26,22 +34,23 @@ import asyncio
 import hashlib
 import json
 import sqlite3
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 
 from litho.docstore import DuplicateKey
-from litho.docstore._checks import (
-    NAME,
-    OPERATORS,
-    check_changes,
-    check_depth,
-    check_field,
+from litho.docstore._checks import NAME, OPERATORS, check_depth, check_field
+from litho.docstore._port import Document, Filter, ReturnDocument, Sort, UpdateDoc
+from litho.docstore._update import (
+    Update,
+    apply_update,
+    check_return,
+    check_update,
+    upsert_seed,
 )
-from litho.docstore._port import Document, Filter, Sort
 from litho.errors import LithoError, Unavailable
 from litho.logs import get_logger
 
@@ -155,11 +164,17 @@ class SqliteCollection:
         ):
             raise ValueError(f"limit must be None or a non-negative int, got {limit!r}")
         await self._store._ensure_table(self._name)
+        return [doc for _, _, doc in await self._select(where, params, order, skip, limit)]
+
+    async def _select(
+        self, where: str, params: Params, order: str, skip: int, limit: int | None
+    ) -> list[tuple[str, str, Document]]:
+        """``(_id, text, decoded)`` of the matches that decode."""
         sql = f"SELECT _id, doc FROM {self._table} WHERE {where}"
         if order:
             sql += f" ORDER BY {order}"
         sql += " LIMIT ? OFFSET ?"
-        found: list[Document] = []
+        found: list[tuple[str, str, Document]] = []
         offset = skip
         # A document that cannot be decoded is left out; the limit still
         # counts documents returned, so read on past it (rarely needed).
@@ -167,7 +182,7 @@ class SqliteCollection:
             wanted = -1 if limit is None else limit - len(found)
             with _translated(self._name):
                 rows = list(await self._conn.execute_fetchall(sql, (*params, wanted, offset)))
-            found += [doc for doc_id, text in rows
+            found += [(doc_id, text, doc) for doc_id, text in rows
                       if (doc := self._decode(doc_id, text)) is not None]
             offset += len(rows)
             if limit is None or len(found) >= limit or len(rows) < wanted:
@@ -200,20 +215,22 @@ class SqliteCollection:
         where, params = _compile_filter(flt)
         doc_id, text = _encode(doc, self._name)
         await self._store._ensure_table(self._name)
+        async with self._transaction():
+            return await self._replace_in_transaction(where, params, doc_id, text, upsert)
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[None]:
+        """A write transaction; ``IMMEDIATE`` takes SQLite's write lock up front,
+        so no other connection can change a match between reading and writing it."""
         async with self._store._write_lock:
             with _translated(self._name):
-                # IMMEDIATE takes the write lock up front, so no other process
-                # can change the match between the SELECT and the write.
                 await _run(self._conn, "BEGIN IMMEDIATE")
                 try:
-                    replaced = await self._replace_in_transaction(
-                        where, params, doc_id, text, upsert
-                    )
+                    yield
                 except BaseException:
                     await _run(self._conn, "ROLLBACK")
                     raise
                 await _run(self._conn, "COMMIT")
-        return replaced
 
     async def _replace_in_transaction(
         self, where: str, params: Params, doc_id: str, text: str, upsert: bool
@@ -240,23 +257,66 @@ class SqliteCollection:
         )
         return True
 
-    async def update(self, flt: Filter, changes: Mapping[str, Any]) -> int:
-        paths = check_changes(changes)
-        if not paths:
-            return await self.count(flt)
-        for p in paths:
-            check_depth(changes[p], self._name, under=p.count(".") + 1)
+    async def update(self, flt: Filter, update: UpdateDoc, *, upsert: bool = False) -> int:
+        checked = check_update(update, self._name)
         where, params = _compile_filter(flt)
-        setters = ", ".join(f"{_path(p)}, json(?)" for p in paths)
-        values = [_dumps(changes[p]) for p in paths]
+        seed = upsert_seed(flt, checked) if upsert else None
         await self._store._ensure_table(self._name)
-        async with self._store._write_lock:
-            with _translated(self._name):
-                return await _run(
-                    self._conn,
-                    f"UPDATE {self._table} SET doc = json_set(doc, {setters}) WHERE {where}",
-                    (*values, *params),
-                )
+        async with self._transaction():
+            rows = list(await self._conn.execute_fetchall(
+                f"SELECT _id, doc FROM {self._table} WHERE {where}", params))
+            # Every new version is built before any is written, so an update
+            # that cannot apply to one match changes none.
+            changed: list[tuple[str, str]] = []
+            for doc_id, text in rows:
+                if (doc := self._decode(doc_id, text)) is not None:
+                    apply_update(doc, checked, self._name, inserting=False)
+                    changed.append((_encode(doc, self._name)[1], doc_id))
+            cursor = await self._conn.executemany(
+                f"UPDATE {self._table} SET doc = ? WHERE _id = ?", changed)
+            await cursor.close()
+            if rows or seed is None:
+                return len(changed)
+            await self._insert_in_transaction(seed, checked)
+            return 1
+
+    async def find_one_and_update(
+        self,
+        flt: Filter,
+        update: UpdateDoc,
+        *,
+        sort: Sort | None = None,
+        upsert: bool = False,
+        return_document: ReturnDocument = "before",
+    ) -> Document | None:
+        checked = check_update(update, self._name)
+        check_return(return_document)
+        where, params = _compile_filter(flt)
+        order = _compile_sort(sort or ())
+        seed = upsert_seed(flt, checked) if upsert else None
+        await self._store._ensure_table(self._name)
+        async with self._transaction():
+            found = await self._select(where, params, order, 0, 1)
+            if found:
+                doc_id, text, before = found[0]
+                after: Document = json.loads(text)
+                apply_update(after, checked, self._name, inserting=False)
+                await _run(self._conn, f"UPDATE {self._table} SET doc = ? WHERE _id = ?",
+                           (_encode(after, self._name)[1], doc_id))
+                return before if return_document == "before" else after
+            if seed is None:
+                return None
+            inserted = await self._insert_in_transaction(seed, checked)
+            return None if return_document == "before" else inserted
+
+    async def _insert_in_transaction(self, seed: Document, update: Update) -> Document:
+        """Insert an upsert's document; a clash on ``_id`` means it exists but
+        the rest of the filter did not match, which MongoDB reports the same way."""
+        apply_update(seed, update, self._name, inserting=True)
+        doc_id, text = _encode(seed, self._name)
+        await _run(self._conn, f"INSERT INTO {self._table} (_id, doc) VALUES (?, ?)",
+                   (doc_id, text))
+        return seed
 
     async def delete(self, flt: Filter) -> int:
         where, params = _compile_filter(flt)
@@ -271,26 +331,35 @@ class SqliteCollection:
         for field in fields:
             check_field(field)
         await self._store._ensure_table(self._name)
-        # Non-unique indexes are a no-op: the type-aware filters cannot use an
-        # expression index, so one would only slow writes down.
-        if not unique or list(fields) == ["_id"]:
-            return
+        if list(fields) == ["_id"]:
+            return  # the primary key
         digest = hashlib.sha256("\0".join(fields).encode()).hexdigest()[:16]
-        # Per field, a type class and a value: numbers share a class so 1 clashes
-        # with 1.0 but not with true, and missing and null both become (null, 0).
-        columns = ", ".join(
-            f"CASE json_type(doc, {_path(f)}) WHEN 'real' THEN 'integer' "
-            f"ELSE IFNULL(json_type(doc, {_path(f)}), 'null') END, "
-            f"IFNULL(json_extract(doc, {_path(f)}), 0)"
+        # The filter compiler's own expressions, so SQLite can match them; the
+        # index also holds documents whose field is an array (type 'array'),
+        # which the compiled filter finds through a second index search.
+        lookup = ", ".join(
+            "_id" if f == "_id" else f"json_type(doc, {_path(f)}), json_extract(doc, {_path(f)})"
             for f in fields
         )
+        statements = [f'CREATE INDEX IF NOT EXISTS "ix_{self._name}_{digest}" '
+                      f"ON {self._table} ({lookup})"]
+        if unique:
+            # Per field, a type class and a value: numbers share a class so 1
+            # clashes with 1.0 but not with true, and missing and null both
+            # become (null, 0). Created first: existing duplicates then leave
+            # no index behind.
+            key = ", ".join(
+                f"CASE json_type(doc, {_path(f)}) WHEN 'real' THEN 'integer' "
+                f"ELSE IFNULL(json_type(doc, {_path(f)}), 'null') END, "
+                f"IFNULL(json_extract(doc, {_path(f)}), 0)"
+                for f in fields
+            )
+            statements.insert(0, f'CREATE UNIQUE INDEX IF NOT EXISTS "ux_{self._name}_{digest}" '
+                                 f"ON {self._table} ({key})")
         async with self._store._write_lock:
             with _translated(self._name):
-                await _run(
-                    self._conn,
-                    f'CREATE UNIQUE INDEX IF NOT EXISTS "ux_{self._name}_{digest}" '
-                    f"ON {self._table} ({columns})",
-                )
+                for sql in statements:
+                    await _run(self._conn, sql)
 
 
 async def _run(conn: aiosqlite.Connection, sql: str, params: Sequence[Any] = ()) -> int:

@@ -99,15 +99,12 @@ def docstore_backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest_asyncio.fixture(loop_scope="session")
-async def docstore(
+async def docstore_target(
     docstore_backend: str, request: pytest.FixtureRequest, tmp_path: Path
-) -> AsyncIterator[DocumentStore]:
+) -> AsyncIterator[tuple[str, str]]:
+    """``(url, database)`` of a fresh, empty store, dropped afterwards."""
     if docstore_backend == "sqlite":
-        store = await open_document_store(f"sqlite://{tmp_path / 'docs.db'}", "unused")
-        try:
-            yield store
-        finally:
-            await store.close()
+        yield f"sqlite://{tmp_path / 'docs.db'}", "unused"
         return
     if docstore_backend == "nx27017":
         server: Nx27017 = request.getfixturevalue("nx27017")
@@ -115,11 +112,9 @@ async def docstore(
     else:
         url = os.environ["LITHO_MONGODB_URI"]
     database = f"litho_contract_{uuid.uuid4().hex[:16]}"
-    store = await open_document_store(url, database)
     try:
-        yield store
+        yield url, database
     finally:
-        await store.close()
         admin: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(
             url, serverSelectionTimeoutMS=5000
         )
@@ -127,6 +122,32 @@ async def docstore(
             await admin.drop_database(database)
         finally:
             await admin.close()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def docstore(docstore_target: tuple[str, str]) -> AsyncIterator[DocumentStore]:
+    store = await open_document_store(*docstore_target)
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def docstore_peers(
+    docstore: DocumentStore, docstore_target: tuple[str, str]
+) -> AsyncIterator[list[DocumentStore]]:
+    """``docstore`` and three more stores on the same data, each with its own
+    connection (own SQLite connection to the file, own MongoDB client), as
+    separate processes would have: concurrency tests contend across them."""
+    peers = [docstore]
+    try:
+        for _ in range(3):
+            peers.append(await open_document_store(*docstore_target))
+        yield peers
+    finally:
+        for peer in peers[1:]:
+            await peer.close()
 
 
 # --------------------------- end of document-store fixtures -----------------

@@ -25,9 +25,11 @@ from litho.docstore import (
     DocumentStore,
     DocumentTooDeep,
     DuplicateKey,
+    UpdateDoc,
     open_document_store,
 )
 from litho.docstore._mongo import open_mongo_store
+from litho.docstore._sqlite import SqliteDocumentStore
 from litho.errors import AlreadyExists, ConfigError, InvalidArgument, Unavailable
 
 
@@ -124,7 +126,8 @@ async def test_empty_collection_answers_every_read(docstore: DocumentStore) -> N
     assert await coll.find({}) == []
     assert await coll.find_one({"a": 1}) is None
     assert await coll.count({}) == 0
-    assert await coll.update({}, {"a": 1}) == 0
+    assert await coll.update({}, {"$set": {"a": 1}}) == 0
+    assert await coll.find_one_and_update({}, {"$set": {"a": 1}}) is None
     assert await coll.delete({}) == 0
 
 
@@ -383,7 +386,9 @@ async def test_filters_outside_the_port_raise_value_error(
     with pytest.raises(ValueError):
         await coll.count(flt)
     with pytest.raises(ValueError):
-        await coll.update(flt, {"w": 1})
+        await coll.update(flt, {"$set": {"w": 1}})
+    with pytest.raises(ValueError):
+        await coll.find_one_and_update(flt, {"$set": {"w": 1}})
     with pytest.raises(ValueError):
         await coll.replace(flt, {"_id": "a"})
     with pytest.raises(ValueError):
@@ -555,7 +560,8 @@ async def test_update_sets_dotted_fields_on_every_match(docstore: DocumentStore)
         {"_id": "c", "t": "t2"},
     )
     changes = {"state": "done", "meta.kind": "webp", "meta.stats.views": 3, "tags": ["x"]}
-    assert await coll.update({"t": "t1"}, changes) == 2  # "b" counts though "state" was set
+    # "b" counts though "state" was set already.
+    assert await coll.update({"t": "t1"}, {"$set": changes}) == 2
     assert await coll.get("a") == {
         "_id": "a",
         "t": "t1",
@@ -580,7 +586,7 @@ async def test_update_keeps_value_types(
     coll = docstore.collection("things")
     await seed(coll, {"_id": "a"})
     changes = {"t": True, "f": False, "n": None, "x": 1.0, "i": 2, "s": "ü", "o": {"b": True}}
-    assert await coll.update({"_id": "a"}, changes) == 1
+    assert await coll.update({"_id": "a"}, {"$set": changes}) == 1
     got = await coll.get("a")
     assert got == {"_id": "a", **changes}
     assert got["t"] is True and got["f"] is False and got["o"]["b"] is True
@@ -590,23 +596,49 @@ async def test_update_keeps_value_types(
 async def test_update_without_match_returns_zero(docstore: DocumentStore) -> None:
     coll = docstore.collection("things")
     await seed(coll, {"_id": "a", "v": 1})
-    assert await coll.update({"v": 2}, {"w": 1}) == 0
+    assert await coll.update({"v": 2}, {"$set": {"w": 1}}) == 0
     assert await coll.get("a") == {"_id": "a", "v": 1}
 
 
-@pytest.mark.parametrize(
-    "changes",
-    [{"_id": "b"}, {"bad field": 1}, {"$set": {"v": 1}}, {"a": 1, "a.b": 2}],
-    ids=repr,
-)
-async def test_update_rejects_invalid_changes(
-    docstore: DocumentStore, changes: dict[str, Any]
+_BAD_UPDATES: list[Any] = [
+    {},
+    {"v": 1},  # a plain field: MongoDB would read it as a replacement
+    {"$set": {"v": 2}, "w": 1},
+    {"$unset": {"v": ""}},
+    {"$push": {"v": 1}},
+    {"$set": 5},
+    {"$set": {"_id": "b"}},
+    {"$set": {"_id.x": "b"}},
+    {"$inc": {"_id": 1}},
+    {"$setOnInsert": {"_id": "b"}},
+    {"$set": {"bad field": 1}},
+    {"$set": {"$where": 1}},
+    {"$set": {"a": 1, "a.b": 2}},
+    {"$set": {"v": 2}, "$inc": {"v": 1}},
+    {"$inc": {"a.b": 1}, "$setOnInsert": {"a": {}}},
+    {"$inc": {"v": "1"}},
+    {"$inc": {"v": True}},
+    {"$inc": {"v": None}},
+    {"$inc": {"v": float("nan")}},
+    {"$inc": {"v": float("inf")}},
+]
+
+
+@pytest.mark.parametrize("update", _BAD_UPDATES, ids=repr)
+async def test_updates_outside_the_port_raise_value_error(
+    docstore: DocumentStore, update: Any
 ) -> None:
     coll = docstore.collection("things")
     await seed(coll, {"_id": "a", "v": 1})
     with pytest.raises(ValueError):
-        await coll.update({"_id": "a"}, changes)
-    assert await coll.get("a") == {"_id": "a", "v": 1}
+        await coll.update({"_id": "a"}, update)
+    with pytest.raises(ValueError):
+        await coll.update({"_id": "new"}, update, upsert=True)
+    with pytest.raises(ValueError):
+        await coll.find_one_and_update({"_id": "a"}, update)
+    with pytest.raises(ValueError):
+        await coll.find_one_and_update({"_id": "new"}, update, upsert=True)
+    assert await coll.find({}) == [{"_id": "a", "v": 1}]
 
 
 async def test_delete_returns_counts(docstore: DocumentStore) -> None:
@@ -634,7 +666,7 @@ async def test_unique_index_raises_duplicate_key(docstore: DocumentStore) -> Non
     with pytest.raises(DuplicateKey):
         await coll.replace({"_id": "u2"}, {"_id": "u2", "email": "a@x"})
     with pytest.raises(DuplicateKey):
-        await coll.update({"_id": "u2"}, {"email": "a@x"})
+        await coll.update({"_id": "u2"}, {"$set": {"email": "a@x"}})
     assert await coll.get("u2") == {"_id": "u2", "email": "b@x"}
     assert await coll.count({}) == 2
     await coll.delete({"_id": "u1"})
@@ -705,6 +737,103 @@ async def test_non_unique_index_allows_duplicates(docstore: DocumentStore) -> No
     assert await id_set(coll, {"k": 1}) == {"a", "b"}
 
 
+async def test_queries_answer_the_same_with_an_index(
+    docstore: DocumentStore, docstore_backend: str, request: pytest.FixtureRequest
+) -> None:
+    """Indexes change how a query runs, never what it answers: type-distinct
+    equality and ranges, null and missing, arrays, compound conditions."""
+    nx27017_quirk(docstore_backend, request, "the type and array quirks above")
+    coll = docstore.collection("things")
+    await seed(
+        coll,
+        {"_id": "i1", "k": 1, "g": "a"},
+        {"_id": "f1", "k": 1.0, "g": "b"},
+        {"_id": "s1", "k": "1", "g": "a"},
+        {"_id": "t", "k": True, "g": "a"},
+        {"_id": "n", "k": None, "g": "b"},
+        {"_id": "m", "g": "a"},
+        {"_id": "arr", "k": [5, "x", None], "g": "b"},
+        {"_id": "o", "k": {"v": 1}, "g": "a"},
+        {"_id": "big", "k": 9, "g": "a"},
+    )
+    queries: list[tuple[dict[str, Any], set[str]]] = [
+        ({"k": 1}, {"i1", "f1"}),
+        ({"k": "1"}, {"s1"}),
+        ({"k": True}, {"t"}),
+        ({"k": None}, {"n", "m", "arr"}),
+        ({"k": "x"}, {"arr"}),
+        ({"k": {"$gt": 4}}, {"arr", "big"}),
+        ({"k": {"$gte": 1, "$lt": 9}}, {"i1", "f1", "arr"}),
+        ({"k": {"$gt": ""}}, {"s1", "arr"}),
+        ({"k": {"$in": [1, "x"]}}, {"i1", "f1", "arr"}),
+        ({"g": "a", "k": {"$gt": 0}}, {"i1", "big"}),
+        ({"g": "b", "k": 1}, {"f1"}),
+    ]
+    for indexed in (False, True):
+        if indexed:
+            await coll.ensure_index(["k"])
+            await coll.ensure_index(["g", "k"])
+        for flt, expected in queries:
+            assert await id_set(coll, flt) == expected, (indexed, flt)
+            assert await coll.count(flt) == len(expected), (indexed, flt)
+
+
+async def _query_plans(coll: Collection, conn: aiosqlite.Connection, flt: dict[str, Any],
+                       sort: list[tuple[str, int]] | None = None) -> list[str]:
+    """SQLite's plan for each SELECT that ``find`` runs, read by tracing the
+    statements the adapter really executes."""
+    statements: list[str] = []
+    await conn.set_trace_callback(statements.append)
+    try:
+        await coll.find(flt, sort=sort)
+    finally:
+        await conn.set_trace_callback(None)  # type: ignore[arg-type]  # None removes it
+    selects = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
+    assert selects, statements
+    plans: list[str] = []
+    for sql in selects:
+        rows = await conn.execute_fetchall(f"EXPLAIN QUERY PLAN {sql}")
+        plans.append("\n".join(str(row[3]) for row in rows))
+    return plans
+
+
+async def test_sqlite_queries_on_indexed_fields_search_the_index(tmp_path: Path) -> None:
+    store = await open_document_store(f"sqlite://{tmp_path / 'docs.db'}", "ignored")
+    assert isinstance(store, SqliteDocumentStore)
+    conn = store._conn
+    try:
+        coll = store.collection("jobs")
+        await seed(coll, *({"_id": f"j{i:03}", "tenantId": f"t{i % 7}", "state": "queued",
+                            "at": i, "meta": {"kind": ["a", "b"][i % 2]}} for i in range(200)))
+        # Before any index, every one of these conditions scans the table.
+        for plan in await _query_plans(coll, conn, {"tenantId": "t3"}):
+            assert "SCAN jobs" in plan and "USING INDEX" not in plan, plan
+        await coll.ensure_index(["tenantId", "at"])
+        await coll.ensure_index(["meta.kind"])
+        await coll.ensure_index(["state"], unique=False)
+        cases: list[tuple[dict[str, Any], list[tuple[str, int]] | None]] = [
+            ({"tenantId": "t3"}, None),
+            ({"tenantId": "t3"}, [("at", 1)]),
+            ({"tenantId": {"$in": ["t1", "t2"]}}, None),
+            ({"tenantId": "t3", "at": {"$gte": 100}}, [("at", -1)]),
+            ({"meta.kind": "a"}, None),
+            ({"meta.kind": {"$gt": "a"}}, None),
+            ({"state": None}, None),
+        ]
+        for flt, sort in cases:
+            for plan in await _query_plans(coll, conn, flt, sort):
+                assert "SEARCH jobs USING INDEX" in plan, (flt, plan)
+                assert "SCAN jobs" not in plan, (flt, plan)
+            assert len(await coll.find(flt, sort=sort)) == await coll.count(flt)
+        # A field with no index still scans: the assertion above can fail.
+        for plan in await _query_plans(coll, conn, {"at": 5}):
+            assert "SCAN jobs" in plan, plan
+        assert await ids(coll, {"tenantId": "t3", "at": {"$gte": 180}}, sort=[("at", -1)]) == [
+            "j199", "j192", "j185"]
+    finally:
+        await store.close()
+
+
 @pytest.mark.parametrize("fields", [[], ["a", "a"], ["bad field"], ["$a"]], ids=repr)
 async def test_ensure_index_rejects_invalid_fields(
     docstore: DocumentStore, fields: list[str]
@@ -732,7 +861,11 @@ async def test_writes_nested_too_deep_to_read_back_are_refused(docstore: Documen
     with pytest.raises(DocumentTooDeep):
         await coll.replace({"_id": "ok"}, {"_id": "ok", "v": deep})
     with pytest.raises(DocumentTooDeep):
-        await coll.update({"_id": "ok"}, {"v.w": nested(MAX_DOCUMENT_DEPTH - 1)})
+        await coll.update({"_id": "ok"}, {"$set": {"v.w": nested(MAX_DOCUMENT_DEPTH - 1)}})
+    with pytest.raises(DocumentTooDeep):
+        await coll.update({"_id": "new"}, {"$setOnInsert": {"v": deep}}, upsert=True)
+    with pytest.raises(DocumentTooDeep):
+        await coll.find_one_and_update({"_id": "new"}, {"$set": {"v": deep}}, upsert=True)
     assert await coll.get("deep") is None
     assert await coll.get("ok") == ok
     assert await coll.count({}) == 1
@@ -795,7 +928,9 @@ async def test_values_bson_cannot_encode_are_invalid_arguments(
     with pytest.raises(InvalidArgument):
         await coll.replace({"_id": "other"}, {"_id": "other", **fields}, upsert=True)
     with pytest.raises(InvalidArgument):
-        await coll.update({"_id": "kept"}, fields)
+        await coll.update({"_id": "kept"}, {"$set": fields})
+    with pytest.raises(InvalidArgument):
+        await coll.update({"_id": "other"}, {"$setOnInsert": fields}, upsert=True)
     assert await coll.find({}) == [kept]
 
 
@@ -816,6 +951,250 @@ def test_mongodb_refusing_a_document_is_an_invalid_argument(code: int, refused: 
     assert isinstance(caught.value, InvalidArgument) is refused
     if refused:
         assert "'$x' is not valid for storage" in caught.value.message
+
+
+# ------------------------------------- $inc, upserts, find_one_and_update ----
+
+
+async def test_inc_adds_ints_and_floats_and_starts_missing_fields_at_zero(
+    docstore: DocumentStore,
+) -> None:
+    coll = docstore.collection("things")
+    await seed(coll, {"_id": "a", "n": 1, "f": 1.5, "m": {"k": 1}, "s": "keep"})
+    update: UpdateDoc = {
+        "$inc": {"n": 2, "f": 1, "new": 5, "m.k": -3, "m.z": 2.5, "fresh.deep": 7},
+        "$set": {"state": "counted", "m.tag": "x"},
+    }
+    assert await coll.update({"_id": "a"}, update) == 1
+    got = await coll.get("a")
+    assert got == {
+        "_id": "a", "n": 3, "f": 2.5, "new": 5, "s": "keep", "state": "counted",
+        "m": {"k": -2, "z": 2.5, "tag": "x"}, "fresh": {"deep": 7},
+    }
+    assert type(got["n"]) is int and type(got["new"]) is int and type(got["m"]["k"]) is int
+    assert await coll.update({"_id": "a"}, {"$inc": {"n": 0.5, "new": -5}}) == 1
+    got = await coll.get("a")
+    assert got is not None and got["n"] == 3.5 and got["new"] == 0 and type(got["new"]) is int
+
+
+async def test_inc_of_an_int_by_a_float_is_a_float(docstore: DocumentStore) -> None:
+    coll = docstore.collection("things")
+    await seed(coll, {"_id": "a", "n": 5})
+    await coll.update({"_id": "a"}, {"$inc": {"n": 1.0}})
+    got = await coll.get("a")
+    assert got is not None and got["n"] == 6.0 and type(got["n"]) is float
+
+
+async def test_inc_applies_to_every_match(docstore: DocumentStore) -> None:
+    coll = docstore.collection("things")
+    await seed(coll, *({"_id": f"d{i}", "g": i % 2, "n": i} for i in range(6)))
+    assert await coll.update({"g": 1}, {"$inc": {"n": 10}}) == 3
+    assert {d["_id"]: d["n"] for d in await coll.find({})} == {
+        "d0": 0, "d1": 11, "d2": 2, "d3": 13, "d4": 4, "d5": 15}
+
+
+@pytest.mark.parametrize("value", ["7", {"k": 1}, [1]], ids=repr)
+async def test_inc_of_a_non_number_is_an_invalid_argument(
+    docstore: DocumentStore, value: Any
+) -> None:
+    coll = docstore.collection("things")
+    await seed(coll, {"_id": "a", "v": value, "n": 1})
+    with pytest.raises(InvalidArgument) as caught:
+        await coll.update({"_id": "a"}, {"$inc": {"v": 1, "n": 1}})
+    assert caught.value.status == "INVALID_ARGUMENT" and "things" in caught.value.message
+    assert await coll.get("a") == {"_id": "a", "v": value, "n": 1}
+
+
+@pytest.mark.parametrize("value", [None, True], ids=repr)
+async def test_inc_of_null_or_a_boolean_is_an_invalid_argument(
+    docstore: DocumentStore, docstore_backend: str, request: pytest.FixtureRequest, value: Any
+) -> None:
+    if value is None:
+        nx27017_quirk(docstore_backend, request, "adds to null as to 0")
+    coll = docstore.collection("things")
+    await seed(coll, {"_id": "a", "v": value})
+    with pytest.raises(InvalidArgument):
+        await coll.update({"_id": "a"}, {"$inc": {"v": 1}})
+    assert await coll.get("a") == {"_id": "a", "v": value}
+
+
+async def test_find_one_and_update_refuses_inc_of_a_non_number(
+    docstore: DocumentStore, docstore_backend: str, request: pytest.FixtureRequest
+) -> None:
+    nx27017_quirk(docstore_backend, request, "findAndModify answers None instead of failing")
+    coll = docstore.collection("things")
+    await seed(coll, {"_id": "a", "v": "7"})
+    with pytest.raises(InvalidArgument):
+        await coll.find_one_and_update({"_id": "a"}, {"$inc": {"v": 1}})
+    assert await coll.get("a") == {"_id": "a", "v": "7"}
+
+
+async def test_inc_past_int64_is_an_invalid_argument(
+    docstore: DocumentStore, docstore_backend: str, request: pytest.FixtureRequest
+) -> None:
+    nx27017_quirk(docstore_backend, request, "overflows into a double")
+    coll = docstore.collection("things")
+    top = 2**63 - 1
+    await seed(coll, {"_id": "a", "n": top})
+    with pytest.raises(InvalidArgument):
+        await coll.update({"_id": "a"}, {"$inc": {"n": 1}})
+    assert await coll.get("a") == {"_id": "a", "n": top}
+    with pytest.raises(InvalidArgument):
+        await coll.update({"_id": "a"}, {"$inc": {"m": 2**63}})  # the amount itself
+
+
+async def test_update_through_a_non_object_is_an_invalid_argument(
+    docstore: DocumentStore, docstore_backend: str, request: pytest.FixtureRequest
+) -> None:
+    nx27017_quirk(docstore_backend, request, "silently writes nothing")
+    coll = docstore.collection("things")
+    await seed(coll, {"_id": "a", "s": "x", "l": [1]})
+    for update in ({"$set": {"s.k": 1}}, {"$inc": {"l.k": 1}}):
+        with pytest.raises(InvalidArgument):
+            await coll.update({"_id": "a"}, update)
+    assert await coll.get("a") == {"_id": "a", "s": "x", "l": [1]}
+
+
+async def test_upsert_inserts_filter_fields_and_set_on_insert_once(
+    docstore: DocumentStore,
+) -> None:
+    coll = docstore.collection("counters")
+    flt = {"_id": "t1:2026-11", "tenantId": "t1", "meta.kind": "renders", "n": {"$gte": 0}}
+    update: UpdateDoc = {"$inc": {"n": 1}, "$set": {"last": "a"}, "$setOnInsert": {"createdAt": 1}}
+    assert await coll.update(flt, update, upsert=True) == 1
+    assert await coll.get("t1:2026-11") == {
+        "_id": "t1:2026-11", "tenantId": "t1", "meta": {"kind": "renders"},
+        "n": 1, "last": "a", "createdAt": 1,
+    }
+    update = {"$inc": {"n": 2}, "$set": {"last": "b"}, "$setOnInsert": {"createdAt": 2}}
+    assert await coll.update(flt, update, upsert=True) == 1
+    assert await coll.get("t1:2026-11") == {
+        "_id": "t1:2026-11", "tenantId": "t1", "meta": {"kind": "renders"},
+        "n": 3, "last": "b", "createdAt": 1,
+    }
+    # Without upsert, nothing matches and nothing is inserted.
+    assert await coll.update({"_id": "other"}, update) == 0
+    assert await coll.count({}) == 1
+
+
+async def test_upsert_needs_a_string_id_and_no_in(docstore: DocumentStore) -> None:
+    coll = docstore.collection("counters")
+    update = {"$inc": {"n": 1}}
+    for flt in ({"tenantId": "t1"}, {"_id": {"$in": ["a"]}}, {"_id": "a", "k": {"$in": ["x"]}},
+                {"_id": "a", "m": 1, "m.k": 2}, {"_id": "a", "n.deep": 1}):
+        with pytest.raises(ValueError):
+            await coll.update(flt, update, upsert=True)
+        with pytest.raises(ValueError):
+            await coll.find_one_and_update(flt, update, upsert=True)
+    assert await coll.count({}) == 0
+
+
+async def test_upsert_of_an_existing_id_that_does_not_match_is_a_duplicate(
+    docstore: DocumentStore,
+) -> None:
+    """As in MongoDB: the filter did not match, so the upsert inserts, and the
+    insert clashes on _id."""
+    coll = docstore.collection("things")
+    await seed(coll, {"_id": "a", "v": 1})
+    with pytest.raises(DuplicateKey):
+        await coll.update({"_id": "a", "v": 2}, {"$set": {"w": 1}}, upsert=True)
+    assert await coll.find({}) == [{"_id": "a", "v": 1}]
+
+
+async def test_find_one_and_update_returns_before_or_after(docstore: DocumentStore) -> None:
+    coll = docstore.collection("jobs")
+    await seed(coll, {"_id": "j1", "state": "queued", "tries": 0})
+    claim: UpdateDoc = {"$set": {"state": "claimed"}, "$inc": {"tries": 1}}
+    before = await coll.find_one_and_update({"state": "queued"}, claim)
+    assert before == {"_id": "j1", "state": "queued", "tries": 0}
+    assert await coll.find_one_and_update({"state": "queued"}, claim) is None
+    after = await coll.find_one_and_update(
+        {"_id": "j1"}, {"$set": {"state": "done"}}, return_document="after")
+    assert after == {"_id": "j1", "state": "done", "tries": 1}
+    assert await coll.get("j1") == after
+    with pytest.raises(ValueError):
+        await coll.find_one_and_update({}, claim, return_document="new")  # type: ignore[arg-type]
+
+
+async def test_find_one_and_update_claims_in_sort_order(docstore: DocumentStore) -> None:
+    coll = docstore.collection("jobs")
+    await seed(coll, *({"_id": f"j{i}", "state": "queued", "at": 50 - i, "p": i % 2}
+                       for i in range(5)))
+    claim = {"$set": {"state": "claimed"}}
+    oldest_first = [
+        (await coll.find_one_and_update({"state": "queued"}, claim, sort=[("at", 1)]) or {})
+        .get("_id") for _ in range(3)]
+    assert oldest_first == ["j4", "j3", "j2"]
+    newest = await coll.find_one_and_update(
+        {"state": "queued"}, claim, sort=[("p", 1), ("at", -1)], return_document="after")
+    assert newest == {"_id": "j0", "state": "claimed", "at": 50, "p": 0}
+    assert await ids(coll, {"state": "queued"}) == ["j1"]
+
+
+async def test_find_one_and_update_upserts(
+    docstore: DocumentStore, docstore_backend: str, request: pytest.FixtureRequest
+) -> None:
+    nx27017_quirk(docstore_backend, request, "findAndModify upserts ignore $setOnInsert")
+    coll = docstore.collection("leases")
+    update: UpdateDoc = {"$inc": {"n": 1}, "$setOnInsert": {"owner": "w1"}}
+    assert await coll.find_one_and_update({"_id": "l1"}, update, upsert=True) is None
+    assert await coll.get("l1") == {"_id": "l1", "n": 1, "owner": "w1"}
+    after = await coll.find_one_and_update(
+        {"_id": "l2", "kind": "x"}, update, upsert=True, return_document="after")
+    assert after == {"_id": "l2", "kind": "x", "n": 1, "owner": "w1"}
+    again = await coll.find_one_and_update(
+        {"_id": "l1"}, {**update, "$setOnInsert": {"owner": "w2"}}, upsert=True,
+        return_document="after")
+    assert again == {"_id": "l1", "n": 2, "owner": "w1"}
+    with pytest.raises(DuplicateKey):
+        await coll.find_one_and_update({"_id": "l1", "n": 99}, update, upsert=True)
+
+
+async def test_one_winner_among_concurrent_claimers(
+    docstore_peers: list[DocumentStore],
+) -> None:
+    colls = [store.collection("jobs") for store in docstore_peers]
+    await colls[0].insert({"_id": "j1", "state": "queued"})
+    claims = await asyncio.gather(*(
+        colls[i % len(colls)].find_one_and_update(
+            {"state": "queued"}, {"$set": {"state": "claimed", "by": i}})
+        for i in range(20)))
+    winners = [i for i, got in enumerate(claims) if got is not None]
+    assert len(winners) == 1
+    assert claims[winners[0]] == {"_id": "j1", "state": "queued"}
+    assert await colls[1].get("j1") == {"_id": "j1", "state": "claimed", "by": winners[0]}
+
+
+async def test_concurrent_claimers_each_get_a_different_job(
+    docstore_peers: list[DocumentStore],
+) -> None:
+    colls = [store.collection("jobs") for store in docstore_peers]
+    await seed(colls[0], *({"_id": f"j{i:02}", "state": "queued", "at": i} for i in range(12)))
+    claims = await asyncio.gather(*(
+        colls[i % len(colls)].find_one_and_update(
+            {"state": "queued"}, {"$set": {"state": "claimed", "by": i}},
+            sort=[("at", 1)], return_document="after")
+        for i in range(16)))
+    got = [c for c in claims if c is not None]
+    assert sorted(c["_id"] for c in got) == [f"j{i:02}" for i in range(12)]
+    assert len(claims) - len(got) == 4  # more claimers than jobs
+    for claim in got:
+        assert await colls[2].get(claim["_id"]) == claim
+    assert await colls[3].count({"state": "queued"}) == 0
+
+
+async def test_concurrent_increments_lose_nothing(
+    docstore_peers: list[DocumentStore],
+) -> None:
+    colls = [store.collection("counters") for store in docstore_peers]
+    await asyncio.gather(*(
+        colls[i % len(colls)].update(
+            {"_id": "c1"}, {"$inc": {"n": 1, "half": 0.5}, "$setOnInsert": {"since": i}},
+            upsert=True)
+        for i in range(200)))
+    got = await colls[1].get("c1")
+    assert got is not None and got["n"] == 200 and got["half"] == 100.0
+    assert isinstance(got["since"], int) and 0 <= got["since"] < 200
 
 
 # ------------------------------------------- opening (not per adapter) ----
