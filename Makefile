@@ -19,7 +19,26 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 .PHONY: install
-install: $(VENV)/.installed browser proto ## create the virtualenv, install dependencies, Chromium and fonts, generate code
+install: $(VENV)/.installed browser proto node_modules/.installed ## create the virtualenv, install dependencies, Chromium and fonts, buf, generate code
+
+.PHONY: node
+node: ## install Node.js and npm if missing (apt-get as root), for buf
+	@command -v npm >/dev/null && exit 0; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing nodejs npm with apt-get"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get update -qq && apt-get install -y -qq --no-install-recommends nodejs npm; \
+	else \
+	  echo "need Node.js and npm on PATH (buf, run by make lint, comes from npm): apt-get install nodejs npm"; \
+	  exit 1; \
+	fi
+
+# buf ships as @bufbuild/buf with its binary in a per-platform package, so the
+# lockfile alone pins it; --ignore-scripts: its postinstall only relinks that
+# binary, and nothing may fetch from outside the registry.
+node_modules/.installed: package.json package-lock.json | node
+	npm ci --ignore-scripts --no-audit --no-fund
+	touch $@
 
 .PHONY: browser
 browser: $(VENV)/.installed ## install Chromium and fonts if missing (apt as root, else playwright)
@@ -50,11 +69,12 @@ bench: install ## start the real stack, measure, write bench/report.md and bench
 	$(PY) -m bench
 
 .PHONY: lint
-lint: install ## ruff and mypy --strict
+lint: install ## buf lint (STANDARD) of the protos, ruff and mypy --strict
+	node_modules/.bin/buf lint
 	$(VENV)/bin/ruff check litho services tests bench
 	$(VENV)/bin/mypy litho services tests bench
 
 .PHONY: clean
-clean: ## remove the virtualenv, generated code and caches (keeps data/)
-	rm -rf $(VENV) .stamp-proto .pytest_cache .mypy_cache .ruff_cache
+clean: ## remove the virtualenv, node_modules, generated code and caches (keeps data/)
+	rm -rf $(VENV) node_modules .stamp-proto .pytest_cache .mypy_cache .ruff_cache
 	rm -f litho/*/v1/*_pb2*.py litho/*/v1/*_pb2*.pyi

@@ -26,10 +26,11 @@ from PIL import Image
 from bench._card import CARD_HTML
 from bench._procs import tree_pss_bytes
 from bench._stats import summary_ms
+from litho import formats
 from services._stack import Stack
 
 OUT = Path(__file__).parent
-FORMATS = ("png", "jpeg", "webp", "pdf", "gif")
+FORMATS = formats.names()
 
 
 def _env_int(name: str, default: int) -> int:

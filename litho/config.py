@@ -18,40 +18,6 @@ from litho.errors import ConfigError
 S = TypeVar("S", bound=BaseSettings)
 
 
-class BaseServiceSettings(BaseSettings):
-    """Settings every service shares: where data lives and how to reach NATS."""
-
-    model_config = SettingsConfigDict(env_prefix="LITHO_", frozen=True, extra="ignore")
-
-    data_dir: Path = Field(default=Path("data"), description="Embedded-default data directory")
-    log_level: str = Field(default="INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$")
-    log_format: str = Field(default="json", pattern="^(json|console)$")
-    nats_url: str = Field(default="nats://127.0.0.1:4222")
-    #: Seconds a stopping service waits for in-flight RPCs before cancelling them.
-    shutdown_grace: float = Field(default=10.0, gt=0, le=300)
-    #: Default deadline, in seconds, of every outgoing gRPC call.
-    rpc_deadline: float = Field(default=60.0, gt=0, le=600)
-
-
-class DocumentStoreSettings(BaseSettings):
-    """``LITHO_DOCSTORE_URL``: ``sqlite:///path/to/file.db`` (default under the data
-    dir) or ``mongodb://...``; ``LITHO_DOCSTORE_DATABASE`` names the Mongo database."""
-
-    model_config = SettingsConfigDict(env_prefix="LITHO_DOCSTORE_", frozen=True, extra="ignore")
-
-    url: str = ""
-    database: str = "litho"
-
-
-class BlobStoreSettings(BaseSettings):
-    """``LITHO_BLOBSTORE_URL``: ``file:///dir`` (default under the data dir) or
-    ``s3://bucket``; the ``LITHO_S3_*`` settings configure the S3 client."""
-
-    model_config = SettingsConfigDict(env_prefix="LITHO_BLOBSTORE_", frozen=True, extra="ignore")
-
-    url: str = ""
-
-
 class S3Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LITHO_S3_", frozen=True, extra="ignore")
 
@@ -76,25 +42,51 @@ class OutboundSettings(BaseSettings):
     max_redirects: int = Field(default=5, ge=0, le=20)
 
 
+class BaseServiceSettings(BaseSettings):
+    """Settings every service shares: where data lives and how to reach NATS."""
+
+    model_config = SettingsConfigDict(env_prefix="LITHO_", frozen=True, extra="ignore")
+
+    data_dir: Path = Field(default=Path("data"), description="Embedded-default data directory")
+    log_level: str = Field(default="INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$")
+    log_format: str = Field(default="json", pattern="^(json|console)$")
+    nats_url: str = Field(default="nats://127.0.0.1:4222")
+    #: Seconds a stopping service waits for in-flight RPCs before cancelling them.
+    shutdown_grace: float = Field(default=10.0, gt=0, le=300)
+    #: Default deadline, in seconds, of every outgoing gRPC call.
+    rpc_deadline: float = Field(default=60.0, gt=0, le=600)
+    #: ``sqlite:///path/to/file.db`` (default: ``<data dir>/<service>.db``) or
+    #: ``mongodb://...``; ``LITHO_DOCSTORE_DATABASE`` names the Mongo database.
+    docstore_url: str = ""
+    docstore_database: str = "litho"
+    #: ``file:///dir`` (default: ``<data dir>/blobs``) or ``s3://bucket[/prefix]``.
+    blobstore_url: str = ""
+    #: The S3 client (``LITHO_S3_*``), used when the blob store is ``s3://``.
+    s3: S3Settings = Field(default_factory=S3Settings)
+    #: The outbound HTTP guard (``LITHO_OUTBOUND_*``).
+    outbound: OutboundSettings = Field(default_factory=OutboundSettings)
+
+    def docstore_location(self, service: str) -> str:
+        """The configured document store, or a SQLite file of the service's own."""
+        return self.docstore_url or f"sqlite:///{(self.data_dir / f'{service}.db').resolve()}"
+
+    def blobstore_location(self) -> str:
+        """The configured blob store, or the ``blobs`` directory under the data dir."""
+        return self.blobstore_url or f"file://{(self.data_dir / 'blobs').resolve()}"
+
+
 def load(cls: type[S]) -> S:
     """Build ``cls`` from the environment, turning validation errors into one
     :class:`ConfigError` that names each ``LITHO_*`` variable to fix."""
     try:
         return cls()
     except ValidationError as exc:
-        prefix = str(cls.model_config.get("env_prefix", ""))
+        # A part's own defaults (S3, outbound) are read by its factory: its
+        # error names that part's model, whose prefix names the variables.
+        parts = {c.__name__: c for c in (S3Settings, OutboundSettings)}
+        prefix = str(parts.get(exc.title, cls).model_config.get("env_prefix", ""))
         problems = []
         for err in exc.errors():
             name = prefix + "_".join(str(p) for p in err["loc"]).upper()
             problems.append(f"{name}: {err['msg']}")
         raise ConfigError("invalid settings; set " + "; ".join(problems)) from exc
-
-
-def docstore_url(part: DocumentStoreSettings, base: BaseServiceSettings, service: str) -> str:
-    """The configured document store, or a SQLite file of the service's own."""
-    return part.url or f"sqlite:///{(base.data_dir / f'{service}.db').resolve()}"
-
-
-def blobstore_url(part: BlobStoreSettings, base: BaseServiceSettings) -> str:
-    """The configured blob store, or the ``blobs`` directory under the data dir."""
-    return part.url or f"file://{(base.data_dir / 'blobs').resolve()}"

@@ -6,12 +6,14 @@ import logging
 import sys
 
 import structlog
+from opentelemetry import trace
 
 
 def configure_logging(service: str, *, level: str = "INFO", fmt: str = "json") -> None:
     """Route stdlib and structlog records through one renderer on stderr."""
     shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
+        add_trace_ids,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
@@ -45,6 +47,17 @@ def configure_logging(service: str, *, level: str = "INFO", fmt: str = "json") -
     # Chatty libraries stay at WARNING unless we debug.
     for name in ("aiohttp.access", "botocore", "aiobotocore", "nats", "asyncio"):
         logging.getLogger(name).setLevel(max(logging.getLevelName(level), logging.WARNING))
+
+
+def add_trace_ids(
+    _logger: object, _method: str, event: structlog.types.EventDict
+) -> structlog.types.EventDict:
+    """``trace_id`` and ``span_id`` of the current span, so a line leads to its trace."""
+    ctx = trace.get_current_span().get_span_context()
+    if ctx.is_valid:
+        event.setdefault("trace_id", format(ctx.trace_id, "032x"))
+        event.setdefault("span_id", format(ctx.span_id, "016x"))
+    return event
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:

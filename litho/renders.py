@@ -13,19 +13,16 @@ from __future__ import annotations
 
 import re
 
+from litho import formats
+
 _RENDER_ID = re.compile(r"^[0-9a-f]{64}$")
 
-CONTENT_TYPES: dict[str, str] = {
-    "png": "image/png",
-    "jpeg": "image/jpeg",
-    "webp": "image/webp",
-    "pdf": "application/pdf",
-    "gif": "image/gif",
-}
+#: Extension → content type of stored outputs (from ``litho.formats``).
+CONTENT_TYPES: dict[str, str] = {f.extension: f.content_type for f in formats.ALL}
 
 
 def blob_key(render_id: str, ext: str) -> str:
-    if not _RENDER_ID.match(render_id) or ext not in CONTENT_TYPES:
+    if not _RENDER_ID.match(render_id) or formats.by_extension(ext) is None:
         raise ValueError(f"not a render id and extension: {render_id!r}.{ext!r}")
     return f"outputs/{render_id[:2]}/{render_id}.{ext}"
 

@@ -1,18 +1,20 @@
 """gRPC plumbing shared by every service.
 
 - :func:`start_server` builds a ``grpc.aio`` server inside the running loop with
-  the standard ``grpc.health.v1`` service and the error interceptor, and
-  registers a graceful stop (health NOT_SERVING, then ``stop(grace)``).
+  the standard ``grpc.health.v1`` service, the tracing interceptor and the error
+  interceptor, and registers a graceful stop (health NOT_SERVING, then ``stop(grace)``).
 - :class:`ErrorInterceptor` is the one place where a :class:`LithoError` becomes a
-  gRPC status; its details travel as JSON in ``litho-error-bin`` trailing metadata.
-- :func:`open_channel` gives a channel whose unary calls carry a default
-  deadline and turn a failed call back into the matching :class:`LithoError`.
+  gRPC status, for all four call shapes; its details travel as JSON in
+  ``litho-error-bin`` trailing metadata.
+- :func:`open_channel` gives a traced channel whose calls, unary and streaming,
+  carry a default deadline and turn a failed call back into the matching
+  :class:`LithoError` (for a streaming response, while it is read).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import AsyncExitStack
 from typing import Any, TypeAlias
 
@@ -20,7 +22,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 
-from litho import errors
+from litho import errors, telemetry
 from litho.logs import get_logger
 
 log = get_logger(__name__)
@@ -59,7 +61,11 @@ Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 
 
 class ErrorInterceptor(grpc.aio.ServerInterceptor):
-    """Map domain errors to status codes; hide everything else behind INTERNAL."""
+    """Map domain errors to status codes; hide everything else behind INTERNAL.
+
+    Streaming responses keep their shape (an async generator stays one; a
+    handler that writes with ``context.write`` is drained), and an error after
+    some messages were sent still ends the stream with its status."""
 
     async def intercept_service(
         self,
@@ -67,29 +73,61 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> Handler | None:
         handler = await continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
-            return handler
-        inner: Callable[[Any, Context], Awaitable[Any]] = handler.unary_unary  # type: ignore[assignment]
+        if handler is None:
+            return None
         method = handler_call_details.method
+        codec: dict[str, Any] = {"request_deserializer": handler.request_deserializer,
+                                 "response_serializer": handler.response_serializer}
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                _unary_response(handler.unary_unary, method), **codec)
+        if handler.stream_unary is not None:
+            return grpc.stream_unary_rpc_method_handler(
+                _unary_response(handler.stream_unary, method), **codec)
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                _stream_response(handler.unary_stream, method), **codec)
+        if handler.stream_stream is not None:
+            return grpc.stream_stream_rpc_method_handler(
+                _stream_response(handler.stream_stream, method), **codec)
+        return handler
 
-        async def unary_unary(request: Any, context: Context) -> Any:
-            try:
-                return await inner(request, context)
-            except errors.LithoError as exc:
-                await _abort(context, exc, method)
-            except grpc.aio.AbortError:
-                raise
-            except NotImplementedError:
-                await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method} is not implemented")
-            except Exception:
-                log.exception("unhandled error in rpc", method=method)
-                await context.abort(grpc.StatusCode.INTERNAL, "internal error")
 
-        return grpc.unary_unary_rpc_method_handler(
-            unary_unary,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+def _unary_response(inner: Any, method: str) -> Callable[[Any, Context], Awaitable[Any]]:
+    async def behavior(request: Any, context: Context) -> Any:
+        try:
+            return await inner(request, context)
+        except Exception as exc:
+            await _fail(context, exc, method)
+
+    return behavior
+
+
+def _stream_response(inner: Any, method: str) -> Callable[[Any, Context], AsyncIterator[Any]]:
+    async def behavior(request: Any, context: Context) -> AsyncIterator[Any]:
+        try:
+            result = inner(request, context)
+            if hasattr(result, "__aiter__"):
+                async for response in result:
+                    yield response
+            else:  # a coroutine that sends with context.write
+                await result
+        except Exception as exc:
+            await _fail(context, exc, method)
+
+    return behavior
+
+
+async def _fail(context: Context, exc: Exception, method: str) -> None:
+    """End the call with the status ``exc`` stands for (always raises)."""
+    if isinstance(exc, errors.LithoError):
+        await _abort(context, exc, method)
+    if isinstance(exc, grpc.aio.AbortError):
+        raise exc
+    if isinstance(exc, NotImplementedError):
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method} is not implemented")
+    log.error("unhandled error in rpc", method=method, exc_info=exc)
+    await context.abort(grpc.StatusCode.INTERNAL, "internal error")
 
 
 async def _abort(context: Context, exc: errors.LithoError, method: str) -> None:
@@ -139,7 +177,10 @@ async def start_server(
     ``services`` are ``(add_XServicer_to_server, servicer, full service name)``.
     Returns the server and the bound port; the stack stops it gracefully.
     """
-    server = grpc.aio.server(interceptors=[ErrorInterceptor()])
+    # The tracing interceptor is outermost: its span covers the whole call and
+    # records the status the error interceptor chose.
+    server = grpc.aio.server(
+        interceptors=[telemetry.grpc_server_interceptor(), ErrorInterceptor()])
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     names = []
@@ -166,30 +207,78 @@ async def start_server(
 # ---------------------------------------------------------------- client side
 
 
-class _DeadlineAndErrors(grpc.aio.UnaryUnaryClientInterceptor):
+class _Deadline:
     def __init__(self, default_deadline: float) -> None:
         self._deadline = default_deadline
 
+    def _details(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
+        if details.timeout is not None:
+            return details
+        return grpc.aio.ClientCallDetails(
+            details.method, self._deadline, details.metadata, details.credentials,
+            details.wait_for_ready,
+        )
+
+
+class _UnaryUnary(_Deadline, grpc.aio.UnaryUnaryClientInterceptor):
     async def intercept_unary_unary(
         self,
         continuation: Callable[[grpc.aio.ClientCallDetails, Any], Awaitable[Any]],
         client_call_details: grpc.aio.ClientCallDetails,
         request: Any,
     ) -> Any:
-        if client_call_details.timeout is None:
-            client_call_details = grpc.aio.ClientCallDetails(
-                client_call_details.method,
-                self._deadline,
-                client_call_details.metadata,
-                client_call_details.credentials,
-                client_call_details.wait_for_ready,
-            )
-        call = await continuation(client_call_details, request)
-        try:
-            await call
-        except grpc.aio.AioRpcError as exc:
-            raise error_from_rpc(exc) from exc
-        return call
+        call = await continuation(self._details(client_call_details), request)
+        return await _translated_unary(call)
+
+
+class _StreamUnary(_Deadline, grpc.aio.StreamUnaryClientInterceptor):
+    async def intercept_stream_unary(
+        self,
+        continuation: Callable[[grpc.aio.ClientCallDetails, Any], Awaitable[Any]],
+        client_call_details: grpc.aio.ClientCallDetails,
+        request_iterator: Any,
+    ) -> Any:
+        call = await continuation(self._details(client_call_details), request_iterator)
+        return await _translated_unary(call)
+
+
+class _UnaryStream(_Deadline, grpc.aio.UnaryStreamClientInterceptor):
+    async def intercept_unary_stream(
+        self,
+        continuation: Callable[[grpc.aio.ClientCallDetails, Any], Awaitable[Any]],
+        client_call_details: grpc.aio.ClientCallDetails,
+        request: Any,
+    ) -> Any:
+        call = await continuation(self._details(client_call_details), request)
+        return _translated_stream(call)
+
+
+class _StreamStream(_Deadline, grpc.aio.StreamStreamClientInterceptor):
+    async def intercept_stream_stream(
+        self,
+        continuation: Callable[[grpc.aio.ClientCallDetails, Any], Awaitable[Any]],
+        client_call_details: grpc.aio.ClientCallDetails,
+        request_iterator: Any,
+    ) -> Any:
+        call = await continuation(self._details(client_call_details), request_iterator)
+        return _translated_stream(call)
+
+
+async def _translated_unary(call: Any) -> Any:
+    try:
+        await call
+    except grpc.aio.AioRpcError as exc:
+        raise error_from_rpc(exc) from exc
+    return call
+
+
+async def _translated_stream(responses: AsyncIterable[Any]) -> AsyncIterator[Any]:
+    # A streaming call fails while it is read, so the translation wraps the reading.
+    try:
+        async for response in responses:
+            yield response
+    except grpc.aio.AioRpcError as exc:
+        raise error_from_rpc(exc) from exc
 
 
 def error_from_rpc(exc: grpc.aio.AioRpcError) -> errors.LithoError:
@@ -224,9 +313,15 @@ def error_from_rpc(exc: grpc.aio.AioRpcError) -> errors.LithoError:
 async def open_channel(
     stack: AsyncExitStack, target: str, *, default_deadline: float
 ) -> grpc.aio.Channel:
-    """An insecure channel to ``target`` closed by ``stack``; calls default to a deadline."""
+    """An insecure, traced channel to ``target`` closed by ``stack``; calls of
+    every shape default to a deadline and raise :class:`LithoError`."""
+    # Ours come first (outermost): the tracing interceptors inside them see the
+    # deadline, and the raw gRPC status rather than our translation of it.
+    ours: list[grpc.aio.ClientInterceptor] = [
+        cls(default_deadline) for cls in (_UnaryUnary, _StreamUnary, _UnaryStream, _StreamStream)
+    ]
     channel = grpc.aio.insecure_channel(
-        target, interceptors=[_DeadlineAndErrors(default_deadline)]
+        target, interceptors=[*ours, *telemetry.grpc_client_interceptors()]
     )
     stack.push_async_callback(channel.close)
     return channel

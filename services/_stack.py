@@ -1,9 +1,9 @@
-"""The development stack: NATS and every service as child processes.
+"""The development stack: NATS and every registered service as child processes.
 
 ``python -m services`` (``make run``) and the end-to-end tests both use
-:class:`Stack`. Adding a service is one entry in :data:`SERVICES`: its module
-(run as ``python -m <module>``), and the environment variables that carry its
-listen address and the address its clients dial.
+:class:`Stack`. It starts what ``services/_registry.py`` declares, callees
+before callers, each gRPC service on a free loopback port that its callers are
+told through the registry's target variables.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import socket
 import sys
 import sysconfig
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -26,25 +27,10 @@ import aiohttp
 import grpc
 
 from litho import rpc
+from litho.service import ServiceSpec
+from services import _registry
 
-
-@dataclass(frozen=True)
-class ServiceSpec:
-    name: str
-    module: str
-    #: Variable the service reads its gRPC listen address from.
-    address_env: str
-    #: Variable its clients read to dial it.
-    target_env: str
-
-
-SERVICES: list[ServiceSpec] = [
-    ServiceSpec("template", "services.template",
-                "LITHO_TEMPLATE_GRPC_ADDRESS", "LITHO_TEMPLATE_GRPC_TARGET"),
-    ServiceSpec("renderer", "services.renderer",
-                "LITHO_RENDERER_GRPC_ADDRESS", "LITHO_RENDERER_GRPC_TARGET"),
-]
-GATEWAY_MODULE = "services.gateway"
+GATEWAY = "gateway"
 KEY_FILE = "first-api-key"
 #: The renderer's render id secret, generated at the first start and kept
 #: (mode 600): a new one would change every image URL.
@@ -98,6 +84,8 @@ class Stack:
     #: Write each child's output to data_dir/logs/<name>.log instead of inheriting it.
     log_to_files: bool = False
     start_timeout: float = 60.0
+    #: What to start (the registry; a test may start its own list).
+    services: Sequence[ServiceSpec] = _registry.SERVICES
     url: str = ""
     api_key: str = ""
     nats_url: str = ""
@@ -127,6 +115,28 @@ class Stack:
     def log_path(self, name: str) -> Path:
         return self.data_dir / "logs" / f"{name}.log"
 
+    @property
+    def names(self) -> list[str]:
+        """NATS and every service, in start order."""
+        return ["nats", *(s.name for s in _registry.start_order(_registry.registry(
+            self.services)))]
+
+    def log_tails(self, max_chars: int = 4000) -> str:
+        """The end of every child's log file, for a failed test to print."""
+        parts = []
+        for name in self.names:
+            path = self.log_path(name)
+            if path.exists():
+                parts.append(f"----- {name} log (tail) -----\n{path.read_text()[-max_chars:]}")
+        return "\n".join(parts)
+
+    def unclean_exits(self) -> dict[str, int | None]:
+        """Each registered service that did not exit 0 after :meth:`stop`
+        (SIGTERM is a graceful stop: every service drains and exits 0)."""
+        services = [name for name in self.names if name != "nats"]
+        return {name: self.exit_codes.get(name) for name in services
+                if self.exit_codes.get(name) != 0}
+
     async def _start(self) -> None:
         self.data_dir = self.data_dir.resolve()
         (self.data_dir / "logs").mkdir(parents=True, exist_ok=True)
@@ -146,19 +156,22 @@ class Stack:
         }
         if RENDER_ID_SECRET_ENV not in env and RENDER_ID_SECRET_ENV not in os.environ:
             env[RENDER_ID_SECRET_ENV] = self._render_id_secret()
+        order = _registry.start_order(_registry.registry(self.services))
         addresses = {}
-        for spec in SERVICES:
-            address = env.get(spec.address_env) or f"127.0.0.1:{free_port()}"
-            env[spec.address_env] = address
-            env.setdefault(spec.target_env, address)
-            addresses[spec.name] = address
-        for spec in SERVICES:
-            await self._spawn(spec.name, [sys.executable, "-m", spec.module], env)
-        await self._spawn("gateway", [sys.executable, "-m", GATEWAY_MODULE], env)
-
+        for spec in order:
+            if spec.grpc_service:
+                address = env.get(spec.address_env) or f"127.0.0.1:{free_port()}"
+                env[spec.address_env] = address
+                env.setdefault(spec.target_env, address)
+                addresses[spec.name] = address
         deadline = time.monotonic() + self.start_timeout
-        for spec in SERVICES:
-            await self._wait_grpc(spec.name, addresses[spec.name], deadline)
+        for spec in order:
+            await self._spawn(spec.name, [sys.executable, "-m", spec.module], env)
+        for spec in order:
+            if spec.grpc_service:
+                await self._wait_grpc(spec.name, addresses[spec.name], deadline)
+        if not any(spec.name == GATEWAY for spec in order):
+            return
         host = env.get("LITHO_GATEWAY_HOST", "127.0.0.1")
         self.url = f"http://{host}:{env['LITHO_GATEWAY_PORT']}"
         await self._wait_http(f"{self.url}/healthz", deadline)

@@ -10,12 +10,15 @@ from types import TracebackType
 import aiohttp
 from aiohttp.abc import AbstractResolver
 from multidict import CIMultiDict, CIMultiDictProxy
+from opentelemetry import trace
 from yarl import URL
 
 from litho.config import OutboundSettings
 from litho.errors import OutboundDenied, OutboundError
 from litho.outbound._policy import DENIED_MESSAGE, AllowList, deny, vet_url
 from litho.outbound._resolver import DeniedAddress, SocketGate, VettingResolver
+
+_tracer = trace.get_tracer("litho.outbound")
 
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 _CHUNK = 64 * 1024
@@ -147,13 +150,32 @@ class OutboundGuard:
         limit = max_bytes if max_bytes is not None else self._max_bytes
         seconds = timeout if timeout is not None else self._timeout
         request_headers = _request_headers(headers)
-        try:
-            async with asyncio.timeout(seconds):
-                return await self._follow(
-                    self._session, url, method.upper(), request_headers, body, limit, seconds
-                )
-        except TimeoutError as exc:
-            raise OutboundError(f"outbound fetch timed out after {seconds:g}s") from exc
+        # The host only (a path or query may carry secrets), and no trace
+        # context is sent: the destination is anyone's.
+        with _tracer.start_as_current_span(
+            "outbound fetch", kind=trace.SpanKind.CLIENT, attributes={
+                "server.address": _host(url), "http.request.method": method.upper()},
+            record_exception=False, set_status_on_exception=False,
+        ) as span:
+            outcome = "error"
+            try:
+                async with asyncio.timeout(seconds):
+                    result = await self._follow(
+                        self._session, url, method.upper(), request_headers, body, limit,
+                        seconds)
+                outcome = "ok"
+                span.set_attribute("http.response.status_code", result.status)
+                return result
+            except TimeoutError as exc:
+                outcome = "timeout"
+                raise OutboundError(f"outbound fetch timed out after {seconds:g}s") from exc
+            except OutboundDenied:
+                outcome = "denied"
+                raise
+            finally:
+                span.set_attribute("litho.outbound.outcome", outcome)
+                if outcome != "ok":
+                    span.set_status(trace.StatusCode.ERROR, outcome)
 
     async def _follow(
         self,
@@ -201,6 +223,13 @@ class OutboundGuard:
                     headers.popall(name, None)
             next_url = following
         raise OutboundError(f"too many redirects (more than {self._max_redirects})")
+
+
+def _host(url: str) -> str:
+    try:
+        return URL(url).host or ""
+    except ValueError:
+        return ""
 
 
 def _origin(url: URL) -> tuple[str, str | None, int | None]:

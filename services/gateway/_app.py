@@ -2,40 +2,35 @@
 
 from __future__ import annotations
 
-import asyncio
-from contextlib import AsyncExitStack
-
 from aiohttp import web
 
-from litho import rpc
-from litho.blobstore import open_blob_store
-from litho.config import (
-    BlobStoreSettings,
-    DocumentStoreSettings,
-    S3Settings,
-    blobstore_url,
-    docstore_url,
-    load,
-)
-from litho.docstore import open_document_store
-from litho.logs import configure_logging, get_logger
+from litho.errors import ConfigError
+from litho.logs import get_logger
 from litho.renderer.v1 import renderer_pb2_grpc
+from litho.service import Host
 from litho.template.v1 import template_pb2_grpc
 from services.gateway import _handlers as h
 from services.gateway import _signed as signed
 from services.gateway._images import get_image
 from services.gateway._keys import KeyStore
-from services.gateway._middleware import auth_middleware, errors_middleware, url_text_middleware
+from services.gateway._middleware import (
+    auth_middleware,
+    errors_middleware,
+    tracing_middlewares,
+    url_text_middleware,
+)
 from services.gateway._openapi import RequestValidator, load_document
 from services.gateway._settings import GatewaySettings
 from services.gateway._state import DEPS, MAX_BODY_BYTES, Deps
+from services.gateway._validation import validation_middleware
 
 log = get_logger(__name__)
 
 
 def create_app(deps: Deps, *, max_body_bytes: int) -> web.Application:
     app = web.Application(
-        middlewares=[errors_middleware, url_text_middleware, auth_middleware],
+        middlewares=[*tracing_middlewares(), errors_middleware, url_text_middleware,
+                     auth_middleware, validation_middleware],
         client_max_size=max_body_bytes,
     )
     app[DEPS] = deps
@@ -59,49 +54,51 @@ def create_app(deps: Deps, *, max_body_bytes: int) -> web.Application:
     r.add_get("/v1/expressions/functions", h.list_functions, allow_head=False)
     r.add_get("/openapi.json", h.get_openapi, allow_head=False)
     r.add_get("/healthz", h.get_health, allow_head=False)
+    if deps is not None:
+        check_routes(app, deps.validator)
     return app
 
 
-async def main(stop: asyncio.Event) -> None:
-    settings = load(GatewaySettings)
-    configure_logging("gateway", level=settings.log_level, fmt=settings.log_format)
-    store_part = load(DocumentStoreSettings)
-    async with AsyncExitStack() as stack:
-        store = await open_document_store(
-            docstore_url(store_part, settings, "gateway"), store_part.database
-        )
-        stack.push_async_callback(store.close)
-        blobs = await open_blob_store(
-            blobstore_url(load(BlobStoreSettings), settings), load(S3Settings)
-        )
-        stack.push_async_callback(blobs.close)
-        template_channel = await rpc.open_channel(
-            stack, settings.template_grpc_target, default_deadline=settings.rpc_deadline
-        )
-        renderer_channel = await rpc.open_channel(
-            stack, settings.renderer_grpc_target, default_deadline=settings.rpc_deadline
-        )
-        keys = KeyStore(store, cache_ttl=settings.gateway_key_cache_ttl)
-        await keys.prepare()
-        doc = load_document()
-        deps = Deps(
-            keys=keys,
-            templates=template_pb2_grpc.TemplateServiceStub(template_channel),
-            renderer=renderer_pb2_grpc.RendererServiceStub(renderer_channel),
-            blobs=blobs,
-            openapi=doc,
-            validator=RequestValidator(doc),
-            backends={"template": template_channel, "renderer": renderer_channel},
-            signed_cache_control=f"public, max-age={settings.gateway_signed_url_max_age}",
-            json_limits=settings.json_limits(),
-        )
-        app = create_app(deps, max_body_bytes=settings.gateway_max_body_bytes)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await runner.setup()
-        stack.push_async_callback(runner.cleanup)
-        site = web.TCPSite(runner, settings.gateway_host, settings.gateway_port)
-        await site.start()
-        port = runner.addresses[0][1]
-        deps.base_url = settings.base_url(port)
-        log.info("gateway listening", url=deps.base_url)
-        await stop.wait()
+def check_routes(app: web.Application, validator: RequestValidator) -> None:
+    """Every route is an operation of the OpenAPI document, so the validation
+    middleware checks every request; a route the document lacks stops start-up."""
+    for route in app.router.routes():
+        resource = route.resource
+        if resource is None or route.method == "HEAD":
+            continue
+        if validator.operation_for(route.method, resource.canonical) is None:
+            raise ConfigError(
+                f"route {route.method} {resource.canonical} is not in openapi.json")
+
+
+SETTINGS = GatewaySettings
+
+
+async def build(host: Host[GatewaySettings]) -> None:
+    settings, stack = host.settings, host.stack
+    store = await host.document_store()
+    blobs = await host.blob_store()
+    keys = KeyStore(store, cache_ttl=settings.gateway_key_cache_ttl)
+    await keys.prepare()
+    doc = load_document()
+    backends = await host.channels()
+    deps = Deps(
+        keys=keys,
+        templates=template_pb2_grpc.TemplateServiceStub(backends["template"]),
+        renderer=renderer_pb2_grpc.RendererServiceStub(backends["renderer"]),
+        blobs=blobs,
+        openapi=doc,
+        validator=RequestValidator(doc),
+        backends=backends,
+        signed_cache_control=f"public, max-age={settings.gateway_signed_url_max_age}",
+        json_limits=settings.json_limits(),
+    )
+    app = create_app(deps, max_body_bytes=settings.gateway_max_body_bytes)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    stack.push_async_callback(runner.cleanup)
+    site = web.TCPSite(runner, settings.gateway_host, settings.gateway_port)
+    await site.start()
+    host.http_port = runner.addresses[0][1]
+    deps.base_url = settings.base_url(host.http_port)
+    log.info("gateway listening", url=deps.base_url)

@@ -4,29 +4,32 @@ from __future__ import annotations
 
 from typing import Any
 
+from litho import formats
+from litho.errors import FieldError, InvalidArgument
 from litho.renderer.v1 import renderer_pb2 as pb
 from services.gateway._requests import integer
 
-_BY_NAME = {
-    "png": pb.IMAGE_FORMAT_PNG,
-    "jpeg": pb.IMAGE_FORMAT_JPEG,
-    "jpg": pb.IMAGE_FORMAT_JPEG,
-    "webp": pb.IMAGE_FORMAT_WEBP,
-    "pdf": pb.IMAGE_FORMAT_PDF,
-    "gif": pb.IMAGE_FORMAT_GIF,
-}
-#: Enum value → canonical name (``jpg`` is an alias of ``jpeg``).
-FORMATS: dict[int, str] = {
-    pb.IMAGE_FORMAT_PNG: "png",
-    pb.IMAGE_FORMAT_JPEG: "jpeg",
-    pb.IMAGE_FORMAT_WEBP: "webp",
-    pb.IMAGE_FORMAT_PDF: "pdf",
-    pb.IMAGE_FORMAT_GIF: "gif",
-}
+
+def parse_format(text: str, field: str = "format") -> formats.Format:
+    """The format a request names (``jpg`` is ``jpeg``). The OpenAPI document
+    already limits the spellings; this keeps a stray one a 422, not a 500."""
+    found = formats.parse(text)
+    if found is None:
+        raise InvalidArgument(f"unknown {field} {text[:20]!r}", errors=[
+            FieldError(field, f"must be one of {', '.join(formats.spellings())}")])
+    return found
 
 
 def format_enum(name: str) -> pb.ImageFormat.ValueType:
-    return _BY_NAME[name]
+    return parse_format(name).enum
+
+
+def response_format(value: int) -> formats.Format:
+    """The format of a renderer answer; the renderer never answers one unknown here."""
+    found = formats.by_enum(value)
+    if found is None:
+        raise ValueError(f"the renderer answered an unknown format {value}")
+    return found
 
 
 def options_from_json(body: dict[str, Any]) -> pb.RenderOptions:
@@ -56,22 +59,24 @@ def options_from_json(body: dict[str, Any]) -> pb.RenderOptions:
     )
 
 
-def render_json(response: pb.RenderTemplateResponse, base_url: str) -> dict[str, Any]:
-    ext = FORMATS[response.format]
+def render_json(
+    response: pb.RenderTemplateResponse | pb.RenderPdfResponse, base_url: str
+) -> dict[str, Any]:
+    fmt = response_format(response.format)
     out: dict[str, Any] = {
-        "url": f"{base_url}/images/{response.render_id}.{ext}",
+        "url": f"{base_url}/images/{response.render_id}.{fmt.extension}",
         "id": response.render_id,
         "width": response.width,
         "height": response.height,
-        "format": ext,
+        "format": fmt.name,
         "cached": response.cached,
         "templateVersion": response.template_version,
         "size": response.size_bytes,
     }
-    if ext == "pdf":
+    if fmt.pdf:
         out["pageCount"] = response.page_count
         out["pageSize"] = {"width": round(response.page_width_pt, 2),
                            "height": round(response.page_height_pt, 2), "unit": "pt"}
-    if ext == "gif":
+    if fmt.gif:
         out["frameCount"] = response.frame_count
     return out

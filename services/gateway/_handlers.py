@@ -14,8 +14,10 @@ from litho.renderer.v1 import renderer_pb2
 from litho.template.v1 import template_pb2
 from services.gateway._formats import format_enum, options_from_json, render_json
 from services.gateway._problems import problem
-from services.gateway._requests import check_path, integer, json_body
+from services.gateway._requests import integer
 from services.gateway._state import caller, deps
+from services.gateway._validation import body as json_body
+from services.gateway._validation import query as query_of
 
 
 def _timestamp(ts: Any) -> str:
@@ -52,14 +54,14 @@ def _spec(body: dict[str, Any]) -> template_pb2.TemplateSpec:
 
 
 async def create_template(request: web.Request) -> web.Response:
-    body = await json_body(request, "createTemplate")
+    body = json_body(request)
     response = await deps(request).templates.CreateTemplate(template_pb2.CreateTemplateRequest(
         tenant_id=caller(request).tenant_id, spec=_spec(body)))
     return web.json_response(template_json(response.template), status=201)
 
 
 async def list_templates(request: web.Request) -> web.Response:
-    page_size, page_token = _page_query(request, "listTemplates")
+    page_size, page_token = _page_query(request)
     response = await deps(request).templates.ListTemplates(template_pb2.ListTemplatesRequest(
         tenant_id=caller(request).tenant_id, page_size=page_size, page_token=page_token))
     return web.json_response({
@@ -69,30 +71,18 @@ async def list_templates(request: web.Request) -> web.Response:
 
 
 async def get_template(request: web.Request) -> web.Response:
-    check_path(request, "getTemplate")
     response = await deps(request).templates.GetTemplate(template_pb2.GetTemplateRequest(
         tenant_id=caller(request).tenant_id, template_id=request.match_info["templateId"]))
     return web.json_response(template_json(response.template))
 
 
-def _page_query(request: web.Request, operation_id: str) -> tuple[int, str]:
-    query: dict[tuple[str, str], Any] = {}
-    if "pageSize" in request.query:
-        try:
-            query[("query", "pageSize")] = int(request.query["pageSize"])
-        except ValueError as exc:
-            raise InvalidArgument("pageSize must be an integer",
-                                  errors=[FieldError("pageSize", "must be an integer")]) from exc
-    if "pageToken" in request.query:
-        query[("query", "pageToken")] = request.query["pageToken"]
-    for key, value in request.match_info.items():
-        query[("path", key)] = value
-    deps(request).validator.check_params(operation_id, query)
-    return query.get(("query", "pageSize"), 50), query.get(("query", "pageToken"), "")
+def _page_query(request: web.Request) -> tuple[int, str]:
+    query = query_of(request)
+    return query.get("pageSize", 50), query.get("pageToken", "")
 
 
 async def list_versions(request: web.Request) -> web.Response:
-    page_size, page_token = _page_query(request, "listTemplateVersions")
+    page_size, page_token = _page_query(request)
     response = await deps(request).templates.ListTemplateVersions(
         template_pb2.ListTemplateVersionsRequest(
             tenant_id=caller(request).tenant_id, template_id=request.match_info["templateId"],
@@ -104,7 +94,7 @@ async def list_versions(request: web.Request) -> web.Response:
 
 
 async def validate_expression(request: web.Request) -> web.Response:
-    body = await json_body(request, "validateExpression")
+    body = json_body(request)
     message = (template_pb2.ValidateExpressionRequest(template=body["template"])
                if "template" in body
                else template_pb2.ValidateExpressionRequest(expression=body["expression"]))
@@ -120,7 +110,7 @@ async def validate_expression(request: web.Request) -> web.Response:
 
 
 async def test_expression(request: web.Request) -> web.Response:
-    body = await json_body(request, "testExpression")
+    body = json_body(request)
     response = await deps(request).templates.TestExpression(template_pb2.TestExpressionRequest(
         expression=body["expression"], variables_json=json.dumps(body.get("variables", {}))))
     return web.json_response({"result": json.loads(response.result_json),
@@ -139,8 +129,7 @@ async def list_functions(request: web.Request) -> web.Response:
 
 
 async def update_template(request: web.Request) -> web.Response:
-    check_path(request, "updateTemplate")
-    body = await json_body(request, "updateTemplate")
+    body = json_body(request)
     response = await deps(request).templates.UpdateTemplate(template_pb2.UpdateTemplateRequest(
         tenant_id=caller(request).tenant_id, template_id=request.match_info["templateId"],
         spec=_spec(body)))
@@ -148,16 +137,13 @@ async def update_template(request: web.Request) -> web.Response:
 
 
 async def delete_template(request: web.Request) -> web.Response:
-    check_path(request, "deleteTemplate")
     await deps(request).templates.DeleteTemplate(template_pb2.DeleteTemplateRequest(
         tenant_id=caller(request).tenant_id, template_id=request.match_info["templateId"]))
     return web.Response(status=204)
 
 
 async def render_template(request: web.Request) -> web.Response:
-    operation = request.match_info.route.name or "renderTemplate"
-    check_path(request, operation)
-    body = await json_body(request, operation)
+    body = json_body(request)
     fmt = body.get("format")
     alias = body.get("fileExtension")
     if fmt and alias and format_enum(fmt) != format_enum(alias):
@@ -173,8 +159,7 @@ async def render_template(request: web.Request) -> web.Response:
 
 async def render_pdf(request: web.Request) -> web.Response:
     """``POST /v1/templates/{id}/pdf``: one page per variable set, in one PDF."""
-    check_path(request, "renderPdf")
-    body = await json_body(request, "renderPdf")
+    body = json_body(request)
     response = await deps(request).renderer.RenderPdf(renderer_pb2.RenderPdfRequest(
         tenant_id=caller(request).tenant_id, template_id=request.match_info["templateId"],
         version=integer(body.get("version", 0)),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from litho import renders
+from litho import formats, renders
 from litho.errors import NotFound
 from services.gateway._state import deps
 
@@ -37,7 +37,7 @@ async def image_response(
 async def get_image(request: web.Request) -> web.StreamResponse:
     """``GET|HEAD /images/{renderId}.{ext}``: immutable, content-addressed."""
     render_id, _, ext = request.match_info["imageFile"].partition(".")
-    if renders.is_render_id(render_id) and ext in renders.CONTENT_TYPES:
+    if renders.is_render_id(render_id) and formats.by_extension(ext) is not None:
         found = await image_response(request, render_id, ext, cache_control=IMMUTABLE)
         if found is not None:
             return found

@@ -1,10 +1,11 @@
-"""Errors to problem+json, and Bearer authentication."""
+"""Tracing and request ids, errors to problem+json, and Bearer authentication."""
 
 from __future__ import annotations
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
+from aiohttp.typedefs import Handler, Middleware
 
+from litho import telemetry
 from litho.errors import LithoError, Unauthenticated
 from litho.logs import get_logger
 from services.gateway._problems import from_error, problem
@@ -16,6 +17,14 @@ log = get_logger(__name__)
 #: Routes without an API key: images are public by their unguessable content
 #: hash, and signed render URLs carry their own HMAC.
 PUBLIC_PREFIXES = ("/images/", "/r/", "/openapi.json", "/healthz")
+
+
+def tracing_middlewares() -> list[Middleware]:
+    """The outermost middlewares: a server span per request (continuing a
+    client's ``traceparent``), and ``traceparent`` and ``X-Request-Id`` on
+    every response, the problem+json ones included (they sit outside
+    :func:`errors_middleware`)."""
+    return telemetry.http_middlewares()
 
 
 @web.middleware

@@ -1,10 +1,12 @@
 """The OpenAPI 3.1 document is the contract: it is served as-is and every
-request body, path and query parameter is validated against it."""
+request body, path and query parameter is validated against it, per route, by
+the operation the document gives that method and path (``_validation.py``)."""
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -16,6 +18,30 @@ from referencing.jsonschema import DRAFT202012
 from litho.errors import FieldError, InvalidArgument
 
 _DOC_URI = "urn:litho:openapi"
+_ARTICLE = {"integer": "an"}
+
+
+def _boolean(text: str) -> bool:
+    if text in ("true", "false"):
+        return text == "true"
+    raise ValueError(text)
+
+
+def _integer(text: str) -> int:
+    # int() would also take "1_000", " 7" and non-ASCII digits.
+    if not re.fullmatch(r"-?[0-9]{1,19}", text):
+        raise ValueError(text)
+    return int(text)
+
+
+def _number(text: str) -> float:
+    if not re.fullmatch(r"-?[0-9]{1,30}(\.[0-9]{1,30})?([eE][-+]?[0-9]{1,3})?", text):
+        raise ValueError(text)
+    return float(text)
+
+
+_QUERY_TYPES: dict[str, Callable[[str], Any]] = {
+    "integer": _integer, "number": _number, "boolean": _boolean, "string": str}
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -30,6 +56,8 @@ class _Operation:
     body: Draft202012Validator | None
     body_required: bool
     params: dict[tuple[str, str], tuple[bool, Draft202012Validator]]
+    #: JSON type of each query parameter: query values arrive as text.
+    query_types: dict[str, str]
 
 
 class RequestValidator:
@@ -40,21 +68,27 @@ class RequestValidator:
             _DOC_URI, Resource.from_contents(doc, default_specification=DRAFT202012)
         )
         self._ops: dict[str, _Operation] = {}
-        for _path, item in doc["paths"].items():
+        self._by_route: dict[tuple[str, str], str] = {}
+        for path, item in doc["paths"].items():
             shared = item.get("parameters", [])
             for method, op in item.items():
                 if method == "parameters":
                     continue
+                self._by_route[(method.upper(), path)] = op["operationId"]
                 params = {}
+                query_types = {}
                 for p in [*shared, *op.get("parameters", [])]:
                     params[(p["in"], p["name"])] = (
                         bool(p.get("required")), self._validator(p["schema"], registry))
+                    if p["in"] == "query":
+                        query_types[p["name"]] = str(p["schema"].get("type", "string"))
                 body = op.get("requestBody")
                 schema = body["content"]["application/json"]["schema"] if body else None
                 self._ops[op["operationId"]] = _Operation(
                     body=self._validator(schema, registry) if schema else None,
                     body_required=bool(body and body.get("required")),
                     params=params,
+                    query_types=query_types,
                 )
 
     @staticmethod
@@ -62,6 +96,39 @@ class RequestValidator:
         if "$ref" in schema:
             schema = {"$ref": _DOC_URI + schema["$ref"]}
         return Draft202012Validator(schema, registry=registry)
+
+    @property
+    def operation_ids(self) -> set[str]:
+        return set(self._ops)
+
+    def operation_for(self, method: str, path: str) -> str | None:
+        """The operation id the document gives ``method`` on the route ``path``
+        (aiohttp's canonical form, ``/v1/templates/{templateId}``); HEAD falls
+        back to GET, as aiohttp answers HEAD on GET routes."""
+        found = self._by_route.get((method, path))
+        if found is None and method == "HEAD":
+            found = self._by_route.get(("GET", path))
+        return found
+
+    def has_body(self, operation_id: str) -> bool:
+        return self._ops[operation_id].body is not None
+
+    def query_values(self, operation_id: str, query: Mapping[str, str]) -> dict[str, Any]:
+        """The declared query parameters, read as their schema's type; a value
+        that is not of that type is refused here, naming the parameter."""
+        values: dict[str, Any] = {}
+        problems = []
+        for name, kind in self._ops[operation_id].query_types.items():
+            if name not in query:
+                continue
+            text = query[name]
+            try:
+                values[name] = _QUERY_TYPES.get(kind, str)(text)
+            except ValueError:
+                problems.append(FieldError(name, f"must be {_ARTICLE.get(kind, 'a')} {kind}"))
+        if problems:
+            raise InvalidArgument("the request parameters are invalid", errors=problems)
+        return values
 
     def check_params(self, operation_id: str, values: dict[tuple[str, str], Any]) -> None:
         problems = []

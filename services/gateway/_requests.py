@@ -31,7 +31,8 @@ def parse_json(raw: bytes | str, limits: jsonlimits.JsonLimits) -> Any:
                               errors=[FieldError(field, exc.problem)]) from None
 
 
-async def json_body(request: web.Request, operation_id: str) -> dict[str, Any]:
+async def read_json(request: web.Request, operation_id: str) -> dict[str, Any]:
+    """Read, parse and check the JSON body of ``operation_id``'s request."""
     raw = await request.read()
     body: Any = None
     if raw.strip():
@@ -45,11 +46,6 @@ async def json_body(request: web.Request, operation_id: str) -> dict[str, Any]:
             raise web.HTTPBadRequest(reason=f"the request body is not valid JSON: {exc}") from exc
     deps(request).validator.check_body(operation_id, body)
     return body if isinstance(body, dict) else {}
-
-
-def check_path(request: web.Request, operation_id: str) -> None:
-    deps(request).validator.check_params(
-        operation_id, {("path", k): v for k, v in request.match_info.items()})
 
 
 def check_url_text(raw_path: str) -> None:

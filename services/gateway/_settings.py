@@ -11,8 +11,6 @@ class GatewaySettings(BaseServiceSettings):
     gateway_port: int = Field(default=8080, ge=0, le=65535)
     #: Base of the image URLs in responses; defaults to http://<host>:<port>.
     public_url: str = Field(default="")
-    template_grpc_target: str = Field(default="127.0.0.1:50051")
-    renderer_grpc_target: str = Field(default="127.0.0.1:50052")
     #: Largest request body accepted, in bytes.
     gateway_max_body_bytes: int = Field(default=1024 * 1024, gt=0)
     #: max-age, in seconds, of images served at signed /r/ URLs.

@@ -9,13 +9,14 @@ from typing import Any
 
 from aiohttp import web
 
+from litho import formats
 from litho.errors import FieldError, InvalidArgument, NotFound, PermissionDenied
 from litho.renderer.v1 import renderer_pb2
 from services.gateway import _signing
-from services.gateway._formats import FORMATS, format_enum
+from services.gateway._formats import parse_format, response_format
 from services.gateway._images import image_response
-from services.gateway._requests import json_body
 from services.gateway._state import caller, deps
+from services.gateway._validation import body as json_body
 
 _DENIED = "this URL's signature is missing, invalid or expired"
 _SIG = re.compile(r"[0-9a-fA-F]{64}")
@@ -23,9 +24,9 @@ _SIG = re.compile(r"[0-9a-fA-F]{64}")
 
 async def create_signed_url(request: web.Request) -> web.Response:
     """``POST /v1/signed-urls``: sign a render URL with the caller's key."""
-    body = await json_body(request, "createSignedUrl")
+    body = json_body(request)
     key = caller(request)
-    ext = "jpeg" if body.get("format") == "jpg" else body.get("format", "png")
+    ext = parse_format(body.get("format", formats.DEFAULT.name)).extension
     variables = body.get("variables", {})
     params = _signing.flatten(variables)
     # Refuse here what the render URL would refuse (unflatten raises) or read
@@ -70,8 +71,6 @@ async def get_signing_key(request: web.Request) -> web.Response:
 async def render_signed(request: web.Request) -> web.StreamResponse:
     """``GET|HEAD /r/{templateId}.{ext}?…&kid=&exp=&sig=``: render on the fly."""
     template_id, _, ext = request.match_info["file"].rpartition(".")
-    deps(request).validator.check_params("renderSigned", {("path", "file"):
-                                                          request.match_info["file"]})
     params = list(request.query.items())
     names = [k for k, _ in params]
     if len(names) != len(set(names)):
@@ -95,10 +94,10 @@ async def render_signed(request: web.Request) -> web.StreamResponse:
     variables: dict[str, Any] = _signing.unflatten(params)
     response = await deps(request).renderer.RenderTemplate(renderer_pb2.RenderTemplateRequest(
         tenant_id=key.tenant_id, template_id=template_id,
-        variables_json=json.dumps(variables), format=format_enum(ext),
+        variables_json=json.dumps(variables), format=parse_format(ext, "file").enum,
         variables_from_query=True))
-    ext_name = FORMATS[response.format]
-    found = await image_response(request, response.render_id, ext_name,
+    found = await image_response(request, response.render_id,
+                                 response_format(response.format).extension,
                                  cache_control=deps(request).signed_cache_control)
     if found is None:
         raise NotFound("the rendered image disappeared; retry")

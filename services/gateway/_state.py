@@ -39,6 +39,10 @@ class Deps:
 DEPS = web.AppKey("deps", Deps)
 MAX_BODY_BYTES = web.AppKey("max_body_bytes", int)
 API_KEY = web.RequestKey("api_key", ApiKey)
+#: What ``_validation`` checked: the operation id, the JSON body, the typed query.
+OPERATION = web.RequestKey("operation", str)
+BODY = web.RequestKey("body", dict[str, Any])
+QUERY = web.RequestKey("query", dict[str, Any])
 
 
 def deps(request: web.Request) -> Deps:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from litho.config import DocumentStoreSettings, docstore_url, load
+from litho.config import load
 from litho.docstore import open_document_store
 from services.gateway._keys import KeyStore
 from services.gateway._settings import GatewaySettings
@@ -13,8 +13,8 @@ from services.gateway._settings import GatewaySettings
 
 async def _create(tenant: str, name: str) -> str:
     settings = load(GatewaySettings)
-    part = load(DocumentStoreSettings)
-    store = await open_document_store(docstore_url(part, settings, "gateway"), part.database)
+    store = await open_document_store(
+        settings.docstore_location("gateway"), settings.docstore_database)
     try:
         keys = KeyStore(store, cache_ttl=0)
         await keys.prepare()

@@ -1,4 +1,3 @@
-from litho import lifecycle
-from services.renderer._app import main
+from services._registry import main
 
-lifecycle.run(main)
+main("renderer")

@@ -1,20 +1,18 @@
-"""Composition root of the renderer: builds everything, serves, unwinds."""
+"""Composition root of the renderer: builds everything and serves;
+``litho.service`` runs it and unwinds it in reverse order."""
 
 from __future__ import annotations
 
-import asyncio
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AsyncExitStack
 from functools import partial
 
 from playwright.async_api import async_playwright
 
-from litho import messaging, rpc
-from litho.blobstore import open_blob_store
-from litho.config import BlobStoreSettings, OutboundSettings, S3Settings, blobstore_url, load
-from litho.logs import configure_logging, get_logger
+from litho import messaging
+from litho.logs import get_logger
 from litho.outbound import OutboundGuard
 from litho.renderer.v1 import renderer_pb2, renderer_pb2_grpc
+from litho.service import Host
 from services.renderer import _chromium, _encode
 from services.renderer._capture import Capturer
 from services.renderer._engine import ChromiumPage, PlaywrightEngine
@@ -29,86 +27,74 @@ from services.renderer._template_client import GrpcTemplateSource
 
 log = get_logger(__name__)
 SERVICE_NAME = renderer_pb2.DESCRIPTOR.services_by_name["RendererService"].full_name
+SETTINGS = RendererSettings
 
 
-async def main(stop: asyncio.Event) -> None:
-    settings = load(RendererSettings)
-    configure_logging("renderer", level=settings.log_level, fmt=settings.log_format)
-    async with AsyncExitStack() as stack:
-        blobs = await open_blob_store(
-            blobstore_url(load(BlobStoreSettings), settings), load(S3Settings)
-        )
-        stack.push_async_callback(blobs.close)
+async def build(host: Host[RendererSettings]) -> None:
+    settings, stack = host.settings, host.stack
+    blobs = await host.blob_store()
 
-        nc = await messaging.connect(stack, settings.nats_url, name="litho-renderer")
-        js = nc.jetstream()
-        await messaging.ensure_stream(js, messaging.EVENTS_STREAM, messaging.EVENTS_SUBJECTS)
-        events = NatsRenderEvents(messaging.EventPublisher(js))
-        stack.push_async_callback(events.flush)
+    nc = await host.nats()
+    js = nc.jetstream()
+    await messaging.ensure_streams(js)
+    events = NatsRenderEvents(messaging.EventPublisher(js))
+    stack.push_async_callback(events.flush)
 
-        guard = await stack.enter_async_context(OutboundGuard(load(OutboundSettings)))
-        fetcher = SubresourceFetcher(
-            guard, ttl=settings.renderer_subresource_ttl,
-            max_bytes=settings.renderer_subresource_cache_bytes,
-        )
-        playwright = await stack.enter_async_context(async_playwright())
-        engine = PlaywrightEngine(
-            playwright,
-            executable_path=_chromium.executable_path(settings.chromium_path),
-            args=_chromium.launch_args(),
-            fetcher=fetcher,
-            timeout=settings.renderer_timeout,
-            base_url=settings.renderer_base_url,
-        )
-        pool = PagePool(
-            engine, size=settings.renderer_concurrency, max_queue=settings.renderer_max_queue,
-            restart_after=settings.renderer_restart_after, timeout=settings.renderer_timeout,
-            recycle_after=settings.renderer_page_recycle_after,
-            overrun_cooldown=settings.renderer_overrun_cooldown,
-        )
-        await pool.start()
-        stack.push_async_callback(pool.close)
+    guard = await stack.enter_async_context(OutboundGuard(settings.outbound))
+    fetcher = SubresourceFetcher(
+        guard, ttl=settings.renderer_subresource_ttl,
+        max_bytes=settings.renderer_subresource_cache_bytes,
+    )
+    playwright = await stack.enter_async_context(async_playwright())
+    engine = PlaywrightEngine(
+        playwright,
+        executable_path=_chromium.executable_path(settings.chromium_path),
+        args=_chromium.launch_args(),
+        fetcher=fetcher,
+        timeout=settings.renderer_timeout,
+        base_url=settings.renderer_base_url,
+    )
+    pool = PagePool(
+        engine, size=settings.renderer_concurrency, max_queue=settings.renderer_max_queue,
+        restart_after=settings.renderer_restart_after, timeout=settings.renderer_timeout,
+        recycle_after=settings.renderer_page_recycle_after,
+        overrun_cooldown=settings.renderer_overrun_cooldown,
+    )
+    await pool.start()
+    stack.push_async_callback(pool.close)
 
-        limits = Limits(
-            max_dimension=settings.renderer_max_dimension,
-            max_pixels=settings.renderer_max_pixels,
-            max_scale=settings.renderer_max_scale,
-            max_gif_fps=settings.renderer_max_gif_fps,
-            max_gif_duration_ms=settings.renderer_max_gif_duration_ms,
-            max_gif_frames=settings.renderer_max_gif_frames,
-            max_pdf_pages=settings.renderer_max_pdf_pages,
-            max_pdf_documents=settings.renderer_max_pdf_documents,
-            max_gif_pixels=settings.renderer_max_gif_pixels,
-            max_webp_pixels=settings.renderer_max_webp_pixels,
-        )
-        channel = await rpc.open_channel(
-            stack, settings.template_grpc_target, default_deadline=settings.rpc_deadline
-        )
+    limits = Limits(
+        max_dimension=settings.renderer_max_dimension,
+        max_pixels=settings.renderer_max_pixels,
+        max_scale=settings.renderer_max_scale,
+        max_gif_fps=settings.renderer_max_gif_fps,
+        max_gif_duration_ms=settings.renderer_max_gif_duration_ms,
+        max_gif_frames=settings.renderer_max_gif_frames,
+        max_pdf_pages=settings.renderer_max_pdf_pages,
+        max_pdf_documents=settings.renderer_max_pdf_documents,
+        max_gif_pixels=settings.renderer_max_gif_pixels,
+        max_webp_pixels=settings.renderer_max_webp_pixels,
+    )
+    channel = await host.channel("template")
 
-        _encode.disable_operation_cache()
-        # Encoders release the GIL: a thread per core keeps both cores busy.
-        executor = stack.enter_context(ThreadPoolExecutor(
-            max_workers=max(2, settings.renderer_concurrency), thread_name_prefix="encode"))
-        capturer = Capturer(limits=limits, executor=executor)
+    _encode.disable_operation_cache()
+    # Encoders release the GIL: a thread per core keeps both cores busy.
+    executor = stack.enter_context(ThreadPoolExecutor(
+        max_workers=max(2, settings.renderer_concurrency), thread_name_prefix="encode"))
+    capturer = Capturer(limits=limits, executor=executor)
 
-        async def run_capture(spec: CaptureSpec, tenant_id: str) -> Output:
-            return await pool.run(
-                partial(_capture_on, capturer=capturer, spec=spec, tenant=tenant_id),
-                tenant=tenant_id)
+    async def run_capture(spec: CaptureSpec, tenant_id: str) -> Output:
+        return await pool.run(
+            partial(_capture_on, capturer=capturer, spec=spec, tenant=tenant_id),
+            tenant=tenant_id)
 
-        pipeline = RenderPipeline(
-            GrpcTemplateSource(channel), blobs, run_capture, events,
-            limits=limits, base_url=settings.renderer_base_url,
-            render_id_secret=settings.renderer_render_id_secret.get_secret_value().encode(),
-        )
-        await rpc.start_server(
-            stack,
-            address=settings.renderer_grpc_address,
-            services=[(renderer_pb2_grpc.add_RendererServiceServicer_to_server,
-                       RendererServicer(pipeline), SERVICE_NAME)],
-            grace=settings.shutdown_grace,
-        )
-        await stop.wait()
+    pipeline = RenderPipeline(
+        GrpcTemplateSource(channel), blobs, run_capture, events,
+        limits=limits, base_url=settings.renderer_base_url,
+        render_id_secret=settings.renderer_render_id_secret.get_secret_value().encode(),
+    )
+    await host.serve_grpc([(renderer_pb2_grpc.add_RendererServiceServicer_to_server,
+                            RendererServicer(pipeline), SERVICE_NAME)])
 
 
 async def _capture_on(page: object, *, capturer: Capturer, spec: CaptureSpec,

@@ -26,6 +26,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
+from opentelemetry import trace
 from playwright.async_api import Error as PlaywrightError
 
 from litho.errors import FieldError, InvalidArgument
@@ -33,6 +34,8 @@ from services.renderer import _encode, _gif, _pdf
 from services.renderer._engine import ChromiumPage
 from services.renderer._pipeline import CaptureSpec, Output
 from services.renderer._spec import Limits, check_pdf_pages, check_pixels
+
+_tracer = trace.get_tracer("litho.renderer.capture")
 
 _TRANSPARENT = {"color": {"r": 0, "g": 0, "b": 0, "a": 0}}
 _NO_FRAME = "Unable to capture screenshot"
@@ -56,12 +59,19 @@ class Capturer:
     async def capture(self, page: ChromiumPage, spec: CaptureSpec) -> Output:
         if page.base_url != spec.base_url:
             raise RuntimeError("the page's base URL is not the one in the cache key")
-        try:
-            output = await self._capture(page, spec)
-        except PlaywrightError:
-            # A document that navigated the page explains the failure: a 422.
-            page.check_not_navigated()
-            raise
+        with _tracer.start_as_current_span("capture", attributes={
+            "litho.render.format": spec.format, "litho.render.width": spec.width,
+            "litho.render.height": spec.height, "litho.render.scale": spec.scale,
+            "litho.render.documents": len(spec.documents),
+            "litho.render.selector": bool(spec.selector),
+        }) as span:
+            try:
+                output = await self._capture(page, spec)
+            except PlaywrightError:
+                # A document that navigated the page explains the failure: a 422.
+                page.check_not_navigated()
+                raise
+            span.set_attribute("litho.render.size_bytes", len(output.data))
         # A document that navigated the page after its load may have changed
         # what was captured: that output is never stored.
         page.check_not_navigated()
@@ -84,11 +94,15 @@ class Capturer:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.executor, lambda: fn(*args, **kwargs))
 
+    async def _encode(self, codec: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        with _tracer.start_as_current_span("encode", attributes={"litho.encode.codec": codec}):
+            return await self._run(fn, *args, **kwargs)
+
     async def _image(self, page: ChromiumPage, spec: CaptureSpec, clip: dict[str, float]) -> Output:
         if spec.format == "png":
             frame = await _screenshot(page, spec, clip, fmt="png")
-            data = await self._run(_encode.encode, frame, format="png", quality=100,
-                                   transparent=spec.transparent)
+            data = await self._encode("png (libvips)", _encode.encode, frame, format="png",
+                                      quality=100, transparent=spec.transparent)
         else:
             data = await _screenshot(page, spec, clip, fmt=spec.format, quality=spec.quality)
         width, height = await self._run(_encode.image_size, data)
@@ -102,7 +116,7 @@ class Capturer:
             max_frames=spec.gif_caps[1] or self.limits.max_gif_frames,
             max_pixels=self.limits.max_gif_pixels, clip=clip,
         )
-        data = await self._run(_gif.encode_gif, frames, delay_ms=delay_ms)
+        data = await self._encode("gif (pillow)", _gif.encode_gif, frames, delay_ms=delay_ms)
         width, height, frame_count = await self._run(_gif.gif_info, data)
         return Output(data=data, width=width, height=height, frame_count=frame_count)
 
@@ -122,8 +136,8 @@ class Capturer:
             pages += await self._run(_pdf.page_count, part)
             check_pdf_pages(pages, self.limits)
             parts.append(part)
-        data = await self._run(_pdf.merge_pdfs, parts, page_size_pt=options.page_size_pt(),
-                               base_url=spec.base_url)
+        data = await self._encode("pdf (pypdf merge)", _pdf.merge_pdfs, parts,
+                                  page_size_pt=options.page_size_pt(), base_url=spec.base_url)
         pages, width_pt, height_pt = await self._run(_pdf.pdf_info, data)
         return Output(data=data, width=spec.width, height=spec.height, page_count=pages,
                       page_width_pt=width_pt, page_height_pt=height_pt)
@@ -181,7 +195,10 @@ async def _screenshot(
         params["optimizeForSpeed"] = True
     else:
         params["quality"] = quality
-    reply = await _capture_screenshot(page, params)
+    # JPEG and WebP are encoded by Chromium itself, inside this call.
+    with _tracer.start_as_current_span("screenshot", attributes={
+            "litho.encode.codec": f"{fmt} (chromium)"}):
+        reply = await _capture_screenshot(page, params)
     return base64.b64decode(reply["data"])
 
 

@@ -36,7 +36,10 @@ from typing import Final
 import pyvips  # type: ignore[import-untyped]  # ships .pyi files but no py.typed
 from playwright.async_api import CDPSession
 
-FORMATS: Final = ("png", "jpeg", "webp")
+from litho import formats
+
+#: What ``encode`` writes: the still formats (PNG, JPEG, WebP).
+FORMATS: Final = tuple(f.name for f in formats.ALL if f.still)
 
 PNG_COMPRESSION: Final = 7
 #: An unfiltered PNG bigger than raw/3 is photographic; try the "up" filter.

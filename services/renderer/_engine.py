@@ -24,6 +24,8 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from opentelemetry import context as otel_context
+from opentelemetry import trace
 from playwright.async_api import (
     Browser,
     BrowserContext,
@@ -43,6 +45,7 @@ from services.renderer._pool import BrowserLike
 from services.renderer._subresources import SubresourceFetcher
 
 log = get_logger(__name__)
+_tracer = trace.get_tracer("litho.renderer.engine")
 
 _CRASH_MARKERS = ("Target crashed", "has been closed", "Browser closed", "Target closed",
                   "Connection closed")
@@ -75,6 +78,9 @@ class ChromiumPage:
     written: bool = True
     #: Whose render the page is doing: subresources are cached per tenant.
     tenant: str = ""
+    #: The trace of the document being loaded: Playwright calls the route
+    #: handler in a task of its own, so subresource fetches join it by hand.
+    trace_context: otel_context.Context | None = None
     #: We are navigating (so a commit is ours); the route handler serves
     #: the empty document once.
     _navigating: bool = False
@@ -118,7 +124,13 @@ class ChromiumPage:
         """
         self.check_not_navigated()
         self.written = True
-        await self.page.set_content(html, wait_until="load")
+        with _tracer.start_as_current_span("page load", attributes={
+                "litho.document.chars": len(html)}):
+            self.trace_context = otel_context.get_current()
+            try:
+                await self.page.set_content(html, wait_until="load")
+            finally:
+                self.trace_context = None
         self.check_not_navigated()
 
     def check_not_navigated(self) -> None:
@@ -208,7 +220,11 @@ class PlaywrightEngine:
     async def _route(self, page: ChromiumPage, route: Route) -> None:
         request = route.request
         if not request.is_navigation_request():
-            await self._fetcher.handle(route, page.tenant)
+            token = otel_context.attach(page.trace_context or otel_context.Context())
+            try:
+                await self._fetcher.handle(route, page.tenant)
+            finally:
+                otel_context.detach(token)
             return
         if page._is_ours(request):
             await route.fulfill(status=200, headers=_DOCUMENT_HEADERS, body=b"")

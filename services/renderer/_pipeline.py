@@ -15,6 +15,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Protocol
 
+from opentelemetry import trace
+
 from litho import renders
 from litho.blobstore import BlobStore
 from litho.errors import LithoError
@@ -33,6 +35,8 @@ from services.renderer._spec import (
 )
 
 log = get_logger(__name__)
+
+_tracer = trace.get_tracer("litho.renderer.pipeline")
 
 #: Part of every cache key: bump it when the same input would render differently.
 RENDERER_VERSION = "3"
@@ -153,6 +157,20 @@ class RenderPipeline:
         self._inflight: dict[str, asyncio.Future[bool]] = {}
 
     async def render(self, request: RenderRequest) -> RenderResult:
+        with _tracer.start_as_current_span("render", attributes={
+            "litho.tenant.id": request.tenant_id, "litho.template.id": request.template_id,
+            "litho.render.format": request.format,
+            "litho.render.documents": len(request.variable_sets),
+        }) as span:
+            result = await self._render(request)
+            span.set_attributes({
+                "litho.render.id": result.render_id, "litho.render.cached": result.cached,
+                "litho.template.version": result.template_version,
+                "litho.render.size_bytes": result.size_bytes,
+            })
+            return result
+
+    async def _render(self, request: RenderRequest) -> RenderResult:
         started = time.perf_counter()
         self._check(request)
         expanded = await self._expand_all(request)
@@ -222,7 +240,10 @@ class RenderPipeline:
         key = renders.blob_key(render_id, spec.format)
         meta_key = renders.meta_key(render_id, spec.format)
         while True:
-            stored = await self._stored(key, meta_key)
+            with _tracer.start_as_current_span("render cache lookup", attributes={
+                    "litho.render.id": render_id}) as span:
+                stored = await self._stored(key, meta_key)
+                span.set_attribute("litho.render.cached", stored is not None)
             if stored is not None:
                 return stored, False
             pending = self._inflight.get(render_id)
@@ -237,13 +258,13 @@ class RenderPipeline:
         self._inflight[render_id] = done
         try:
             output = await self._capture(spec, tenant_id)
-            await self._blobs.put(key, output.data, renders.CONTENT_TYPES[spec.format])
+            await self._put(key, output.data, renders.CONTENT_TYPES[spec.format])
             info: dict[str, float] = {
                 _camel(k): v for k, v in asdict(output).items() if k != "data" and v
             }
             info["size"] = len(output.data)
             # The metadata is written last: its presence means the output is complete.
-            await self._blobs.put(meta_key, json.dumps(info).encode(), "application/json")
+            await self._put(meta_key, json.dumps(info).encode(), "application/json")
         except LithoError as exc:
             done.set_exception(exc)
             raise
@@ -255,6 +276,12 @@ class RenderPipeline:
             return info, True
         finally:
             del self._inflight[render_id]
+
+    async def _put(self, key: str, data: bytes, content_type: str) -> None:
+        with _tracer.start_as_current_span("blob write", attributes={
+                "litho.blob.key": key, "litho.blob.size_bytes": len(data),
+                "litho.blob.content_type": content_type}):
+            await self._blobs.put(key, data, content_type)
 
     async def _stored(self, key: str, meta_key: str) -> dict[str, float] | None:
         # Both must be there: an output removed behind our back is rendered again.

@@ -38,6 +38,8 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
+from opentelemetry import trace
+
 from litho.errors import (
     FieldError,
     InvalidArgument,
@@ -48,6 +50,7 @@ from litho.errors import (
 from litho.logs import get_logger
 
 log = get_logger(__name__)
+_tracer = trace.get_tracer("litho.renderer.pool")
 
 T = TypeVar("T")
 
@@ -165,7 +168,11 @@ class PagePool:
         spared = 0
         while True:
             attempt += 1
-            slot = await self._acquire(tenant)
+            with _tracer.start_as_current_span("pool wait", attributes={
+                "litho.tenant.id": tenant, "litho.pool.attempt": attempt,
+                "litho.pool.waiting": len(self._waiters),
+            }):
+                slot = await self._acquire(tenant)
             outcome = "broken"  # unless proven otherwise, even on cancellation
             try:
                 async with asyncio.timeout(self._timeout):

@@ -6,19 +6,11 @@ from typing import Any
 
 import grpc
 
+from litho import formats
 from litho.renderer.v1 import renderer_pb2 as pb
 from litho.renderer.v1 import renderer_pb2_grpc as pb_grpc
 from services.renderer._pipeline import RenderPipeline, RenderRequest, RenderResult
 from services.renderer._spec import GifSpec, PdfSpec, RenderOptions
-
-FORMATS: dict[pb.ImageFormat.ValueType, str] = {
-    pb.IMAGE_FORMAT_PNG: "png",
-    pb.IMAGE_FORMAT_JPEG: "jpeg",
-    pb.IMAGE_FORMAT_WEBP: "webp",
-    pb.IMAGE_FORMAT_PDF: "pdf",
-    pb.IMAGE_FORMAT_GIF: "gif",
-}
-_ENUMS = {name: value for value, name in FORMATS.items()}
 
 
 def options_from_proto(o: pb.RenderOptions) -> RenderOptions:
@@ -35,9 +27,12 @@ def options_from_proto(o: pb.RenderOptions) -> RenderOptions:
     )
 
 
-def result_to_proto(r: RenderResult) -> pb.RenderTemplateResponse:
-    return pb.RenderTemplateResponse(
-        render_id=r.render_id, blob_key=r.blob_key, format=_ENUMS[r.format],
+def _result_fields(r: RenderResult) -> dict[str, Any]:
+    """The fields of either response: RenderPdfResponse repeats RenderTemplateResponse's."""
+    fmt = formats.by_name(r.format)
+    return dict(
+        render_id=r.render_id, blob_key=r.blob_key,
+        format=fmt.enum if fmt else pb.IMAGE_FORMAT_UNSPECIFIED,
         content_type=r.content_type, width=r.width, height=r.height, cached=r.cached,
         template_version=r.template_version, size_bytes=r.size_bytes, page_count=r.page_count,
         page_width_pt=r.page_width_pt, page_height_pt=r.page_height_pt,
@@ -55,18 +50,18 @@ class RendererServicer(pb_grpc.RendererServiceServicer):
         result = await self._pipeline.render(RenderRequest(
             tenant_id=request.tenant_id, template_id=request.template_id,
             version=request.version, variable_sets=(request.variables_json,),
-            format=FORMATS.get(request.format, "png"),
+            format=(formats.by_enum(request.format) or formats.DEFAULT).name,
             options=options_from_proto(request.options),
             coerce_strings=request.variables_from_query,
         ))
-        return result_to_proto(result)
+        return pb.RenderTemplateResponse(**_result_fields(result))
 
     async def RenderPdf(
         self, request: pb.RenderPdfRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> pb.RenderTemplateResponse:
+    ) -> pb.RenderPdfResponse:
         result = await self._pipeline.render(RenderRequest(
             tenant_id=request.tenant_id, template_id=request.template_id,
             version=request.version, variable_sets=tuple(request.variable_sets_json),
-            format="pdf", options=options_from_proto(request.options),
+            format=formats.PDF.name, options=options_from_proto(request.options),
         ))
-        return result_to_proto(result)
+        return pb.RenderPdfResponse(**_result_fields(result))

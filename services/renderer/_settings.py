@@ -13,8 +13,6 @@ def _default_concurrency() -> int:
 
 
 class RendererSettings(BaseServiceSettings):
-    renderer_grpc_address: str = Field(default="127.0.0.1:50052")
-    template_grpc_target: str = Field(default="127.0.0.1:50051")
     #: Chromium binary; empty means Playwright's own download, if installed.
     chromium_path: str = Field(default="")
     #: Pages rendering at once.

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from litho import renders
+from litho import formats
 from litho.errors import FieldError, InvalidArgument
 
 PDF_PRESETS = ("A3", "A4", "A5", "Letter", "Legal")
@@ -56,14 +57,16 @@ class RenderOptions:
     gif: GifSpec = field(default_factory=GifSpec)
 
 
-DEFAULT_QUALITY = {"jpeg": 90, "webp": 90}
+#: For each format that takes a quality.
+DEFAULT_QUALITY = {f.name: 90 for f in formats.ALL if f.quality}
 
 
 def check_options(fmt: str, o: RenderOptions, limits: Limits) -> None:
     """Collect every problem with the options of a ``fmt`` render and raise them together."""
     p: list[FieldError] = []
-    if fmt not in renders.CONTENT_TYPES:
-        p.append(FieldError("format", f"must be one of {', '.join(renders.CONTENT_TYPES)}"))
+    f = formats.by_name(fmt)
+    if f is None:
+        p.append(FieldError("format", f"must be one of {', '.join(formats.names())}"))
     for name in ("width", "height"):
         value = getattr(o, name)
         if value and not 1 <= value <= limits.max_dimension:
@@ -71,24 +74,29 @@ def check_options(fmt: str, o: RenderOptions, limits: Limits) -> None:
     if o.scale and not 1 <= o.scale <= limits.max_scale:
         p.append(FieldError("deviceScaleFactor", f"must be between 1 and {limits.max_scale:g}"))
     if o.quality:
-        if fmt not in DEFAULT_QUALITY:
-            p.append(FieldError("quality", "applies to jpeg and webp only"))
+        if f is None or not f.quality:
+            p.append(FieldError("quality", f"applies to {_spoken(lambda g: g.quality)} only"))
         elif not 1 <= o.quality <= 100:
             p.append(FieldError("quality", "must be between 1 and 100"))
-    if o.transparent and fmt not in ("png", "webp"):
-        p.append(FieldError("transparent", "applies to png and webp only"))
+    if o.transparent and (f is None or not f.transparent):
+        p.append(FieldError("transparent", f"applies to {_spoken(lambda g: g.transparent)} only"))
     if len(o.selector) > 500:
         p.append(FieldError("selector", "must be at most 500 characters"))
-    if fmt == "pdf":
+    if f is not None and f.pdf:
         p += _check_pdf(o.pdf)
     elif o.pdf != PdfSpec():
-        p.append(FieldError("pdf", "applies to the pdf format only"))
-    if fmt == "gif":
+        p.append(FieldError("pdf", f"applies to the {_spoken(lambda g: g.pdf)} format only"))
+    if f is not None and f.gif:
         p += _check_gif(o.gif, limits)
     elif o.gif != GifSpec():
-        p.append(FieldError("gif", "applies to the gif format only"))
+        p.append(FieldError("gif", f"applies to the {_spoken(lambda g: g.gif)} format only"))
     if p:
         raise InvalidArgument("the render options are invalid", errors=p)
+
+
+def _spoken(applies: Callable[[formats.Format], bool]) -> str:
+    """The formats an option applies to, for a message (``jpeg and webp``)."""
+    return formats.spoken(f for f in formats.ALL if applies(f))
 
 
 def _check_pdf(pdf: PdfSpec) -> list[FieldError]:
@@ -126,7 +134,7 @@ def check_documents(fmt: str, count: int, limits: Limits) -> None:
 
     Each set gives at least one page, so the page limit bounds them too.
     """
-    if count == 0 or (count > 1 and fmt != "pdf"):
+    if count == 0 or (count > 1 and fmt != formats.PDF.name):
         raise InvalidArgument("one variable set per render; several only for a PDF",
                               errors=[FieldError("variableSets", "one set, or several for a PDF")])
     if count > limits.max_pdf_documents:
@@ -179,10 +187,6 @@ def check_gif_work(width: int, height: int, scale: float, gif: GifSpec, limits: 
                                                "is too large (LITHO_RENDERER_MAX_GIF_PIXELS)")])
 
 
-#: The longest side each encoder can write, in pixels.
-_FORMAT_MAX_SIDE = {"webp": 16_383, "jpeg": 65_535}
-
-
 def check_pixels(
     width: int, height: int, scale: float, limits: Limits, *, field: str = "width",
     fmt: str = "",
@@ -199,7 +203,8 @@ def check_pixels(
             f"{limits.max_dimension} (LITHO_RENDERER_MAX_DIMENSION)",
             errors=[FieldError(field, f"a side must be at most {limits.max_dimension} "
                                       "(LITHO_RENDERER_MAX_DIMENSION)")])
-    most = _FORMAT_MAX_SIDE.get(fmt)
+    f = formats.by_name(fmt)
+    most = f.max_side if f else None
     if most is not None and max(width, height) * scale > most:
         raise InvalidArgument(
             f"the output would be {round(width * scale)}×{round(height * scale)} device "
@@ -208,7 +213,7 @@ def check_pixels(
                                       f"for {fmt.upper()}")])
     pixels = width * height * scale * scale
     limit, setting, of = limits.max_pixels, "LITHO_RENDERER_MAX_PIXELS", ""
-    if fmt == "webp" and limits.max_webp_pixels < limit:
+    if fmt == formats.WEBP.name and limits.max_webp_pixels < limit:
         limit, setting, of = limits.max_webp_pixels, "LITHO_RENDERER_MAX_WEBP_PIXELS", " of a WebP"
     if pixels > limit:
         raise InvalidArgument(

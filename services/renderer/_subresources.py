@@ -16,11 +16,14 @@ from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import urlsplit
 
+from opentelemetry import trace
+
 from litho.errors import OutboundDenied, OutboundError
 from litho.logs import get_logger
 from litho.outbound import OutboundGuard
 
 log = get_logger(__name__)
+_tracer = trace.get_tracer("litho.renderer.subresources")
 
 
 class _Request(Protocol):
@@ -73,22 +76,26 @@ class SubresourceFetcher:
             await route.abort("namenotresolved")
             return
         key = (tenant, url)
-        entry = self._lookup(key)
-        if entry is None:
-            try:
-                result = await self._guard.fetch(url)
-            except OutboundDenied:
-                await route.abort("blockedbyclient")
-                return
-            except OutboundError as exc:
-                log.info("subresource fetch failed", url=url, error=str(exc))
-                await route.abort("failed")
-                return
-            entry = _Entry(result.status, dict(result.headers), result.body,
-                           time.monotonic() + self._ttl)
-            if result.status == 200:
-                self._store(key, entry)
-        await route.fulfill(status=entry.status, headers=entry.headers, body=entry.body)
+        # The host only: a path or query may carry a tenant's secrets.
+        with _tracer.start_as_current_span("subresource", attributes={
+                "server.address": urlsplit(url).hostname or ""}) as span:
+            entry = self._lookup(key)
+            span.set_attribute("litho.subresource.cached", entry is not None)
+            if entry is None:
+                try:
+                    result = await self._guard.fetch(url)
+                except OutboundDenied:
+                    await route.abort("blockedbyclient")
+                    return
+                except OutboundError as exc:
+                    log.info("subresource fetch failed", url=url, error=str(exc))
+                    await route.abort("failed")
+                    return
+                entry = _Entry(result.status, dict(result.headers), result.body,
+                               time.monotonic() + self._ttl)
+                if result.status == 200:
+                    self._store(key, entry)
+            await route.fulfill(status=entry.status, headers=entry.headers, body=entry.body)
 
     def _lookup(self, key: tuple[str, str]) -> _Entry | None:
         entry = self._cache.get(key)

@@ -7,6 +7,8 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any
 
+from opentelemetry import trace
+
 from litho.errors import FieldError, InvalidArgument
 from litho.lru import Lru
 from services.template._lang import (
@@ -26,6 +28,8 @@ from services.template._variables import (
     coerce_strings,
     parse_definitions,
 )
+
+_tracer = trace.get_tracer("litho.template")
 
 
 @dataclass(frozen=True)
@@ -122,25 +126,36 @@ class Templates:
             raise InvalidArgument("version must be 1 or more",
                                   errors=[FieldError("version", "must be 1 or more")])
         deadline = time.monotonic() + self._expand_timeout
-        template = (
-            await self._repo.version(tenant_id, template_id, version)
-            if version
-            else await self._repo.latest(tenant_id, template_id)
-        )
-        small = len(template.html) + len(variables_json) <= _INLINE_BYTES
-        if small and self._definitions_ready(template, len(variables_json)):
-            # A typical card expands in ~40 µs, less than a hop to a thread; one
-            # that needs more than a few milliseconds of steps is stopped and
-            # expanded again in a worker, so no template can hold the loop.
-            try:
-                html = self._expand_sync(template, variables_json, coerce, _INLINE_STEPS,
-                                         deadline)
-            except StepCapReached:
+        with _tracer.start_as_current_span("template expand", attributes={
+            "litho.tenant.id": tenant_id, "litho.template.id": template_id,
+            "litho.template.version_requested": version,
+            "litho.template.variables_chars": len(variables_json),
+        }) as span:
+            template = (
+                await self._repo.version(tenant_id, template_id, version)
+                if version
+                else await self._repo.latest(tenant_id, template_id)
+            )
+            span.set_attribute("litho.template.version", template.version)
+            small = len(template.html) + len(variables_json) <= _INLINE_BYTES
+            where = "worker"
+            if small and self._definitions_ready(template, len(variables_json)):
+                # A typical card expands in ~40 µs, less than a hop to a thread; one
+                # that needs more than a few milliseconds of steps is stopped and
+                # expanded again in a worker, so no template can hold the loop.
+                try:
+                    html = self._expand_sync(template, variables_json, coerce, _INLINE_STEPS,
+                                             deadline)
+                    where = "inline"
+                except StepCapReached:
+                    html = await asyncio.to_thread(
+                        self._expand_sync, template, variables_json, coerce, None, deadline)
+                    where = "inline, then worker"
+            else:
                 html = await asyncio.to_thread(
                     self._expand_sync, template, variables_json, coerce, None, deadline)
-        else:
-            html = await asyncio.to_thread(
-                self._expand_sync, template, variables_json, coerce, None, deadline)
+            span.set_attributes({"litho.template.expanded_in": where,
+                                 "litho.template.html_chars": len(html)})
         return Expansion(template=template, html=html)
 
     def _definitions_ready(self, template: Template, variables_size: int) -> bool:

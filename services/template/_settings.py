@@ -7,7 +7,6 @@ from litho.jsonlimits import DEFAULT_MAX_DEPTH, DEFAULT_MAX_NUMBER_CHARS
 
 
 class TemplateSettings(BaseServiceSettings):
-    template_grpc_address: str = Field(default="127.0.0.1:50051")
     #: Largest template source accepted, in bytes.
     template_max_html_bytes: int = Field(default=512 * 1024, gt=0)
     #: Largest width or height a template may declare, in CSS pixels.

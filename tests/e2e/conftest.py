@@ -20,6 +20,7 @@ from aiohttp import web
 from PIL import Image
 
 from services._stack import Stack
+from tests.support.otlp import OtlpReceiver, start_receiver
 
 
 def solid_png(color: tuple[int, int, int], size: int = 50) -> bytes:
@@ -62,6 +63,8 @@ class Live:
     allowed: ImageServer
     secret: ImageServer
     other_key: str
+    #: Every process of the stack exports its spans here.
+    otlp: OtlpReceiver
 
     @property
     def url(self) -> str:
@@ -72,10 +75,7 @@ class Live:
 
 
 def _print_logs(stack: Stack) -> None:
-    for name in ("nats", "template", "renderer", "gateway"):
-        path = stack.log_path(name)
-        if path.exists():
-            print(f"----- {name} log (tail) -----\n{path.read_text()[-4000:]}", file=sys.__stderr__)
+    print(stack.log_tails(), file=sys.__stderr__)
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
@@ -85,6 +85,7 @@ async def live(
     allowed = ImageServer(color=(0, 200, 0))
     secret = ImageServer(color=(255, 0, 255))
     runners = [await _serve(allowed), await _serve(secret)]
+    otlp = await start_receiver()
     data_dir: Path = tmp_path_factory.mktemp("litho-data")
     stack = Stack(
         data_dir=data_dir,
@@ -94,12 +95,13 @@ async def live(
             "LITHO_OUTBOUND_ALLOW": f"127.0.0.1:{allowed.port}",
             "LITHO_LOG_LEVEL": "INFO",
             "LITHO_RENDERER_CONCURRENCY": "2",
+            **otlp.env(),
         },
     )
     try:
         async with stack, aiohttp.ClientSession() as http:
             other_key = await stack.create_key("other-tenant")
-            yield Live(stack, http, allowed, secret, other_key)
+            yield Live(stack, http, allowed, secret, other_key, otlp)
             if request.session.testsfailed:
                 _print_logs(stack)  # the services' side of whatever failed
     except BaseException:
@@ -108,6 +110,6 @@ async def live(
     finally:
         for runner in runners:
             await runner.cleanup()
-    # SIGTERM is a graceful stop: every service drains and exits 0.
-    assert {n: stack.exit_codes.get(n) for n in ("template", "renderer", "gateway")} == {
-        "template": 0, "renderer": 0, "gateway": 0}
+        await otlp.close()
+    # SIGTERM is a graceful stop: every registered service drains and exits 0.
+    assert stack.unclean_exits() == {}

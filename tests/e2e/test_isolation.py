@@ -99,10 +99,7 @@ async def env(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Env]:
             yield live
             await live.stack.stop()  # a test may have restarted it
     except BaseException:
-        for name in ("renderer", "gateway"):
-            path = stack.log_path(name)
-            if path.exists():
-                print(f"----- {name} -----\n{path.read_text()[-4000:]}")
+        print(stack.log_tails())
         raise
     finally:
         for runner in runners:

@@ -86,7 +86,7 @@ async def api(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Api]:
     )
     async with stack, aiohttp.ClientSession() as http:
         yield Api(stack, http)
-    assert stack.exit_codes.get("renderer") == 0
+    assert stack.unclean_exits() == {}
 
 
 def refused(status: int, problem: dict[str, Any], field: str, *needles: str) -> None:

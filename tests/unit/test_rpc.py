@@ -162,3 +162,145 @@ def test_error_payload_stays_within_its_budget_whatever_the_text() -> None:
         payload = rpc.error_payload(exc)
         assert len(payload) <= rpc.MAX_ERROR_PAYLOAD_BYTES
         assert len(rpc.status_message(exc.message).encode()) <= rpc.MAX_STATUS_MESSAGE_BYTES
+
+
+# ------------------------------------------------------------- streaming RPCs
+# A tiny generic service of raw bytes (no proto needed): the first request
+# byte says how the handler ends.
+
+_SERVICE = "litho.test.Streams"
+
+
+def _end(how: bytes) -> None:
+    if how == b"invalid":
+        raise errors.InvalidArgument("bad", errors=[errors.FieldError("width", "too big")])
+    if how == b"busy":
+        raise errors.ResourceExhausted("full", retry_after=3)
+    if how == b"boom":
+        raise RuntimeError("secret internal detail")
+    if how == b"missing":
+        raise errors.NotFound("no such thing")
+
+
+async def _server_stream(request: bytes, context: grpc.aio.ServicerContext[Any, Any]
+                         ) -> Any:
+    if request == b"slow":
+        await asyncio.sleep(5)
+    yield b"one"
+    yield b"two"
+    _end(request)
+
+
+async def _server_stream_by_write(request: bytes,
+                                  context: grpc.aio.ServicerContext[Any, Any]) -> None:
+    await context.write(b"one")
+    _end(request)
+
+
+async def _client_stream(requests: Any, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
+    got = [r async for r in requests]
+    if got and got[0] == b"slow":
+        await asyncio.sleep(5)
+    if got:
+        _end(got[0])
+    return b"+".join(got)
+
+
+async def _bidi(requests: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+    async for request in requests:
+        if request == b"slow":
+            await asyncio.sleep(5)
+        yield request.upper()
+        _end(request)
+
+
+def _register(_servicer: Any, server: grpc.aio.Server) -> None:
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(_SERVICE, {
+        "ServerStream": grpc.unary_stream_rpc_method_handler(_server_stream),
+        "ServerStreamByWrite": grpc.unary_stream_rpc_method_handler(_server_stream_by_write),
+        "ClientStream": grpc.stream_unary_rpc_method_handler(_client_stream),
+        "Bidi": grpc.stream_stream_rpc_method_handler(_bidi),
+    }),))
+
+
+async def _streams(stack: AsyncExitStack, *, default_deadline: float) -> grpc.aio.Channel:
+    _, port = await rpc.start_server(stack, address="127.0.0.1:0",
+                                     services=[(_register, None, _SERVICE)], grace=0.1)
+    return await rpc.open_channel(stack, f"127.0.0.1:{port}",
+                                  default_deadline=default_deadline)
+
+
+async def _requests(*items: bytes) -> Any:
+    for item in items:
+        yield item
+
+
+async def test_server_streams_end_with_the_domain_error_after_their_messages() -> None:
+    async with AsyncExitStack() as stack:
+        channel = await _streams(stack, default_deadline=10)
+        for method in ("ServerStream", "ServerStreamByWrite"):
+            call: Any = channel.unary_stream(f"/{_SERVICE}/{method}")
+            assert [m async for m in call(b"ok")][:1] == [b"one"]
+
+            received: list[bytes] = []
+            with pytest.raises(errors.InvalidArgument) as invalid:
+                async for message in call(b"invalid"):
+                    received.append(message)
+            assert received[:1] == [b"one"]  # what came before the error still arrives
+            assert invalid.value.errors == [errors.FieldError("width", "too big")]
+
+            with pytest.raises(errors.NotFound):
+                async for _ in call(b"missing"):
+                    pass
+
+            with pytest.raises(errors.LithoError) as boom:
+                async for _ in call(b"boom"):
+                    pass
+            assert type(boom.value) is errors.LithoError
+            assert "secret" not in boom.value.message
+
+
+async def test_client_streams_raise_the_domain_error() -> None:
+    async with AsyncExitStack() as stack:
+        channel = await _streams(stack, default_deadline=10)
+        call: Any = channel.stream_unary(f"/{_SERVICE}/ClientStream")
+        assert await call(_requests(b"a", b"b")) == b"a+b"
+        with pytest.raises(errors.ResourceExhausted) as busy:
+            await call(_requests(b"busy", b"b"))
+        assert busy.value.retry_after == 3
+        with pytest.raises(errors.LithoError) as boom:
+            await call(_requests(b"boom"))
+        assert type(boom.value) is errors.LithoError
+        assert "secret" not in boom.value.message
+
+
+async def test_bidi_streams_raise_the_domain_error() -> None:
+    async with AsyncExitStack() as stack:
+        channel = await _streams(stack, default_deadline=10)
+        call: Any = channel.stream_stream(f"/{_SERVICE}/Bidi")
+        assert [m async for m in call(_requests(b"a", b"b"))] == [b"A", b"B"]
+        received: list[bytes] = []
+        with pytest.raises(errors.InvalidArgument) as invalid:
+            async for message in call(_requests(b"a", b"invalid", b"c")):
+                received.append(message)
+        assert received == [b"A", b"INVALID"]
+        assert invalid.value.errors == [errors.FieldError("width", "too big")]
+
+
+async def test_streaming_calls_without_a_timeout_get_the_default_deadline() -> None:
+    async with AsyncExitStack() as stack:
+        # Each handler answers after 5 s: only the default deadline can end these.
+        channel = await _streams(stack, default_deadline=0.2)
+        server_stream: Any = channel.unary_stream(f"/{_SERVICE}/ServerStream")
+        client_stream: Any = channel.stream_unary(f"/{_SERVICE}/ClientStream")
+        bidi: Any = channel.stream_stream(f"/{_SERVICE}/Bidi")
+        with pytest.raises(errors.DeadlineExceeded):
+            async for _ in server_stream(b"slow"):
+                pass
+        with pytest.raises(errors.DeadlineExceeded):
+            await client_stream(_requests(b"slow"))
+        with pytest.raises(errors.DeadlineExceeded):
+            async for _ in bidi(_requests(b"slow")):
+                pass
+        # An explicit timeout still wins over the default.
+        assert await client_stream(_requests(b"a"), timeout=5) == b"a"

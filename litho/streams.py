@@ -1,0 +1,142 @@
+"""Every JetStream stream Litho uses, declared once with its retention.
+
+| stream         | subjects            | retention  | a message is kept                      |
+| -------------- | ------------------- | ---------- | -------------------------------------- |
+| LITHO_EVENTS   | litho.events.v1.>   | limits     | 7 days; every consumer can read it     |
+| LITHO_JOBS     | litho.jobs.v1.>     | work queue | until one worker acks (or terms) it    |
+
+Both are file-backed and de-duplicate by ``Nats-Msg-Id`` inside their
+duplicate window. The jobs stream is bounded and discards *new* messages when
+full, so a full queue refuses work at publish time instead of silently
+dropping the oldest job.
+
+:func:`ensure_streams` creates what is missing and updates what drifted; it is
+safe to call from every service at start-up. Changing a stream's retention is
+refused by the server; that error is raised as a :class:`~litho.errors.ConfigError`
+naming the stream.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from nats.js import JetStreamContext
+from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import APIError, NotFoundError
+
+from litho import errors
+from litho.logs import get_logger
+
+log = get_logger(__name__)
+
+DAY = 24 * 3600.0
+
+EVENTS_STREAM = "LITHO_EVENTS"
+EVENTS_SUBJECTS = ("litho.events.v1.>",)
+JOBS_STREAM = "LITHO_JOBS"
+JOBS_SUBJECTS = ("litho.jobs.v1.>",)
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    """One stream's declaration; ``-1`` means unlimited, as in NATS."""
+
+    name: str
+    subjects: tuple[str, ...]
+    retention: RetentionPolicy
+    max_age: float = 7 * DAY
+    #: Seconds in which a second publish with the same ``Nats-Msg-Id`` is dropped.
+    duplicate_window: float = 120.0
+    max_msgs: int = -1
+    max_bytes: int = -1
+    discard: DiscardPolicy = DiscardPolicy.OLD
+    storage: StorageType = StorageType.FILE
+    description: str = field(default="", compare=False)
+
+    def config(self) -> StreamConfig:
+        return StreamConfig(
+            name=self.name,
+            description=self.description or None,
+            subjects=list(self.subjects),
+            retention=self.retention,
+            max_age=self.max_age,
+            duplicate_window=self.duplicate_window,
+            max_msgs=self.max_msgs,
+            max_bytes=self.max_bytes,
+            discard=self.discard,
+            storage=self.storage,
+        )
+
+
+def events_stream(
+    *, max_age: float = 7 * DAY, duplicate_window: float = 120.0, max_bytes: int = -1
+) -> StreamSpec:
+    """Domain events (``render.completed``, …): every consumer reads every event."""
+    return StreamSpec(
+        name=EVENTS_STREAM,
+        subjects=EVENTS_SUBJECTS,
+        retention=RetentionPolicy.LIMITS,
+        max_age=max_age,
+        duplicate_window=duplicate_window,
+        max_bytes=max_bytes,
+        description="Litho domain events; proto payloads from litho.events.v1",
+    )
+
+
+def jobs_stream(
+    *,
+    max_age: float = 7 * DAY,
+    duplicate_window: float = 120.0,
+    max_msgs: int = 100_000,
+    max_bytes: int = 256 * 1024**2,
+) -> StreamSpec:
+    """Work to be done once (batch renders, deliveries): each job goes to one worker."""
+    return StreamSpec(
+        name=JOBS_STREAM,
+        subjects=JOBS_SUBJECTS,
+        retention=RetentionPolicy.WORK_QUEUE,
+        max_age=max_age,
+        duplicate_window=duplicate_window,
+        max_msgs=max_msgs,
+        max_bytes=max_bytes,
+        discard=DiscardPolicy.NEW,
+        description="Litho jobs; each is removed once a worker acks it",
+    )
+
+
+def default_streams() -> tuple[StreamSpec, ...]:
+    return (events_stream(), jobs_stream())
+
+
+def _drifted(current: StreamConfig, wanted: StreamConfig) -> list[str]:
+    names = ("subjects", "retention", "max_age", "duplicate_window", "max_msgs",
+             "max_bytes", "discard", "storage", "description")
+    return [n for n in names if getattr(current, n) != getattr(wanted, n)]
+
+
+async def ensure_streams(
+    js: JetStreamContext, specs: Iterable[StreamSpec] | None = None
+) -> None:
+    """Create each stream, or update it if its config drifted from ``specs``
+    (by default :func:`default_streams`)."""
+    for spec in default_streams() if specs is None else specs:
+        wanted = spec.config()
+        try:
+            info = await js.stream_info(spec.name)
+        except NotFoundError:
+            await js.add_stream(wanted)
+            log.info("stream created", stream=spec.name, retention=spec.retention.value)
+            continue
+        changed = _drifted(info.config, wanted)
+        if not changed:
+            continue
+        try:
+            await js.update_stream(wanted)
+        except APIError as exc:
+            raise errors.ConfigError(
+                f"stream {spec.name} exists with a different {', '.join(changed)} "
+                f"that NATS cannot change in place ({exc.description}); "
+                f"migrate or delete the stream"
+            ) from exc
+        log.info("stream updated", stream=spec.name, changed=changed)
