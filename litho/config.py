@@ -8,10 +8,16 @@ at start-up with a message that names the variable to set.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pydantic import Field, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from litho.errors import ConfigError
 
@@ -42,10 +48,37 @@ class OutboundSettings(BaseSettings):
     max_redirects: int = Field(default=5, ge=0, le=20)
 
 
+class _EnvWithoutParts(EnvSettingsSource):
+    """The environment, less ``LITHO_S3`` and ``LITHO_OUTBOUND`` as whole JSON
+    values: those parts read their own variables (``LITHO_S3_*``,
+    ``LITHO_OUTBOUND_*``), and a second spelling of the outbound allow-list
+    would be one nobody reviews."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        if field_name in _PARTS:
+            return None, field_name, False
+        return super().get_field_value(field, field_name)
+
+
+_PARTS = ("s3", "outbound")
+
+
 class BaseServiceSettings(BaseSettings):
     """Settings every service shares: where data lives and how to reach NATS."""
 
     model_config = SettingsConfigDict(env_prefix="LITHO_", frozen=True, extra="ignore")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, _EnvWithoutParts(settings_cls), dotenv_settings,
+                file_secret_settings)
 
     data_dir: Path = Field(default=Path("data"), description="Embedded-default data directory")
     log_level: str = Field(default="INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$")

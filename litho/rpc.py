@@ -180,16 +180,25 @@ async def start_server(
     # The tracing interceptor is outermost: its span covers the whole call and
     # records the status the error interceptor chose.
     server = grpc.aio.server(
-        interceptors=[telemetry.grpc_server_interceptor(), ErrorInterceptor()])
+        interceptors=[telemetry.grpc_server_interceptor(), ErrorInterceptor()],
+        # gRPC binds with SO_REUSEPORT by default: a second instance on a busy
+        # port would start and silently take half the calls. Refuse instead.
+        options=[("grpc.so_reuseport", 0)])
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     names = []
     for register, servicer, name in services:
         register(servicer, server)
         names.append(name)
-    port = server.add_insecure_port(address)
+    try:
+        port = server.add_insecure_port(address)
+    except RuntimeError as exc:  # grpc: "Failed to bind to address …"
+        port = 0
+        reason = str(exc)
+    else:
+        reason = "is it in use?"
     if port == 0:
-        raise errors.ConfigError(f"cannot bind gRPC address {address!r}; is it in use?")
+        raise errors.ConfigError(f"cannot bind gRPC address {address!r}: {reason}")
     await server.start()
     for name in ["", *names]:
         await health.set(name, health_pb2.HealthCheckResponse.SERVING)

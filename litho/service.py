@@ -138,6 +138,9 @@ class Host(Generic[S]):
         if name not in self.spec.calls:
             raise ConfigError(
                 f"{self.spec.name} does not call {name!r}; declare it in services/_registry.py")
+        if name not in self.endpoints.targets:
+            raise ConfigError(f"no target for {name!r}: the endpoints of {self.spec.name} "
+                              f"name none (LITHO_{name.upper()}_GRPC_TARGET)")
         if name not in self._channels:
             self._channels[name] = await rpc.open_channel(
                 self.stack, self.endpoints.targets[name],
@@ -152,9 +155,15 @@ class Host(Generic[S]):
         """Serve ``services`` and the health service at the listen address."""
         if not self.spec.grpc_service:
             raise ConfigError(f"{self.spec.name} declares no gRPC service in the registry")
-        _, port = await rpc.start_server(
-            self.stack, address=self.endpoints.listen, services=services,
-            grace=self.settings.shutdown_grace)
+        try:
+            _, port = await rpc.start_server(
+                self.stack, address=self.endpoints.listen, services=services,
+                grace=self.settings.shutdown_grace)
+        except ConfigError as exc:
+            # Name the variable to fix.
+            raise ConfigError(
+                f"{self.spec.name} cannot listen on {self.endpoints.listen!r} "
+                f"({self.spec.address_env}): {exc}") from exc
         self.grpc_port = port
         return port
 

@@ -34,10 +34,18 @@ import grpc
 import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
+from multidict import CIMultiDict
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import SERVICE_NAME, OTELResourceDetector, Resource
-from opentelemetry.sdk.trace import Event, ReadableSpan, Span, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace import (
+    Event,
+    ReadableSpan,
+    Span,
+    SpanLimits,
+    SpanProcessor,
+    TracerProvider,
+)
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.trace import Status
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
@@ -55,6 +63,12 @@ REQUEST_ID_HEADER = "X-Request-Id"
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:=+/-]{1,128}")
 #: The request's id, as a span attribute and a log field.
 REQUEST_ID_ATTRIBUTE = "litho.request_id"
+
+#: Longest attribute value kept, unless ``OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT`` says otherwise.
+MAX_ATTRIBUTE_CHARS = 1024
+#: Trace context a client may send; the public edge does not trust it (see
+#: :func:`http_middlewares`).
+_PROPAGATION_HEADERS = ("traceparent", "tracestate", "baggage")
 
 #: The OTLP protocol when none is set: the OpenTelemetry specification's default.
 DEFAULT_PROTOCOL = "http/protobuf"
@@ -182,7 +196,7 @@ def _install(service_name: str) -> _FanOut | None:
             # Someone (a test, an auto-instrumentation) installed one first: join it.
             current.add_span_processor(fan_out)
         elif isinstance(current, trace.ProxyTracerProvider):
-            provider = TracerProvider(resource=_resource(service_name))
+            provider = TracerProvider(resource=_resource(service_name), span_limits=_limits())
             provider.add_span_processor(fan_out)
             trace.set_tracer_provider(provider)
         else:
@@ -191,6 +205,13 @@ def _install(service_name: str) -> _FanOut | None:
             return None
         _fan_out = fan_out
         return fan_out
+
+
+def _limits() -> SpanLimits:
+    """Attribute values are bounded (request text such as a Host header
+    reaches spans), by ``OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT`` if set."""
+    limited = "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT" in os.environ
+    return SpanLimits(max_attribute_length=None if limited else MAX_ATTRIBUTE_CHARS)
 
 
 def _resource(service_name: str) -> Resource:
@@ -211,6 +232,7 @@ def exporters_from_env(environ: Mapping[str, str] | None = None) -> list[SpanExp
     chooses, for tests).
     """
     env = os.environ if environ is None else environ
+    _protocol(env)  # a wrong value fails at start-up, exporting or not
     names = env.get("OTEL_TRACES_EXPORTER", "").strip().lower()
     if not names:
         endpoint = (env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
@@ -232,9 +254,19 @@ def exporters_from_env(environ: Mapping[str, str] | None = None) -> list[SpanExp
     return exporters
 
 
+def _protocol(env: Mapping[str, str]) -> str:
+    for name in ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"):
+        value = env.get(name, "").strip()
+        if value and value not in _PROTOCOLS:
+            raise ConfigError(f"{name}={value!r} is not supported: "
+                              f"set one of {', '.join(_PROTOCOLS)}")
+        if value:
+            return value
+    return DEFAULT_PROTOCOL
+
+
 def _otlp_exporter(env: Mapping[str, str]) -> SpanExporter:
-    protocol = (env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
-                or env.get("OTEL_EXPORTER_OTLP_PROTOCOL") or DEFAULT_PROTOCOL).strip()
+    protocol = _protocol(env)
     if protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
             OTLPSpanExporter as GrpcExporter,
@@ -335,6 +367,14 @@ def request_id(sent: str | None) -> str:
     return uuid.uuid4().hex
 
 
+_CLIENT_CONTEXT = web.RequestKey("client_trace_context", trace.SpanContext)
+#: Attributes of the server span that the official middleware fills with
+#: request text (a path, a query with a signed URL's variables): replaced by
+#: the route's template, so no variable or unrouted path is exported.
+_URL_ATTRIBUTES = ("http.target", "http.url", "url.full", "url.path")
+_QUERY_ATTRIBUTES = ("url.query",)
+
+
 @web.middleware
 async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """``X-Request-Id`` and ``traceparent`` on every response, errors too; the
@@ -342,6 +382,11 @@ async def request_id_middleware(request: web.Request, handler: Handler) -> web.S
     rid = request_id(request.headers.get(REQUEST_ID_HEADER))
     span = trace.get_current_span()
     span.set_attribute(REQUEST_ID_ATTRIBUTE, rid)
+    _scrub(span, request)
+    client = request.get(_CLIENT_CONTEXT)
+    if client is not None:
+        # The client's trace, which the edge does not join, linked for reference.
+        span.add_link(client, {"litho.link": "client traceparent"})
     headers: dict[str, str] = {REQUEST_ID_HEADER: rid}
     if span.get_span_context().is_valid:
         _TRACECONTEXT.inject(headers)
@@ -356,10 +401,47 @@ async def request_id_middleware(request: web.Request, handler: Handler) -> web.S
     return response
 
 
-def http_middlewares() -> list[Middleware]:
+def _scrub(span: trace.Span, request: web.Request) -> None:
+    if not span.is_recording():
+        return
+    attributes = getattr(span, "attributes", None) or {}
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else ""
+    for name in _URL_ATTRIBUTES:
+        if name in attributes:
+            span.set_attribute(name, route)
+    for name in _QUERY_ATTRIBUTES:
+        if name in attributes:
+            span.set_attribute(name, "")
+
+
+def _url_is_readable(request: web.Request) -> bool:
+    """Whether aiohttp can build this request's URL (the official middleware
+    reads it unguarded): a ``Host`` that is no host name (``\\xff``, an IDNA
+    label such as ``xn--zz``) makes yarl raise."""
+    try:
+        url = request.url
+        url.host  # noqa: B018
+        url.port  # noqa: B018
+        str(url)
+        request.path_qs  # noqa: B018
+        request.host  # noqa: B018
+    except Exception:
+        return False
+    return True
+
+
+def http_middlewares(*, trust_client_trace: bool = False) -> list[Middleware]:
     """The gateway's outermost middlewares: the official aiohttp-server one (a
-    server span per request, parented by an incoming ``traceparent``), then
-    :func:`request_id_middleware` inside its span."""
+    server span per request), then :func:`request_id_middleware` inside its span.
+
+    A public edge does not trust the trace context a client sends (it could
+    choose the trace id, switch tracing off with an unsampled flag, force
+    sampling, or ride ``baggage`` into every internal call): unless
+    ``trust_client_trace``, ``traceparent``, ``tracestate`` and ``baggage``
+    are dropped, every request starts a trace of its own, and the client's
+    context is kept only as a link on the server span.
+    """
     from opentelemetry.instrumentation.aiohttp_server import (
         AioHttpServerInstrumentor,
         create_aiohttp_middleware,
@@ -380,12 +462,21 @@ def http_middlewares() -> list[Middleware]:
     official = create_aiohttp_middleware()
 
     @web.middleware
+    async def untrusted_context(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if trust_client_trace or not any(h in request.headers for h in _PROPAGATION_HEADERS):
+            return await handler(request)
+        sent = trace.get_current_span(propagate.extract(request.headers)).get_span_context()
+        kept = CIMultiDict((k, v) for k, v in request.headers.items()
+                           if k.lower() not in _PROPAGATION_HEADERS)
+        request = request.clone(headers=kept)
+        if sent.is_valid:
+            request[_CLIENT_CONTEXT] = sent
+        return await handler(request)
+
+    @web.middleware
     async def server_span(request: web.Request, handler: Handler) -> web.StreamResponse:
-        try:
-            request.url  # noqa: B018  (the official middleware reads it, unguarded)
-        except ValueError:
-            # A Host header that is no host name (b"Host: \xff") makes aiohttp's
-            # URL raise: that request gets a plain span, not a 500.
+        if not _url_is_readable(request):
+            # That request gets a plain span of ours, not a 500.
             with trace.get_tracer(__name__).start_as_current_span(
                     f"{request.method} (invalid Host)", context=propagate.extract(
                         request.headers), kind=trace.SpanKind.SERVER):
@@ -393,7 +484,7 @@ def http_middlewares() -> list[Middleware]:
         response: web.StreamResponse = await official(request, handler)
         return response
 
-    return [server_span, request_id_middleware]
+    return [untrusted_context, server_span, request_id_middleware]
 
 
 # ---------------------------------------------------------------- NATS

@@ -27,10 +27,12 @@ from services.gateway._validation import validation_middleware
 log = get_logger(__name__)
 
 
-def create_app(deps: Deps, *, max_body_bytes: int) -> web.Application:
+def create_app(deps: Deps, *, max_body_bytes: int,
+               trust_client_trace: bool = False) -> web.Application:
     app = web.Application(
-        middlewares=[*tracing_middlewares(), errors_middleware, url_text_middleware,
-                     auth_middleware, validation_middleware],
+        middlewares=[*tracing_middlewares(trust_client_trace=trust_client_trace),
+                     errors_middleware, url_text_middleware, auth_middleware,
+                     validation_middleware],
         client_max_size=max_body_bytes,
     )
     app[DEPS] = deps
@@ -93,7 +95,8 @@ async def build(host: Host[GatewaySettings]) -> None:
         signed_cache_control=f"public, max-age={settings.gateway_signed_url_max_age}",
         json_limits=settings.json_limits(),
     )
-    app = create_app(deps, max_body_bytes=settings.gateway_max_body_bytes)
+    app = create_app(deps, max_body_bytes=settings.gateway_max_body_bytes,
+                     trust_client_trace=settings.gateway_trust_client_trace)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     stack.push_async_callback(runner.cleanup)

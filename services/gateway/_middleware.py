@@ -19,12 +19,13 @@ log = get_logger(__name__)
 PUBLIC_PREFIXES = ("/images/", "/r/", "/openapi.json", "/healthz")
 
 
-def tracing_middlewares() -> list[Middleware]:
-    """The outermost middlewares: a server span per request (continuing a
-    client's ``traceparent``), and ``traceparent`` and ``X-Request-Id`` on
-    every response, the problem+json ones included (they sit outside
-    :func:`errors_middleware`)."""
-    return telemetry.http_middlewares()
+def tracing_middlewares(*, trust_client_trace: bool = False) -> list[Middleware]:
+    """The outermost middlewares: a server span per request (a trace of its
+    own: a client's ``traceparent`` is only linked, unless
+    ``LITHO_GATEWAY_TRUST_CLIENT_TRACE``), and ``traceparent`` and
+    ``X-Request-Id`` on every response, the problem+json ones included (they
+    sit outside :func:`errors_middleware`)."""
+    return telemetry.http_middlewares(trust_client_trace=trust_client_trace)
 
 
 @web.middleware

@@ -11,6 +11,11 @@ class GatewaySettings(BaseServiceSettings):
     gateway_port: int = Field(default=8080, ge=0, le=65535)
     #: Base of the image URLs in responses; defaults to http://<host>:<port>.
     public_url: str = Field(default="")
+    #: Join the trace a client's ``traceparent`` names (and forward its
+    #: ``tracestate`` and ``baggage``). Off: the edge is public, so a client
+    #: could pick trace ids, switch tracing off or force sampling; each
+    #: request then starts its own trace, linked to the client's.
+    gateway_trust_client_trace: bool = Field(default=False)
     #: Largest request body accepted, in bytes.
     gateway_max_body_bytes: int = Field(default=1024 * 1024, gt=0)
     #: max-age, in seconds, of images served at signed /r/ URLs.

@@ -8,6 +8,7 @@ import importlib
 import sys
 import textwrap
 from collections.abc import Iterator
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
@@ -186,3 +187,21 @@ async def test_a_service_starts_in_process_on_port_zero(tmp_path: Path) -> None:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{host.grpc_port}") as channel:
         with pytest.raises(Exception):  # noqa: B017 - any transport failure
             await rpc.wait_healthy(channel, timeout=1)
+
+
+@pytest.mark.parametrize("address", ["nonsense", "", "127.0.0.1:busy"])
+async def test_a_listen_address_that_cannot_be_bound_names_its_variable(
+    tmp_path: Path, address: str
+) -> None:
+    spec = _registry.registry()["template"]
+    root = _registry.app(spec)
+    settings = root.settings(data_dir=tmp_path)
+    async with AsyncExitStack() as hold:
+        if address == "127.0.0.1:busy":
+            busy = await hold.enter_async_context(running(
+                spec, root.settings(data_dir=tmp_path / "other"), root.build,
+                endpoints=Endpoints("127.0.0.1:0")))
+            address = f"127.0.0.1:{busy.grpc_port}"
+        with pytest.raises(ConfigError, match="LITHO_TEMPLATE_GRPC_ADDRESS"):
+            async with running(spec, settings, root.build, endpoints=Endpoints(address)):
+                pass

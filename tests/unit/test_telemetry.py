@@ -220,10 +220,11 @@ async def test_message_headers_carry_the_trace_from_publish_to_consume() -> None
 # ------------------------------------------------------------ HTTP
 
 
-def _app(seen: dict[str, Any]) -> web.Application:
+def _app(seen: dict[str, Any], *, trust_client_trace: bool = False) -> web.Application:
     async def ok(request: web.Request) -> web.Response:
         seen["log"] = add_trace_ids(None, "info", {})
         seen["request_id"] = structlog.contextvars.get_contextvars().get("request_id")
+        seen["headers"] = {k.lower() for k in request.headers}
         return web.json_response({})
 
     async def missing(request: web.Request) -> web.Response:
@@ -235,7 +236,8 @@ def _app(seen: dict[str, Any]) -> web.Application:
     async def crash(request: web.Request) -> web.Response:
         raise RuntimeError("secret")
 
-    app = web.Application(middlewares=[*tracing_middlewares(), errors_middleware])
+    app = web.Application(middlewares=[
+        *tracing_middlewares(trust_client_trace=trust_client_trace), errors_middleware])
     app.router.add_get("/ok", ok)
     app.router.add_get("/missing", missing)
     app.router.add_get("/redirect", redirect)
@@ -259,7 +261,8 @@ async def test_every_response_carries_traceparent_and_a_request_id() -> None:
             assert r.status == 200
             _, trace_id, span_id, _ = r.headers["traceparent"].split("-")
             assert r.headers["X-Request-Id"] == "req-123"
-        assert trace_id == client_trace  # the server continued the client's trace
+        # A public edge starts its own trace; the client's is only linked.
+        assert trace_id != client_trace
         assert seen["request_id"] == "req-123"
         assert seen["log"] == {"trace_id": trace_id, "span_id": span_id}
 
@@ -280,20 +283,22 @@ async def test_every_response_carries_traceparent_and_a_request_id() -> None:
     server_spans = [s for s in finished if s.kind == trace.SpanKind.SERVER]
     assert len(server_spans) == 6
     first = server_spans[0]
-    assert first.context is not None
-    assert format(first.context.trace_id, "032x") == client_trace
+    assert first.context is not None and first.parent is None
+    assert format(first.context.trace_id, "032x") == trace_id
     assert format(first.context.span_id, "016x") == span_id
+    assert [format(link.context.trace_id, "032x") for link in first.links] == [client_trace]
     assert first.attributes is not None
     assert first.attributes[telemetry.REQUEST_ID_ATTRIBUTE] == "req-123"
 
 
-async def test_a_host_header_that_is_no_host_name_is_not_a_500() -> None:
+@pytest.mark.parametrize("host", [b"\xff", b"xn--zz", b"xn--", b"a.xn--ab", b"[zz", b"a:99999"])
+async def test_a_host_header_that_is_no_host_name_is_not_a_500(host: bytes) -> None:
     async with AsyncExitStack() as stack:
         server = TestServer(_app({}), host="127.0.0.1")
         await server.start_server()
         stack.push_async_callback(server.close)
         reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-        writer.write(b"GET /ok HTTP/1.1\r\nHost: \xff\r\nUser-Agent: \xfe\r\n"
+        writer.write(b"GET /ok HTTP/1.1\r\nHost: " + host + b"\r\nUser-Agent: \xfe\r\n"
                      b"Connection: close\r\n\r\n")
         await writer.drain()
         reply = await reader.read()
@@ -301,3 +306,48 @@ async def test_a_host_header_that_is_no_host_name_is_not_a_500() -> None:
     head = reply.split(b"\r\n\r\n")[0].decode("latin-1").lower()
     assert head.startswith("http/1.1 200")
     assert "traceparent: 00-" in head and "x-request-id: " in head
+
+
+async def test_a_client_trace_is_joined_only_when_trusted_and_never_forwarded_otherwise() -> None:
+    client_trace = "0af7651916cd43dd8448eb211c80319c"
+    sent = {"traceparent": f"00-{client_trace}-b7ad6b7169203331-00",  # unsampled
+            "tracestate": "k=v", "baggage": "tenant=someone-else"}
+    for trusted in (False, True):
+        seen: dict[str, Any] = {}
+        async with AsyncExitStack() as stack:
+            spans = await _collect(stack)
+            server = TestServer(_app(seen, trust_client_trace=trusted), host="127.0.0.1")
+            await server.start_server()
+            stack.push_async_callback(server.close)
+            http = await stack.enter_async_context(aiohttp.ClientSession())
+            async with http.get(f"http://127.0.0.1:{server.port}/ok", headers=sent) as r:
+                trace_id = r.headers["traceparent"].split("-")[1]
+            finished = [s for s in spans.get_finished_spans() if s.kind == trace.SpanKind.SERVER]
+        if trusted:
+            assert trace_id == client_trace
+            assert finished == []  # the client's unsampled flag is obeyed
+            assert "baggage" in seen["headers"]
+        else:
+            # An unsampled client cannot switch tracing off, nor send baggage on.
+            assert trace_id != client_trace and len(finished) == 1
+            assert not {"traceparent", "tracestate", "baggage"} & seen["headers"]
+
+
+async def test_server_spans_hold_no_query_and_no_unrouted_path() -> None:
+    async with AsyncExitStack() as stack:
+        spans = await _collect(stack)
+        server = TestServer(_app({}), host="127.0.0.1")
+        await server.start_server()
+        stack.push_async_callback(server.close)
+        http = await stack.enter_async_context(aiohttp.ClientSession())
+        base = f"http://127.0.0.1:{server.port}"
+        for path in ("/ok?email=ada%40example.com&sig=abc", "/secret-path/x?token=xyz"):
+            async with http.get(base + path, headers={"Host": "h" * 5000}) as r:
+                await r.read()
+        finished = [s for s in spans.get_finished_spans() if s.kind == trace.SpanKind.SERVER]
+    assert len(finished) == 2
+    for span in finished:
+        text = repr(dict(span.attributes or {}))
+        assert "email" not in text and "secret-path" not in text and "token" not in text
+        assert all(len(str(v)) <= telemetry.MAX_ATTRIBUTE_CHARS
+                   for v in (span.attributes or {}).values())
