@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -76,7 +77,8 @@ class Retry(Exception):
     def __init__(self, reason: str = "retry requested", *, delay: float | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
-        self.delay = delay
+        # A delay that is no finite number (nan, inf) means the backoff.
+        self.delay = delay if delay is not None and math.isfinite(delay) else None
 
 
 class Poison(Exception):
@@ -155,9 +157,13 @@ class ConsumerOptions:
         for name in ("max_in_flight", "max_ack_pending", "fetch_batch", "max_deliver"):
             if getattr(self, name) < 1:
                 raise ValueError(f"ConsumerOptions.{name} must be at least 1")
-        for name in ("fetch_timeout", "ack_wait", "handler_timeout", "ack_timeout"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"ConsumerOptions.{name} must be positive")
+        for name in ("fetch_timeout", "ack_wait", "handler_timeout", "ack_timeout",
+                     "error_pause", "backoff_initial", "backoff_max"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"ConsumerOptions.{name} must be a positive number")
+        if not (math.isfinite(self.stop_grace) and self.stop_grace >= 0):
+            raise ValueError("ConsumerOptions.stop_grace must be a number, at least 0")
 
     @property
     def progress_interval(self) -> float:
@@ -309,7 +315,7 @@ class PullConsumer(Generic[T]):
         loop = asyncio.get_running_loop()
         try:
             while not self._stopping.is_set():
-                if credit == 0 or loop.time() > expires_at:
+                if credit <= 0 or loop.time() > expires_at:
                     free = await self._wait_for_slot()
                     if free == 0:
                         break
@@ -421,9 +427,19 @@ class PullConsumer(Generic[T]):
             await asyncio.wait(late)
 
     async def process(self, msg: JsMessage) -> None:
-        """Decode, handle, and settle one message (ack, nak or term)."""
+        """Decode, handle, and settle one message (ack, nak or term), inside a
+        CONSUMER span that continues the publisher's trace (so a termination
+        event is in the message's trace too)."""
         meta = msg.metadata
         headers: Mapping[str, str] = MappingProxyType(dict(msg.headers or {}))
+        with telemetry.consume_span(
+            msg.subject, headers, consumer=meta.consumer,
+            message_id=headers.get(HEADER_MSG_ID, ""), delivery=meta.num_delivered,
+        ):
+            await self._process(msg, headers)
+
+    async def _process(self, msg: JsMessage, headers: Mapping[str, str]) -> None:
+        meta = msg.metadata
         if meta.num_delivered > self.options.max_deliver:
             await self._terminate(msg, headers, (
                 f"delivered {meta.num_delivered} times; the handler never finished "
@@ -475,13 +491,9 @@ class PullConsumer(Generic[T]):
             await self._settle(msg.ack_sync(timeout=self.options.ack_timeout), "ack", msg)
 
     async def _handle(self, delivery: Delivery[T]) -> None:
-        # The one place a delivered message reaches its handler: a CONSUMER
-        # span, child of the publisher's span its headers carry.
-        with telemetry.consume_span(
-            delivery.subject, delivery.headers, consumer=delivery.consumer,
-            message_id=delivery.msg_id or "", delivery=delivery.deliveries,
-        ):
-            await self._handler(delivery)
+        # The one place a delivered message reaches its handler (inside the
+        # message's CONSUMER span, see process()).
+        await self._handler(delivery)
 
     async def _heartbeat(self, msg: JsMessage) -> None:
         interval = self.options.progress_interval

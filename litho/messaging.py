@@ -150,6 +150,11 @@ class Publisher:
             raise errors.Unavailable(f"JetStream refused {subject}: {exc.description}") from exc
         except APIError as exc:
             raise errors.Unavailable(f"JetStream refused {subject}: {exc.description}") from exc
+        except nats.errors.MaxPayloadError as exc:
+            # No retry can succeed: the message itself is too large.
+            raise errors.InvalidArgument(
+                f"a message of {len(body)} bytes is larger than the NATS server accepts "
+                f"(max_payload); make it smaller") from exc
         except nats.errors.Error as exc:
             raise errors.Unavailable(f"publishing to {subject} failed: {exc}") from exc
         return PublishAck(stream=ack.stream, sequence=ack.seq, duplicate=bool(ack.duplicate))

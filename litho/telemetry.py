@@ -104,7 +104,7 @@ class _FanOut(SpanProcessor):
     def on_end(self, span: ReadableSpan) -> None:
         processors = self._processors
         if processors:
-            span = _encodable(span)
+            span = _encodable(_without_error_text(span))
         for processor in processors:
             processor.on_end(span)
 
@@ -114,6 +114,33 @@ class _FanOut(SpanProcessor):
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return all(p.force_flush(timeout_millis) for p in self._processors)
+
+
+#: What an exception event keeps: its type. Its message and stack trace can
+#: quote a tenant's variables ("cannot negate the string \"sk_live_…\""); the
+#: logs have them, with the trace id, where access is the operator's.
+_EXCEPTION_TEXT = ("exception.message", "exception.stacktrace")
+
+
+def _without_error_text(span: ReadableSpan) -> ReadableSpan:
+    """``span``, or a copy without error messages: exception events keep their
+    type, and a status keeps its code (the description, which gRPC and our
+    errors fill with the message, is dropped)."""
+    has_text = bool(span.status.description) or any(
+        key in (event.attributes or {}) for event in span.events for key in _EXCEPTION_TEXT)
+    if not has_text:
+        return span
+    events = [
+        Event(e.name, {k: v for k, v in (e.attributes or {}).items()
+                       if k not in _EXCEPTION_TEXT}, e.timestamp)
+        for e in span.events
+    ]
+    return ReadableSpan(
+        name=span.name, context=span.context, parent=span.parent, resource=span.resource,
+        attributes=span.attributes, events=events, links=span.links, kind=span.kind,
+        status=Status(span.status.status_code), start_time=span.start_time,
+        end_time=span.end_time, instrumentation_scope=span.instrumentation_scope,
+    )
 
 
 def _encodable(span: ReadableSpan) -> ReadableSpan:

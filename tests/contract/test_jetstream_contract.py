@@ -503,3 +503,44 @@ async def test_a_job_is_handled_in_the_trace_that_published_it(
     assert process.parent is not None and publish.context is not None
     assert process.parent.span_id == publish.context.span_id
     assert process.context is not None and process.context.span_id == seen[0].span_id
+
+
+async def test_a_poison_message_is_terminated_inside_its_trace(
+    nc: Client, js: JetStreamContext, stack: AsyncExitStack
+) -> None:
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from litho import telemetry
+
+    telemetry.configure("contract", stack)
+    spans = InMemorySpanExporter()
+    telemetry.add_span_processor(stack, SimpleSpanProcessor(spans))
+
+    async def poison(delivery: Delivery[StringValue]) -> None:
+        raise Poison("never")
+
+    worker = _worker(nc, poison, ConsumerOptions(), "traced-poison")
+    await stack.enter_async_context(worker.running())
+    with trace.get_tracer("test").start_as_current_span("submit") as submit:
+        await _publish_jobs(js, ["doomed"])
+
+    async def reported() -> bool:
+        return await _terminated_event(js) is not None
+
+    await _until(reported, "the terminated event")
+    terminated = [s for s in spans.get_finished_spans()
+                  if s.name == f"publish {TERMINATED_SUBJECT}"]
+    assert len(terminated) == 1 and terminated[0].context is not None
+    assert terminated[0].context.trace_id == submit.get_span_context().trace_id
+
+
+async def test_a_message_over_the_server_limit_is_invalid_not_unavailable(
+    js: JetStreamContext,
+) -> None:
+    from litho import errors
+
+    huge = StringValue(value="x" * (2 * 1024 * 1024))  # the server's max_payload is 1 MiB
+    with pytest.raises(errors.InvalidArgument, match="max_payload"):
+        await messaging.Publisher(js).publish(JOB_SUBJECT, huge, msg_id="job:huge")

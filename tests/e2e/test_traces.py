@@ -156,3 +156,23 @@ async def test_a_cache_hit_is_a_trace_without_capture(live: Live) -> None:
     lookup = _one(hit, RENDERER, "render cache lookup")
     assert lookup.attributes["litho.render.cached"] is True
     assert _one(hit, RENDERER, "render").attributes["litho.render.cached"] is True
+
+
+async def test_a_failed_render_exports_no_variable_value(live: Live) -> None:
+    secret = "sk_live_SECRET_TOKEN_123"
+    async with live.http.post(f"{live.url}/v1/templates", headers=live.auth(), json={
+            "name": "traced-error", "html": "<p>{{ -title }}</p>",
+            "width": 100, "height": 100}) as r:
+        assert r.status == 201, await r.text()
+        template_id = (await r.json())["id"]
+    async with live.http.post(f"{live.url}/v1/templates/{template_id}/render",
+                              json={"variables": {"title": secret}},
+                              headers=live.auth()) as r:
+        assert r.status == 422
+        assert secret in await r.text()  # the tenant's own answer names it
+        trace_id = r.headers["traceparent"].split("-")[1]
+    spans = await _trace(live.otlp, trace_id)
+    expand = _one(spans, TEMPLATE, "template expand")
+    assert expand.status == "ERROR"  # the failure is in the trace, as a type
+    assert "exception.type" in expand.text
+    assert [str(s) for s in spans if secret in s.text or secret in repr(s.attributes)] == []

@@ -36,6 +36,8 @@ class ReceivedSpan:
     parent_span_id: str  # "" for a root span
     attributes: dict[str, Any]
     status: str  # "UNSET", "OK", "ERROR"
+    #: The whole span as received (events, status text, links), to search.
+    text: str = ""
 
     def __str__(self) -> str:
         return (f"{self.service}/{self.name} [{self.kind}] {self.span_id} "
@@ -113,6 +115,7 @@ def _flatten(message: ExportTraceServiceRequest) -> list[ReceivedSpan]:
                     attributes=_attributes(span.attributes),
                     status=span.status.StatusCode.Name(span.status.code).removeprefix(
                         "STATUS_CODE_"),
+                    text=str(span),
                 ))
     return out
 

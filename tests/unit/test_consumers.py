@@ -245,6 +245,13 @@ def test_options_refuse_nonsense_and_backoff_is_capped() -> None:
         ConsumerOptions(max_in_flight=0)
     with pytest.raises(ValueError, match="ack_wait"):
         ConsumerOptions(ack_wait=0)
+    for name, value in (("error_pause", 0), ("backoff_max", float("nan")),
+                        ("backoff_initial", float("inf")), ("stop_grace", -1)):
+        with pytest.raises(ValueError, match=name):
+            ConsumerOptions(**{name: value})  # type: ignore[arg-type]
+    # A retry delay that is no finite number falls back to the backoff.
+    assert Retry("x", delay=float("nan")).delay is None
+    assert Retry("x", delay=2.0).delay == 2.0
     options = ConsumerOptions(backoff_initial=1.0, backoff_max=60.0)
     assert [options.backoff(n) for n in (1, 2, 3, 7, 8, 10_000)] == [1, 2, 4, 60, 60, 60]
 

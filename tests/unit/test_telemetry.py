@@ -351,3 +351,24 @@ async def test_server_spans_hold_no_query_and_no_unrouted_path() -> None:
         assert "email" not in text and "secret-path" not in text and "token" not in text
         assert all(len(str(v)) <= telemetry.MAX_ATTRIBUTE_CHARS
                    for v in (span.attributes or {}).values())
+
+
+async def test_exported_spans_carry_error_types_never_error_text() -> None:
+    secret = "sk_live_SECRET_TOKEN_123"
+    async with AsyncExitStack() as stack:
+        spans = await _collect(stack)
+        tracer = trace.get_tracer("test")
+        with pytest.raises(ValueError):
+            with tracer.start_as_current_span("fails"):
+                raise ValueError(f'cannot negate the string "{secret}"')
+        with tracer.start_as_current_span("status") as current:
+            current.set_status(trace.StatusCode.ERROR, f"bad value {secret}")
+        finished = {s.name: s for s in spans.get_finished_spans()}
+    fails, status = finished["fails"], finished["status"]
+    assert fails.status.status_code == trace.StatusCode.ERROR
+    [event] = fails.events
+    assert dict(event.attributes or {}) == {"exception.type": "ValueError",
+                                            "exception.escaped": "False"}
+    assert status.status.status_code == trace.StatusCode.ERROR
+    for span in (fails, status):
+        assert secret not in repr((span.status.description, span.events, span.attributes))
