@@ -166,6 +166,30 @@ async def soak(b: Bench, renders: int, pid: int) -> dict[str, Any]:
             "growthMiB": round(mib[-1] - mib[1], 1) if len(mib) > 2 else 0.0}
 
 
+async def tracing_overhead(traced: Bench, untraced: Bench, samples: int) -> dict[str, Any]:
+    """Warm hits and cold PNGs on two stacks side by side, one with tracing as
+    shipped (spans made, nothing exported) and one with ``OTEL_SDK_DISABLED``,
+    interleaved so that the machine's drift touches both alike."""
+    warm: dict[str, list[float]] = {"traced": [], "untraced": []}
+    cold: dict[str, list[float]] = {"traced": [], "untraced": []}
+    pairs = {"traced": traced, "untraced": untraced}
+    fixed = {name: b.variables() for name, b in pairs.items()}
+    for name, b in pairs.items():
+        await b.render(fixed[name])
+        await b.render(b.variables())  # a page warmed on each side
+    for _ in range(6):
+        for name, b in pairs.items():
+            warm[name] += [await b.timed(fixed[name]) for _ in range(50)]
+    for _ in range(samples):
+        for name, b in pairs.items():
+            cold[name].append(await b.timed(b.variables()))
+    out: dict[str, Any] = {}
+    for kind, times in (("warm", warm), ("cold", cold)):
+        t, u = summary_ms(times["traced"]), summary_ms(times["untraced"])
+        out[kind] = {"traced": t, "untraced": u, "ratio": round(t["p50"] / u["p50"], 3)}
+    return out
+
+
 def expansion() -> dict[str, Any]:
     """Template expansion alone: a typical OG template with 10 expressions."""
     from services.template._lang._bench import bench_expand
@@ -202,6 +226,15 @@ async def main() -> None:
                 report["cold"]["png"]["p50"] / report["floor"]["p50"], 3)
             print("throughput…", flush=True)
             report["throughput"] = {str(c): await throughput(b, c, tp_seconds) for c in (1, 2, 4)}
+            print("tracing overhead…", flush=True)
+            with tempfile.TemporaryDirectory(prefix="litho-bench-untraced-") as data2:
+                plain = Stack(data_dir=Path(data2), gateway_port=0, log_to_files=True,
+                              env={"LITHO_OUTBOUND_ALLOW": host_port,
+                                   "LITHO_LOG_LEVEL": "WARNING", "OTEL_SDK_DISABLED": "true"})
+                async with plain:
+                    untraced = Bench(plain, http, avatar)
+                    await untraced.create_template()
+                    report["tracing"] = await tracing_overhead(b, untraced, samples)
             print(f"soak of {soak_renders} renders…", flush=True)
             report["soak"] = await soak(b, soak_renders, stack.pid("renderer"))
     await runner.cleanup()
@@ -225,6 +258,8 @@ def _markdown(r: dict[str, Any]) -> str:
         " | p50 ≤ 5 ms |",
         f"| naive Playwright floor (set_content + screenshot) | p50 {r['floor']['p50']} ms | |",
         f"| cold PNG / floor | {r['coldPngOverFloor']} | ≤ 0.5 |",
+        f"| tracing, warm hit / cold PNG, traced ÷ untraced | {r['tracing']['warm']['ratio']} / "
+        f"{r['tracing']['cold']['ratio']} | ≤ 1.1 |",
         f"| cold JPEG | p50 {cold['jpeg']['p50']} ms | ≤ 60 ms |",
         f"| throughput, 4 clients | {r['throughput']['4']} PNG/s | ≥ 10 /s |",
         f"| renderer + Chromium memory | peak {r['soak']['peakMiB']} MiB, growth "
@@ -241,6 +276,17 @@ def _markdown(r: dict[str, Any]) -> str:
         "| clients | images/s |",
         "| --- | --- |",
         *[f"| {c} | {v} |" for c, v in r["throughput"].items()],
+        "",
+        "## Tracing overhead",
+        "",
+        "Two stacks side by side, measured in alternation: spans made as shipped "
+        "(nothing exported) against `OTEL_SDK_DISABLED=true`.",
+        "",
+        "| measure | traced p50 ms | untraced p50 ms | traced / untraced |",
+        "| --- | --- | --- | --- |",
+        *[f"| {kind} | {r['tracing'][kind]['traced']['p50']} | "
+          f"{r['tracing'][kind]['untraced']['p50']} | {r['tracing'][kind]['ratio']} |"
+          for kind in ("warm", "cold")],
         "",
         "## Memory soak",
         "",
