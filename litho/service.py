@@ -25,7 +25,7 @@ from typing import Any, Generic, TypeVar
 import grpc
 from nats.aio.client import Client
 
-from litho import rpc, telemetry
+from litho import messaging, rpc, telemetry
 from litho.blobstore import BlobStore, open_blob_store
 from litho.config import BaseServiceSettings
 from litho.docstore import DocumentStore, open_document_store
@@ -127,8 +127,6 @@ class Host(Generic[S]):
     async def nats(self) -> Client:
         """One NATS connection per service, drained on exit."""
         if self._nats is None:
-            from litho import messaging
-
             self._nats = await messaging.connect(
                 self.stack, self.settings.nats_url, name=f"litho-{self.spec.name}")
         return self._nats
