@@ -11,6 +11,21 @@ Updates are MongoDB update documents limited to ``$set`` (dotted fields),
 ``$setOnInsert``; each applies atomically per document, so ``$inc`` counts
 and ``find_one_and_update`` claims have exactly one winner under
 concurrency. Upserts name the document by a string ``_id`` in the filter.
+
+Atomic per document, not per call: an ``update`` of several matches that
+fails part-way (``$inc`` of a string in the third match, a unique-index
+clash) raises, and each match is then either fully updated or untouched.
+On MongoDB the matches before the failing one may stay updated
+(``update_many`` is no transaction); SQLite runs the call in one transaction
+and writes none. Code must not rely on either.
+
+``$inc`` of a float that overflows: SQLite refuses it with
+:class:`litho.errors.InvalidArgument` naming the field (JSON cannot hold
+infinity); MongoDB stores ``Infinity``, and the adapter cannot know the
+stored value before the server applies the update. Bound float amounts at
+the service's edge.
+
+A call whose coroutine is cancelled may still complete, as with any server.
 """
 
 from __future__ import annotations

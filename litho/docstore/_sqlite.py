@@ -18,26 +18,31 @@ documents whose field is an array), not a table scan. Unique indexes add a
 second index that treats a missing field as null, as MongoDB does, so two
 documents without the field clash.
 
-Updates (``$set``, ``$inc``, ``$setOnInsert``) are applied in Python to the
-decoded documents inside one ``BEGIN IMMEDIATE`` transaction, which also
-holds off other connections to the same file, so a read-modify-write is
-atomic and a failed update writes nothing.
+Every operation is one function run on a connection's aiosqlite thread, and
+every write is one ``BEGIN IMMEDIATE`` transaction inside that function
+(which also holds off other connections to the file), so a read-modify-write
+is atomic, a failed call writes nothing, and a cancelled coroutine cannot
+leave a transaction open or another call's statements inside it. Updates
+(``$set``, ``$inc``, ``$setOnInsert``) are applied in Python on that thread,
+never on the event loop, a batch of matches at a time. Reads run on a second
+connection with its own thread: under WAL they see the last commit, never a
+write in progress, and are answered while a long write runs.
 
 Only names that match a strict pattern reach SQL text; every value is bound.
-Writes are serialised by one lock because one connection serves every
-coroutine, and a transaction on it would otherwise take in their statements.
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import hashlib
 import json
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import aiosqlite
 
@@ -64,6 +69,10 @@ _TYPE_RANK = (
     "ELSE 0 END"
 )
 _TABLE_COLUMNS = "(_id TEXT PRIMARY KEY, doc TEXT NOT NULL)"
+#: Matches a multi-document update decodes and rewrites at a time, so its
+#: memory is bounded by this, not by how many documents match.
+_UPDATE_BATCH = 500
+_T = TypeVar("_T")
 Params = list[Any]
 #: Builds SQL for one condition from the SQL of a JSON value's type and value.
 _Match = Callable[[str, str], tuple[str, Params]]
@@ -72,28 +81,39 @@ _Match = Callable[[str, str], tuple[str, Params]]
 async def open_sqlite_store(path: str, *, busy_timeout_ms: int = 5000) -> SqliteDocumentStore:
     """Open (creating it and its directory if needed) the database at ``path``,
     or a private in-memory database for ``":memory:"``."""
+    conns: list[aiosqlite.Connection] = []
     try:
         if path != ":memory:":
             await asyncio.to_thread(Path(path).parent.mkdir, parents=True, exist_ok=True)
-        # isolation_level=None: autocommit, so each statement commits alone and
-        # replace() can open its own transaction explicitly.
-        conn = await aiosqlite.connect(path, isolation_level=None)
+        # isolation_level=None: autocommit, so a statement outside the
+        # adapter's explicit transactions commits alone.
+        for _ in range(1 if path == ":memory:" else 2):
+            conn = await aiosqlite.connect(path, isolation_level=None)
+            conns.append(conn)
+            await _run(conn, f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+        await _run(conns[0], "PRAGMA journal_mode = WAL")
+        await _run(conns[0], "PRAGMA synchronous = NORMAL")
     except (OSError, sqlite3.Error) as exc:
+        for conn in conns:
+            await conn.close()
         raise Unavailable(f"cannot open the SQLite document store at {path}: {exc}") from exc
-    try:
-        await _run(conn, f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-        await _run(conn, "PRAGMA journal_mode = WAL")
-        await _run(conn, "PRAGMA synchronous = NORMAL")
-    except sqlite3.Error as exc:
-        await conn.close()
-        raise Unavailable(f"cannot set up the SQLite document store at {path}: {exc}") from exc
-    return SqliteDocumentStore(conn)
+    # A private in-memory database cannot be shared with a second connection;
+    # it reads on its writer, which still never shows uncommitted data because
+    # a transaction never spans two calls on the thread.
+    return SqliteDocumentStore(conns[0], conns[-1])
 
 
 class SqliteDocumentStore:
-    def __init__(self, conn: aiosqlite.Connection) -> None:
+    """Two connections, each with its own aiosqlite thread: writes go to
+    ``_conn``, reads to ``_reader``. Every operation is one function run on
+    its connection's thread (:func:`_call`); a write transaction opens and
+    ends inside that function, so it cannot be left open by a cancelled
+    coroutine, no other statement can run inside it, and under WAL a read
+    sees the last commit, never a write in progress, and is not held up by it."""
+
+    def __init__(self, conn: aiosqlite.Connection, reader: aiosqlite.Connection) -> None:
         self._conn = conn
-        self._write_lock = asyncio.Lock()
+        self._reader = reader
         self._tables: set[str] = set()
 
     def collection(self, name: str) -> SqliteCollection:
@@ -106,39 +126,44 @@ class SqliteDocumentStore:
 
     async def ping(self) -> None:
         with _translated("ping"):
-            await self._conn.execute_fetchall("SELECT 1")
+            await self._reader.execute_fetchall("SELECT 1")
 
     async def close(self) -> None:
         await self._conn.close()
+        if self._reader is not self._conn:
+            await self._reader.close()
+
+    async def _write(self, collection: str, body: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run ``body`` in one write transaction on the writer's thread."""
+        await self._ensure_table(collection)
+        with _translated(collection):
+            return await _call(self._conn, partial(_transaction, body))
+
+    async def _read(self, collection: str, body: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run ``body`` on one snapshot on the reader's thread."""
+        await self._ensure_table(collection)
+        with _translated(collection):
+            return await _call(self._reader, partial(_snapshot, body))
 
     async def _ensure_table(self, name: str) -> None:
         if name in self._tables:
             return
-        # Under the write lock, so the DDL never joins another coroutine's
-        # transaction and vanishes with its rollback.
-        async with self._write_lock:
-            with _translated(name):
-                await _run(self._conn, f'CREATE TABLE IF NOT EXISTS "{name}" {_TABLE_COLUMNS}')
-            self._tables.add(name)
+        sql = f'CREATE TABLE IF NOT EXISTS "{name}" {_TABLE_COLUMNS}'
+        with _translated(name):
+            await _call(self._conn, partial(_transaction, lambda db: db.execute(sql)))
+        self._tables.add(name)
 
 
 class SqliteCollection:
     def __init__(self, store: SqliteDocumentStore, name: str) -> None:
         self._store = store
-        self._conn = store._conn
         self._name = name
         self._table = f'"{name}"'
 
     async def insert(self, doc: Document) -> None:
         doc_id, text = _encode(doc, self._name)
-        await self._store._ensure_table(self._name)
-        async with self._store._write_lock:
-            with _translated(self._name):
-                await _run(
-                    self._conn,
-                    f"INSERT INTO {self._table} (_id, doc) VALUES (?, ?)",
-                    (doc_id, text),
-                )
+        sql = f"INSERT INTO {self._table} (_id, doc) VALUES (?, ?)"
+        await self._store._write(self._name, lambda db: db.execute(sql, (doc_id, text)))
 
     async def get(self, doc_id: str) -> Document | None:
         return await self.find_one({"_id": doc_id})
@@ -163,26 +188,27 @@ class SqliteCollection:
             isinstance(limit, bool) or not isinstance(limit, int) or limit < 0
         ):
             raise ValueError(f"limit must be None or a non-negative int, got {limit!r}")
-        await self._store._ensure_table(self._name)
-        return [doc for _, _, doc in await self._select(where, params, order, skip, limit)]
+        found = await self._store._read(
+            self._name, lambda db: self._select(db, where, params, order, skip, limit))
+        return [doc for _, doc in found]
 
-    async def _select(
-        self, where: str, params: Params, order: str, skip: int, limit: int | None
-    ) -> list[tuple[str, str, Document]]:
-        """``(_id, text, decoded)`` of the matches that decode."""
+    def _select(
+        self, db: sqlite3.Connection, where: str, params: Params, order: str, skip: int,
+        limit: int | None,
+    ) -> list[tuple[str, Document]]:
+        """``(_id, decoded)`` of the matches that decode (on a database thread)."""
         sql = f"SELECT _id, doc FROM {self._table} WHERE {where}"
         if order:
             sql += f" ORDER BY {order}"
         sql += " LIMIT ? OFFSET ?"
-        found: list[tuple[str, str, Document]] = []
+        found: list[tuple[str, Document]] = []
         offset = skip
         # A document that cannot be decoded is left out; the limit still
         # counts documents returned, so read on past it (rarely needed).
         while True:
             wanted = -1 if limit is None else limit - len(found)
-            with _translated(self._name):
-                rows = list(await self._conn.execute_fetchall(sql, (*params, wanted, offset)))
-            found += [(doc_id, text, doc) for doc_id, text in rows
+            rows = db.execute(sql, (*params, wanted, offset)).fetchall()
+            found += [(doc_id, doc) for doc_id, text in rows
                       if (doc := self._decode(doc_id, text)) is not None]
             offset += len(rows)
             if limit is None or len(found) >= limit or len(rows) < wanted:
@@ -202,83 +228,62 @@ class SqliteCollection:
 
     async def count(self, flt: Filter) -> int:
         where, params = _compile_filter(flt)
-        await self._store._ensure_table(self._name)
-        with _translated(self._name):
-            rows = list(
-                await self._conn.execute_fetchall(
-                    f"SELECT COUNT(*) FROM {self._table} WHERE {where}", params
-                )
-            )
-        return int(rows[0][0])
+        sql = f"SELECT COUNT(*) FROM {self._table} WHERE {where}"
+        return await self._store._read(
+            self._name, lambda db: int(db.execute(sql, params).fetchone()[0]))
 
     async def replace(self, flt: Filter, doc: Document, *, upsert: bool = False) -> bool:
         where, params = _compile_filter(flt)
         doc_id, text = _encode(doc, self._name)
-        await self._store._ensure_table(self._name)
-        async with self._transaction():
-            return await self._replace_in_transaction(where, params, doc_id, text, upsert)
 
-    @asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[None]:
-        """A write transaction; ``IMMEDIATE`` takes SQLite's write lock up front,
-        so no other connection can change a match between reading and writing it."""
-        async with self._store._write_lock:
-            with _translated(self._name):
-                await _run(self._conn, "BEGIN IMMEDIATE")
-                try:
-                    yield
-                except BaseException:
-                    await _run(self._conn, "ROLLBACK")
-                    raise
-                await _run(self._conn, "COMMIT")
-
-    async def _replace_in_transaction(
-        self, where: str, params: Params, doc_id: str, text: str, upsert: bool
-    ) -> bool:
-        rows = list(
-            await self._conn.execute_fetchall(
-                f"SELECT _id FROM {self._table} WHERE {where} LIMIT 1", params
-            )
-        )
-        if rows:
-            if rows[0][0] != doc_id:
-                raise ValueError(
-                    f"replace: the replacement's _id {doc_id!r} differs from the "
-                    f"matched document's {rows[0][0]!r}; _id cannot change"
-                )
-            await _run(
-                self._conn, f"UPDATE {self._table} SET doc = ? WHERE _id = ?", (text, doc_id)
-            )
+        def replace(db: sqlite3.Connection) -> bool:
+            found = db.execute(
+                f"SELECT _id FROM {self._table} WHERE {where} LIMIT 1", params).fetchone()
+            if found:
+                if found[0] != doc_id:
+                    raise ValueError(
+                        f"replace: the replacement's _id {doc_id!r} differs from the "
+                        f"matched document's {found[0]!r}; _id cannot change"
+                    )
+                db.execute(f"UPDATE {self._table} SET doc = ? WHERE _id = ?", (text, doc_id))
+                return True
+            if not upsert:
+                return False
+            db.execute(f"INSERT INTO {self._table} (_id, doc) VALUES (?, ?)", (doc_id, text))
             return True
-        if not upsert:
-            return False
-        await _run(
-            self._conn, f"INSERT INTO {self._table} (_id, doc) VALUES (?, ?)", (doc_id, text)
-        )
-        return True
+
+        return await self._store._write(self._name, replace)
 
     async def update(self, flt: Filter, update: UpdateDoc, *, upsert: bool = False) -> int:
         checked = check_update(update, self._name)
         where, params = _compile_filter(flt)
         seed = upsert_seed(flt, checked) if upsert else None
-        await self._store._ensure_table(self._name)
-        async with self._transaction():
-            rows = list(await self._conn.execute_fetchall(
-                f"SELECT _id, doc FROM {self._table} WHERE {where}", params))
-            # Every new version is built before any is written, so an update
-            # that cannot apply to one match changes none.
-            changed: list[tuple[str, str]] = []
-            for doc_id, text in rows:
-                if (doc := self._decode(doc_id, text)) is not None:
-                    apply_update(doc, checked, self._name, inserting=False)
-                    changed.append((_encode(doc, self._name)[1], doc_id))
-            cursor = await self._conn.executemany(
-                f"UPDATE {self._table} SET doc = ? WHERE _id = ?", changed)
-            await cursor.close()
-            if rows or seed is None:
-                return len(changed)
-            await self._insert_in_transaction(seed, checked)
+
+        def update_matches(db: sqlite3.Connection) -> int:
+            # The matches are fixed first (only their row numbers are held),
+            # then rewritten a batch at a time, so memory stays bounded however
+            # many match; all in one transaction, so a failure writes nothing.
+            rowids = [r for (r,) in db.execute(
+                f"SELECT rowid FROM {self._table} WHERE {where}", params)]
+            changed = 0
+            for start in range(0, len(rowids), _UPDATE_BATCH):
+                batch = rowids[start:start + _UPDATE_BATCH]
+                rows = db.execute(
+                    f"SELECT _id, doc FROM {self._table} WHERE rowid IN "
+                    f"({', '.join('?' * len(batch))})", batch).fetchall()
+                new: list[tuple[str, str]] = []
+                for doc_id, text in rows:
+                    if (doc := self._decode(doc_id, text)) is not None:
+                        apply_update(doc, checked, self._name, inserting=False)
+                        new.append((_encode(doc, self._name)[1], doc_id))
+                db.executemany(f"UPDATE {self._table} SET doc = ? WHERE _id = ?", new)
+                changed += len(new)
+            if rowids or seed is None:
+                return changed
+            self._insert_seed(db, seed, checked)
             return 1
+
+        return await self._store._write(self._name, update_matches)
 
     async def find_one_and_update(
         self,
@@ -294,36 +299,35 @@ class SqliteCollection:
         where, params = _compile_filter(flt)
         order = _compile_sort(sort or ())
         seed = upsert_seed(flt, checked) if upsert else None
-        await self._store._ensure_table(self._name)
-        async with self._transaction():
-            found = await self._select(where, params, order, 0, 1)
+
+        def claim(db: sqlite3.Connection) -> Document | None:
+            found = self._select(db, where, params, order, 0, 1)
             if found:
-                doc_id, text, before = found[0]
-                after: Document = json.loads(text)
+                doc_id, before = found[0]
+                after = copy.deepcopy(before)
                 apply_update(after, checked, self._name, inserting=False)
-                await _run(self._conn, f"UPDATE {self._table} SET doc = ? WHERE _id = ?",
+                db.execute(f"UPDATE {self._table} SET doc = ? WHERE _id = ?",
                            (_encode(after, self._name)[1], doc_id))
                 return before if return_document == "before" else after
             if seed is None:
                 return None
-            inserted = await self._insert_in_transaction(seed, checked)
+            inserted = self._insert_seed(db, seed, checked)
             return None if return_document == "before" else inserted
 
-    async def _insert_in_transaction(self, seed: Document, update: Update) -> Document:
+        return await self._store._write(self._name, claim)
+
+    def _insert_seed(self, db: sqlite3.Connection, seed: Document, update: Update) -> Document:
         """Insert an upsert's document; a clash on ``_id`` means it exists but
         the rest of the filter did not match, which MongoDB reports the same way."""
         apply_update(seed, update, self._name, inserting=True)
         doc_id, text = _encode(seed, self._name)
-        await _run(self._conn, f"INSERT INTO {self._table} (_id, doc) VALUES (?, ?)",
-                   (doc_id, text))
+        db.execute(f"INSERT INTO {self._table} (_id, doc) VALUES (?, ?)", (doc_id, text))
         return seed
 
     async def delete(self, flt: Filter) -> int:
         where, params = _compile_filter(flt)
-        await self._store._ensure_table(self._name)
-        async with self._store._write_lock:
-            with _translated(self._name):
-                return await _run(self._conn, f"DELETE FROM {self._table} WHERE {where}", params)
+        sql = f"DELETE FROM {self._table} WHERE {where}"
+        return await self._store._write(self._name, lambda db: db.execute(sql, params).rowcount)
 
     async def ensure_index(self, fields: Sequence[str], *, unique: bool = False) -> None:
         if isinstance(fields, str) or not fields or len(set(fields)) != len(fields):
@@ -356,10 +360,59 @@ class SqliteCollection:
             )
             statements.insert(0, f'CREATE UNIQUE INDEX IF NOT EXISTS "ux_{self._name}_{digest}" '
                                  f"ON {self._table} ({key})")
-        async with self._store._write_lock:
-            with _translated(self._name):
-                for sql in statements:
-                    await _run(self._conn, sql)
+
+        def create(db: sqlite3.Connection) -> None:
+            for sql in statements:
+                db.execute(sql)
+
+        await self._store._write(self._name, create)
+
+
+async def _call(conn: aiosqlite.Connection, body: Callable[[sqlite3.Connection], _T]) -> _T:
+    """Run ``body(connection)`` as one call on ``conn``'s thread.
+
+    aiosqlite runs every call as a function on its one thread, in order, and
+    runs a queued function even if the coroutine awaiting it is cancelled;
+    ``_execute`` is how it queues one (private, so aiosqlite is pinned, and the
+    contract tests exercise it). A cancelled caller therefore never leaves a
+    half-done transaction behind: ``body`` runs whole or, if it fails, rolls back.
+    """
+    execute = cast(Callable[[Callable[[], _T]], Awaitable[_T]], conn._execute)
+    return await execute(lambda: body(conn._conn))
+
+
+def _transaction(body: Callable[[sqlite3.Connection], _T], db: sqlite3.Connection) -> _T:
+    """``body`` in one ``BEGIN IMMEDIATE`` transaction, which takes SQLite's
+    write lock up front, so no other connection changes a match between
+    reading and writing it. Runs on the connection's thread."""
+    _end_stray_transaction(db)
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        result = body(db)
+        db.execute("COMMIT")
+        return result
+    finally:
+        if db.in_transaction:  # body or COMMIT failed
+            db.execute("ROLLBACK")
+
+
+def _snapshot(body: Callable[[sqlite3.Connection], _T], db: sqlite3.Connection) -> _T:
+    """``body``'s reads on one snapshot (a deferred read transaction)."""
+    _end_stray_transaction(db)
+    db.execute("BEGIN")
+    try:
+        return body(db)
+    finally:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+
+
+def _end_stray_transaction(db: sqlite3.Connection) -> None:
+    """Every transaction opens and ends within one call, so none can be open
+    here; if one ever were, joining it would lose this write with it."""
+    if db.in_transaction:
+        log.error("rolling back a SQLite transaction left open by an earlier call")
+        db.execute("ROLLBACK")
 
 
 async def _run(conn: aiosqlite.Connection, sql: str, params: Sequence[Any] = ()) -> int:

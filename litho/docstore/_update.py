@@ -5,8 +5,11 @@ SQLite adapter applies them (MongoDB applies them itself).
 A malformed update is a programming error and raises ``ValueError``. An update
 that is well formed but cannot apply to the stored data (``$inc`` of a string
 or null, a result outside int64, a dotted path through a string or an array)
-raises :class:`litho.errors.InvalidArgument`, as MongoDB refuses it, and
-nothing is written.
+raises :class:`litho.errors.InvalidArgument`, as MongoDB refuses it, and the
+document it failed on is not written. Atomicity is per document (see
+:mod:`litho.docstore._port`): SQLite writes no match of a failed call,
+MongoDB may keep the matches it updated before the failing one. A float
+result that overflows to infinity is refused here too; MongoDB stores it.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from typing import Any
 
 from litho.docstore._checks import check_depth, check_field
 from litho.docstore._port import Document, Filter
-from litho.errors import InvalidArgument
+from litho.errors import FieldError, InvalidArgument
 
 SET, INC, SET_ON_INSERT = "$set", "$inc", "$setOnInsert"
 OPERATORS = (SET, INC, SET_ON_INSERT)
@@ -132,7 +135,15 @@ def apply_update(doc: Document, update: Update, collection: str, *, inserting: b
         if isinstance(result, int) and not INT64_MIN <= result <= INT64_MAX:
             raise InvalidArgument(
                 f"cannot apply $inc to {path!r} of {collection} document {_id(doc)}: the result "
-                "is outside the signed 64-bit range")
+                "is outside the signed 64-bit range", errors=[FieldError(
+                    path, "the result is outside the signed 64-bit range")])
+        if isinstance(result, float) and not math.isfinite(result):
+            # JSON has no infinity, so the document could not be stored or
+            # served; refused like the int64 overflow rather than a 500.
+            raise InvalidArgument(
+                f"cannot apply $inc to {path!r} of {collection} document {_id(doc)}: the result "
+                "overflows to infinity, which a document cannot hold", errors=[FieldError(
+                    path, "the result overflows to infinity")])
         parent[key] = result
 
 

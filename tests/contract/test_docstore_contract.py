@@ -11,6 +11,7 @@ as for MongoDB and are marked as expected failures on nx-27017 only, via
 from __future__ import annotations
 
 import asyncio
+import itertools
 import socket
 from pathlib import Path
 from typing import Any
@@ -778,6 +779,9 @@ async def test_queries_answer_the_same_with_an_index(
             assert await coll.count(flt) == len(expected), (indexed, flt)
 
 
+_fresh_text = itertools.count()
+
+
 async def _query_plans(coll: Collection, conn: aiosqlite.Connection, flt: dict[str, Any],
                        sort: list[tuple[str, int]] | None = None) -> list[str]:
     """SQLite's plan for each SELECT that ``find`` runs, read by tracing the
@@ -792,7 +796,9 @@ async def _query_plans(coll: Collection, conn: aiosqlite.Connection, flt: dict[s
     assert selects, statements
     plans: list[str] = []
     for sql in selects:
-        rows = await conn.execute_fetchall(f"EXPLAIN QUERY PLAN {sql}")
+        # A fresh text each time: an EXPLAIN from sqlite3's statement cache
+        # is not re-planned after another connection creates an index.
+        rows = await conn.execute_fetchall(f"EXPLAIN QUERY PLAN {sql} -- {next(_fresh_text)}")
         plans.append("\n".join(str(row[3]) for row in rows))
     return plans
 
@@ -800,7 +806,7 @@ async def _query_plans(coll: Collection, conn: aiosqlite.Connection, flt: dict[s
 async def test_sqlite_queries_on_indexed_fields_search_the_index(tmp_path: Path) -> None:
     store = await open_document_store(f"sqlite://{tmp_path / 'docs.db'}", "ignored")
     assert isinstance(store, SqliteDocumentStore)
-    conn = store._conn
+    conn = store._reader  # reads run on their own connection
     try:
         coll = store.collection("jobs")
         await seed(coll, *({"_id": f"j{i:03}", "tenantId": f"t{i % 7}", "state": "queued",
@@ -1041,6 +1047,53 @@ async def test_inc_past_int64_is_an_invalid_argument(
     assert await coll.get("a") == {"_id": "a", "n": top}
     with pytest.raises(InvalidArgument):
         await coll.update({"_id": "a"}, {"$inc": {"m": 2**63}})  # the amount itself
+
+
+async def test_a_failing_update_of_several_matches_is_atomic_per_document(
+    docstore: DocumentStore, docstore_backend: str
+) -> None:
+    """The port promises atomicity per document, not per call: MongoDB's
+    update_many may keep the matches it updated before the failing one,
+    SQLite keeps none. Either way no document is half updated."""
+    coll = docstore.collection("things")
+    values: list[Any] = [1, 2, 3, "x", 5, 6]
+    await seed(coll, *({"_id": f"d{i}", "g": 1, "n": v, "m": 10 * i} for i, v in enumerate(values)))
+    with pytest.raises(InvalidArgument):
+        await coll.update({"g": 1}, {"$inc": {"n": 1, "m": 1}, "$set": {"s": "done"}})
+    for i, v in enumerate(values):
+        got = await coll.get(f"d{i}")
+        untouched = {"_id": f"d{i}", "g": 1, "n": v, "m": 10 * i}
+        if v == "x" or docstore_backend == "sqlite":  # SQLite: one transaction
+            assert got == untouched
+        else:
+            assert got in (untouched, {**untouched, "n": v + 1, "m": 10 * i + 1, "s": "done"}), got
+
+
+async def test_inc_of_a_float_past_the_largest_double(
+    docstore: DocumentStore, docstore_backend: str
+) -> None:
+    """SQLite refuses a result JSON cannot hold, naming the field. MongoDB
+    stores Infinity, and the adapter cannot see the stored value before the
+    server applies the update: the port documents the difference, and this
+    pins it, so a change on either side is noticed."""
+    coll = docstore.collection("things")
+    await seed(coll, {"_id": "a", "f": 1.5e308, "k": 1})
+    update: UpdateDoc = {"$inc": {"f": 1.5e308, "k": 1}}
+    if docstore_backend != "sqlite":
+        assert await coll.update({"_id": "a"}, update) == 1
+        assert await coll.get("a") == {"_id": "a", "f": float("inf"), "k": 2}
+        return
+    with pytest.raises(InvalidArgument) as caught:
+        await coll.update({"_id": "a"}, update)
+    assert "'f'" in caught.value.message and "infinity" in caught.value.message
+    assert [e.field for e in caught.value.errors] == ["f"]
+    with pytest.raises(InvalidArgument):
+        await coll.find_one_and_update({"_id": "a"}, {"$inc": {"k": 1, "f": 1e308}})
+    await seed(coll, {"_id": "low", "f": -1.5e308})
+    with pytest.raises(InvalidArgument):  # towards minus infinity
+        await coll.update({"_id": "low"}, {"$inc": {"f": -1.5e308}})
+    assert await coll.get("low") == {"_id": "low", "f": -1.5e308}
+    assert await coll.get("a") == {"_id": "a", "f": 1.5e308, "k": 1}
 
 
 async def test_update_through_a_non_object_is_an_invalid_argument(
