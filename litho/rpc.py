@@ -180,7 +180,7 @@ async def start_server(
     # The tracing interceptor is outermost: its span covers the whole call and
     # records the status the error interceptor chose.
     server = grpc.aio.server(
-        interceptors=[telemetry.grpc_server_interceptor(), ErrorInterceptor()],
+        interceptors=[*telemetry.grpc_server_interceptors(), ErrorInterceptor()],
         # gRPC binds with SO_REUSEPORT by default: a second instance on a busy
         # port would start and silently take half the calls. Refuse instead.
         options=[("grpc.so_reuseport", 0)])

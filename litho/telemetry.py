@@ -5,7 +5,7 @@
   OTLP exporter behind a ``BatchSpanProcessor``; the exit stack flushes it.
   With nothing set, spans still exist (trace ids in logs and ``traceparent``
   headers work) but nothing is exported and nothing touches the network.
-- :func:`grpc_server_interceptor` and :func:`grpc_client_interceptors` are the
+- :func:`grpc_server_interceptors` and :func:`grpc_client_interceptors` are the
   official ``opentelemetry-instrumentation-grpc`` aio interceptors (``litho.rpc``
   puts them on every server and channel); :func:`http_middlewares` is the
   official aiohttp-server middleware plus ours, which puts ``traceparent`` and
@@ -364,19 +364,25 @@ def _traced_rpcs() -> Any:
     return filters.negate(filters.any_of(*excluded))
 
 
-def grpc_server_interceptor() -> grpc.aio.ServerInterceptor:
+def grpc_server_interceptors() -> list[grpc.aio.ServerInterceptor]:
     """The official aio server interceptor: a server span per RPC, parented by
-    the caller's ``traceparent`` metadata (health checks are left out)."""
+    the caller's ``traceparent`` metadata (health checks are left out). None
+    when ``OTEL_SDK_DISABLED``: the interceptor costs even with no spans."""
+    if _disabled():
+        return []
     from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
     interceptor: grpc.aio.ServerInterceptor = aio_server_interceptor(  # type: ignore[no-untyped-call]
         filter_=_traced_rpcs())
-    return interceptor
+    return [interceptor]
 
 
 def grpc_client_interceptors() -> list[grpc.aio.ClientInterceptor]:
     """The official aio client interceptors, one per call shape: a client span
-    per RPC, its context sent as ``traceparent`` metadata."""
+    per RPC, its context sent as ``traceparent`` metadata (none when
+    ``OTEL_SDK_DISABLED``)."""
+    if _disabled():
+        return []
     from opentelemetry.instrumentation.grpc import aio_client_interceptors
 
     interceptors: list[grpc.aio.ClientInterceptor] = aio_client_interceptors(  # type: ignore[no-untyped-call]
@@ -469,6 +475,10 @@ def http_middlewares(*, trust_client_trace: bool = False) -> list[Middleware]:
     are dropped, every request starts a trace of its own, and the client's
     context is kept only as a link on the server span.
     """
+    if _disabled():
+        # No spans at all: only the request id (the instrumentation costs
+        # even when every span is a no-op).
+        return [request_id_middleware]
     from opentelemetry.instrumentation.aiohttp_server import (
         AioHttpServerInstrumentor,
         create_aiohttp_middleware,
@@ -583,6 +593,6 @@ def consume_span(
 
 __all__: Sequence[str] = (
     "REQUEST_ID_HEADER", "add_span_processor", "configure", "consume_span",
-    "exporters_from_env", "extract", "grpc_client_interceptors", "grpc_server_interceptor",
+    "exporters_from_env", "extract", "grpc_client_interceptors", "grpc_server_interceptors",
     "http_middlewares", "inject", "publish_span", "request_id", "request_id_middleware",
 )

@@ -372,3 +372,23 @@ async def test_exported_spans_carry_error_types_never_error_text() -> None:
     assert status.status.status_code == trace.StatusCode.ERROR
     for span in (fails, status):
         assert secret not in repr((span.status.description, span.events, span.attributes))
+
+
+async def test_disabled_sdk_installs_no_instrumentation_but_keeps_request_ids(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
+    assert telemetry.grpc_server_interceptors() == []
+    assert telemetry.grpc_client_interceptors() == []
+    assert tracing_middlewares() == [telemetry.request_id_middleware]
+    async with AsyncExitStack() as stack:
+        server = TestServer(_app({}), host="127.0.0.1")
+        await server.start_server()
+        stack.push_async_callback(server.close)
+        http = await stack.enter_async_context(aiohttp.ClientSession())
+        async with http.get(f"http://127.0.0.1:{server.port}/ok") as r:
+            assert r.status == 200
+            assert len(r.headers["X-Request-Id"]) == 32
+            assert "traceparent" not in r.headers
+    monkeypatch.delenv("OTEL_SDK_DISABLED")
+    assert len(telemetry.grpc_server_interceptors()) == 1
