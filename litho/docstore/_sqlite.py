@@ -38,6 +38,7 @@ import copy
 import hashlib
 import json
 import sqlite3
+import threading
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from functools import partial
@@ -56,7 +57,7 @@ from litho.docstore._update import (
     check_update,
     upsert_seed,
 )
-from litho.errors import LithoError, Unavailable
+from litho.errors import InvalidArgument, LithoError, Unavailable
 from litho.logs import get_logger
 
 log = get_logger(__name__)
@@ -93,10 +94,13 @@ async def open_sqlite_store(path: str, *, busy_timeout_ms: int = 5000) -> Sqlite
             await _run(conn, f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
         await _run(conns[0], "PRAGMA journal_mode = WAL")
         await _run(conns[0], "PRAGMA synchronous = NORMAL")
-    except (OSError, sqlite3.Error) as exc:
-        for conn in conns:
-            await conn.close()
-        raise Unavailable(f"cannot open the SQLite document store at {path}: {exc}") from exc
+    except BaseException as exc:
+        # Cancelled or failed half-way: stop the threads already started
+        # (they are not daemon threads: a leaked one keeps the process alive).
+        await asyncio.shield(_close_all(conns))
+        if isinstance(exc, OSError | sqlite3.Error):
+            raise Unavailable(f"cannot open the SQLite document store at {path}: {exc}") from exc
+        raise
     # A private in-memory database cannot be shared with a second connection;
     # it reads on its writer, which still never shows uncommitted data because
     # a transaction never spans two calls on the thread.
@@ -129,28 +133,30 @@ class SqliteDocumentStore:
             await self._reader.execute_fetchall("SELECT 1")
 
     async def close(self) -> None:
-        await self._conn.close()
-        if self._reader is not self._conn:
-            await self._reader.close()
+        # Shielded: a cancelled close still stops both threads.
+        conns = [self._conn] if self._reader is self._conn else [self._conn, self._reader]
+        await asyncio.shield(_close_all(conns))
 
     async def _write(self, collection: str, body: Callable[[sqlite3.Connection], _T]) -> _T:
         """Run ``body`` in one write transaction on the writer's thread."""
-        await self._ensure_table(collection)
         with _translated(collection):
-            return await _call(self._conn, partial(_transaction, body))
+            return await _call(self._conn, partial(
+                _transaction, body, ensure=partial(self._ensure_table, collection)))
 
     async def _read(self, collection: str, body: Callable[[sqlite3.Connection], _T]) -> _T:
         """Run ``body`` on one snapshot on the reader's thread."""
-        await self._ensure_table(collection)
         with _translated(collection):
-            return await _call(self._reader, partial(_snapshot, body))
+            return await _call(self._reader, partial(
+                _snapshot, body, ensure=partial(self._ensure_table, collection)))
 
-    async def _ensure_table(self, name: str) -> None:
+    def _ensure_table(self, name: str, db: sqlite3.Connection) -> None:
+        """Create the collection's table once, on the calling connection's
+        thread, in autocommit before the call's transaction (so a rolled-back
+        write cannot take the table with it, and ``IF NOT EXISTS`` takes no
+        write lock when the table exists: a first read never waits for one)."""
         if name in self._tables:
             return
-        sql = f'CREATE TABLE IF NOT EXISTS "{name}" {_TABLE_COLUMNS}'
-        with _translated(name):
-            await _call(self._conn, partial(_transaction, lambda db: db.execute(sql)))
+        db.execute(f'CREATE TABLE IF NOT EXISTS "{name}" {_TABLE_COLUMNS}')
         self._tables.add(name)
 
 
@@ -163,7 +169,10 @@ class SqliteCollection:
     async def insert(self, doc: Document) -> None:
         doc_id, text = _encode(doc, self._name)
         sql = f"INSERT INTO {self._table} (_id, doc) VALUES (?, ?)"
-        await self._store._write(self._name, lambda db: db.execute(sql, (doc_id, text)))
+        def insert(db: sqlite3.Connection) -> None:
+            db.execute(sql, (doc_id, text))
+
+        await self._store._write(self._name, insert)
 
     async def get(self, doc_id: str) -> Document | None:
         return await self.find_one({"_id": doc_id})
@@ -334,8 +343,8 @@ class SqliteCollection:
             raise ValueError(f"ensure_index needs distinct field names, got {fields!r}")
         for field in fields:
             check_field(field)
-        await self._store._ensure_table(self._name)
         if list(fields) == ["_id"]:
+            await self._store._write(self._name, lambda db: None)  # the table, if new
             return  # the primary key
         digest = hashlib.sha256("\0".join(fields).encode()).hexdigest()[:16]
         # The filter compiler's own expressions, so SQLite can match them; the
@@ -372,20 +381,39 @@ async def _call(conn: aiosqlite.Connection, body: Callable[[sqlite3.Connection],
     """Run ``body(connection)`` as one call on ``conn``'s thread.
 
     aiosqlite runs every call as a function on its one thread, in order, and
-    runs a queued function even if the coroutine awaiting it is cancelled;
-    ``_execute`` is how it queues one (private, so aiosqlite is pinned, and the
-    contract tests exercise it). A cancelled caller therefore never leaves a
-    half-done transaction behind: ``body`` runs whole or, if it fails, rolls back.
+    would run a queued function even if the coroutine awaiting it is
+    cancelled; ``_execute`` is how it queues one (private, so aiosqlite is
+    pinned, and the contract tests exercise it). A cancelled caller never
+    leaves a half-done transaction behind: ``body`` is skipped if it has not
+    started, and otherwise runs whole or, if it fails, rolls back.
     """
     execute = cast(Callable[[Callable[[], _T]], Awaitable[_T]], conn._execute)
-    return await execute(lambda: body(conn._conn))
+    abandoned = threading.Event()
+
+    def run() -> _T:
+        # A caller that was cancelled while this waited in the queue is gone:
+        # its work is skipped, so abandoned scans cannot pile up ahead of
+        # everyone else's calls. One already running runs whole.
+        if abandoned.is_set():
+            raise asyncio.CancelledError
+        return body(conn._conn)
+
+    try:
+        return await execute(run)
+    except asyncio.CancelledError:
+        abandoned.set()
+        raise
 
 
-def _transaction(body: Callable[[sqlite3.Connection], _T], db: sqlite3.Connection) -> _T:
+def _transaction(body: Callable[[sqlite3.Connection], _T], db: sqlite3.Connection, *,
+                 ensure: Callable[[sqlite3.Connection], None] | None = None) -> _T:
     """``body`` in one ``BEGIN IMMEDIATE`` transaction, which takes SQLite's
     write lock up front, so no other connection changes a match between
-    reading and writing it. Runs on the connection's thread."""
+    reading and writing it; ``ensure`` runs first, in autocommit. Runs on the
+    connection's thread."""
     _end_stray_transaction(db)
+    if ensure is not None:
+        ensure(db)
     db.execute("BEGIN IMMEDIATE")
     try:
         result = body(db)
@@ -396,9 +424,13 @@ def _transaction(body: Callable[[sqlite3.Connection], _T], db: sqlite3.Connectio
             db.execute("ROLLBACK")
 
 
-def _snapshot(body: Callable[[sqlite3.Connection], _T], db: sqlite3.Connection) -> _T:
-    """``body``'s reads on one snapshot (a deferred read transaction)."""
+def _snapshot(body: Callable[[sqlite3.Connection], _T], db: sqlite3.Connection, *,
+              ensure: Callable[[sqlite3.Connection], None] | None = None) -> _T:
+    """``body``'s reads on one snapshot (a deferred read transaction);
+    ``ensure`` runs first, in autocommit."""
     _end_stray_transaction(db)
+    if ensure is not None:
+        ensure(db)
     db.execute("BEGIN")
     try:
         return body(db)
@@ -413,6 +445,13 @@ def _end_stray_transaction(db: sqlite3.Connection) -> None:
     if db.in_transaction:
         log.error("rolling back a SQLite transaction left open by an earlier call")
         db.execute("ROLLBACK")
+
+
+async def _close_all(conns: Sequence[aiosqlite.Connection]) -> None:
+    errors = [e for e in await asyncio.gather(*(c.close() for c in conns),
+                                              return_exceptions=True) if e is not None]
+    if errors:
+        raise errors[0]
 
 
 async def _run(conn: aiosqlite.Connection, sql: str, params: Sequence[Any] = ()) -> int:
@@ -436,6 +475,9 @@ def _translated(collection: str) -> Iterator[None]:
         raise LithoError(f"document store integrity error in {collection}") from exc
     except sqlite3.OperationalError as exc:
         raise Unavailable(f"SQLite document store unavailable ({collection}): {exc}") from exc
+    except OverflowError as exc:
+        # An integer outside SQLite's (and BSON's) 64 bits in a filter.
+        raise InvalidArgument(f"a number in the query is out of range ({collection})") from exc
     except sqlite3.Error as exc:
         raise LithoError(f"SQLite document store error in {collection}") from exc
 

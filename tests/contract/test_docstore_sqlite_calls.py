@@ -185,3 +185,78 @@ async def test_a_write_never_joins_a_transaction_left_open(tmp_path: Path) -> No
         assert await coll.find({}) == [{"_id": "b"}]
     finally:
         await store.close()
+
+
+async def test_a_call_cancelled_while_queued_is_skipped_not_run_later(tmp_path: Path) -> None:
+    """Abandoned calls must not pile up ahead of everyone else's: one whose
+    caller was cancelled before its turn never runs."""
+    import threading
+
+    from litho.docstore._sqlite import _call
+
+    store = await _open(tmp_path / "docs.db")
+    release = threading.Event()
+    ran: list[int] = []
+
+    def blocker(db: sqlite3.Connection) -> None:
+        release.wait(30)
+
+    def record(k: int, db: sqlite3.Connection) -> int:
+        ran.append(k)
+        return k
+
+    busy = asyncio.ensure_future(_call(store._reader, blocker))
+    queued = [asyncio.ensure_future(_call(store._reader, lambda db, k=k: record(k, db)))
+              for k in range(20)]
+    await asyncio.sleep(0)
+    for task in queued[:19]:
+        task.cancel()
+    release.set()
+    await busy
+    assert await queued[19] == 19
+    assert ran == [19]
+    await store.close()
+
+
+async def test_a_first_read_takes_no_write_lock(tmp_path: Path) -> None:
+    path = tmp_path / "docs.db"
+    first = await _open(path)
+    await first.collection("jobs").insert({"_id": "a"})
+    await first.close()
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+    try:
+        store = await open_document_store(f"sqlite://{path}", "unused")
+        # A fresh store reads a collection it has not touched yet.
+        assert await store.collection("jobs").get("a") == {"_id": "a"}
+        await store.close()
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+
+
+async def test_a_cancelled_close_still_stops_both_threads(tmp_path: Path) -> None:
+    import threading
+
+    before = set(threading.enumerate())
+    store = await _open(tmp_path / "docs.db")
+    started = set(threading.enumerate()) - before
+    assert len(started) == 2  # the writer's and the reader's
+    await store.collection("jobs").insert({"_id": "a"})
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0):
+            await store.close()
+    for thread in started:
+        await asyncio.to_thread(thread.join, 30)
+        assert not thread.is_alive()
+
+
+async def test_an_integer_past_64_bits_in_a_filter_is_invalid_not_a_crash(
+    tmp_path: Path,
+) -> None:
+    from litho.errors import InvalidArgument
+
+    store = await _open(tmp_path / "docs.db")
+    with pytest.raises(InvalidArgument, match="out of range"):
+        await store.collection("jobs").count({"n": 2**70})
+    await store.close()
