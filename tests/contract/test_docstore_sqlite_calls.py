@@ -11,6 +11,7 @@ import asyncio
 import json
 import sqlite3
 from collections.abc import Callable, Coroutine
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -206,7 +207,7 @@ async def test_a_call_cancelled_while_queued_is_skipped_not_run_later(tmp_path: 
         return k
 
     busy = asyncio.ensure_future(_call(store._reader, blocker))
-    queued = [asyncio.ensure_future(_call(store._reader, lambda db, k=k: record(k, db)))
+    queued = [asyncio.ensure_future(_call(store._reader, partial(record, k)))
               for k in range(20)]
     await asyncio.sleep(0)
     for task in queued[:19]:
