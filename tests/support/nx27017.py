@@ -10,10 +10,7 @@ test as an expected failure on it (see ``test_docstore_contract.py``).
 from __future__ import annotations
 
 import contextlib
-import shutil
-import socket
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,29 +18,9 @@ from pathlib import Path
 from pymongo import MongoClient
 from pymongo.errors import PyMongoError
 
-from tests.support._process import ServerProcess
+from tests.support._process import ServerProcess, free_port, venv_binary
 
 _START_TIMEOUT = 20.0
-
-
-def nx27017_binary() -> Path:
-    """``nx-27017`` next to this interpreter (the venv's bin), else on PATH."""
-    here = Path(sys.executable).parent / "nx-27017"
-    if here.exists():
-        return here
-    found = shutil.which("nx-27017")
-    if found is None:
-        raise RuntimeError("the nx-27017 binary is missing; install the dev extras (nx-27017)")
-    return Path(found)
-
-
-def _free_port() -> int:
-    # The port-0 race (someone else binds it before nx-27017 does) is retried
-    # by start_nx27017.
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -67,12 +44,12 @@ def _answers_ping(url: str) -> bool:
 
 
 def _launch(workdir: Path) -> Nx27017:
-    port = _free_port()
+    port = free_port()
     data = workdir / "data"
     data.mkdir(parents=True, exist_ok=True)
     log_path = workdir / "nx27017.log"
     args = [
-        str(nx27017_binary()),
+        str(venv_binary("nx-27017", "the dev extras (nx-27017)")),
         "--host",
         "127.0.0.1",
         "-p",
