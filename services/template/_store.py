@@ -212,7 +212,10 @@ class TemplateRepository:
                 raise Conflict(
                     f"template {template_id!r} was updated concurrently; retry the update"
                 ) from exc
-            await self._heads.replace({"_id": template_id},
+            # Only from where this update found it: if the head has moved on
+            # (a repair took it to this version after a long stall, and later
+            # updates went on from there), it must not be moved back.
+            await self._heads.replace({"_id": template_id, "version": current.version},
                                       {"_id": template_id, **_to_doc(updated)})
             return updated
         raise AssertionError("unreachable")

@@ -259,9 +259,21 @@ async def test_concurrent_updates_one_wins_the_others_conflict(
     await repo.prepare()
     created = await repo.create(TENANT, Spec(name="t", html="<p>0</p>", width=10, height=10,
                                              sample_variables={}, variable_definitions=[]))
+    # Concurrent: every update has read the same head before any writes (an
+    # update that reads the head after another's move is simply the next one).
+    real_latest = repo.latest
+    barrier = asyncio.Barrier(5)
+
+    async def latest_then_wait(tenant_id: str, template_id: str) -> Template:
+        head = await real_latest(tenant_id, template_id)
+        await barrier.wait()
+        return head
+
+    repo.latest = latest_then_wait  # type: ignore[method-assign]
     outcomes = await asyncio.gather(*(
         repo.update(TENANT, created.id, Spec(html=f"<p>{n}</p>")) for n in range(1, 6)
     ), return_exceptions=True)
+    repo.latest = real_latest  # type: ignore[method-assign]
     winners = [o for o in outcomes if isinstance(o, Template)]
     assert len(winners) == 1 and winners[0].version == 2
     assert all(isinstance(o, Conflict) for o in outcomes if o not in winners)
@@ -306,3 +318,36 @@ async def test_a_head_left_behind_by_an_interrupted_update_is_repaired(
     assert [(v.version, v.html) for v in versions] == [(3, "<p>3</p>"), (2, "<p>2</p>"),
                                                        (1, "<p>1</p>")]
     assert (await repo.latest(TENANT, created.id)).html == "<p>3</p>"
+
+
+async def test_a_stalled_head_move_never_takes_the_head_back(
+    store: tuple[DocumentStore, Path], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An update stalls between its two writes long enough to be repaired
+    (its version adopted) and overtaken; its late head move changes nothing."""
+    from services.template import _store
+
+    monkeypatch.setattr(_store, "_HEAD_REPAIR_AFTER", 0.0)
+    repo = TemplateRepository(store[0], version_cache_size=0)
+    await repo.prepare()
+    created = await repo.create(TENANT, Spec(name="t", html="<p>1</p>", width=10, height=10,
+                                             sample_variables={}, variable_definitions=[]))
+    heads = repo._heads
+    real_replace = heads.replace
+    stalled, go = asyncio.Event(), asyncio.Event()
+
+    async def stall_first(flt: Any, doc: Any, *, upsert: bool = False) -> bool:
+        if not stalled.is_set():
+            stalled.set()
+            await go.wait()
+        return await real_replace(flt, doc, upsert=upsert)
+
+    monkeypatch.setattr(heads, "replace", stall_first)
+    slow = asyncio.ensure_future(repo.update(TENANT, created.id, Spec(html="<p>2</p>")))
+    await stalled.wait()  # version 2 is written, its head move has not happened
+    overtaking = await repo.update(TENANT, created.id, Spec(html="<p>3</p>"))
+    assert overtaking.version == 3  # repaired to 2, then went on
+    go.set()
+    assert (await slow).version == 2
+    head = await repo.latest(TENANT, created.id)
+    assert (head.version, head.html) == (3, "<p>3</p>")
