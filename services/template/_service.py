@@ -25,6 +25,7 @@ from services.template._variables import (
     DEFAULT_MAX_PATTERN_WORK,
     VariableDefinition,
     apply_definitions,
+    coerce_like_samples,
     coerce_strings,
     parse_definitions,
 )
@@ -194,6 +195,13 @@ class Templates:
             variables_json, field="variables", max_bytes=self._limits.max_variables_bytes,
             json_limits=self._limits.json,
         )
+        if coerce and template.sample_variables:
+            # Text from a URL takes the type of its sample, unless defined.
+            defined = {d.get("name") for d in template.variable_definitions
+                       if isinstance(d, dict)}
+            variables = coerce_like_samples(template.sample_variables, variables,
+                                            {n for n in defined if isinstance(n, str)},
+                                            self._limits.json)
         if template.variable_definitions:
             definitions = self._definitions_of(template)
             if coerce:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -423,4 +423,42 @@ def coerce_strings(
                 continue
             if isinstance(parsed, list if definition.type == "list" else dict):
                 result[definition.name] = parsed
+    return result
+
+
+def _sample_type(sample: Any) -> str | None:
+    """The variable type a sample value shows (text needs no conversion)."""
+    if isinstance(sample, bool):
+        return "boolean"
+    if isinstance(sample, int | float):
+        return "number"
+    if isinstance(sample, list):
+        return "list"
+    if isinstance(sample, dict):
+        return "object"
+    return None
+
+
+def coerce_like_samples(
+    samples: Mapping[str, Any], variables: Mapping[str, Any], defined: Collection[str],
+    json_limits: jsonlimits.JsonLimits,
+) -> dict[str, Any]:
+    """Variables that arrived as text (a URL query) and have no definition,
+    converted to the type of the template's sample value of the same name
+    where the text reads as one: with a sample ``"featured": true``,
+    ``featured=false`` is false, not the (truthy) text ``"false"``. An object
+    sample converts the values inside an object variable (``user.age=36``
+    with a sample ``{"user": {"age": 30}}``) the same way."""
+    result = dict(variables)
+    for name, sample in samples.items():
+        if name in defined or name not in result:
+            continue
+        value = result[name]
+        if isinstance(sample, dict) and isinstance(value, dict):
+            result[name] = coerce_like_samples(sample, value, (), json_limits)
+            continue
+        kind = _sample_type(sample)
+        if kind is not None and isinstance(value, str):
+            result.update(coerce_strings([VariableDefinition(name=name, type=kind)],
+                                         {name: value}, json_limits))
     return result

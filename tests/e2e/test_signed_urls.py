@@ -104,3 +104,29 @@ async def test_malformed_signatures_and_unsignable_variables(live: Live) -> None
                                   json={"templateId": template["id"],
                                         "variables": variables}) as r:
             assert r.status == 422, variables
+
+
+async def test_false_from_a_url_is_false_with_a_boolean_sample(live: Live) -> None:
+    """Without definitions, URL text takes its sample's type: ``featured=false``
+    must not show the badge that the text "false" (truthy) would."""
+    async with live.http.post(f"{live.url}/v1/templates", headers=live.auth(), json={
+            "name": "badge", "width": 100, "height": 100,
+            "sampleVariables": {"featured": True, "count": 2},
+            "html": '<body style="margin:0;background:#fff">'
+                    '{{ if featured }}<div style="width:100px;height:100px;'
+                    'background:#f00"></div>{{ end }}'
+                    '{{ if count > 10 }}<p>many</p>{{ end }}</body>'}) as r:
+        assert r.status == 201, await r.text()
+        template_id = (await r.json())["id"]
+
+    async def pixel(featured: str) -> tuple[int, int, int]:
+        url = await signed_url(live, {"templateId": template_id,
+                                      "variables": {"featured": featured, "count": "9"}})
+        async with live.http.get(url) as r:
+            assert r.status == 200, await r.text()
+            image = Image.open(io.BytesIO(await r.read())).convert("RGB")
+        color: tuple[int, int, int] = image.getpixel((50, 50))
+        return color
+
+    assert await pixel("false") == (255, 255, 255)
+    assert await pixel("true") == (255, 0, 0)

@@ -343,3 +343,22 @@ def test_pattern_matching_per_render_is_bounded_by_work() -> None:
     assert error.field == "v2"
     assert "LITHO_TEMPLATE_MAX_PATTERN_WORK" in error.message
     assert apply_definitions(definitions, values, max_pattern_work=3 * 4000 * size) == values
+
+
+def test_query_text_takes_the_type_of_its_sample_unless_defined() -> None:
+    from services.template._variables import coerce_like_samples
+
+    samples = {"featured": True, "price": 49, "tags": ["a"], "title": "x",
+               "user": {"age": 30, "name": "Ada", "vip": False}, "defined": 1}
+    query = {"featured": "false", "price": "12.5", "tags": '["b", "c"]', "title": "true",
+             "user": {"age": "36", "name": "Bo", "vip": "yes"}, "defined": "7",
+             "extra": "false"}
+    out = coerce_like_samples(samples, query, {"defined"}, JsonLimits())
+    assert out == {"featured": False, "price": 12.5, "tags": ["b", "c"], "title": "true",
+                   "user": {"age": 36, "name": "Bo", "vip": True},
+                   "defined": "7",  # its definition converts it
+                   "extra": "false"}  # no sample, no definition: text
+    # Text that does not read as the sample's type stays text.
+    assert coerce_like_samples({"n": 1}, {"n": "many"}, (), JsonLimits()) == {"n": "many"}
+    with pytest.raises(InvalidArgument):  # the JSON limits still hold
+        coerce_like_samples({"l": []}, {"l": "[" * 100 + "]" * 100}, (), JsonLimits())
