@@ -54,24 +54,31 @@ class ServiceSpec:
     default_port: int = 0
     #: Names of the services it calls over gRPC.
     calls: tuple[str, ...] = ()
-
-    @property
-    def env_name(self) -> str:
-        return self.name.upper().replace("-", "_")
+    #: Where a service that serves HTTP instead of gRPC listens (for the docs).
+    http_listens: str = ""
 
     @property
     def address_env(self) -> str:
         """The variable it reads its gRPC listen address from."""
-        return f"LITHO_{self.env_name}_GRPC_ADDRESS"
+        return f"LITHO_{_env_name(self.name)}_GRPC_ADDRESS"
 
     @property
     def target_env(self) -> str:
         """The variable its callers read to dial it."""
-        return f"LITHO_{self.env_name}_GRPC_TARGET"
+        return target_env(self.name)
 
     @property
     def default_address(self) -> str:
         return f"127.0.0.1:{self.default_port}"
+
+
+def _env_name(service: str) -> str:
+    return service.upper().replace("-", "_")
+
+
+def target_env(service: str) -> str:
+    """The variable the callers of ``service`` read to dial it."""
+    return f"LITHO_{_env_name(service)}_GRPC_TARGET"
 
 
 @dataclass(frozen=True)
@@ -138,7 +145,7 @@ class Host(Generic[S]):
                 f"{self.spec.name} does not call {name!r}; declare it in services/_registry.py")
         if name not in self.endpoints.targets:
             raise ConfigError(f"no target for {name!r}: the endpoints of {self.spec.name} "
-                              f"name none (LITHO_{name.upper()}_GRPC_TARGET)")
+                              f"name none ({target_env(name)})")
         if name not in self._channels:
             self._channels[name] = await rpc.open_channel(
                 self.stack, self.endpoints.targets[name],

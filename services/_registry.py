@@ -40,6 +40,7 @@ SERVICES: tuple[ServiceSpec, ...] = (
         summary="the public HTTP API; API keys (`api_keys`, SHA-256 of each key, "
                 "one tenant per key)",
         calls=("template", "renderer"),
+        http_listens="HTTP `LITHO_GATEWAY_HOST:LITHO_GATEWAY_PORT` (127.0.0.1:8080)",
     ),
 )
 
@@ -118,8 +119,7 @@ def service_table(services: Sequence[ServiceSpec] = SERVICES) -> str:
             "| --- | --- | --- | --- | --- |"]
     for spec in services:
         listens = (f"gRPC `{spec.address_env}` ({spec.default_address}); callers dial "
-                   f"`{spec.target_env}`" if spec.grpc_service
-                   else "HTTP `LITHO_GATEWAY_HOST:LITHO_GATEWAY_PORT` (127.0.0.1:8080)")
+                   f"`{spec.target_env}`" if spec.grpc_service else spec.http_listens)
         calls = ", ".join(spec.calls) or "—"
         rows.append(f"| {spec.name} | `{spec.module}` | {spec.summary} | {listens} | {calls} |")
     return "\n".join(rows)

@@ -205,3 +205,22 @@ async def test_a_listen_address_that_cannot_be_bound_names_its_variable(
         with pytest.raises(ConfigError, match="LITHO_TEMPLATE_GRPC_ADDRESS"):
             async with running(spec, settings, root.build, endpoints=Endpoints(address)):
                 pass
+
+
+async def test_a_channel_only_to_a_declared_callee_with_a_target(tmp_path: Path) -> None:
+    from litho.service import Host
+
+    specs = _registry.registry()
+    renderer = specs["renderer"]
+    async with AsyncExitStack() as stack:
+        settings = BaseServiceSettings(data_dir=tmp_path)
+        host = Host(renderer, settings, Endpoints.from_env(renderer, specs, {}), stack)
+        assert await host.channel("template") is await host.channel("template")  # one
+        with pytest.raises(ConfigError, match="does not call 'gateway'"):
+            await host.channel("gateway")
+        bare = Host(renderer, settings, Endpoints(listen="127.0.0.1:0"), stack)
+        with pytest.raises(ConfigError, match="LITHO_TEMPLATE_GRPC_TARGET"):
+            await bare.channel("template")
+        gateway = Host(specs["gateway"], settings, Endpoints(), stack)
+        with pytest.raises(ConfigError, match="declares no gRPC service"):
+            await gateway.serve_grpc([])
