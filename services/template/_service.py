@@ -195,15 +195,13 @@ class Templates:
             variables_json, field="variables", max_bytes=self._limits.max_variables_bytes,
             json_limits=self._limits.json,
         )
+        definitions = (self._definitions_of(template) if template.variable_definitions
+                       else [])
         if coerce and template.sample_variables:
             # Text from a URL takes the type of its sample, unless defined.
-            defined = {d.get("name") for d in template.variable_definitions
-                       if isinstance(d, dict)}
             variables = coerce_like_samples(template.sample_variables, variables,
-                                            {n for n in defined if isinstance(n, str)},
-                                            self._limits.json)
-        if template.variable_definitions:
-            definitions = self._definitions_of(template)
+                                            {d.name for d in definitions}, self._limits.json)
+        if definitions:
             if coerce:
                 variables = coerce_strings(definitions, variables, self._limits.json)
             variables = apply_definitions(definitions, variables,
