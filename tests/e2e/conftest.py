@@ -17,6 +17,7 @@ import aiohttp
 import pytest
 import pytest_asyncio
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from PIL import Image
 
 from services._stack import Stack
@@ -39,6 +40,18 @@ class ImageServer:
         return f"http://127.0.0.1:{self.port}/{name}"
 
 
+async def serve_loopback(handler: Handler) -> tuple[web.AppRunner, int]:
+    """``handler`` for every method and path on a free loopback port."""
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port: int = runner.addresses[0][1]
+    return runner, port
+
+
 async def _serve(server: ImageServer) -> web.AppRunner:
     body = solid_png(server.color)
 
@@ -46,13 +59,7 @@ async def _serve(server: ImageServer) -> web.AppRunner:
         server.hits.append(request.path)
         return web.Response(body=body, content_type="image/png")
 
-    app = web.Application()
-    app.router.add_get("/{name}", handler)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    server.port = runner.addresses[0][1]
+    runner, server.port = await serve_loopback(handler)
     return runner
 
 

@@ -25,7 +25,7 @@ from aiohttp import web
 from PIL import Image
 
 from services._stack import RENDER_ID_SECRET_FILE, Stack
-from tests.e2e.conftest import solid_png
+from tests.e2e.conftest import serve_loopback, solid_png
 
 pytestmark = pytest.mark.e2e
 
@@ -60,13 +60,7 @@ async def _serve(server: Server) -> web.AppRunner:
             return web.Response(body=image, content_type="image/png")
         return web.Response(body=page, content_type="text/html")
 
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handler)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    server.port = runner.addresses[0][1]
+    runner, server.port = await serve_loopback(handler)
     return runner
 
 

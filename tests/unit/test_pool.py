@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 import pytest
 
@@ -69,6 +70,17 @@ class FakeEngine:
 
     def is_crash(self, exc: BaseException) -> bool:
         return isinstance(exc, Crash)
+
+
+def gated(result: str) -> tuple[asyncio.Event, Callable[[PageLike], Awaitable[str]]]:
+    """A render that holds its page until the gate is set, then answers ``result``."""
+    gate = asyncio.Event()
+
+    async def held(page: PageLike) -> str:
+        await gate.wait()
+        return result
+
+    return gate, held
 
 
 def make_pool(engine: FakeEngine, **overrides: float) -> PagePool:
@@ -452,11 +464,7 @@ async def test_a_render_that_gives_up_waiting_leaks_no_page() -> None:
     engine = FakeEngine()
     pool = make_pool(engine, size=1, max_queue=10, timeout=5.0)
     await pool.start()
-    gate = asyncio.Event()
-
-    async def held(page: PageLike) -> str:
-        await gate.wait()
-        return "held"
+    gate, held = gated("held")
 
     holder = asyncio.create_task(pool.run(held, tenant="a"))
     await asyncio.sleep(0.01)
@@ -480,11 +488,7 @@ async def test_a_full_queue_is_shared_between_tenants() -> None:
     # and a cannot push b out again.
     pool = make_pool(FakeEngine(), size=1, max_queue=3, timeout=5.0)
     await pool.start()
-    gate = asyncio.Event()
-
-    async def held(page: PageLike) -> str:
-        await gate.wait()
-        return "done"
+    gate, held = gated("done")
 
     running = asyncio.create_task(pool.run(held, tenant="a"))
     await asyncio.sleep(0.01)
@@ -504,11 +508,7 @@ async def test_a_full_queue_is_shared_between_tenants() -> None:
 async def test_no_queue_at_all_refuses_cleanly() -> None:
     pool = make_pool(FakeEngine(), size=1, max_queue=0, timeout=5.0)
     await pool.start()
-    gate = asyncio.Event()
-
-    async def held(page: PageLike) -> str:
-        await gate.wait()
-        return "done"
+    gate, held = gated("done")
 
     running = asyncio.create_task(pool.run(held, tenant="a"))
     await asyncio.sleep(0.01)
@@ -525,11 +525,7 @@ async def test_the_queue_stays_bounded_while_a_restart_is_pending() -> None:
     engine = FakeEngine()
     pool = make_pool(engine, size=2, max_queue=2, timeout=5.0)
     await pool.start()
-    gate = asyncio.Event()
-
-    async def held(page: PageLike) -> str:
-        await gate.wait()
-        return "held"
+    gate, held = gated("held")
 
     async def crashes(page: PageLike) -> int:
         if isinstance(page, FakePage) and page.browser.number == 1:
