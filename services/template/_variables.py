@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 
 from litho import jsonlimits
 from litho.errors import FieldError, InvalidArgument
+from services.template._lang._values import type_name
 from services.template._patterns import Pattern, PatternError, compile_pattern
 
 TYPES = ("text", "number", "boolean", "color", "image", "date", "list", "object")
@@ -426,17 +427,8 @@ def coerce_strings(
     return result
 
 
-def _sample_type(sample: Any) -> str | None:
-    """The variable type a sample value shows (text needs no conversion)."""
-    if isinstance(sample, bool):
-        return "boolean"
-    if isinstance(sample, int | float):
-        return "number"
-    if isinstance(sample, list):
-        return "list"
-    if isinstance(sample, dict):
-        return "object"
-    return None
+#: The variable type each JSON type of a sample value maps to (text needs no conversion).
+_TYPE_OF_SAMPLE = {"boolean": "boolean", "number": "number", "array": "list", "object": "object"}
 
 
 def coerce_like_samples(
@@ -457,7 +449,7 @@ def coerce_like_samples(
         if isinstance(sample, dict) and isinstance(value, dict):
             result[name] = coerce_like_samples(sample, value, (), json_limits)
             continue
-        kind = _sample_type(sample)
+        kind = _TYPE_OF_SAMPLE.get(type_name(sample))
         if kind is not None and isinstance(value, str):
             result.update(coerce_strings([VariableDefinition(name=name, type=kind)],
                                          {name: value}, json_limits))
