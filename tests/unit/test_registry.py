@@ -224,3 +224,24 @@ async def test_a_channel_only_to_a_declared_callee_with_a_target(tmp_path: Path)
         gateway = Host(specs["gateway"], settings, Endpoints(), stack)
         with pytest.raises(ConfigError, match="declares no gRPC service"):
             await gateway.serve_grpc([])
+
+
+@pytest.mark.parametrize("trusted", [False, True])
+async def test_the_gateway_joins_a_client_trace_only_when_its_setting_says(
+    tmp_path: Path, trusted: bool,
+) -> None:
+    specs = _registry.registry()
+    gateway = specs["gateway"]
+    root = _registry.app(gateway)
+    settings = GatewaySettings(data_dir=tmp_path, gateway_port=0,
+                               gateway_trust_client_trace=trusted)
+    client_trace = "0af7651916cd43dd8448eb211c80319c"
+    async with running(gateway, settings, root.build,
+                       endpoints=Endpoints.from_env(gateway, specs, {})) as edge, \
+            aiohttp.ClientSession() as http:
+        sent = {"traceparent": f"00-{client_trace}-b7ad6b7169203331-01"}
+        async with http.get(f"http://127.0.0.1:{edge.http_port}/openapi.json",
+                            headers=sent) as r:
+            assert r.status == 200
+            answered = r.headers.get("traceparent", "--").split("-")[1]
+    assert (answered == client_trace) is trusted
