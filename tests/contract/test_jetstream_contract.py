@@ -544,3 +544,23 @@ async def test_a_message_over_the_server_limit_is_invalid_not_unavailable(
     huge = StringValue(value="x" * (2 * 1024 * 1024))  # the server's max_payload is 1 MiB
     with pytest.raises(errors.InvalidArgument, match="max_payload"):
         await messaging.Publisher(js).publish(JOB_SUBJECT, huge, msg_id="job:huge")
+
+
+async def test_a_full_jobs_stream_refuses_new_jobs_and_keeps_the_old(js: JetStreamContext) -> None:
+    from litho import errors
+    from litho.streams import jobs_stream
+
+    await ensure_streams(js, [jobs_stream(max_msgs=2)])
+    await _publish_jobs(js, ["one", "two"])
+    with pytest.raises(errors.ResourceExhausted, match="full"):
+        await messaging.Publisher(js).publish(JOB_SUBJECT, StringValue(value="three"),
+                                              msg_id="job:three")
+    assert await _jobs_left(js) == 2  # nothing dropped to make room
+
+
+async def test_a_subject_no_stream_stores_is_unavailable(js: JetStreamContext) -> None:
+    from litho import errors
+
+    with pytest.raises(errors.Unavailable, match="no JetStream stream"):
+        await messaging.Publisher(js).publish("litho.nowhere.v1.x", StringValue(value="x"),
+                                              msg_id="x")
