@@ -153,5 +153,13 @@ class OutboundError(Unavailable):
     """A guarded fetch failed: connection error, bad status, or a size/time limit."""
 
 
+class OutboundTimeout(OutboundError):
+    """A guarded fetch ran out of its time limit (``LITHO_OUTBOUND_TIMEOUT``)."""
+
+
+class OutboundTooLarge(OutboundError):
+    """A guarded fetch's answer passed its size limit (``LITHO_OUTBOUND_MAX_BYTES``)."""
+
+
 class ConfigError(LithoError):
     """A setting is missing or invalid. Raised at start-up, before serving."""

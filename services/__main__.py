@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sys
 from pathlib import Path
 
-from services._stack import Stack, die_with_parent
+from services._stack import Stack, StartupError, die_with_parent, port_taken
 
 
 async def _main() -> None:
@@ -18,6 +19,13 @@ async def _main() -> None:
         loop.add_signal_handler(sig, stop.set)
     data_dir = Path(os.environ.get("LITHO_DATA_DIR", "data"))
     port = int(os.environ.get("LITHO_GATEWAY_PORT", "8080"))
+    host = os.environ.get("LITHO_GATEWAY_HOST", "127.0.0.1")
+    problem = port_taken(host, port)
+    if problem is not None:
+        raise StartupError(
+            f"the gateway cannot listen on {host}:{port} ({problem}): another program, "
+            f"or another Litho, has that port.\nStop it, or choose another port with "
+            f"LITHO_GATEWAY_PORT, for example:\n  LITHO_GATEWAY_PORT={port + 1} make run")
     # People read these logs; deployments keep the JSON default.
     env = {"LITHO_LOG_FORMAT": os.environ.get("LITHO_LOG_FORMAT", "console")}
     async with Stack(data_dir=data_dir, gateway_port=port, env=env) as stack:
@@ -34,5 +42,15 @@ async def _main() -> None:
         print("stopping…", flush=True)
 
 
+def main() -> int:
+    try:
+        asyncio.run(_main())
+    except StartupError as exc:
+        # What to do, not a traceback: the services' own logs have the details.
+        print(f"Litho could not start: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 if __name__ == "__main__":
-    asyncio.run(_main())
+    raise SystemExit(main())

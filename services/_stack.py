@@ -64,8 +64,24 @@ def _binary(name: str) -> str:
         return str(candidate)
     found = shutil.which(name)
     if not found:
-        raise RuntimeError(f"{name} not found; run `make install`")
+        raise StartupError(f"{name} not found; run `make install`")
     return found
+
+
+class StartupError(RuntimeError):
+    """The stack could not start; the message says what to look at."""
+
+
+def port_taken(host: str, port: int) -> str | None:
+    """Why the gateway could not listen on ``host:port``, or None if it can."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        # As the server binds: a port left in TIME_WAIT is not taken.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            return exc.strerror or str(exc)
+    return None
 
 
 @dataclass
@@ -92,6 +108,8 @@ class Stack:
     #: Exit status of each child after :meth:`stop`, by name.
     exit_codes: dict[str, int] = field(default_factory=dict)
     _children: list[_Child] = field(default_factory=list)
+    #: What every service was started with (see :meth:`restart`).
+    _service_env: dict[str, str] = field(default_factory=dict)
 
     async def __aenter__(self) -> Stack:
         try:
@@ -164,6 +182,7 @@ class Stack:
                 env[spec.address_env] = address
                 env.setdefault(spec.target_env, address)
                 addresses[spec.name] = address
+        self._service_env = env
         deadline = time.monotonic() + self.start_timeout
         for spec in order:
             await self._spawn(spec.name, [sys.executable, "-m", spec.module], env)
@@ -196,7 +215,7 @@ class Stack:
         for child in self._children:
             if child.process.returncode is not None:
                 hint = f"; see {self.log_path(child.name)}" if child.log else ""
-                raise RuntimeError(
+                raise StartupError(
                     f"{child.name} exited with {child.process.returncode} during start-up{hint}")
 
     async def _wait_grpc(self, name: str, address: str, deadline: float) -> None:
@@ -208,7 +227,7 @@ class Stack:
                     return
                 except Exception:
                     if time.monotonic() > deadline:
-                        raise RuntimeError(f"{name} did not become healthy at {address}") from None
+                        raise StartupError(f"{name} did not become healthy at {address}") from None
                     await asyncio.sleep(0.1)
 
     async def _wait_http(self, url: str, deadline: float) -> None:
@@ -222,7 +241,7 @@ class Stack:
                 except aiohttp.ClientError:
                     pass
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"the gateway did not become healthy at {url}")
+                    raise StartupError(f"the gateway did not become healthy at {url}")
                 await asyncio.sleep(0.1)
 
     async def _first_key(self, env: dict[str, str]) -> str:
@@ -254,8 +273,33 @@ class Stack:
         )
         out, _ = await process.communicate()
         if process.returncode != 0:
-            raise RuntimeError("creating an API key failed")
+            raise StartupError("creating an API key failed")
         return out.decode().strip()
+
+    async def restart(self, name: str, env: dict[str, str] | None = None,
+                      grace: float = 15.0) -> None:
+        """Stop one gRPC service gracefully and start it again on the same
+        address, with ``env`` over the settings it had (a test that changes
+        a setting, such as the outbound allow-list, for the rest of the run)."""
+        spec = _registry.registry(self.services)[name]
+        index, child = next((i, c) for i, c in enumerate(self._children) if c.name == name)
+        child.process.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(child.process.wait(), grace)
+        except TimeoutError:
+            child.process.kill()
+            await child.process.wait()
+        if child.log:
+            child.log.close()
+        self._children.pop(index)
+        if child.process.returncode != 0:
+            raise RuntimeError(f"{name} exited with {child.process.returncode} on SIGTERM")
+        self._service_env = {**self._service_env, **(env or {})}
+        await self._spawn(name, [sys.executable, "-m", spec.module], self._service_env)
+        # Back in its place, so that stop() keeps the reverse start order.
+        self._children.insert(index, self._children.pop())
+        await self._wait_grpc(name, self._service_env[spec.address_env],
+                              time.monotonic() + self.start_timeout)
 
     async def stop(self, grace: float = 15.0) -> None:
         """SIGTERM in reverse start order (gateway first, NATS last), then SIGKILL."""

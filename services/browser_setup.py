@@ -1,8 +1,17 @@
-"""``make browser``: make sure Chromium and the Noto fonts are installed.
+"""``make browser``: make sure Chromium and a font for every script are installed.
 
-As root on Debian/Ubuntu: ``apt-get install chromium fonts-noto-core
-fonts-noto-color-emoji`` when missing. Otherwise: ``playwright install
-chromium`` (which needs the internet) unless a Chromium is already on PATH.
+The scripts and their packages are the renderer's start-up font check
+(``services/renderer/_fonts_check.py``): Latin, Arabic, Hebrew, Devanagari
+and Thai from ``fonts-noto-core``, Japanese, Chinese and Korean from
+``fonts-noto-cjk``, colour emoji from ``fonts-noto-color-emoji``. A script
+counts as present when ``fc-list :lang=<tag>`` lists a font for it, whatever
+package or file that font came from, so only the packages of the scripts
+with no font are installed.
+
+As root on Debian/Ubuntu: ``apt-get install`` Chromium and those packages
+when missing. Otherwise: ``playwright install chromium`` (which needs the
+internet) unless a Chromium is already on PATH, and a warning naming the font
+packages to install.
 """
 
 from __future__ import annotations
@@ -13,20 +22,17 @@ import subprocess
 import sys
 
 from services.renderer._chromium import executable_path
+from services.renderer._fonts_check import SCRIPTS, missing_packages, missing_scripts
 
-APT_PACKAGES = ["chromium", "fonts-noto-core", "fonts-noto-color-emoji"]
+#: fc-list itself, without which no font can be checked.
+FONTCONFIG = "fontconfig"
 
 
 def _missing_fonts() -> list[str]:
+    """The packages to install: those of the scripts no font covers."""
     if shutil.which("fc-list") is None:
-        return ["fonts-noto-core", "fonts-noto-color-emoji"]
-    listed = subprocess.run(["fc-list"], capture_output=True, text=True, check=False).stdout
-    missing = []
-    if "NotoSans-Regular" not in listed:
-        missing.append("fonts-noto-core")
-    if "NotoColorEmoji" not in listed:
-        missing.append("fonts-noto-color-emoji")
-    return missing
+        return [FONTCONFIG, *missing_packages((s.name, s.package) for s in SCRIPTS)]
+    return missing_packages(missing_scripts())
 
 
 def main() -> int:
@@ -41,13 +47,20 @@ def main() -> int:
         subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
         subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *need],
                        check=True, env=env)
+        still = missing_scripts()
+        if still:
+            print("warning: still no font for "
+                  f"{', '.join(f'{name} ({package})' for name, package in still)}",
+                  file=sys.stderr)
         return 0
     if "chromium" in need:
         print("no system Chromium; running `playwright install chromium`", flush=True)
         subprocess.run([sys.executable, "-m", "playwright", "install", "chromium"], check=True)
-    if set(need) - {"chromium"}:
-        print(f"warning: fonts missing ({', '.join(set(need) - {'chromium'})}); "
-              "install them as root for emoji and full Unicode coverage", file=sys.stderr)
+    fonts = [p for p in need if p != "chromium"]
+    if fonts:
+        print(f"warning: fonts missing; install {' '.join(fonts)} as root "
+              f"(apt-get install {' '.join(fonts)}) or text in some scripts renders as "
+              "empty boxes", file=sys.stderr)
     return 0
 
 

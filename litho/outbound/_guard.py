@@ -14,7 +14,7 @@ from opentelemetry import trace
 from yarl import URL
 
 from litho.config import OutboundSettings
-from litho.errors import OutboundDenied, OutboundError
+from litho.errors import OutboundDenied, OutboundError, OutboundTimeout, OutboundTooLarge
 from litho.outbound._policy import DENIED_MESSAGE, AllowList, deny, vet_url
 from litho.outbound._resolver import DeniedAddress, SocketGate, VettingResolver
 
@@ -80,6 +80,16 @@ class OutboundGuard:
     @property
     def allow(self) -> AllowList:
         return self._allow
+
+    @property
+    def timeout(self) -> float:
+        """The default time limit of a fetch, in seconds (``LITHO_OUTBOUND_TIMEOUT``)."""
+        return self._timeout
+
+    @property
+    def max_bytes(self) -> int:
+        """The default size limit of a fetch (``LITHO_OUTBOUND_MAX_BYTES``)."""
+        return self._max_bytes
 
     async def start(self) -> None:
         if self._session is not None:
@@ -168,7 +178,7 @@ class OutboundGuard:
                 return result
             except TimeoutError as exc:
                 outcome = "timeout"
-                raise OutboundError(f"outbound fetch timed out after {seconds:g}s") from exc
+                raise OutboundTimeout(f"outbound fetch timed out after {seconds:g}s") from exc
             except OutboundDenied:
                 outcome = "denied"
                 raise
@@ -208,6 +218,10 @@ class OutboundGuard:
                 if isinstance(exc.os_error, DeniedAddress):
                     raise OutboundDenied(DENIED_MESSAGE) from exc
                 raise OutboundError(f"could not connect to {target.host}: {exc}") from exc
+            except TimeoutError as exc:
+                # aiohttp's own timeouts (ServerTimeoutError is a TimeoutError).
+                raise OutboundTimeout(
+                    f"outbound fetch from {target.host} timed out after {seconds:g}s") from exc
             except aiohttp.InvalidURL as exc:
                 raise deny(f"aiohttp refused the URL: {exc}", target.host, target.port) from exc
             except aiohttp.ClientError as exc:
@@ -250,7 +264,7 @@ async def _read(response: aiohttp.ClientResponse, target: URL, limit: int) -> Fe
     declared = response.content_length
     if declared is not None and declared > limit:
         response.close()
-        raise OutboundError(
+        raise OutboundTooLarge(
             f"response from {target.host} declares {declared} bytes, over the {limit}-byte limit"
         )
     chunks: list[bytes] = []
@@ -259,7 +273,8 @@ async def _read(response: aiohttp.ClientResponse, target: URL, limit: int) -> Fe
         size += len(chunk)
         if size > limit:
             response.close()
-            raise OutboundError(f"response from {target.host} exceeds the {limit}-byte limit")
+            raise OutboundTooLarge(
+                f"response from {target.host} exceeds the {limit}-byte limit")
         chunks.append(chunk)
     return FetchResult(
         url=str(target),

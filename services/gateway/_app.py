@@ -47,6 +47,7 @@ def create_app(deps: Deps, *, max_body_bytes: int,
     r.add_post("/v1/templates/{templateId}/render", h.render_template, name="renderTemplate")
     r.add_post("/template/{templateId}/render", h.render_template, name="renderTemplateShort")
     r.add_post("/v1/templates/{templateId}/pdf", h.render_pdf)
+    r.add_post("/v1/render", h.render_html)
     r.add_get("/images/{imageFile}", get_image)  # also answers HEAD
     r.add_get("/r/{file}", signed.render_signed)  # also answers HEAD
     r.add_post("/v1/signed-urls", signed.create_signed_url)

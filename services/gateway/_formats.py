@@ -56,12 +56,25 @@ def options_from_json(body: dict[str, Any]) -> pb.RenderOptions:
         ),
         gif=pb.GifOptions(fps=integer(gif.get("fps", 0)),
                           duration_ms=integer(gif.get("duration", 0))),
+        assets=_ASSET_POLICIES[body.get("assets", "warn")],
+        cache=_CACHE_POLICIES[body.get("cache", "use")],
     )
 
 
-def render_json(
-    response: pb.RenderTemplateResponse | pb.RenderPdfResponse, base_url: str
-) -> dict[str, Any]:
+_ASSET_POLICIES = {"warn": pb.ASSET_POLICY_WARN, "strict": pb.ASSET_POLICY_STRICT}
+_CACHE_POLICIES = {"use": pb.CACHE_POLICY_USE, "refresh": pb.CACHE_POLICY_REFRESH}
+
+
+#: Every renderer answer has the same fields under the same numbers.
+AnyRenderResponse = pb.RenderTemplateResponse | pb.RenderPdfResponse | pb.RenderHtmlResponse
+
+
+def warnings_json(response: AnyRenderResponse) -> list[dict[str, str]]:
+    return [{"url": w.url, "outcome": w.outcome, "reason": w.reason, "hint": w.hint}
+            for w in response.warnings]
+
+
+def render_json(response: AnyRenderResponse, base_url: str) -> dict[str, Any]:
     fmt = response_format(response.format)
     out: dict[str, Any] = {
         "url": f"{base_url}/images/{response.render_id}.{fmt.extension}",
@@ -70,9 +83,11 @@ def render_json(
         "height": response.height,
         "format": fmt.name,
         "cached": response.cached,
-        "templateVersion": response.template_version,
         "size": response.size_bytes,
+        "warnings": warnings_json(response),
     }
+    if response.template_version:  # a one-shot HTML render has none
+        out["templateVersion"] = response.template_version
     if fmt.pdf:
         out["pageCount"] = response.page_count
         out["pageSize"] = {"width": round(response.page_width_pt, 2),

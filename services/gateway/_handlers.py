@@ -157,6 +157,20 @@ async def render_template(request: web.Request) -> web.Response:
     return web.json_response(render_json(response, deps(request).base_url))
 
 
+async def render_html(request: web.Request) -> web.Response:
+    """``POST /v1/render``: a one-shot HTML document, no stored template."""
+    body = json_body(request)
+    response = await deps(request).renderer.RenderHtml(renderer_pb2.RenderHtmlRequest(
+        tenant_id=caller(request).tenant_id, html=body["html"],
+        width=integer(body["width"]), height=integer(body["height"]),
+        variables_json=json.dumps(body.get("variables", {})),
+        format=format_enum(body.get("format", "png")),
+        # width and height are the document's own size here, not an override.
+        options=options_from_json({k: v for k, v in body.items()
+                                   if k not in ("width", "height")})))
+    return web.json_response(render_json(response, deps(request).base_url))
+
+
 async def render_pdf(request: web.Request) -> web.Response:
     """``POST /v1/templates/{id}/pdf``: one page per variable set, in one PDF."""
     body = json_body(request)

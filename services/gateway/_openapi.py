@@ -51,6 +51,25 @@ def load_document() -> dict[str, Any]:
     return doc
 
 
+def _resolve(doc: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    ref = schema.get("$ref", "")
+    if not ref.startswith("#/"):
+        return schema
+    node: Any = doc
+    for part in ref[2:].split("/"):
+        node = node[part]
+    return dict(node)
+
+
+def _case_insensitive_fields(doc: dict[str, Any], schema: dict[str, Any] | None
+                             ) -> frozenset[str]:
+    if schema is None:
+        return frozenset()
+    properties = _resolve(doc, schema).get("properties", {})
+    return frozenset(name for name, prop in properties.items()
+                     if _resolve(doc, prop).get("x-litho-case-insensitive"))
+
+
 @dataclass(frozen=True)
 class _Operation:
     body: Draft202012Validator | None
@@ -58,6 +77,9 @@ class _Operation:
     params: dict[tuple[str, str], tuple[bool, Draft202012Validator]]
     #: JSON type of each query parameter: query values arrive as text.
     query_types: dict[str, str]
+    #: Body fields whose schema is marked ``x-litho-case-insensitive`` (format
+    #: names): folded to lower case before validation, so ``PNG`` is ``png``.
+    folded: frozenset[str] = frozenset()
 
 
 class RequestValidator:
@@ -89,6 +111,7 @@ class RequestValidator:
                     body_required=bool(body and body.get("required")),
                     params=params,
                     query_types=query_types,
+                    folded=_case_insensitive_fields(doc, schema),
                 )
 
     @staticmethod
@@ -149,6 +172,14 @@ class RequestValidator:
                 problems.append(FieldError(name, err.message))
         if problems:
             raise InvalidArgument("the request parameters are invalid", errors=problems)
+
+    def fold_case(self, operation_id: str, body: Any) -> Any:
+        """``body`` with its case-insensitive fields in lower case."""
+        folded = self._ops[operation_id].folded
+        if not folded or not isinstance(body, dict):
+            return body
+        return {k: v.lower() if k in folded and isinstance(v, str) else v
+                for k, v in body.items()}
 
     def check_body(self, operation_id: str, body: Any) -> None:
         op = self._ops[operation_id]

@@ -44,7 +44,9 @@ async def read_json(request: web.Request, operation_id: str) -> dict[str, Any]:
                 body = await asyncio.to_thread(parse_json, raw, limits)
         except ValueError as exc:
             raise web.HTTPBadRequest(reason=f"the request body is not valid JSON: {exc}") from exc
-    deps(request).validator.check_body(operation_id, body)
+    validator = deps(request).validator
+    body = validator.fold_case(operation_id, body)
+    validator.check_body(operation_id, body)
     return body if isinstance(body, dict) else {}
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from aiohttp import web
@@ -41,6 +42,12 @@ async def create_signed_url(request: web.Request) -> web.Response:
         expires_at = int(time.time()) + int(body["expiresIn"])
     elif "expiresAt" in body:
         expires_at = int(body["expiresAt"])
+        now = int(time.time())
+        if expires_at <= now:
+            # A URL that is refused from its first use is a mistake, not a URL.
+            raise InvalidArgument(
+                f"expiresAt {expires_at} is in the past (now {now}): the URL would never work",
+                errors=[FieldError("expiresAt", f"must be later than now ({now}, Unix seconds)")])
     if expires_at is not None:
         params.append(("exp", str(expires_at)))
     path = f"/r/{body['templateId']}.{ext}"
@@ -96,9 +103,23 @@ async def render_signed(request: web.Request) -> web.StreamResponse:
         tenant_id=key.tenant_id, template_id=template_id,
         variables_json=json.dumps(variables), format=parse_format(ext, "file").enum,
         variables_from_query=True))
+    # An output with warnings (an asset did not load) must not be kept by a
+    # CDN or browser: once the cause is fixed, the same URL renders it right.
+    warnings = response.warnings
     found = await image_response(request, response.render_id,
                                  response_format(response.format).extension,
-                                 cache_control=deps(request).signed_cache_control)
+                                 cache_control="no-store" if warnings
+                                 else deps(request).signed_cache_control)
     if found is None:
         raise NotFound("the rendered image disappeared; retry")
+    if warnings:
+        found.headers["Litho-Warnings"] = _warnings_header(warnings)
     return found
+
+
+def _warnings_header(warnings: Sequence[renderer_pb2.AssetWarning]) -> str:
+    """A short, header-safe summary: how many assets did not load, and the
+    first one's outcome and hint (its URL is the template's, so it is left out)."""
+    first = warnings[0]
+    text = f"{len(warnings)} asset(s) did not load; first: {first.outcome}: {first.hint}"
+    return text.encode("ascii", "replace").decode()[:300]

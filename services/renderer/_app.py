@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from functools import partial
 
 from playwright.async_api import async_playwright
@@ -13,10 +14,12 @@ from litho.logs import get_logger
 from litho.outbound import OutboundGuard
 from litho.renderer.v1 import renderer_pb2, renderer_pb2_grpc
 from litho.service import Host
-from services.renderer import _chromium, _encode
+from services.renderer import _chromium, _encode, _fonts_check
+from services.renderer._assets import AssetLog
 from services.renderer._capture import Capturer
 from services.renderer._engine import ChromiumPage, PlaywrightEngine
 from services.renderer._events import NatsRenderEvents
+from services.renderer._fit import FitLimits
 from services.renderer._pipeline import CaptureSpec, Output, RenderPipeline
 from services.renderer._pool import PagePool
 from services.renderer._servicer import RendererServicer
@@ -32,6 +35,7 @@ SETTINGS = RendererSettings
 
 async def build(host: Host[RendererSettings]) -> None:
     settings, stack = host.settings, host.stack
+    await _fonts_check.warn_missing_fonts()  # a missing script renders as tofu, silently
     blobs = await host.blob_store()
 
     nc = await host.nats()
@@ -81,7 +85,9 @@ async def build(host: Host[RendererSettings]) -> None:
     # Encoders release the GIL: a thread per core keeps both cores busy.
     executor = stack.enter_context(ThreadPoolExecutor(
         max_workers=max(2, settings.renderer_concurrency), thread_name_prefix="encode"))
-    capturer = Capturer(limits=limits, executor=executor)
+    capturer = Capturer(limits=limits, executor=executor, fit=FitLimits(
+        max_elements=settings.renderer_fit_max_elements,
+        max_font_px=settings.renderer_fit_max_font_size))
 
     async def run_capture(spec: CaptureSpec, tenant_id: str) -> Output:
         return await pool.run(
@@ -101,4 +107,9 @@ async def _capture_on(page: object, *, capturer: Capturer, spec: CaptureSpec,
                       tenant: str) -> Output:
     assert isinstance(page, ChromiumPage)
     page.tenant = tenant
-    return await capturer.capture(page, spec)
+    page.assets = record = AssetLog()
+    try:
+        output = await capturer.capture(page, spec)
+    finally:
+        page.assets = None
+    return replace(output, assets=record.assets())

@@ -16,6 +16,10 @@ Determinism: every page's animation clock is frozen when the page is made
 (``_gif.freeze_timeline``), so no animation advances on its own. A still
 image shows finite animations at their end and infinite ones at their start;
 a GIF steps them frame by frame.
+
+Fit-to-box text (``_fit.py``) runs right after each document loads, so
+every path (stills, selector crops, GIFs, each page of a PDF) sees the
+fitted layout; documents without ``data-fit`` skip it.
 """
 
 from __future__ import annotations
@@ -23,14 +27,14 @@ from __future__ import annotations
 import asyncio
 import base64
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from opentelemetry import trace
 from playwright.async_api import Error as PlaywrightError
 
 from litho.errors import FieldError, InvalidArgument
-from services.renderer import _encode, _gif, _pdf
+from services.renderer import _encode, _fit, _gif, _pdf
 from services.renderer._engine import ChromiumPage
 from services.renderer._pipeline import CaptureSpec, Output
 from services.renderer._spec import Limits, check_pdf_pages, check_pixels
@@ -55,6 +59,8 @@ class Capturer:
     executor: Executor | None = None
     #: How long a selector may take to match, in milliseconds.
     selector_timeout_ms: float = 1000
+    #: Bounds of fit-to-box text (``_fit.py``).
+    fit: _fit.FitLimits = field(default_factory=_fit.FitLimits)
 
     async def capture(self, page: ChromiumPage, spec: CaptureSpec) -> Output:
         if page.base_url != spec.base_url:
@@ -82,13 +88,21 @@ class Capturer:
         await _background(page, transparent=spec.transparent)
         if spec.format == "pdf":
             return await self._pdf(page, spec)
-        await _load(page, spec.documents[0])
+        await self._load(page, spec.documents[0])
         clip = await self._clip(page, spec)
         if spec.format == "gif":
             return await self._gif(page, spec, clip)
         if "animation" in spec.documents[0]:
             await page.page.evaluate(_SETTLE)
         return await self._image(page, spec, clip)
+
+    async def _load(self, page: ChromiumPage, html: str) -> None:
+        # "load" waits for images and stylesheets; never for an idle network.
+        await page.load(html)
+        # Fitting changes the layout: before a selector's box is measured,
+        # animations settle, GIF frames or PDF pages are taken.
+        if _fit.wanted(html):
+            await _fit.fit_text(page.page, self.fit)
 
     async def _run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         loop = asyncio.get_running_loop()
@@ -126,10 +140,11 @@ class Capturer:
             preset=spec.pdf.preset or None, width_mm=spec.pdf.width_mm or None,
             height_mm=spec.pdf.height_mm or None, landscape=spec.pdf.landscape,
             margin_top=top, margin_right=right, margin_bottom=bottom, margin_left=left,
+            template_px=(spec.width, spec.height),
         )
         parts, pages = [], 0
         for document in spec.documents:
-            await _load(page, document)
+            await self._load(page, document)
             # One page past the limit is printed, to see that it is over, and no more.
             part = await _pdf.print_pdf(page.page, options,
                                         max_pages=self.limits.max_pdf_pages - pages + 1)
@@ -177,11 +192,6 @@ async def _background(page: ChromiumPage, *, transparent: bool) -> None:
         await page.cdp.send("Emulation.setDefaultBackgroundColorOverride",
                             _TRANSPARENT if transparent else {})
         page.transparent = transparent
-
-
-async def _load(page: ChromiumPage, html: str) -> None:
-    # "load" waits for images and stylesheets; never for an idle network.
-    await page.load(html)
 
 
 async def _screenshot(

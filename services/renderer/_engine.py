@@ -40,6 +40,7 @@ from playwright.async_api import Error as PlaywrightError
 
 from litho.errors import FieldError, InvalidArgument
 from litho.logs import get_logger
+from services.renderer._assets import AssetLog
 from services.renderer._gif import freeze_timeline
 from services.renderer._pool import BrowserLike
 from services.renderer._subresources import SubresourceFetcher
@@ -78,6 +79,8 @@ class ChromiumPage:
     written: bool = True
     #: Whose render the page is doing: subresources are cached per tenant.
     tenant: str = ""
+    #: The outcome of every subresource request of the render in hand.
+    assets: AssetLog | None = None
     #: The trace of the document being loaded: Playwright calls the route
     #: handler in a task of its own, so subresource fetches join it by hand.
     trace_context: otel_context.Context | None = None
@@ -221,10 +224,14 @@ class PlaywrightEngine:
         request = route.request
         if not request.is_navigation_request():
             token = otel_context.attach(page.trace_context or otel_context.Context())
+            record = page.assets
+            slot = record.start(request.url) if record is not None else -1
             try:
-                await self._fetcher.handle(route, page.tenant)
+                asset = await self._fetcher.handle(route, page.tenant)
             finally:
                 otel_context.detach(token)
+            if record is not None:
+                record.finish(slot, asset)
             return
         if page._is_ours(request):
             await route.fulfill(status=200, headers=_DOCUMENT_HEADERS, body=b"")

@@ -7,9 +7,12 @@ rest is synchronous pypdf work for an executor:
     pdf = await loop.run_in_executor(
         None, functools.partial(normalise_pdf, raw, page_size_pt=options.page_size_pt()))
 
-Page size: a preset or a custom size wins over the template's CSS ``@page {
-size }``; with neither, the template's CSS decides and A4 is the fallback.
-``landscape`` turns a preset, custom or fallback size, never a CSS one.
+Page size, first that applies: a preset or a custom size; the document's CSS
+``@page { size }``; the template's own size (the render's width × height in
+CSS pixels, 1 px = 0.75 pt, so a 1200×630 card prints on a 900×472.5 pt page
+that it fills); A4 only when no template size is given (``print_pdf`` used on
+its own). ``landscape`` turns a preset, custom or A4 size, never a CSS one or
+the template's, which already has the orientation it was designed in.
 Margins are the page margins outside the content; a template's ``@page {
 margin }`` overrides them, as in any browser. Chromium rounds them down to whole
 CSS pixels (1cm prints as 37px, 27.75 pt).
@@ -56,6 +59,7 @@ LENGTH_RE: Final = re.compile(r"0|([0-9]{1,4}(?:\.[0-9]{1,3})?)(mm|cm|in|px)")
 
 _MM_PER_UNIT: Final = {"mm": 1.0, "cm": 10.0, "in": 25.4, "px": 25.4 / 96}
 _PT_PER_MM: Final = 72 / 25.4
+_PT_PER_PX: Final = 0.75
 #: Chromium's rounding of page sizes stays well under this; anything bigger is
 #: not rounding (a CSS page size, say) and is left alone.
 _ROUNDING_PT: Final = 1.5
@@ -78,6 +82,9 @@ class PdfOptions:
     margin_right: str = "0"
     margin_bottom: str = "0"
     margin_left: str = "0"
+    #: The template's own (width, height) in CSS pixels: the page size when
+    #: neither a preset nor a custom size is given and the document's CSS sets none.
+    template_px: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         errors = self._size_errors()
@@ -85,17 +92,28 @@ class PdfOptions:
         if errors:
             raise InvalidArgument("the PDF options are invalid", errors=errors)
 
+    def requested(self) -> bool:
+        """A preset or a custom size: the document's CSS page size does not apply."""
+        return self.preset is not None or None not in (self.width_mm, self.height_mm)
+
     def page_size_mm(self) -> tuple[float, float] | None:
-        """The requested (width, height) after ``landscape``; None when CSS decides."""
+        """The page's (width, height) unless the document's CSS sets one: the
+        requested size after ``landscape``, else the template's; None without either."""
         if self.preset is not None:
             width, height = PDF_PRESETS[self.preset]
         elif self.width_mm is not None and self.height_mm is not None:
             width, height = self.width_mm, self.height_mm
+        elif self.template_px is not None:
+            px_mm = _MM_PER_UNIT["px"]
+            return self.template_px[0] * px_mm, self.template_px[1] * px_mm
         else:
             return None
         return (height, width) if self.landscape else (width, height)
 
     def page_size_pt(self) -> tuple[float, float] | None:
+        if not self.requested() and self.template_px is not None:
+            # Exact in points: no round trip through millimetres.
+            return self.template_px[0] * _PT_PER_PX, self.template_px[1] * _PT_PER_PX
         size = self.page_size_mm()
         if size is None:
             return None
@@ -111,6 +129,8 @@ class PdfOptions:
         )
 
     def _size_errors(self) -> list[FieldError]:
+        if self.template_px is not None and min(self.template_px) < 1:
+            raise ValueError(f"not a template size: {self.template_px!r}")
         custom = (self.width_mm, self.height_mm)
         if self.preset is not None:
             if self.preset not in PDF_PRESETS:
@@ -154,13 +174,13 @@ async def print_pdf(page: Page, options: PdfOptions, *, max_pages: int | None = 
     """
     if max_pages is not None and max_pages < 1:
         raise ValueError("max_pages must be at least 1")
-    size = options.page_size_mm()
-    width, height = size or _fallback_size_mm(options.landscape)
+    width, height = options.page_size_mm() or _fallback_size_mm(options.landscape)
     top, right, bottom, left = options.margins_mm()
     return await page.pdf(
         width=_inches(width),
         height=_inches(height),
-        prefer_css_page_size=size is None,
+        # Chromium's CSS page size wins over width and height only when asked to.
+        prefer_css_page_size=not options.requested(),
         print_background=True,
         margin={"top": _inches(top), "right": _inches(right),
                 "bottom": _inches(bottom), "left": _inches(left)},

@@ -10,6 +10,7 @@ import asyncio
 import hashlib
 import hmac
 import json
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -19,8 +20,10 @@ from opentelemetry import trace
 
 from litho import renders
 from litho.blobstore import BlobStore
-from litho.errors import LithoError
+from litho.errors import FieldError, InvalidArgument, LithoError
 from litho.logs import get_logger
+from services.renderer import _assets
+from services.renderer._assets import Asset, AssetWarning
 from services.renderer._spec import (
     DEFAULT_QUALITY,
     GifSpec,
@@ -39,7 +42,16 @@ log = get_logger(__name__)
 _tracer = trace.get_tracer("litho.renderer.pipeline")
 
 #: Part of every cache key: bump it when the same input would render differently.
-RENDERER_VERSION = "3"
+RENDERER_VERSION = "4"
+
+
+@dataclass(frozen=True)
+class InlineSource:
+    """A one-shot template (``POST /v1/render``): rendered, never stored."""
+
+    html: str
+    width: int
+    height: int
 
 
 @dataclass(frozen=True)
@@ -53,6 +65,13 @@ class RenderRequest:
     options: RenderOptions = field(default_factory=RenderOptions)
     #: The variables came from a URL query: their values are all text.
     coerce_strings: bool = False
+    #: A render in which an asset did not load is refused (422), not answered
+    #: with warnings.
+    strict_assets: bool = False
+    #: Skip the stored output: render again and replace it.
+    refresh: bool = False
+    #: Render this source instead of a stored template (``template_id`` is empty).
+    inline: InlineSource | None = None
 
 
 @dataclass(frozen=True)
@@ -85,6 +104,8 @@ class Output:
     page_width_pt: float = 0.0
     page_height_pt: float = 0.0
     frame_count: int = 0
+    #: Every subresource the page asked for, and how it went.
+    assets: tuple[Asset, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -102,6 +123,22 @@ class RenderResult:
     page_width_pt: float = 0.0
     page_height_pt: float = 0.0
     frame_count: int = 0
+    #: Assets that did not load: the output is stored under a one-off id,
+    #: never under the content address.
+    warnings: tuple[AssetWarning, ...] = ()
+
+
+@dataclass(frozen=True)
+class _Stored:
+    """What a render (or the render it waited for) left in the blob store."""
+
+    #: Where the output is stored: the content address, or a one-off id when
+    #: an asset did not load; empty when nothing was stored (a strict refusal).
+    render_id: str
+    info: dict[str, float]
+    warnings: tuple[AssetWarning, ...] = ()
+    #: This call rendered it.
+    rendered: bool = False
 
 
 @dataclass(frozen=True)
@@ -116,7 +153,7 @@ class Expanded:
 class TemplateSource(Protocol):
     async def expand(
         self, tenant_id: str, template_id: str, version: int, variables_json: str,
-        *, coerce_strings: bool = False,
+        *, coerce_strings: bool = False, inline: InlineSource | None = None,
     ) -> Expanded: ...
 
 
@@ -154,7 +191,7 @@ class RenderPipeline:
         self._limits = limits
         # One render per render id at a time: identical concurrent requests of
         # one tenant share it (ids differ between tenants, so never across them).
-        self._inflight: dict[str, asyncio.Future[bool]] = {}
+        self._inflight: dict[str, asyncio.Future[_Stored | None]] = {}
 
     async def render(self, request: RenderRequest) -> RenderResult:
         with _tracer.start_as_current_span("render", attributes={
@@ -199,20 +236,23 @@ class RenderPipeline:
             check_gif_work(spec.width, spec.height, spec.scale, spec.gif, self._limits)
         render_id = make_render_id(self._secret, request.tenant_id, spec)
         try:
-            output, rendered = await self._stored_or_rendered(render_id, spec,
-                                                              request.tenant_id)
+            stored = await self._stored_or_rendered(render_id, spec, request)
         except LithoError as exc:
             self._events.failed(request, exc, first.version)
             raise
+        output = stored.info
         result = RenderResult(
-            render_id=render_id, blob_key=renders.blob_key(render_id, spec.format),
+            render_id=stored.render_id, blob_key=renders.blob_key(stored.render_id, spec.format),
             format=spec.format, content_type=renders.CONTENT_TYPES[spec.format],
-            width=int(output["width"]), height=int(output["height"]), cached=not rendered,
+            width=int(output["width"]), height=int(output["height"]),
+            # A render with warnings is never a hit: it was not stored as one.
+            cached=not stored.rendered and not stored.warnings,
             template_version=first.version, size_bytes=int(output["size"]),
             page_count=int(output.get("pageCount", 0)),
             page_width_pt=output.get("pageWidthPt", 0.0),
             page_height_pt=output.get("pageHeightPt", 0.0),
             frame_count=int(output.get("frameCount", 0)),
+            warnings=stored.warnings,
         )
         self._events.completed(request, result, (time.perf_counter() - started) * 1000)
         return result
@@ -224,7 +264,7 @@ class RenderPipeline:
     async def _expand_all(self, request: RenderRequest) -> list[Expanded]:
         expanded = await asyncio.gather(*(
             self._templates.expand(request.tenant_id, request.template_id, request.version, v,
-                                   coerce_strings=request.coerce_strings)
+                                   coerce_strings=request.coerce_strings, inline=request.inline)
             for v in request.variable_sets
         ))
         # A multi-page PDF pins every page to the version of its first page.
@@ -234,48 +274,78 @@ class RenderPipeline:
         return list(expanded)
 
     async def _stored_or_rendered(
-        self, render_id: str, spec: CaptureSpec, tenant_id: str,
-    ) -> tuple[dict[str, float], bool]:
-        """The output's metadata, and whether this call rendered it."""
+        self, render_id: str, spec: CaptureSpec, request: RenderRequest,
+    ) -> _Stored:
+        """The stored output, rendering it first when there is none (or when
+        the request asks for a refresh)."""
         key = renders.blob_key(render_id, spec.format)
         meta_key = renders.meta_key(render_id, spec.format)
         while True:
-            with _tracer.start_as_current_span("render cache lookup", attributes={
-                    "litho.render.id": render_id}) as span:
-                stored = await self._stored(key, meta_key)
-                span.set_attribute("litho.render.cached", stored is not None)
-            if stored is not None:
-                return stored, False
+            if not request.refresh:
+                with _tracer.start_as_current_span("render cache lookup", attributes={
+                        "litho.render.id": render_id}) as span:
+                    stored = await self._stored(key, meta_key)
+                    span.set_attribute("litho.render.cached", stored is not None)
+                if stored is not None:
+                    return _Stored(render_id, stored)
             pending = self._inflight.get(render_id)
             if pending is None:
                 break
-            # Share the owner's outcome: its error is ours too; if it was
-            # cancelled, loop and render ourselves.
-            if await asyncio.shield(pending) is False:
+            # Share the owner's outcome: its error is ours too. If it was
+            # cancelled, or refused its output (strict) while we would take it
+            # with warnings, loop and render ourselves.
+            shared = await asyncio.shield(pending)
+            if shared is None or not shared.render_id:
                 continue
-        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+            if shared.warnings and request.strict_assets:
+                raise _strict_refusal(shared.warnings)
+            return replace(shared, rendered=False)
+        done: asyncio.Future[_Stored | None] = asyncio.get_running_loop().create_future()
         done.add_done_callback(_consume_exception)
         self._inflight[render_id] = done
         try:
-            output = await self._capture(spec, tenant_id)
-            await self._put(key, output.data, renders.CONTENT_TYPES[spec.format])
-            info: dict[str, float] = {
-                _camel(k): v for k, v in asdict(output).items() if k != "data" and v
-            }
-            info["size"] = len(output.data)
-            # The metadata is written last: its presence means the output is complete.
-            await self._put(meta_key, json.dumps(info).encode(), "application/json")
+            output = await self._capture(spec, request.tenant_id)
+            outcome = await self._store(render_id, spec, output, request)
         except LithoError as exc:
             done.set_exception(exc)
             raise
         except BaseException:
-            done.set_result(False)
+            done.set_result(None)
             raise
         else:
-            done.set_result(True)
-            return info, True
+            done.set_result(outcome)
+            if not outcome.render_id:
+                raise _strict_refusal(outcome.warnings)
+            return outcome
         finally:
             del self._inflight[render_id]
+
+    async def _store(self, render_id: str, spec: CaptureSpec, output: Output,
+                     request: RenderRequest) -> _Stored:
+        """Store a fresh output: under its content address when every asset
+        loaded; otherwise under a one-off id (never found again by a lookup),
+        or not at all when the request is strict."""
+        warnings = _assets.warnings_of(output.assets)
+        span = trace.get_current_span()
+        span.set_attribute("litho.render.assets_not_loaded", len(warnings))
+        if warnings:
+            log.info("assets did not load; the output is not cached",
+                     render_id=render_id, assets=_assets.summary(output.assets),
+                     urls=[w.url[:120] for w in warnings[:5]])
+            if request.strict_assets:
+                return _Stored("", {}, warnings, rendered=True)
+            render_id = secrets.token_hex(32)
+        key = renders.blob_key(render_id, spec.format)
+        meta_key = renders.meta_key(render_id, spec.format)
+        await self._put(key, output.data, renders.CONTENT_TYPES[spec.format])
+        info: dict[str, float] = {
+            _camel(k): v for k, v in asdict(output).items()
+            if k not in ("data", "assets") and v
+        }
+        info["size"] = len(output.data)
+        # The metadata is written last: its presence means the output is complete.
+        await self._put(meta_key, json.dumps(info).encode(), "application/json")
+        return _Stored(render_id, info, warnings, rendered=True)
 
     async def _put(self, key: str, data: bytes, content_type: str) -> None:
         with _tracer.start_as_current_span("blob write", attributes={
@@ -292,7 +362,16 @@ class RenderPipeline:
         return stored
 
 
-def _consume_exception(future: asyncio.Future[bool]) -> None:
+def _strict_refusal(warnings: tuple[AssetWarning, ...]) -> InvalidArgument:
+    shown = "; ".join(f"{w.url or 'more'}: {w.outcome.value}" for w in warnings[:3])
+    more = f" and {len(warnings) - 3} more" if len(warnings) > 3 else ""
+    return InvalidArgument(
+        f"{len(warnings)} asset(s) did not load and assets is \"strict\": {shown}{more}",
+        errors=[FieldError("assets", f"{w.url or 'more'}: {w.reason} ({w.hint})")
+                for w in warnings])
+
+
+def _consume_exception(future: asyncio.Future[_Stored | None]) -> None:
     # A failure nobody else waited for is not "never retrieved".
     if not future.cancelled():
         future.exception()

@@ -52,6 +52,12 @@ class RendererSettings(BaseServiceSettings):
     renderer_max_gif_pixels: int = Field(default=60_000_000, gt=0)
     #: Most pixels of one WebP: Chromium's WebP encoder is the slowest.
     renderer_max_webp_pixels: int = Field(default=16_000_000, gt=0)
+    #: Most ``data-fit`` elements in one document (fit-to-box text); each
+    #: takes up to ~13 layouts, ~0.1-1 ms each.
+    renderer_fit_max_elements: int = Field(default=100, ge=0, le=10_000)
+    #: Largest ``data-fit-min``/``data-fit-max``, in CSS px; it also bounds
+    #: the binary search of one element (log2 of twice this, plus 2, layouts).
+    renderer_fit_max_font_size: float = Field(default=1000.0, ge=1, le=100_000)
     #: Subresources (images, fonts, CSS) fetched through the guard are cached
     #: in memory for this many seconds, up to this many bytes in all.
     renderer_subresource_ttl: float = Field(default=300.0, ge=0)

@@ -32,6 +32,9 @@ class Limits:
 
 @dataclass(frozen=True)
 class PdfSpec:
+    """PDF page setup. Without a preset or custom size the page is the document's
+    CSS ``@page { size }``, else the template's own size (``_pdf.PdfOptions``)."""
+
     preset: str = ""
     width_mm: float = 0.0
     height_mm: float = 0.0

@@ -3,7 +3,9 @@
 Chromium never reaches the network itself: images, fonts and stylesheets are
 fetched by :class:`litho.outbound.OutboundGuard` (which denies private
 addresses), cached briefly in memory, and handed back with ``route.fulfill``.
-A denied or failed fetch aborts that one request; the page renders without it.
+A denied or failed fetch aborts that one request; the page renders without it,
+and the request's outcome (``_assets.Asset``) goes back to the render, which
+warns about it and does not store the output under its content address.
 The cache is kept per tenant: a shared one would let a tenant learn, from how
 fast an image loads, which URLs other tenants rendered recently.
 """
@@ -18,9 +20,11 @@ from urllib.parse import urlsplit
 
 from opentelemetry import trace
 
-from litho.errors import OutboundDenied, OutboundError
+from litho.errors import OutboundDenied, OutboundError, OutboundTimeout, OutboundTooLarge
 from litho.logs import get_logger
 from litho.outbound import OutboundGuard
+from services.renderer import _assets
+from services.renderer._assets import Asset
 
 log = get_logger(__name__)
 _tracer = trace.get_tracer("litho.renderer.subresources")
@@ -64,38 +68,61 @@ class SubresourceFetcher:
         self._cache: OrderedDict[tuple[str, str], _Entry] = OrderedDict()
         self._cached_bytes = 0
 
-    async def handle(self, route: RouteLike, tenant: str = "") -> None:
-        """Fetch (or serve from ``tenant``'s cache) what the page asked for."""
+    async def handle(self, route: RouteLike, tenant: str = "") -> Asset:
+        """Fetch (or serve from ``tenant``'s cache) what the page asked for,
+        and say how it went."""
         request = route.request
+        url = request.url
         if request.method != "GET":
             await route.abort("blockedbyclient")
-            return
-        url = request.url
+            return _assets.not_get(url, request.method)
         if _never_resolves(url):
             # Relative URLs under the default base URL: no DNS query for them.
             await route.abort("namenotresolved")
-            return
+            return _assets.unresolvable(url)
         key = (tenant, url)
+        started = time.perf_counter()
         # The host only: a path or query may carry a tenant's secrets.
         with _tracer.start_as_current_span("subresource", attributes={
                 "server.address": urlsplit(url).hostname or ""}) as span:
             entry = self._lookup(key)
             span.set_attribute("litho.subresource.cached", entry is not None)
-            if entry is None:
-                try:
-                    result = await self._guard.fetch(url)
-                except OutboundDenied:
-                    await route.abort("blockedbyclient")
-                    return
-                except OutboundError as exc:
-                    log.info("subresource fetch failed", url=url, error=str(exc))
-                    await route.abort("failed")
-                    return
-                entry = _Entry(result.status, dict(result.headers), result.body,
-                               time.monotonic() + self._ttl)
-                if result.status == 200:
-                    self._store(key, entry)
-            await route.fulfill(status=entry.status, headers=entry.headers, body=entry.body)
+            asset = await self._fetch(route, key, entry, started)
+            span.set_attributes({"litho.subresource.outcome": asset.outcome.value,
+                                 "litho.subresource.size_bytes": asset.size})
+            return asset
+
+    async def _fetch(self, route: RouteLike, key: tuple[str, str], entry: _Entry | None,
+                     started: float) -> Asset:
+        url = key[1]
+        cached = entry is not None
+        if entry is None:
+            try:
+                result = await self._guard.fetch(url)
+            except OutboundDenied:
+                await route.abort("blockedbyclient")
+                return _assets.denied(url)
+            except OutboundTimeout:
+                await route.abort("timedout")
+                return _assets.timed_out(url, self._guard.timeout, _ms(started))
+            except OutboundTooLarge:
+                await route.abort("failed")
+                return _assets.too_large(url, self._guard.max_bytes, _ms(started))
+            except OutboundError as exc:
+                log.info("subresource fetch failed", url=_assets.clip_url(url), error=str(exc))
+                await route.abort("failed")
+                return _assets.failed(url, str(exc)[:300], _ms(started))
+            entry = _Entry(result.status, dict(result.headers), result.body,
+                           time.monotonic() + self._ttl)
+            if result.status == 200:
+                self._store(key, entry)
+        await route.fulfill(status=entry.status, headers=entry.headers, body=entry.body)
+        if entry.status >= 400:
+            return _assets.failed(url, f"the server answered HTTP {entry.status}",
+                                  _ms(started), status=entry.status, size=len(entry.body))
+        return _assets.Asset(_assets.clip_url(url), _assets.Outcome.LOADED,
+                             size=len(entry.body), duration_ms=_ms(started),
+                             status=entry.status, cached=cached)
 
     def _lookup(self, key: tuple[str, str]) -> _Entry | None:
         entry = self._cache.get(key)
@@ -121,6 +148,10 @@ class SubresourceFetcher:
     def _evict(self, key: tuple[str, str]) -> None:
         entry = self._cache.pop(key)
         self._cached_bytes -= len(entry.body)
+
+
+def _ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 1)
 
 
 def _never_resolves(url: str) -> bool:

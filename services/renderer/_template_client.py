@@ -6,7 +6,7 @@ import grpc
 
 from litho.template.v1 import template_pb2 as pb
 from litho.template.v1 import template_pb2_grpc as pb_grpc
-from services.renderer._pipeline import Expanded
+from services.renderer._pipeline import Expanded, InlineSource
 
 
 class GrpcTemplateSource:
@@ -15,11 +15,13 @@ class GrpcTemplateSource:
 
     async def expand(
         self, tenant_id: str, template_id: str, version: int, variables_json: str,
-        *, coerce_strings: bool = False,
+        *, coerce_strings: bool = False, inline: InlineSource | None = None,
     ) -> Expanded:
         response = await self._stub.ExpandTemplate(pb.ExpandTemplateRequest(
             tenant_id=tenant_id, template_id=template_id, version=version,
             variables_json=variables_json, coerce_strings=coerce_strings,
+            inline=pb.TemplateSpec(html=inline.html, width=inline.width, height=inline.height)
+            if inline else None,
         ))
         return Expanded(
             template_id=response.template_id, version=response.version, html=response.html,

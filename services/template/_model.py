@@ -114,8 +114,9 @@ def _parse_json(text: str, *, field: str, max_bytes: int, limits: jsonlimits.Jso
     than the gateway exist, so the gateway's own check is not enough)."""
     if len(text.encode("utf-8", "surrogatepass")) > max_bytes:
         raise InvalidArgument(
-            f"{field} is larger than {max_bytes} bytes",
-            errors=[FieldError(field, f"at most {max_bytes} bytes")],
+            f"{field} is larger than {max_bytes} bytes (LITHO_TEMPLATE_MAX_VARIABLES_BYTES)",
+            errors=[FieldError(field,
+                               f"at most {max_bytes} bytes (LITHO_TEMPLATE_MAX_VARIABLES_BYTES)")],
         )
     try:
         return jsonlimits.loads(text, limits)
@@ -144,10 +145,12 @@ def check_spec(spec: Spec, limits: Limits, *, creating: bool) -> None:
         if size == 0:
             problems.append(FieldError("html", "must not be empty"))
         elif size > limits.max_html_bytes:
-            problems.append(FieldError("html", f"must be at most {limits.max_html_bytes} bytes"))
+            problems.append(FieldError("html", f"must be at most {limits.max_html_bytes} bytes "
+                                       f"(LITHO_TEMPLATE_MAX_HTML_BYTES); it is {size}"))
     for dim in ("width", "height"):
         value = getattr(spec, dim)
         if value is not None and not (1 <= value <= limits.max_dimension):
-            problems.append(FieldError(dim, f"must be between 1 and {limits.max_dimension}"))
+            problems.append(FieldError(dim, f"must be between 1 and {limits.max_dimension} "
+                                       "(LITHO_TEMPLATE_MAX_DIMENSION)"))
     if problems:
         raise InvalidArgument("the template is invalid", errors=problems)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import Any
 
 from opentelemetry import trace
@@ -159,6 +160,34 @@ class Templates:
                                  "litho.template.html_chars": len(html)})
         return Expansion(template=template, html=html)
 
+    async def expand_inline(self, tenant_id: str, spec: Spec,
+                            variables_json: str) -> Expansion:
+        """Expand a one-shot source (``POST /v1/render``): checked as a save
+        checks a template (size, dimensions, syntax, definitions), then
+        expanded like a stored version. Nothing is stored; compiled sources
+        are cached by their hash, so a repeated source compiles once."""
+        missing = [FieldError(f, "is required") for f in ("html", "width", "height")
+                   if getattr(spec, f) is None]
+        if missing:
+            raise InvalidArgument("the template is invalid", errors=missing)
+        deadline = time.monotonic() + self._expand_timeout
+        with _tracer.start_as_current_span("template expand", attributes={
+            "litho.tenant.id": tenant_id, "litho.template.inline": True,
+            "litho.template.variables_chars": len(variables_json),
+        }) as span:
+            checked = await asyncio.to_thread(self._check, spec, creating=False)
+            assert checked.html is not None and checked.width and checked.height
+            now = datetime.now(UTC)
+            template = Template(
+                id="", tenant_id=tenant_id, name="", html=checked.html, width=checked.width,
+                height=checked.height, sample_variables=checked.sample_variables or {},
+                version=0, create_time=now, update_time=now,
+                variable_definitions=checked.variable_definitions or [])
+            html = await asyncio.to_thread(
+                self._expand_sync, template, variables_json, False, None, deadline)
+            span.set_attribute("litho.template.html_chars", len(html))
+        return Expansion(template=template, html=html)
+
     def _definitions_ready(self, template: Template, variables_size: int) -> bool:
         """Whether the template's definitions are parsed (their patterns
         compiled) already, and matching them against variables of this size
@@ -172,6 +201,9 @@ class Templates:
         return program * variables_size <= _INLINE_PATTERN_WORK
 
     def _definitions_of(self, template: Template) -> list[VariableDefinition]:
+        if not template.id:
+            # A one-shot source: no version to cache its definitions under.
+            return parse_definitions(template.variable_definitions)
         key = _version_key(template)
         definitions = self._definitions.get(key)
         if definitions is None:

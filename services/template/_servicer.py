@@ -166,10 +166,16 @@ class TemplateServicer(pb_grpc.TemplateServiceServicer):
     async def ExpandTemplate(
         self, request: pb.ExpandTemplateRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ExpandTemplateResponse:
-        result = await self._templates.expand(
-            request.tenant_id, request.template_id, request.version, request.variables_json,
-            coerce=request.coerce_strings,
-        )
+        if request.HasField("inline"):
+            spec = spec_from_proto(request.inline, max_variables_bytes=self._max_variables,
+                                   json_limits=self._json_limits)
+            result = await self._templates.expand_inline(
+                request.tenant_id, spec, request.variables_json)
+        else:
+            result = await self._templates.expand(
+                request.tenant_id, request.template_id, request.version,
+                request.variables_json, coerce=request.coerce_strings,
+            )
         return pb.ExpandTemplateResponse(
             template_id=result.template.id, version=result.template.version,
             html=result.html, width=result.template.width, height=result.template.height,

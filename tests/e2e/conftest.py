@@ -2,7 +2,7 @@
 
 Two image servers run on loopback in the test process: ``allowed`` is on the
 outbound allow-list, ``secret`` is not, so a template that references both
-shows the first and never reaches the second.
+shows the first and never reaches the second. Both answer 404 under ``/missing/``.
 """
 
 from __future__ import annotations
@@ -57,6 +57,8 @@ async def _serve(server: ImageServer) -> web.AppRunner:
 
     async def handler(request: web.Request) -> web.Response:
         server.hits.append(request.path)
+        if request.path.startswith("/missing/"):
+            return web.Response(status=404, text="no such image")
         return web.Response(body=body, content_type="image/png")
 
     runner, server.port = await serve_loopback(handler)

@@ -59,7 +59,8 @@ async def test_width_over_the_service_limit_is_422(live: Live) -> None:
     async with live.http.post(f"{live.url}/v1/templates", json=body, headers=live.auth()) as r:
         assert r.status == 422
         problem = await r.json()
-    assert problem["errors"] == [{"field": "width", "message": "must be between 1 and 5000"}]
+    assert problem["errors"] == [{"field": "width", "message":
+                                  "must be between 1 and 5000 (LITHO_TEMPLATE_MAX_DIMENSION)"}]
 
 
 async def test_unknown_fields_and_missing_fields_are_422(live: Live) -> None:

@@ -159,6 +159,63 @@ async def test_pdf_presets_margins_and_css_page_breaks(live: Live) -> None:
     assert custom["pageSize"]["width"] == pytest.approx(283.46, abs=0.01)
 
 
+CARD = """<!doctype html><html><head><style>
+  html, body { margin: 0; }
+  .card { width: 100vw; height: 100vh; background: #4f46e5; color: white;
+          font: bold 64px sans-serif; }
+</style></head><body><div class="card">{{ title }}</div></body></html>"""
+
+
+def page_box(data: bytes) -> list[tuple[float, float]]:
+    reader = PdfReader(io.BytesIO(data))
+    return [(round(float(p.mediabox.width), 2), round(float(p.mediabox.height), 2))
+            for p in reader.pages]
+
+
+async def test_pdf_without_a_size_is_one_page_of_the_templates_size(live: Live) -> None:
+    template = await create(live, html=CARD, width=1200, height=630)
+    card = await render(live, template["id"], {"format": "pdf", "variables": {"title": "Hi"}})
+    # 1 CSS px = 0.75 pt: the card fills one page of its own size, not half an A4.
+    assert card["pageCount"] == 1
+    assert card["pageSize"] == {"width": 900.0, "height": 472.5, "unit": "pt"}
+    data = await fetch(live, card["url"])
+    assert page_box(data) == [(900.0, 472.5)]
+    assert "Hi" in PdfReader(io.BytesIO(data)).pages[0].extract_text()
+    # The render's width and height are the template's size for that render.
+    resized = await render(live, template["id"], {"format": "pdf", "width": 600, "height": 400})
+    assert resized["pageSize"] == {"width": 450.0, "height": 300.0, "unit": "pt"}
+    assert page_box(await fetch(live, resized["url"])) == [(450.0, 300.0)]
+    # A preset or a custom size still wins, and is unchanged.
+    a4 = await render(live, template["id"], {"format": "pdf", "pdf": {"preset": "A4"}})
+    assert a4["pageSize"] == {"width": 595.28, "height": 841.89, "unit": "pt"}
+    custom = await render(live, template["id"], {"format": "pdf", "pdf": {
+        "widthMm": 100, "heightMm": 50}})
+    assert custom["pageSize"] == {"width": 283.46, "height": 141.73, "unit": "pt"}
+
+
+async def test_pdf_css_page_size_wins_over_the_templates_size(live: Live) -> None:
+    html = CARD.replace("<style>", "<style>@page { size: 100mm 150mm; margin: 0; }")
+    template = await create(live, html=html, width=1200, height=630)
+    result = await render(live, template["id"], {"format": "pdf"})
+    assert result["pageSize"]["width"] == pytest.approx(100 * 72 / 25.4, abs=1)
+    assert result["pageSize"]["height"] == pytest.approx(150 * 72 / 25.4, abs=1)
+    a5 = await render(live, template["id"], {"format": "pdf", "pdf": {"preset": "A5"}})
+    assert a5["pageSize"] == {"width": 419.53, "height": 595.28, "unit": "pt"}
+
+
+async def test_multi_page_pdf_of_cards_has_card_pages(live: Live) -> None:
+    template = await create(live, html=CARD, width=1200, height=630)
+    body = {"variableSets": [{"title": t} for t in ("one", "two")]}
+    async with live.http.post(f"{live.url}/v1/templates/{template['id']}/pdf", json=body,
+                              headers=live.auth()) as r:
+        assert r.status == 200, await r.text()
+        result = await r.json()
+    assert result["pageCount"] == 2
+    data = await fetch(live, result["url"])
+    assert page_box(data) == [(900.0, 472.5)] * 2
+    assert [p.extract_text().strip() for p in PdfReader(io.BytesIO(data)).pages] == ["one", "two"]
+
+
 async def test_multi_page_pdf_one_page_per_variable_set(live: Live) -> None:
     template = await create(live, html="<h1>{{ name }}</h1>", width=600, height=400)
     body: dict[str, Any] = {"variableSets": [{"name": n} for n in ("Ada", "Grace", "Alan")],

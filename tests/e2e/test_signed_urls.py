@@ -129,3 +129,13 @@ async def test_false_from_a_url_is_false_with_a_boolean_sample(live: Live) -> No
 
     assert await pixel("false") == (255, 255, 255)
     assert await pixel("true") == (255, 0, 0)
+
+
+async def test_signing_a_url_that_has_already_expired_is_a_422(live: Live) -> None:
+    template = await create(live)
+    async with live.http.post(f"{live.url}/v1/signed-urls", headers=live.auth(), json={
+            "templateId": template["id"], "expiresAt": 1_000_000_000}) as r:
+        assert r.status == 422
+        problem = await r.json()
+    assert problem["errors"][0]["field"] == "expiresAt"
+    assert "in the past" in problem["detail"]

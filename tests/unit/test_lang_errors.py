@@ -141,3 +141,31 @@ def test_expression_errors_use_the_expression_field() -> None:
     assert caught.value.errors == [
         FieldError("expression", "line 1, column 3: division by zero: the number 1 / the number 0"),
     ]
+
+
+@pytest.mark.parametrize(("source", "expected"), [
+    ("{{#if featured}}x{{/if}}", ["{{#if x}} is {{ if x }} … {{ end }} in Litho",
+                                  "{{/if}} and {{/each}} are {{ end }} in Litho"]),
+    ("{{#each items}}{{this}}{{/each}}", ["is {{ for item in items }} … {{ end }}",
+                                          "are {{ end }} in Litho"]),
+    ("{{{ body }}}", ["{{{ html }}} is {{ raw html }} in Litho"]),
+    ("{{> header}}", ["Litho has no partials"]),
+    ("{% if featured %}x{% endif %}", ["{% if x %} is {{ if x }} in Litho",
+                                       "{% endif %} is {{ end }} in Litho"]),
+    ("{%- for p in products -%}{{ p }}{% endfor %}",
+     ["is {{ for item in items }} in Litho", "{% endfor %} is {{ end }}"]),
+    ("{% assign x = 1 %}", ["Litho has no assignments"]),
+])
+def test_tags_of_other_template_languages_show_the_litho_equivalent(
+        source: str, expected: list[str]) -> None:
+    errors = Engine().check(source)
+    assert len(errors) == len(expected)
+    for error, text in zip(errors, expected, strict=True):
+        assert error.field == "html" and text in error.message, error.message
+
+
+@pytest.mark.parametrize("source", [
+    "width: 100%; {% not a known tag %}", "{{ '{% if x %}' }}", "{{ '{{' }}", "50% {%",
+])
+def test_text_that_only_looks_foreign_is_not_an_error(source: str) -> None:
+    assert Engine().check(source) == []

@@ -35,6 +35,10 @@ CSS_SIZE = """<!doctype html><html><head><style>
   @page { size: 100mm 150mm; margin: 0; }
 </style></head><body>small</body></html>"""
 
+CARD = """<!doctype html><html><head><style>html, body { margin: 0; }</style></head>
+<body><div style="width: 1200px; height: 630px; background: #4f46e5; color: white;
+  font: bold 72px sans-serif">CARD</div></body></html>"""
+
 MM = 72 / 25.4
 
 
@@ -81,13 +85,44 @@ async def test_page_sizes_are_exact(page: Page, options: PdfOptions,
 
 
 async def test_css_page_size_applies_only_without_a_requested_size(page: Page) -> None:
-    _, width, height = pdf_info(await printed(page, CSS_SIZE, PdfOptions()))
-    assert (width, height) == pytest.approx((100 * MM, 150 * MM), abs=1)
-    _, width, height = pdf_info(await printed(page, CSS_SIZE, PdfOptions(preset="A5")))
-    assert (width, height) == pytest.approx((419.53, 595.28), abs=0.01)
-    # Without a CSS size either, the fallback is A4.
+    for options in (PdfOptions(), PdfOptions(template_px=(1200, 630))):
+        _, width, height = pdf_info(await printed(page, CSS_SIZE, options))
+        assert (width, height) == pytest.approx((100 * MM, 150 * MM), abs=1)
+    for options in (PdfOptions(preset="A5"), PdfOptions(preset="A5", template_px=(1200, 630))):
+        _, width, height = pdf_info(await printed(page, CSS_SIZE, options))
+        assert (width, height) == pytest.approx((419.53, 595.28), abs=0.01)
+    # Without a CSS size or a template size (print_pdf on its own), A4.
     _, width, height = pdf_info(await printed(page, MARK, PdfOptions()))
     assert (width, height) == pytest.approx((595.28, 841.89), abs=1)
+
+
+@pytest.mark.parametrize(("size_px", "size_pt"), [
+    ((1200, 630), (900, 472.5)),
+    ((1201, 631), (900.75, 473.25)),  # Chromium prints 900.96 x 474: trimmed back
+    ((630, 1200), (472.5, 900)),
+])
+async def test_without_a_requested_or_css_size_the_page_is_the_templates(
+        page: Page, size_px: tuple[int, int], size_pt: tuple[float, float]) -> None:
+    await page.set_viewport_size({"width": size_px[0], "height": size_px[1]})
+    html = CARD.replace("1200px", f"{size_px[0]}px").replace("630px", f"{size_px[1]}px")
+    data = await printed(page, html, PdfOptions(template_px=size_px))
+    assert pdf_info(data) == pytest.approx((1, *size_pt), abs=0.01)
+    # landscape turns requested sizes only: the template has its own orientation.
+    assert pdf_info(await printed(page, html, PdfOptions(template_px=size_px, landscape=True))
+                    ) == pytest.approx((1, *size_pt), abs=0.01)
+
+
+async def test_a_card_fills_its_page(page: Page) -> None:
+    await page.set_viewport_size({"width": 1200, "height": 630})
+    data = await printed(page, CARD, PdfOptions(template_px=(1200, 630)))
+    # One page of the card's size, the card's first line at its top-left corner
+    # (A4 held the card in its top half, 0.75 pt for each CSS pixel).
+    assert pdf_info(data) == pytest.approx((1, 900, 472.5), abs=0.01)
+    x, y = text_positions(data)["CARD"]
+    assert x == pytest.approx(0, abs=1)
+    assert 472.5 - 72 * 0.75 * 1.5 < y < 472.5
+    assert pdf_info(await printed(page, CARD, PdfOptions(preset="A4"))
+                    ) == pytest.approx((1, 595.28, 841.89), abs=0.01)
 
 
 async def test_page_breaks_make_pages(page: Page) -> None:
@@ -180,6 +215,9 @@ async def test_merge_keeps_order_and_is_repeatable(page: Page) -> None:
     ({"margin_left": "12345mm"}, "pdf.margins.left"),
     ({"preset": "A5", "margin_left": "100mm", "margin_right": "48mm"}, "pdf.margins.left"),
     ({"preset": "A5", "margin_top": "10cm", "margin_bottom": "11cm"}, "pdf.margins.top"),
+    # Margins meet the template's size when it is the page: 300 px is 79.4 mm.
+    ({"template_px": (300, 200), "margin_left": "40mm", "margin_right": "40mm"},
+     "pdf.margins.left"),
 ])
 def test_bad_options_name_the_field(kwargs: dict[str, object], field: str) -> None:
     with pytest.raises(InvalidArgument) as caught:
@@ -193,6 +231,14 @@ def test_good_options() -> None:
     assert options.page_size_mm() == (200, 100)
     assert options.margins_mm() == pytest.approx((0, 15, 6.35, 6.35))
     assert PdfOptions().page_size_pt() is None
+    assert PdfOptions(template_px=(1200, 630)).page_size_pt() == (900, 472.5)
+    assert PdfOptions(template_px=(1200, 630)).page_size_mm() == pytest.approx((317.5, 166.6875))
+    assert PdfOptions(preset="A5", template_px=(1200, 630)).page_size_pt() == pytest.approx(
+        (419.53, 595.28), abs=0.01)
+    assert not PdfOptions(template_px=(1200, 630)).requested()
+    assert PdfOptions(preset="A5").requested() and PdfOptions(width_mm=1, height_mm=1).requested()
+    with pytest.raises(ValueError):
+        PdfOptions(template_px=(0, 630))
 
 
 def test_not_a_pdf() -> None:

@@ -8,6 +8,7 @@ of the next.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from services.template._lang._ast import Expr, For, If, Literal, Node, Output, Text
@@ -32,6 +33,44 @@ _MISTAKES = {
     "elsif": "write {{ else if condition }}",
 }
 _PLACEHOLDER = Literal(None, 0)
+
+#: Tags of other template languages, each with Litho's way of saying it.
+#: Authors coming from Handlebars, Liquid or Jinja write these first; the
+#: error shows the equivalent instead of "unexpected character".
+_HANDLEBARS = {
+    "#if": "{{#if x}} is {{ if x }} … {{ end }} in Litho",
+    "#unless": "{{#unless x}} is {{ if not x }} … {{ end }} in Litho",
+    "#each": "{{#each items}} is {{ for item in items }} … {{ end }} in Litho "
+             "(the item has a name; {{ loop.index }} is its position)",
+    "#with": "Litho has no {{#with}}: write the dotted path, {{ user.name }}",
+    "/": "{{/if}} and {{/each}} are {{ end }} in Litho",
+    ">": "Litho has no partials ({{> name}}): keep the markup in the template",
+    "!": "{{! comment }} is not Litho syntax: use an HTML comment <!-- … -->",
+    "{": "{{{ html }}} is {{ raw html }} in Litho",
+}
+_FOREIGN_BLOCK = re.compile(r"\{%-?\s*([A-Za-z]+)[^%]{0,200}?-?%\}")
+_LIQUID_JINJA = {
+    "if": "{% if x %} is {{ if x }} in Litho",
+    "unless": "{% unless x %} is {{ if not x }} in Litho",
+    "elsif": "{% elsif x %} is {{ else if x }} in Litho",
+    "elif": "{% elif x %} is {{ else if x }} in Litho",
+    "else": "{% else %} is {{ else }} in Litho",
+    "endif": "{% endif %} is {{ end }} in Litho",
+    "endunless": "{% endunless %} is {{ end }} in Litho",
+    "for": "{% for item in items %} is {{ for item in items }} in Litho",
+    "endfor": "{% endfor %} is {{ end }} in Litho",
+    "assign": "Litho has no assignments ({% assign %}): compute the value in an "
+              "expression, {{ price * 1.2 | currency }}",
+    "set": "Litho has no assignments ({% set %}): compute the value in an expression",
+    "capture": "Litho has no {% capture %}: write the expression where it is used",
+    "include": "Litho has no includes: keep the markup in the template",
+    "raw": "Litho has no {% raw %}: write a literal brace as {{ '{{' }}",
+    "comment": "{% comment %} is not Litho syntax: use an HTML comment <!-- … -->",
+    "case": "{% case %} is {{ if x == 'a' }} … {{ else if x == 'b' }} … {{ end }} in Litho",
+    "block": "Litho has no template inheritance ({% block %})",
+    "extends": "Litho has no template inheritance ({% extends %})",
+    "macro": "Litho has no macros ({% macro %})",
+}
 
 
 @dataclass(frozen=True)
@@ -87,6 +126,21 @@ def parse_document(source: str, registry: Registry, limits: Limits) -> Document:
     return _Builder(source, registry, limits).build()
 
 
+def _handlebars(source: str, start: int) -> str | None:
+    """The hint for a Handlebars tag at ``start`` (``{{#if``, ``{{/if}}``,
+    ``{{{html}}}``, …), or None when the tag is not one."""
+    head = source[start + 2:start + 12].lstrip(" ~")
+    if head.startswith("{"):
+        return "Handlebars tags are not Litho syntax: " + _HANDLEBARS["{"]
+    for prefix in ("#if", "#unless", "#each", "#with"):
+        if head.startswith(prefix):
+            return "Handlebars tags are not Litho syntax: " + _HANDLEBARS[prefix]
+    if head[:1] in ("#", "/", ">", "!"):
+        key = head[:1] if head[:1] != "#" else "#if"
+        return "Handlebars tags are not Litho syntax: " + _HANDLEBARS[key]
+    return None
+
+
 def _too_deep(limits: Limits) -> str:
     return limit_message("max_depth", limits.max_depth, "the expression is nested too deeply")
 
@@ -111,9 +165,17 @@ class _Builder:
         while True:
             start = source.find("{{", pos)
             if start < 0:
-                self._text(source[pos:])
+                self._text(source[pos:], pos)
                 break
-            self._text(source[pos:start])
+            self._text(source[pos:start], pos)
+            foreign = _handlebars(source, start)
+            if foreign is not None:
+                self._problems.append(Problem(start, foreign))
+                close = source.find("}}", start + 2)
+                if close < 0:
+                    break
+                pos = close + (3 if source.startswith("}}}", close) else 2)
+                continue
             try:
                 tokens, pos = lex(source, start + 2, tag_start=start)
             except LexError as exc:
@@ -138,9 +200,17 @@ class _Builder:
     def _body(self) -> list[Node]:
         return self._blocks[-1].body() if self._blocks else self._root
 
-    def _text(self, text: str) -> None:
-        if text:
-            self._body().append(Text(text))
+    def _text(self, text: str, offset: int) -> None:
+        if not text:
+            return
+        if "{%" in text:
+            for match in _FOREIGN_BLOCK.finditer(text):
+                hint = _LIQUID_JINJA.get(match.group(1).lower())
+                if hint is not None:
+                    self._problems.append(Problem(
+                        offset + match.start(),
+                        f"Liquid/Jinja tags are not Litho syntax: {hint}"))
+        self._body().append(Text(text))
 
     def _expression(self, tokens: list[Token], start: int, *, allow_raw: bool) -> tuple[
         Expr, bool
