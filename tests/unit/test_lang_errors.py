@@ -155,6 +155,7 @@ def test_expression_errors_use_the_expression_field() -> None:
     ("{%- for p in products -%}{{ p }}{% endfor %}",
      ["is {{ for item in items }} in Litho", "{% endfor %} is {{ end }}"]),
     ("{% assign x = 1 %}", ["Litho has no assignments"]),
+    ("{{!-- note --}}", ["use an HTML comment"]),
 ])
 def test_tags_of_other_template_languages_show_the_litho_equivalent(
         source: str, expected: list[str]) -> None:
@@ -166,6 +167,7 @@ def test_tags_of_other_template_languages_show_the_litho_equivalent(
 
 @pytest.mark.parametrize("source", [
     "width: 100%; {% not a known tag %}", "{{ '{% if x %}' }}", "{{ '{{' }}", "50% {%",
+    "{{ !a }}", "{{!a}}",
 ])
 def test_text_that_only_looks_foreign_is_not_an_error(source: str) -> None:
     assert Engine().check(source) == []

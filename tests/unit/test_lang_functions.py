@@ -34,9 +34,10 @@ def test_registered_example(info: FunctionInfo) -> None:
 def test_listing_is_json_ready() -> None:
     infos = list_functions()
     names = [i.name for i in infos]
-    assert len(names) == len(set(names)) == 46
+    assert len(names) == len(set(names)) == 50
     categories = {i.category for i in infos}
-    assert categories == {"strings", "numbers", "formatting", "arrays", "types", "utilities"}
+    assert categories == {"strings", "numbers", "formatting", "arrays", "types", "utilities",
+                          "codes"}
     currency = next(i for i in infos if i.name == "currency").to_json()
     assert currency == {
         "name": "currency",

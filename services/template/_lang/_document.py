@@ -45,7 +45,7 @@ _HANDLEBARS = {
     "#with": "Litho has no {{#with}}: write the dotted path, {{ user.name }}",
     "/": "{{/if}} and {{/each}} are {{ end }} in Litho",
     ">": "Litho has no partials ({{> name}}): keep the markup in the template",
-    "!": "{{! comment }} is not Litho syntax: use an HTML comment <!-- … -->",
+    "!": "{{!-- comment --}} is not Litho syntax: use an HTML comment <!-- … -->",
     "{": "{{{ html }}} is {{ raw html }} in Litho",
 }
 _FOREIGN_BLOCK = re.compile(r"\{%-?\s*([A-Za-z]+)[^%]{0,200}?-?%\}")
@@ -135,9 +135,12 @@ def _handlebars(source: str, start: int) -> str | None:
     for prefix in ("#if", "#unless", "#each", "#with"):
         if head.startswith(prefix):
             return "Handlebars tags are not Litho syntax: " + _HANDLEBARS[prefix]
-    if head[:1] in ("#", "/", ">", "!"):
+    if head[:1] in ("#", "/", ">"):
         key = head[:1] if head[:1] != "#" else "#if"
         return "Handlebars tags are not Litho syntax: " + _HANDLEBARS[key]
+    if source.startswith("!--", start + 2):
+        # Only the block comment: "{{ !a }}" and "{{!a}}" are Litho's "not".
+        return "Handlebars tags are not Litho syntax: " + _HANDLEBARS["!"]
     return None
 
 

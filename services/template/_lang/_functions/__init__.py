@@ -7,6 +7,7 @@ from functools import cache
 from services.template._lang._functions import (
     _arrays,
     _checks,
+    _codes,
     _dates,
     _formatting,
     _numbers,
@@ -23,4 +24,5 @@ def default_registry() -> Registry:
     return Registry((
         *_strings.FUNCTIONS, *_numbers.FUNCTIONS, *_formatting.FUNCTIONS, *_dates.FUNCTIONS,
         *_arrays.FUNCTIONS, *_checks.FUNCTIONS, *_utilities.FUNCTIONS,
+        *_codes.FUNCTIONS,
     ))
