@@ -153,6 +153,10 @@ class OutboundError(Unavailable):
     """A guarded fetch failed: connection error, bad status, or a size/time limit."""
 
 
+class OutboundUnresolved(OutboundError):
+    """A guarded fetch's host name does not resolve."""
+
+
 class OutboundTimeout(OutboundError):
     """A guarded fetch ran out of its time limit (``LITHO_OUTBOUND_TIMEOUT``)."""
 

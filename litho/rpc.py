@@ -171,19 +171,25 @@ async def start_server(
     address: str,
     services: Iterable[tuple[Register, Any, str]],
     grace: float,
+    max_receive_message_bytes: int | None = None,
 ) -> tuple[grpc.aio.Server, int]:
     """Start a server on ``address`` (``host:port``; port 0 picks a free one).
 
     ``services`` are ``(add_XServicer_to_server, servicer, full service name)``.
+    ``max_receive_message_bytes`` raises (or lowers) gRPC's 4 MiB limit on a
+    request message, for a service that takes uploads; None keeps gRPC's.
     Returns the server and the bound port; the stack stops it gracefully.
     """
+    options: list[tuple[str, Any]] = [("grpc.so_reuseport", 0)]
+    if max_receive_message_bytes is not None:
+        options.append(("grpc.max_receive_message_length", max_receive_message_bytes))
     # The tracing interceptor is outermost: its span covers the whole call and
     # records the status the error interceptor chose.
     server = grpc.aio.server(
         interceptors=[*telemetry.grpc_server_interceptors(), ErrorInterceptor()],
         # gRPC binds with SO_REUSEPORT by default: a second instance on a busy
         # port would start and silently take half the calls. Refuse instead.
-        options=[("grpc.so_reuseport", 0)])
+        options=options)
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     names = []

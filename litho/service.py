@@ -156,14 +156,21 @@ class Host(Generic[S]):
         """A channel to every service this one calls, by name."""
         return {name: await self.channel(name) for name in self.spec.calls}
 
-    async def serve_grpc(self, services: Iterable[tuple[rpc.Register, Any, str]]) -> int:
-        """Serve ``services`` and the health service at the listen address."""
+    async def serve_grpc(self, services: Iterable[tuple[rpc.Register, Any, str]], *,
+                         max_receive_message_bytes: int | None = None) -> int:
+        """Serve ``services`` and the health service at the listen address.
+
+        ``max_receive_message_bytes``: the largest request message accepted,
+        for a service that takes uploads larger than gRPC's default 4 MiB
+        (the template service takes fonts); None keeps gRPC's default.
+        """
         if not self.spec.grpc_service:
             raise ConfigError(f"{self.spec.name} declares no gRPC service in the registry")
         try:
             _, port = await rpc.start_server(
                 self.stack, address=self.endpoints.listen, services=services,
-                grace=self.settings.shutdown_grace)
+                grace=self.settings.shutdown_grace,
+                max_receive_message_bytes=max_receive_message_bytes)
         except ConfigError as exc:
             # Name the variable to fix.
             raise ConfigError(

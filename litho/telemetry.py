@@ -21,6 +21,7 @@ URLs' paths and queries, or secrets.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import re
 import threading
@@ -238,6 +239,9 @@ def _limits() -> SpanLimits:
     """Attribute values are bounded (request text such as a Host header
     reaches spans), by ``OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT`` if set."""
     limited = "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT" in os.environ
+    # Cutting is what the limit is for (a recorded exception's stack trace
+    # passes it on every refused request): not worth a warning line each time.
+    logging.getLogger("opentelemetry.attributes").setLevel(logging.ERROR)
     return SpanLimits(max_attribute_length=None if limited else MAX_ATTRIBUTE_CHARS)
 
 

@@ -26,7 +26,7 @@ SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec(
         name="template", module="services.template",
         summary="templates (`templates` heads, immutable `template_versions`), "
-                "validation and expansion",
+                "validation and expansion; uploaded fonts (`fonts`, bytes in the blob store)",
         grpc_service="litho.template.v1.TemplateService", default_port=50051,
     ),
     ServiceSpec(

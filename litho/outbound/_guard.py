@@ -14,7 +14,13 @@ from opentelemetry import trace
 from yarl import URL
 
 from litho.config import OutboundSettings
-from litho.errors import OutboundDenied, OutboundError, OutboundTimeout, OutboundTooLarge
+from litho.errors import (
+    OutboundDenied,
+    OutboundError,
+    OutboundTimeout,
+    OutboundTooLarge,
+    OutboundUnresolved,
+)
 from litho.outbound._policy import DENIED_MESSAGE, AllowList, deny, vet_url
 from litho.outbound._resolver import DeniedAddress, SocketGate, VettingResolver
 
@@ -217,6 +223,8 @@ class OutboundGuard:
             except aiohttp.ClientConnectorError as exc:
                 if isinstance(exc.os_error, DeniedAddress):
                     raise OutboundDenied(DENIED_MESSAGE) from exc
+                if isinstance(exc, aiohttp.ClientConnectorDNSError):
+                    raise OutboundUnresolved(f"{target.host} does not resolve") from exc
                 raise OutboundError(f"could not connect to {target.host}: {exc}") from exc
             except TimeoutError as exc:
                 # aiohttp's own timeouts (ServerTimeoutError is a TimeoutError).

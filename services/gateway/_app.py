@@ -9,6 +9,7 @@ from litho.logs import get_logger
 from litho.renderer.v1 import renderer_pb2_grpc
 from litho.service import Host
 from litho.template.v1 import template_pb2_grpc
+from services.gateway import _fonts as fonts
 from services.gateway import _handlers as h
 from services.gateway import _signed as signed
 from services.gateway._images import get_image
@@ -48,6 +49,9 @@ def create_app(deps: Deps, *, max_body_bytes: int,
     r.add_post("/template/{templateId}/render", h.render_template, name="renderTemplateShort")
     r.add_post("/v1/templates/{templateId}/pdf", h.render_pdf)
     r.add_post("/v1/render", h.render_html)
+    r.add_post("/v1/fonts", fonts.create_font)
+    r.add_get("/v1/fonts", fonts.list_fonts, allow_head=False)
+    r.add_delete("/v1/fonts/{fontId}", fonts.delete_font)
     r.add_get("/images/{imageFile}", get_image)  # also answers HEAD
     r.add_get("/r/{file}", signed.render_signed)  # also answers HEAD
     r.add_post("/v1/signed-urls", signed.create_signed_url)
@@ -95,6 +99,7 @@ async def build(host: Host[GatewaySettings]) -> None:
         backends=backends,
         signed_cache_control=f"public, max-age={settings.gateway_signed_url_max_age}",
         json_limits=settings.json_limits(),
+        max_font_bytes=settings.gateway_max_font_bytes,
     )
     app = create_app(deps, max_body_bytes=settings.gateway_max_body_bytes,
                      trust_client_trace=settings.gateway_trust_client_trace)

@@ -31,6 +31,7 @@ def template_json(t: template_pb2.Template) -> dict[str, Any]:
         "sampleVariables": json.loads(t.sample_variables_json or "{}"),
         "variables": json.loads(t.variable_definitions_json or "[]"),
         "discoveredVariables": list(t.discovered_variables),
+        "tags": list(t.tags),
         "version": t.version, "createdAt": _timestamp(t.create_time),
         "updatedAt": _timestamp(t.update_time),
     }
@@ -50,6 +51,9 @@ def _spec(body: dict[str, Any]) -> template_pb2.TemplateSpec:
         spec.sample_variables_json = json.dumps(body["sampleVariables"])
     if "variables" in body:
         spec.variable_definitions_json = json.dumps(body["variables"])
+    if "tags" in body:
+        spec.tags.values.extend(body["tags"])
+        spec.tags.SetInParent()  # present even when empty: [] clears the tags
     return spec
 
 
@@ -62,8 +66,10 @@ async def create_template(request: web.Request) -> web.Response:
 
 async def list_templates(request: web.Request) -> web.Response:
     page_size, page_token = _page_query(request)
+    query = query_of(request)
     response = await deps(request).templates.ListTemplates(template_pb2.ListTemplatesRequest(
-        tenant_id=caller(request).tenant_id, page_size=page_size, page_token=page_token))
+        tenant_id=caller(request).tenant_id, page_size=page_size, page_token=page_token,
+        name_prefix=query.get("namePrefix", ""), tag=query.get("tag", "")))
     return web.json_response({
         "templates": [template_json(t) for t in response.templates],
         "nextPageToken": response.next_page_token or None,

@@ -36,7 +36,8 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         return from_error(exc)
     except web.HTTPRequestEntityTooLarge:
         limit = request.app[MAX_BODY_BYTES]
-        return problem(413, f"the request body is larger than {limit} bytes")
+        return problem(413, f"the request body is larger than {limit} bytes "
+                            "(LITHO_GATEWAY_MAX_BODY_BYTES)")
     except web.RequestPayloadError:
         # Raised while reading a body that its headers misdescribe (say
         # Content-Encoding: gzip over bytes that are not gzip): the client's

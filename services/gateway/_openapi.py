@@ -105,10 +105,13 @@ class RequestValidator:
                     if p["in"] == "query":
                         query_types[p["name"]] = str(p["schema"].get("type", "string"))
                 body = op.get("requestBody")
-                schema = body["content"]["application/json"]["schema"] if body else None
+                # Only JSON bodies are validated here; an operation that takes
+                # other media (a font upload) reads and checks its body itself.
+                json_body = (body or {}).get("content", {}).get("application/json")
+                schema = json_body["schema"] if json_body else None
                 self._ops[op["operationId"]] = _Operation(
                     body=self._validator(schema, registry) if schema else None,
-                    body_required=bool(body and body.get("required")),
+                    body_required=bool(json_body and body and body.get("required")),
                     params=params,
                     query_types=query_types,
                     folded=_case_insensitive_fields(doc, schema),

@@ -34,6 +34,8 @@ class Deps:
     base_url: str = ""
     #: Depth, Unicode and number limits of every JSON body.
     json_limits: JsonLimits = field(default_factory=JsonLimits)
+    #: Most bytes of an uploaded font read before a 413.
+    max_font_bytes: int = 10 * 1024 * 1024
 
 
 DEPS = web.AppKey("deps", Deps)

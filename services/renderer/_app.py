@@ -14,7 +14,7 @@ from litho.logs import get_logger
 from litho.outbound import OutboundGuard
 from litho.renderer.v1 import renderer_pb2, renderer_pb2_grpc
 from litho.service import Host
-from services.renderer import _chromium, _encode, _fonts_check
+from services.renderer import _chromium, _encode, _fonts, _fonts_check
 from services.renderer._assets import AssetLog
 from services.renderer._capture import Capturer
 from services.renderer._engine import ChromiumPage, PlaywrightEngine
@@ -57,6 +57,7 @@ async def build(host: Host[RendererSettings]) -> None:
         fetcher=fetcher,
         timeout=settings.renderer_timeout,
         base_url=settings.renderer_base_url,
+        fonts=_fonts.FontServer(blobs),
     )
     pool = PagePool(
         engine, size=settings.renderer_concurrency, max_queue=settings.renderer_max_queue,
@@ -98,6 +99,7 @@ async def build(host: Host[RendererSettings]) -> None:
         GrpcTemplateSource(channel), blobs, run_capture, events,
         limits=limits, base_url=settings.renderer_base_url,
         render_id_secret=settings.renderer_render_id_secret.get_secret_value().encode(),
+        reuse_warned_seconds=settings.renderer_warned_reuse_seconds,
     )
     await host.serve_grpc([(renderer_pb2_grpc.add_RendererServiceServicer_to_server,
                             RendererServicer(pipeline), SERVICE_NAME)])
@@ -108,8 +110,10 @@ async def _capture_on(page: object, *, capturer: Capturer, spec: CaptureSpec,
     assert isinstance(page, ChromiumPage)
     page.tenant = tenant
     page.assets = record = AssetLog()
+    page.fonts = {_fonts.url_of(f): f for f in spec.fonts}
     try:
         output = await capturer.capture(page, spec)
     finally:
         page.assets = None
+        page.fonts = {}
     return replace(output, assets=record.assets())

@@ -19,6 +19,10 @@ MAX_URL_CHARS = 500
 MAX_RECORDED = 200
 #: At most this many warnings travel in an answer (the count says how many in all).
 MAX_WARNINGS = 20
+#: Request types whose content is part of the pixels: one still open when the
+#: page is captured is missing from the output. Others (a preload nobody
+#: used, a beacon) are left out of the record if they never finish.
+PIXEL_TYPES = frozenset({"document", "image", "stylesheet", "font", "media", "imageset"})
 
 
 class Outcome(StrEnum):
@@ -62,9 +66,10 @@ def denied(url: str) -> Asset:
     return Asset(
         clip_url(url), Outcome.DENIED,
         reason="the outbound guard refused this destination: it is not a public address "
-               "(private, loopback, link-local or reserved), or its scheme is not http(s)",
-        hint="if the host is yours and trusted, allow it with LITHO_OUTBOUND_ALLOW "
-             "(for example 10.0.0.5:8080 or 10.0.0.0/8) on the renderer")
+               "(private, loopback, link-local or reserved), its name does not resolve, "
+               "or its scheme is not http(s)",
+        hint="check the host name; if the host is yours and trusted, allow it with "
+             "LITHO_OUTBOUND_ALLOW (for example 10.0.0.5:8080 or 10.0.0.0/8) on the renderer")
 
 
 def timed_out(url: str, seconds: float, ms: float) -> Asset:
@@ -95,6 +100,13 @@ def unresolvable(url: str) -> Asset:
         hint="use an absolute https:// URL, a data: URL, or a <base href> in the document")
 
 
+def frame_blocked(url: str) -> Asset:
+    return Asset(clip_url(url), Outcome.DENIED,
+                 reason="a frame's document (iframe, frame, object or embed) is never "
+                        "loaded: documents cannot navigate",
+                 hint="put the content in the template itself, or use an image")
+
+
 def not_get(url: str, method: str) -> Asset:
     return Asset(clip_url(url), Outcome.DENIED, reason=f"a {method[:10]} request; only GET is "
                  "fetched for a page", hint="load assets with plain GET requests (img, link, "
@@ -115,17 +127,20 @@ class AssetLog:
 
     _slots: list[Asset | None] = field(default_factory=list)
     _urls: list[str] = field(default_factory=list)
+    _kinds: list[str] = field(default_factory=list)
     #: Requests past ``MAX_RECORDED``, and how many of them did not load.
     unrecorded: int = 0
     unrecorded_problems: int = 0
 
-    def start(self, url: str) -> int:
-        """A slot for a request that began; -1 when past the record's bound."""
+    def start(self, url: str, kind: str = "image") -> int:
+        """A slot for a request that began (``kind``: Chromium's resource
+        type); -1 when past the record's bound."""
         if len(self._slots) >= MAX_RECORDED:
             self.unrecorded += 1
             return -1
         self._slots.append(None)
         self._urls.append(clip_url(url))
+        self._kinds.append(kind)
         return len(self._slots) - 1
 
     def finish(self, slot: int, asset: Asset) -> None:
@@ -144,7 +159,8 @@ class AssetLog:
                 url, Outcome.TIMED_OUT, reason="still loading when the page was captured",
                 hint="the page's load event did not wait for it (a lazy image, or a font "
                      "requested late); load it eagerly, or make it faster")
-            for a, url in zip(self._slots, self._urls, strict=True)]
+            for a, url, kind in zip(self._slots, self._urls, self._kinds, strict=True)
+            if a is not None or kind in PIXEL_TYPES]
         if self.unrecorded_problems:
             recorded.append(Asset(
                 "", Outcome.FAILED,

@@ -34,7 +34,7 @@ from opentelemetry import trace
 from playwright.async_api import Error as PlaywrightError
 
 from litho.errors import FieldError, InvalidArgument
-from services.renderer import _encode, _fit, _gif, _pdf
+from services.renderer import _encode, _fit, _fonts, _gif, _pdf
 from services.renderer._engine import ChromiumPage
 from services.renderer._pipeline import CaptureSpec, Output
 from services.renderer._spec import Limits, check_pdf_pages, check_pixels
@@ -45,6 +45,11 @@ _TRANSPARENT = {"color": {"r": 0, "g": 0, "b": 0, "a": 0}}
 _NO_FRAME = "Unable to capture screenshot"
 #: Attempts, 10 ms apart and more, to wait for a new document's first frame.
 _FRAME_ATTEMPTS = 20
+#: Through the prototypes: ``<img name=fonts>`` shadows ``document.fonts``.
+_FONTS_READY = """async () => {
+  const fonts = Object.getOwnPropertyDescriptor(Document.prototype, 'fonts').get.call(document);
+  await Object.getOwnPropertyDescriptor(FontFaceSet.prototype, 'ready').get.call(fonts);
+}"""
 _SETTLE = """() => {
   for (const a of document.getAnimations()) {
     const end = a.effect ? a.effect.getComputedTiming().endTime : Infinity;
@@ -88,7 +93,7 @@ class Capturer:
         await _background(page, transparent=spec.transparent)
         if spec.format == "pdf":
             return await self._pdf(page, spec)
-        await self._load(page, spec.documents[0])
+        await self._load(page, spec.documents[0], spec)
         clip = await self._clip(page, spec)
         if spec.format == "gif":
             return await self._gif(page, spec, clip)
@@ -96,9 +101,13 @@ class Capturer:
             await page.page.evaluate(_SETTLE)
         return await self._image(page, spec, clip)
 
-    async def _load(self, page: ChromiumPage, html: str) -> None:
+    async def _load(self, page: ChromiumPage, html: str, spec: CaptureSpec) -> None:
         # "load" waits for images and stylesheets; never for an idle network.
-        await page.load(html)
+        await page.load(_fonts.declare(html, spec.fonts))
+        if spec.fonts or "@font-face" in html or "<link" in html:
+            # Web fonts may still be loading after "load": capture the text
+            # in the font it is meant to be drawn in.
+            await page.page.evaluate(_FONTS_READY)
         # Fitting changes the layout: before a selector's box is measured,
         # animations settle, GIF frames or PDF pages are taken.
         if _fit.wanted(html):
@@ -144,7 +153,7 @@ class Capturer:
         )
         parts, pages = [], 0
         for document in spec.documents:
-            await self._load(page, document)
+            await self._load(page, document, spec)
             # One page past the limit is printed, to see that it is over, and no more.
             part = await _pdf.print_pdf(page.page, options,
                                         max_pages=self.limits.max_pdf_pages - pages + 1)

@@ -40,8 +40,11 @@ from playwright.async_api import Error as PlaywrightError
 
 from litho.errors import FieldError, InvalidArgument
 from litho.logs import get_logger
+from services.renderer import _assets
 from services.renderer._assets import AssetLog
+from services.renderer._fonts import FontServer
 from services.renderer._gif import freeze_timeline
+from services.renderer._pipeline import FontFace
 from services.renderer._pool import BrowserLike
 from services.renderer._subresources import SubresourceFetcher
 
@@ -81,6 +84,8 @@ class ChromiumPage:
     tenant: str = ""
     #: The outcome of every subresource request of the render in hand.
     assets: AssetLog | None = None
+    #: The render's uploaded fonts by the URL their @font-face names.
+    fonts: dict[str, FontFace] = field(default_factory=dict)
     #: The trace of the document being loaded: Playwright calls the route
     #: handler in a task of its own, so subresource fetches join it by hand.
     trace_context: otel_context.Context | None = None
@@ -175,12 +180,14 @@ class PlaywrightEngine:
         fetcher: SubresourceFetcher,
         timeout: float,
         base_url: str,
+        fonts: FontServer | None = None,
     ) -> None:
         self._timeout_ms = timeout * 1000
         self._pw = playwright
         self._executable = executable_path
         self._args = args
         self._fetcher = fetcher
+        self._fonts = fonts
         self.base_url = base_url
 
     async def launch(self) -> Browser:
@@ -223,22 +230,42 @@ class PlaywrightEngine:
     async def _route(self, page: ChromiumPage, route: Route) -> None:
         request = route.request
         if not request.is_navigation_request():
-            token = otel_context.attach(page.trace_context or otel_context.Context())
-            record = page.assets
-            slot = record.start(request.url) if record is not None else -1
-            try:
-                asset = await self._fetcher.handle(route, page.tenant)
-            finally:
-                otel_context.detach(token)
-            if record is not None:
-                record.finish(slot, asset)
+            await self._subresource(page, route)
             return
         if page._is_ours(request):
             await route.fulfill(status=200, headers=_DOCUMENT_HEADERS, body=b"")
             return
-        # 204: Chromium abandons the navigation and commits nothing.
+        # 204: Chromium abandons the navigation and commits nothing. A frame
+        # (iframe, object, embed) stays empty: the render says so.
         log.debug("blocked a navigation started by a document", url=request.url[:200])
+        if page.assets is not None:
+            page.assets.finish(page.assets.start(request.url, "document"),
+                               _assets.frame_blocked(request.url))
         await route.fulfill(status=204, body=b"")
+
+    async def _subresource(self, page: ChromiumPage, route: Route) -> None:
+        request = route.request
+        if "prefetch" in request.headers.get("sec-purpose", ""):
+            # A hint for a later page, never part of this one's pixels.
+            await route.abort("blockedbyclient")
+            return
+        token = otel_context.attach(page.trace_context or otel_context.Context())
+        record = page.assets
+        slot = record.start(request.url, request.resource_type) if record is not None else -1
+        face = page.fonts.get(request.url) if request.method == "GET" else None
+        asset: _assets.Asset | None = None
+        try:
+            if face is not None and self._fonts is not None:
+                asset = await self._fonts.serve(route, face, page.tenant)
+            else:
+                asset = await self._fetcher.handle(route, page.tenant)
+        finally:
+            otel_context.detach(token)
+            if record is not None:
+                # A handler that raised (the page closed under it) is a failure,
+                # not a request "still loading".
+                record.finish(slot, asset or _assets.failed(
+                    request.url, "the page went away while it loaded"))
 
     def is_crash(self, exc: BaseException) -> bool:
         return isinstance(exc, PlaywrightError) and any(m in str(exc) for m in _CRASH_MARKERS)

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from opentelemetry import trace
+from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import Page
 
 from litho.errors import FieldError, InvalidArgument
@@ -50,8 +51,18 @@ STEP_PX = 0.5
 _MAX_PROBLEMS = 5
 
 _FIT = """async ({maxElements, maxFont, minDefault}) => {
+  // The document's markup can shadow DOM methods by name (<img name=fonts>
+  // on document, <input name=getAttribute> in a <form>): every call goes
+  // through the prototypes, never through the objects the document controls.
+  const call = (proto, name, self, ...args) => proto[name].call(self, ...args);
+  const get = (proto, name, self) =>
+    Object.getOwnPropertyDescriptor(proto, name).get.call(self);
+  const D = Document.prototype, E = Element.prototype, H = HTMLElement.prototype;
+  const attr = (el, name) => call(E, 'getAttribute', el, name);
+  const setSize = (el, value) => call(CSSStyleDeclaration.prototype, 'setProperty',
+                                      get(H, 'style', el), 'font-size', value, 'important');
   const out = {problems: [], sizes: [], layouts: 0, count: 0};
-  const elements = document.querySelectorAll('[data-fit]');
+  const elements = call(D, 'querySelectorAll', document, '[data-fit]');
   out.count = elements.length;
   if (elements.length === 0) return out;
   if (elements.length > maxElements) {
@@ -59,9 +70,9 @@ _FIT = """async ({maxElements, maxFont, minDefault}) => {
     return out;
   }
   const describe = (el) => {
-    const id = el.getAttribute('id'), cls = el.getAttribute('class');
-    const attr = id ? ` id="${id.slice(0, 40)}"` : cls ? ` class="${cls.slice(0, 40)}"` : '';
-    return `<${el.localName.slice(0, 20)}${attr}>`;
+    const id = attr(el, 'id'), cls = attr(el, 'class');
+    const shown = id ? ` id="${id.slice(0, 40)}"` : cls ? ` class="${cls.slice(0, 40)}"` : '';
+    return `<${get(E, 'localName', el).slice(0, 20)}${shown}>`;
   };
   const SIZE = /^\\s*([0-9]{1,7}(\\.[0-9]{1,3})?)\\s*(px)?\\s*$/i;
   const LINES = /^\\s*([0-9]{1,7})\\s*$/;
@@ -70,17 +81,17 @@ _FIT = """async ({maxElements, maxFont, minDefault}) => {
     const plan = {el, min: null, max: null, lines: null};
     const problem = (kind, attribute) => out.problems.push({
       kind, attribute, element: describe(el),
-      value: (el.getAttribute(attribute) || '').slice(0, 40)});
+      value: (attr(el, attribute) || '').slice(0, 40)});
     for (const name of ['min', 'max']) {
       const attribute = `data-fit-${name}`;
-      const raw = el.getAttribute(attribute);
+      const raw = attr(el, attribute);
       if (raw === null) continue;
       const m = SIZE.exec(raw);
       const value = m ? Number(m[1]) : NaN;
       if (value >= 1 && value <= maxFont) plan[name] = value;
       else problem('size', attribute);
     }
-    const lines = el.getAttribute('data-fit-lines');
+    const lines = attr(el, 'data-fit-lines');
     if (lines !== null) {
       const m = LINES.exec(lines);
       if (m && Number(m[1]) >= 1) plan.lines = Number(m[1]);
@@ -90,18 +101,20 @@ _FIT = """async ({maxElements, maxFont, minDefault}) => {
       out.problems.push({kind: 'order', element: describe(el), attribute: 'data-fit-min',
                          value: String(plan.min), other: String(plan.max)});
     }
-    if (!(el instanceof HTMLElement)) problem('box', 'data-fit');
+    // A form's named controls shadow its properties: never a fitted box.
+    if (el instanceof HTMLFormElement) problem('form', 'data-fit');
+    else if (!(el instanceof HTMLElement)) problem('box', 'data-fit');
     else if (getComputedStyle(el).display === 'inline') problem('box', 'data-fit');
     plans.push(plan);
   }
   if (out.problems.length) return out;
   // Lay out once so that every web font the page uses has started to load.
-  void document.documentElement.offsetWidth;
-  await document.fonts.ready;
+  void get(H, 'offsetWidth', get(D, 'documentElement', document));
+  await get(FontFaceSet.prototype, 'ready', get(D, 'fonts', document));
   const countLines = (el) => {
     const rects = [];
-    const walker = document.createTreeWalker(el, NodeFilter.SHOW_TEXT);
-    const range = document.createRange();
+    const walker = call(D, 'createTreeWalker', document, el, NodeFilter.SHOW_TEXT);
+    const range = call(D, 'createRange', document);
     for (let node = walker.nextNode(); node; node = walker.nextNode()) {
       range.selectNodeContents(node);
       for (const r of range.getClientRects()) if (r.width > 0 && r.height > 0) rects.push(r);
@@ -116,19 +129,20 @@ _FIT = """async ({maxElements, maxFont, minDefault}) => {
   };
   for (const plan of plans) {
     const el = plan.el;
-    if (el.getClientRects().length === 0) { out.sizes.push(null); continue; }  // not rendered
+    if (call(E, 'getClientRects', el).length === 0) { out.sizes.push(null); continue; }
     const own = parseFloat(getComputedStyle(el).fontSize) || 16;
     let max = plan.max !== null ? plan.max : Math.min(Math.max(own, 1), maxFont);
     let min = plan.min !== null ? plan.min : Math.min(minDefault, max);
     // In half pixels: every size tried is a multiple of 0.5 px.
     let lo = Math.ceil(min * 2), hi = Math.max(lo, Math.floor(max * 2));
     const fits = (halves) => {
-      el.style.setProperty('font-size', `${halves / 2}px`, 'important');
+      setSize(el, `${halves / 2}px`);
       out.layouts += 1;
       // Scroll sizes round up and client sizes to the nearest pixel: a
       // difference of one pixel is rounding (0.15 px of a fractional line
       // height), not text that shows outside the box.
-      if (el.scrollWidth > el.clientWidth + 1 || el.scrollHeight > el.clientHeight + 1) {
+      if (get(E, 'scrollWidth', el) > get(E, 'clientWidth', el) + 1
+          || get(E, 'scrollHeight', el) > get(E, 'clientHeight', el) + 1) {
         return false;
       }
       return plan.lines === null || countLines(el) <= plan.lines;
@@ -144,7 +158,7 @@ _FIT = """async ({maxElements, maxFont, minDefault}) => {
       }
       best = lo;
     }
-    el.style.setProperty('font-size', `${best / 2}px`, 'important');
+    setSize(el, `${best / 2}px`);
     out.sizes.push(best / 2);
   }
   return out;
@@ -183,9 +197,21 @@ def wanted(html: str) -> bool:
 async def fit_text(page: Page, limits: FitLimits) -> FitResult:
     """Fit every ``data-fit`` element of the loaded document (module docs)."""
     with _tracer.start_as_current_span("fit text") as span:
-        reply: dict[str, Any] = await page.evaluate(_FIT, {
-            "maxElements": limits.max_elements, "maxFont": limits.max_font_px,
-            "minDefault": DEFAULT_MIN_PX})
+        try:
+            reply: dict[str, Any] = await page.evaluate(_FIT, {
+                "maxElements": limits.max_elements, "maxFont": limits.max_font_px,
+                "minDefault": DEFAULT_MIN_PX})
+        except PlaywrightError as exc:
+            # The script reaches the DOM only through its prototypes; an error
+            # it still meets comes from the document (a 422), unless the page
+            # or browser is gone (the pool's to handle).
+            if page.is_closed() or any(m in str(exc) for m in ("closed", "crashed")):
+                raise
+            raise InvalidArgument(
+                "fit-to-box text could not measure this document: "
+                f"{str(exc).splitlines()[0][:200]}",
+                errors=[FieldError("html", "data-fit: the document's markup broke "
+                                           "the measurement")]) from exc
         span.set_attribute("litho.fit.elements", int(reply["count"]))
         span.set_attribute("litho.fit.layouts", int(reply["layouts"]))
     if reply["problems"]:
@@ -223,4 +249,7 @@ def describe(problem: Mapping[str, str], *, count: int, limits: FitLimits) -> st
         return (f"data-fit on {problem['element']}: the element needs a box of its own to "
                 f"fit into (an HTML element with display block, inline-block or flex, and a "
                 f"width, plus a height or data-fit-lines)")
+    if kind == "form":
+        return (f"data-fit on {problem['element']}: a form cannot be fitted (its named "
+                f"controls shadow its properties); put data-fit on an element inside it")
     raise ValueError(f"unknown data-fit problem {kind!r}")

@@ -10,7 +10,6 @@ import asyncio
 import hashlib
 import hmac
 import json
-import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -45,6 +44,20 @@ _tracer = trace.get_tracer("litho.renderer.pipeline")
 RENDERER_VERSION = "4"
 
 
+@dataclass(frozen=True, order=True)
+class FontFace:
+    """A tenant's uploaded font that a document names (from the template
+    service); its hash is part of the render id."""
+
+    family: str
+    weight: int
+    style: str
+    id: str
+    format: str
+    sha256: str
+    blob_key: str
+
+
 @dataclass(frozen=True)
 class InlineSource:
     """A one-shot template (``POST /v1/render``): rendered, never stored."""
@@ -72,6 +85,10 @@ class RenderRequest:
     refresh: bool = False
     #: Render this source instead of a stored template (``template_id`` is empty).
     inline: InlineSource | None = None
+    #: Answer a render of the same input that had warnings, if it is recent
+    #: (``reuse_warned_seconds``), instead of rendering again: for anonymous
+    #: GETs of signed URLs.
+    reuse_warned: bool = False
 
 
 @dataclass(frozen=True)
@@ -93,6 +110,9 @@ class CaptureSpec:
     #: GIF only: the duration and frame caps that shape an unbounded animation,
     #: so a change of those settings is a change of output.
     gif_caps: tuple[int, int] = (0, 0)
+    #: The tenant's uploaded fonts the documents name, declared with
+    #: @font-face; their hashes make a new upload a new render id.
+    fonts: tuple[FontFace, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -148,6 +168,7 @@ class Expanded:
     html: str
     width: int
     height: int
+    fonts: tuple[FontFace, ...] = ()
 
 
 class TemplateSource(Protocol):
@@ -179,11 +200,13 @@ class RenderPipeline:
         limits: Limits,
         base_url: str,
         render_id_secret: bytes,
+        reuse_warned_seconds: float = 10.0,
     ) -> None:
         if len(render_id_secret) < 32:
             raise ValueError("the render id secret must be at least 32 bytes")
         self._base_url = base_url
         self._secret = render_id_secret
+        self._reuse_warned_seconds = reuse_warned_seconds
         self._templates = templates
         self._blobs = blobs
         self._capture = capture
@@ -230,6 +253,7 @@ class RenderPipeline:
             gif_caps=(self._limits.max_gif_duration_ms, gif_frame_cap(
                 o.width or first.width, o.height or first.height, o.scale or 1.0, self._limits))
             if request.format == "gif" else (0, 0),
+            fonts=tuple(sorted({f for e in expanded for f in e.fonts})),
         )
         check_pixels(spec.width, spec.height, spec.scale, self._limits, fmt=spec.format)
         if spec.format == "gif":
@@ -295,11 +319,17 @@ class RenderPipeline:
             # cancelled, or refused its output (strict) while we would take it
             # with warnings, loop and render ourselves.
             shared = await asyncio.shield(pending)
-            if shared is None or not shared.render_id:
+            if shared is None:
                 continue
             if shared.warnings and request.strict_assets:
                 raise _strict_refusal(shared.warnings)
+            if not shared.render_id:
+                continue
             return replace(shared, rendered=False)
+        if request.reuse_warned and not request.refresh:
+            recent = await self._recent_warned(render_id, spec, request)
+            if recent is not None:
+                return recent
         done: asyncio.Future[_Stored | None] = asyncio.get_running_loop().create_future()
         done.add_done_callback(_consume_exception)
         self._inflight[render_id] = done
@@ -334,7 +364,9 @@ class RenderPipeline:
                      urls=[w.url[:120] for w in warnings[:5]])
             if request.strict_assets:
                 return _Stored("", {}, warnings, rendered=True)
-            render_id = secrets.token_hex(32)
+            # Never the content address; one id per input, so that a URL
+            # whose asset keeps failing replaces its output, never piles up.
+            render_id = self._warned_id(request.tenant_id, render_id)
         key = renders.blob_key(render_id, spec.format)
         meta_key = renders.meta_key(render_id, spec.format)
         await self._put(key, output.data, renders.CONTENT_TYPES[spec.format])
@@ -343,9 +375,38 @@ class RenderPipeline:
             if k not in ("data", "assets") and v
         }
         info["size"] = len(output.data)
+        meta: dict[str, object] = dict(info)
+        if warnings:
+            meta["warnedAt"] = time.time()
+            meta["warnings"] = [asdict(w) for w in warnings]
         # The metadata is written last: its presence means the output is complete.
-        await self._put(meta_key, json.dumps(info).encode(), "application/json")
+        await self._put(meta_key, json.dumps(meta).encode(), "application/json")
         return _Stored(render_id, info, warnings, rendered=True)
+
+    def _warned_id(self, tenant_id: str, render_id: str) -> str:
+        """Where the output of a render with warnings goes: derived from the
+        content address under the tenant's key, so never equal to one."""
+        return hmac.new(tenant_key(self._secret, tenant_id), b"warned:" + render_id.encode(),
+                        hashlib.sha256).hexdigest()
+
+    async def _recent_warned(self, render_id: str, spec: CaptureSpec,
+                             request: RenderRequest) -> _Stored | None:
+        """A render with warnings of the same input stored less than
+        ``reuse_warned_seconds`` ago (signed URLs: anyone holding one could
+        otherwise make every GET a full render)."""
+        warned = self._warned_id(request.tenant_id, render_id)
+        blob = await self._blobs.get(renders.meta_key(warned, spec.format))
+        if blob is None:
+            return None
+        meta = json.loads(blob.data)
+        if time.time() - float(meta.get("warnedAt", 0)) > self._reuse_warned_seconds:
+            return None
+        warnings = tuple(_assets.AssetWarning(w["url"], _assets.Outcome(w["outcome"]),
+                                              w["reason"], w["hint"])
+                         for w in meta.get("warnings", []))
+        info = {k: v for k, v in meta.items() if isinstance(v, int | float)
+                and k != "warnedAt"}
+        return _Stored(warned, info, warnings)
 
     async def _put(self, key: str, data: bytes, content_type: str) -> None:
         with _tracer.start_as_current_span("blob write", attributes={
@@ -367,8 +428,14 @@ def _strict_refusal(warnings: tuple[AssetWarning, ...]) -> InvalidArgument:
     more = f" and {len(warnings) - 3} more" if len(warnings) > 3 else ""
     return InvalidArgument(
         f"{len(warnings)} asset(s) did not load and assets is \"strict\": {shown}{more}",
-        errors=[FieldError("assets", f"{w.url or 'more'}: {w.reason} ({w.hint})")
+        # Field messages are cut at 300 characters on the wire: the outcome,
+        # the start of the URL and the hint, which names the setting.
+        errors=[FieldError("assets", f"{w.outcome.value} {_short(w.url or 'more')}: {w.hint}")
                 for w in warnings])
+
+
+def _short(url: str) -> str:
+    return url if len(url) <= 120 else url[:119] + "…"
 
 
 def _consume_exception(future: asyncio.Future[_Stored | None]) -> None:

@@ -67,6 +67,8 @@ class RendererServicer(pb_grpc.RendererServiceServicer):
             version=request.version, variable_sets=(request.variables_json,),
             format=(formats.by_enum(request.format) or formats.DEFAULT).name,
             coerce_strings=request.variables_from_query,
+            # An anonymous signed-URL GET: reuse a recent render with warnings.
+            reuse_warned=request.variables_from_query,
         ))
         return pb.RenderTemplateResponse(**_result_fields(result))
 

@@ -58,6 +58,10 @@ class RendererSettings(BaseServiceSettings):
     #: Largest ``data-fit-min``/``data-fit-max``, in CSS px; it also bounds
     #: the binary search of one element (log2 of twice this, plus 2, layouts).
     renderer_fit_max_font_size: float = Field(default=1000.0, ge=1, le=100_000)
+    #: A signed URL whose render had warnings (an asset did not load) serves
+    #: that output for this many seconds before rendering again, so a hot URL
+    #: is not a render on every GET; API renders always render again.
+    renderer_warned_reuse_seconds: float = Field(default=10.0, ge=0, le=3600)
     #: Subresources (images, fonts, CSS) fetched through the guard are cached
     #: in memory for this many seconds, up to this many bytes in all.
     renderer_subresource_ttl: float = Field(default=300.0, ge=0)

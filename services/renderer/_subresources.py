@@ -20,7 +20,13 @@ from urllib.parse import urlsplit
 
 from opentelemetry import trace
 
-from litho.errors import OutboundDenied, OutboundError, OutboundTimeout, OutboundTooLarge
+from litho.errors import (
+    OutboundDenied,
+    OutboundError,
+    OutboundTimeout,
+    OutboundTooLarge,
+    OutboundUnresolved,
+)
 from litho.logs import get_logger
 from litho.outbound import OutboundGuard
 from services.renderer import _assets
@@ -99,7 +105,10 @@ class SubresourceFetcher:
         if entry is None:
             try:
                 result = await self._guard.fetch(url)
-            except OutboundDenied:
+            except (OutboundDenied, OutboundUnresolved):
+                # One outcome for both: telling "resolves to a private
+                # address" from "does not exist" would let a tenant map the
+                # operator's internal names.
                 await route.abort("blockedbyclient")
                 return _assets.denied(url)
             except OutboundTimeout:

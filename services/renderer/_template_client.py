@@ -6,7 +6,7 @@ import grpc
 
 from litho.template.v1 import template_pb2 as pb
 from litho.template.v1 import template_pb2_grpc as pb_grpc
-from services.renderer._pipeline import Expanded, InlineSource
+from services.renderer._pipeline import Expanded, FontFace, InlineSource
 
 
 class GrpcTemplateSource:
@@ -26,4 +26,7 @@ class GrpcTemplateSource:
         return Expanded(
             template_id=response.template_id, version=response.version, html=response.html,
             width=response.width, height=response.height,
+            fonts=tuple(FontFace(family=f.family, weight=f.weight, style=f.style, id=f.id,
+                                 format=f.format, sha256=f.sha256, blob_key=f.blob_key)
+                        for f in response.fonts),
         )

@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+from litho.docstore import DocumentStore
 from litho.jsonlimits import JsonLimits
 from litho.logs import get_logger
 from litho.service import Host
 from litho.template.v1 import template_pb2, template_pb2_grpc
+from services.template._fonts import FontLibrary, FontLimits, Sandbox
 from services.template._lang import Engine, LangExpander
 from services.template._lang import Limits as LangLimits
 from services.template._model import Limits
@@ -46,14 +48,46 @@ async def build(host: Host[TemplateSettings]) -> None:
         max_array_length=settings.template_max_array_length,
         max_errors=settings.template_max_errors,
     ))
-    expander = LangExpander(engine, cache_size=settings.template_compile_cache_size)
+    expander = LangExpander(engine, cache_size=settings.template_compile_cache_size,
+                            max_bytes=settings.template_compile_cache_bytes)
+    fonts = await _font_library(host, store)
     servicer = TemplateServicer(
         Templates(repo, expander, limits,
                   max_pattern_input=settings.template_max_pattern_input,
                   max_pattern_work=settings.template_max_pattern_work,
-                  expand_timeout=settings.template_expand_timeout),
+                  expand_timeout=settings.template_expand_timeout, fonts=fonts),
         max_variables_bytes=settings.template_max_variables_bytes,
-        json_limits=limits.json,
+        json_limits=limits.json, fonts=fonts,
     )
-    await host.serve_grpc([
-        (template_pb2_grpc.add_TemplateServiceServicer_to_server, servicer, SERVICE_NAME)])
+    await host.serve_grpc(
+        [(template_pb2_grpc.add_TemplateServiceServicer_to_server, servicer, SERVICE_NAME)],
+        # A CreateFont request carries the whole file.
+        max_receive_message_bytes=settings.template_max_font_bytes + _FONT_REQUEST_OVERHEAD)
+
+
+#: Room for a CreateFont request's other fields and framing.
+_FONT_REQUEST_OVERHEAD = 64 * 1024
+
+
+async def _font_library(host: Host[TemplateSettings], store: DocumentStore) -> FontLibrary:
+    settings = host.settings
+    blobs = await host.blob_store()
+    sandbox = Sandbox(workers=settings.template_font_parse_workers,
+                      memory_bytes=settings.template_font_parse_memory,
+                      timeout=settings.template_font_parse_timeout,
+                      max_waiting=settings.template_font_parse_queue)
+    # Workers start (spawn, import fontTools: ~0.3 s) in the background, so
+    # the service is ready at once and the first upload finds them warm.
+    sandbox.start()
+    host.stack.callback(sandbox.close)
+    library = FontLibrary(
+        store, blobs, sandbox,
+        FontLimits(max_bytes=settings.template_max_font_bytes,
+                   max_decoded_bytes=settings.template_max_font_decoded_bytes,
+                   max_fonts=settings.template_max_fonts,
+                   parse_memory=settings.template_font_parse_memory,
+                   parse_timeout=settings.template_font_parse_timeout),
+        cache_ttl=settings.template_font_cache_ttl,
+        cache_size=settings.template_font_cache_size)
+    await library.prepare()
+    return library

@@ -40,6 +40,8 @@ class Spec:
     variable_definitions: list[dict[str, Any]] | None = None
     #: Root variables ``html`` reads; derived on save, never sent by clients.
     discovered_variables: list[str] | None = None
+    #: Labels for finding templates (``GET /v1/templates?tag=``).
+    tags: list[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,7 @@ class Template:
     update_time: datetime
     variable_definitions: list[dict[str, Any]] = field(default_factory=list)
     discovered_variables: list[str] = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)
 
     def with_spec(self, spec: Spec) -> Template:
         return replace(
@@ -79,6 +82,7 @@ class Template:
                 if spec.discovered_variables is not None
                 else self.discovered_variables
             ),
+            tags=spec.tags if spec.tags is not None else self.tags,
         )
 
 
@@ -131,6 +135,24 @@ def _parse_json(text: str, *, field: str, max_bytes: int, limits: jsonlimits.Jso
         ) from exc
 
 
+#: At most this many tags a template, each 1 to MAX_TAG_CHARS characters.
+MAX_TAGS = 20
+MAX_TAG_CHARS = 50
+
+
+def check_tags(tags: list[str]) -> list[FieldError]:
+    problems = []
+    if len(tags) > MAX_TAGS:
+        problems.append(FieldError("tags", f"at most {MAX_TAGS} tags"))
+    for i, tag in enumerate(tags[:MAX_TAGS]):
+        if not (1 <= len(tag) <= MAX_TAG_CHARS) or tag != tag.strip() or not tag.isprintable():
+            problems.append(FieldError(f"tags[{i}]", f"a tag is 1 to {MAX_TAG_CHARS} printable "
+                                       "characters with no leading or trailing space"))
+    if len(set(tags)) != len(tags):
+        problems.append(FieldError("tags", "each tag at most once"))
+    return problems
+
+
 def check_spec(spec: Spec, limits: Limits, *, creating: bool) -> None:
     """Collect every problem with ``spec`` and raise them together."""
     problems: list[FieldError] = []
@@ -147,6 +169,8 @@ def check_spec(spec: Spec, limits: Limits, *, creating: bool) -> None:
         elif size > limits.max_html_bytes:
             problems.append(FieldError("html", f"must be at most {limits.max_html_bytes} bytes "
                                        f"(LITHO_TEMPLATE_MAX_HTML_BYTES); it is {size}"))
+    if spec.tags is not None:
+        problems += check_tags(spec.tags)
     for dim in ("width", "height"):
         value = getattr(spec, dim)
         if value is not None and not (1 <= value <= limits.max_dimension):

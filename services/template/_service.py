@@ -6,12 +6,13 @@ import asyncio
 import time
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from opentelemetry import trace
 
 from litho.errors import FieldError, InvalidArgument
 from litho.lru import Lru
+from services.template._fonts import Font
 from services.template._lang import (
     Engine,
     FunctionInfo,
@@ -38,6 +39,12 @@ _tracer = trace.get_tracer("litho.template")
 class Expansion:
     template: Template
     html: str
+    #: The tenant's uploaded fonts whose family the document names.
+    fonts: tuple[Font, ...] = ()
+
+
+class FontsInUse(Protocol):
+    async def used_in(self, tenant_id: str, html: str) -> list[Font]: ...
 
 
 @dataclass(frozen=True)
@@ -56,8 +63,10 @@ class Templates:
         max_pattern_input: int,
         expand_timeout: float,
         max_pattern_work: int = DEFAULT_MAX_PATTERN_WORK,
+        fonts: FontsInUse | None = None,
     ) -> None:
         self._repo = repo
+        self._fonts = fonts
         self._expander = expander
         self._engine: Engine = expander.engine
         self._limits = limits
@@ -81,6 +90,9 @@ class Templates:
             except InvalidArgument as exc:
                 problems += exc.errors
             else:
+                # Refused on save only: a stored template with such text
+                # still renders it as written.
+                problems += compiled.foreign_tags
                 spec = replace(spec, discovered_variables=list(compiled.variables))
         if spec.variable_definitions is not None:
             try:
@@ -102,10 +114,12 @@ class Templates:
         return await self._repo.latest(tenant_id, template_id)
 
     async def list_templates(
-        self, tenant_id: str, page_size: int, page_token: str
+        self, tenant_id: str, page_size: int, page_token: str, *, name_prefix: str = "",
+        tag: str = "",
     ) -> tuple[list[Template], str]:
         return await self._repo.list(
-            tenant_id, page_size=_page_size(page_size), page_token=page_token)
+            tenant_id, page_size=_page_size(page_size), page_token=page_token,
+            name_prefix=name_prefix, tag=tag)
 
     async def versions(
         self, tenant_id: str, template_id: str, page_size: int, page_token: str
@@ -158,7 +172,10 @@ class Templates:
                     self._expand_sync, template, variables_json, coerce, None, deadline)
             span.set_attributes({"litho.template.expanded_in": where,
                                  "litho.template.html_chars": len(html)})
-        return Expansion(template=template, html=html)
+            fonts = await self._fonts_in(tenant_id, html)
+            if fonts:
+                span.set_attribute("litho.template.fonts", len(fonts))
+        return Expansion(template=template, html=html, fonts=fonts)
 
     async def expand_inline(self, tenant_id: str, spec: Spec,
                             variables_json: str) -> Expansion:
@@ -186,7 +203,15 @@ class Templates:
             html = await asyncio.to_thread(
                 self._expand_sync, template, variables_json, False, None, deadline)
             span.set_attribute("litho.template.html_chars", len(html))
-        return Expansion(template=template, html=html)
+            fonts = await self._fonts_in(tenant_id, html)
+            if fonts:
+                span.set_attribute("litho.template.fonts", len(fonts))
+        return Expansion(template=template, html=html, fonts=fonts)
+
+    async def _fonts_in(self, tenant_id: str, html: str) -> tuple[Font, ...]:
+        if self._fonts is None:
+            return ()
+        return tuple(await self._fonts.used_in(tenant_id, html))
 
     def _definitions_ready(self, template: Template, variables_size: int) -> bool:
         """Whether the template's definitions are parsed (their patterns

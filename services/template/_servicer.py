@@ -10,10 +10,11 @@ from typing import Any
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from litho.errors import FieldError
+from litho.errors import FailedPrecondition, FieldError
 from litho.jsonlimits import JsonLimits
 from litho.template.v1 import template_pb2 as pb
 from litho.template.v1 import template_pb2_grpc as pb_grpc
+from services.template._fonts import Font, FontLibrary
 from services.template._model import (
     DEFAULT_JSON_LIMITS,
     Spec,
@@ -37,7 +38,15 @@ def template_to_proto(t: Template) -> pb.Template:
         version=t.version, create_time=_timestamp(t.create_time),
         update_time=_timestamp(t.update_time),
         variable_definitions_json=json.dumps(t.variable_definitions),
-        discovered_variables=t.discovered_variables,
+        discovered_variables=t.discovered_variables, tags=t.tags,
+    )
+
+
+def font_to_proto(f: Font) -> pb.Font:
+    return pb.Font(
+        id=f.id, tenant_id=f.tenant_id, family=f.family, weight=f.weight, style=f.style,
+        format=f.format, sha256=f.sha256, size_bytes=f.size, blob_key=f.blob_key,
+        create_time=_timestamp(f.create_time), full_name=f.full_name, file_name=f.file_name,
     )
 
 
@@ -74,15 +83,17 @@ def spec_from_proto(
             if spec.HasField("variable_definitions_json")
             else None
         ),
+        tags=list(spec.tags.values) if spec.HasField("tags") else None,
     )
 
 
 class TemplateServicer(pb_grpc.TemplateServiceServicer):
     def __init__(
         self, templates: Templates, *, max_variables_bytes: int,
-        json_limits: JsonLimits = DEFAULT_JSON_LIMITS,
+        json_limits: JsonLimits = DEFAULT_JSON_LIMITS, fonts: FontLibrary | None = None,
     ) -> None:
         self._templates = templates
+        self._fonts = fonts
         self._max_variables = max_variables_bytes
         self._json_limits = json_limits
 
@@ -104,7 +115,8 @@ class TemplateServicer(pb_grpc.TemplateServiceServicer):
         self, request: pb.ListTemplatesRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ListTemplatesResponse:
         items, token = await self._templates.list_templates(
-            request.tenant_id, request.page_size, request.page_token
+            request.tenant_id, request.page_size, request.page_token,
+            name_prefix=request.name_prefix, tag=request.tag,
         )
         return pb.ListTemplatesResponse(
             templates=[template_to_proto(t) for t in items], next_page_token=token
@@ -179,4 +191,38 @@ class TemplateServicer(pb_grpc.TemplateServiceServicer):
         return pb.ExpandTemplateResponse(
             template_id=result.template.id, version=result.template.version,
             html=result.html, width=result.template.width, height=result.template.height,
+            fonts=[font_to_proto(f) for f in result.fonts],
         )
+
+    def _library(self) -> FontLibrary:
+        if self._fonts is None:
+            raise FailedPrecondition("this template service stores no fonts")
+        return self._fonts
+
+    async def CreateFont(
+        self, request: pb.CreateFontRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.CreateFontResponse:
+        font = await self._library().create(
+            request.tenant_id, request.data, file_name=request.file_name,
+            family=request.family)
+        return pb.CreateFontResponse(font=font_to_proto(font))
+
+    async def ListFonts(
+        self, request: pb.ListFontsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.ListFontsResponse:
+        fonts, token = await self._library().page(
+            request.tenant_id, page_size=_font_page_size(request.page_size),
+            page_token=request.page_token)
+        return pb.ListFontsResponse(fonts=[font_to_proto(f) for f in fonts],
+                                    next_page_token=token)
+
+    async def DeleteFont(
+        self, request: pb.DeleteFontRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.DeleteFontResponse:
+        await self._library().delete(request.tenant_id, request.font_id)
+        return pb.DeleteFontResponse()
+
+
+def _font_page_size(requested: int) -> int:
+    # As for templates: 50 by default, at most 100.
+    return min(requested if requested > 0 else 50, 100)

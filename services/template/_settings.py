@@ -19,6 +19,9 @@ class TemplateSettings(BaseServiceSettings):
     template_version_cache_size: int = Field(default=1024, ge=0)
     #: Compiled template sources kept in memory (parsed once per version).
     template_compile_cache_size: int = Field(default=512, ge=1)
+    #: Estimated memory the compile cache may hold (its text plus ~800 bytes
+    #: a tag per compiled template); a source over a quarter of it is never cached.
+    template_compile_cache_bytes: int = Field(default=64 * 1024 * 1024, ge=0)
     # Limits of the template language (docs/template-language.md, "Limits").
     template_max_loop_iterations: int = Field(default=10_000, gt=0)
     template_max_depth: int = Field(default=64, gt=0, le=100)
@@ -40,3 +43,27 @@ class TemplateSettings(BaseServiceSettings):
     template_json_max_depth: int = Field(default=DEFAULT_MAX_DEPTH, gt=0, le=90)
     #: Longest number literal accepted in those JSON values, in characters.
     template_json_max_number_chars: int = Field(default=DEFAULT_MAX_NUMBER_CHARS, gt=0, le=1000)
+    # Uploaded fonts (docs/architecture.md, "Uploaded fonts").
+    #: Largest font file accepted, in bytes; the gRPC server takes messages
+    #: this large plus 64 KiB.
+    template_max_font_bytes: int = Field(default=10 * 1024 * 1024, gt=0, le=256 * 1024 * 1024)
+    #: Most bytes a WOFF or WOFF2 file may declare (or inflate to) once
+    #: decompressed: refused from the header, before anything is inflated.
+    template_max_font_decoded_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
+    #: Address space of the worker process that parses an upload (RLIMIT_AS);
+    #: a started worker uses about 45 MB.
+    template_font_parse_memory: int = Field(default=1024 * 1024 * 1024,
+                                            ge=256 * 1024 * 1024)
+    #: Seconds one upload may take to parse before its worker is killed.
+    template_font_parse_timeout: float = Field(default=10.0, gt=0, le=300)
+    #: Worker processes that parse uploads (one parse each at a time).
+    template_font_parse_workers: int = Field(default=1, ge=1, le=8)
+    #: Uploads that may wait for a worker before more are refused (429).
+    template_font_parse_queue: int = Field(default=16, ge=0)
+    #: Most fonts one tenant may store (and most declared in one render).
+    template_max_fonts: int = Field(default=100, gt=0, le=1000)
+    #: Seconds a tenant's font list is reused for expansions before it is
+    #: read again (uploads and deletes in this process drop it at once).
+    template_font_cache_ttl: float = Field(default=5.0, ge=0)
+    #: Tenants whose font lists are kept in memory.
+    template_font_cache_size: int = Field(default=4096, ge=1)

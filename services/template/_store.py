@@ -77,6 +77,7 @@ def _to_doc(t: Template) -> dict[str, Any]:
         "sampleVariables": t.sample_variables,
         "variableDefinitions": t.variable_definitions,
         "discoveredVariables": t.discovered_variables,
+        "tags": t.tags,
         "version": t.version,
         "createTime": t.create_time.isoformat(),
         "updateTime": t.update_time.isoformat(),
@@ -94,6 +95,7 @@ def _from_doc(doc: dict[str, Any]) -> Template:
         sample_variables=dict(doc.get("sampleVariables") or {}),
         variable_definitions=list(doc.get("variableDefinitions") or []),
         discovered_variables=list(doc.get("discoveredVariables") or []),
+        tags=[str(tag) for tag in doc.get("tags") or []],
         version=int(doc["version"]),
         create_time=datetime.fromisoformat(doc["createTime"]),
         update_time=datetime.fromisoformat(doc["updateTime"]),
@@ -106,7 +108,7 @@ def wire_size(t: Template) -> int:
     non-ASCII, which is never shorter than UTF-8), so a raw emoji counts 12."""
     text = (len(t.id) + len(t.tenant_id) + len(t.name.encode()) + len(t.html.encode())
             + len(json.dumps(t.sample_variables)) + len(json.dumps(t.variable_definitions)))
-    names = sum(len(v.encode()) + _NAME_BYTES for v in t.discovered_variables)
+    names = sum(len(v.encode()) + _NAME_BYTES for v in [*t.discovered_variables, *t.tags])
     return _FIXED_BYTES + 6 * _FIELD_BYTES + text + names
 
 
@@ -169,6 +171,7 @@ class TemplateRepository:
             create_time=now, update_time=now,
             variable_definitions=spec.variable_definitions or [],
             discovered_variables=spec.discovered_variables or [],
+            tags=spec.tags or [],
         )
         await self._write_version(template)
         await self._heads.insert({"_id": template.id, **_to_doc(template)})
@@ -305,12 +308,24 @@ class TemplateRepository:
             del self._cache[key]
 
     async def list(
-        self, tenant_id: str, *, page_size: int, page_token: str
+        self, tenant_id: str, *, page_size: int, page_token: str, name_prefix: str = "",
+        tag: str = "",
     ) -> tuple[list[Template], str]:
-        def after(template_id: Any) -> dict[str, Any]:
-            return {"tenantId": tenant_id, "_id": {"$gt": template_id}}
+        """A page of the tenant's templates in id order; with ``name_prefix``,
+        only names that start with it (case-sensitive), with ``tag`` only
+        templates that carry it."""
+        narrow: dict[str, Any] = {"tenantId": tenant_id}
+        if name_prefix:
+            # Strings compare by code point in both stores: every name that
+            # starts with the prefix sorts between it and prefix + U+10FFFF.
+            narrow["name"] = {"$gte": name_prefix, "$lt": name_prefix + "\U0010ffff"}
+        if tag:
+            narrow["tags"] = tag  # matches an element of the array
 
-        first = after(_decode_token(page_token)) if page_token else {"tenantId": tenant_id}
+        def after(template_id: Any) -> dict[str, Any]:
+            return {**narrow, "_id": {"$gt": template_id}}
+
+        first = after(_decode_token(page_token)) if page_token else narrow
         return await self._page(self._heads, first, after, "_id", 1, page_size=page_size)
 
     async def _write_version(self, t: Template) -> None:

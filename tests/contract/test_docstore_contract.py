@@ -228,6 +228,24 @@ async def test_range_operators_on_strings(docstore: DocumentStore) -> None:
     assert await id_set(coll, {"_id": {"$lte": "k2"}}) == {"k1", "k2"}
 
 
+async def test_a_prefix_range_matches_every_name_that_starts_with_it(
+        docstore: DocumentStore) -> None:
+    """The template store lists by name prefix as [prefix, prefix + U+10FFFF):
+    strings compare by code point (UTF-8 byte order) in every backend."""
+    coll = docstore.collection("things")
+    await seed(
+        coll,
+        {"_id": "k1", "name": "og/a"},
+        {"_id": "k2", "name": "og/ü\U0001f600"},
+        {"_id": "k3", "name": "og"},
+        {"_id": "k4", "name": "oh/x"},
+        {"_id": "k5", "name": "og/\U0010fffe"},
+    )
+    assert await id_set(coll, {"name": {"$gte": "og/", "$lt": "og/\U0010ffff"}}) == {
+        "k1", "k2", "k5"}
+    assert await id_set(coll, {"name": {"$gte": "og/ü", "$lt": "og/ü\U0010ffff"}}) == {"k2"}
+
+
 async def test_range_operators_skip_other_types(
     docstore: DocumentStore, docstore_backend: str, request: pytest.FixtureRequest
 ) -> None:

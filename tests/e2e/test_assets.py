@@ -50,9 +50,10 @@ async def test_a_denied_image_warns_names_the_setting_and_renders_once_allowed(
         image, _ = await fetch_image(live, first["url"])
         assert image.convert("RGB").getpixel((25, 25)) != BLUE
         assert server.hits == []
-        # Never a hit: the same request renders again, under another one-off id.
+        # Never a hit: the same request renders again (its output replaces
+        # the first's, under one id per input that is never the content address).
         second = await render(live, template["id"], body)
-        assert second["cached"] is False and second["id"] != first["id"]
+        assert second["cached"] is False and second["id"] == first["id"]
         assert second["warnings"] == first["warnings"]
 
         # strict: a 422 naming the asset, the outcome and the setting.
@@ -82,11 +83,15 @@ async def test_a_denied_image_warns_names_the_setting_and_renders_once_allowed(
 
 async def test_a_failed_image_and_a_relative_url_are_warnings(live: Live) -> None:
     missing = live.allowed.url("missing/logo.png")
-    html = page_with(missing).replace("</body>", '<img src="relative/logo.png"></body>')
+    html = page_with(missing).replace(
+        "</body>", '<img src="relative/logo.png"><iframe src="https://example.com/"></iframe>'
+                   "</body>")
     template = await create(live, html=html, width=120, height=50)
     result = await render(live, template["id"], {"variables": {"title": "y"}})
     by_url = {w["url"]: w for w in result["warnings"]}
-    assert set(by_url) == {missing, "http://document.invalid/relative/logo.png"}
+    assert set(by_url) == {missing, "http://document.invalid/relative/logo.png",
+                           "https://example.com/"}
+    assert "never loaded" in by_url["https://example.com/"]["reason"]
     assert (by_url[missing]["outcome"], by_url[missing]["reason"]) == (
         "failed", "the server answered HTTP 404")
     relative = by_url["http://document.invalid/relative/logo.png"]

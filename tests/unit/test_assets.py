@@ -12,7 +12,16 @@ from services.renderer import _assets
 from services.renderer._assets import Asset, AssetLog, Outcome
 from services.renderer._pipeline import CaptureSpec, Output, RenderPipeline, make_render_id
 from services.renderer._spec import GifSpec, PdfSpec
-from tests.unit.test_pipeline import SECRET, Events, MemoryBlobs, Templates, make_pipeline, request
+from tests.unit.test_pipeline import (
+    LIMITS,
+    SECRET,
+    Events,
+    MemoryBlobs,
+    Templates,
+    make_pipeline,
+    request,
+    settle,
+)
 
 DENIED = _assets.denied("http://10.0.0.5/logo.png")
 
@@ -31,13 +40,6 @@ class AssetCapture:
             await self.gate.wait()
         return Output(data=f"render {self.calls}".encode(), width=spec.width,
                       height=spec.height, assets=self.assets)
-
-
-async def settle() -> None:
-    """Let every task run until it waits: the fakes do no I/O, so a number of
-    passes does it, however loaded the machine."""
-    for _ in range(200):
-        await asyncio.sleep(0)
 
 
 def setup(*assets: Asset) -> tuple[MemoryBlobs, AssetCapture, Events, RenderPipeline]:
@@ -75,7 +77,9 @@ async def test_an_asset_that_did_not_load_gives_warnings_and_is_never_a_cache_hi
     assert f"outputs/{first.render_id[:2]}/{first.render_id}.png" in blobs.data
     assert not any(address in key for key in blobs.data)
     second = await pipeline.render(request())
-    assert capture.calls == 2 and not second.cached and second.render_id != first.render_id
+    # Rendered again; its output replaces the first (one id per input).
+    assert capture.calls == 2 and not second.cached and second.render_id == first.render_id
+    assert sum(1 for key in blobs.data if key.endswith(".png")) == 1
     # Once the asset loads (the cause was fixed), the render is stored and then hit.
     capture.assets = (Asset("http://10.0.0.5/logo.png", Outcome.LOADED, size=5),)
     third = await pipeline.render(request())
@@ -190,3 +194,37 @@ def test_warnings_name_each_url_once_and_urls_are_clipped() -> None:
     assert [w.outcome for w in warnings] == [Outcome.DENIED, Outcome.TOO_LARGE]
     assert len(warnings[0].url) == _assets.MAX_URL_CHARS
     assert "LITHO_OUTBOUND_MAX_BYTES" in warnings[1].hint
+
+
+async def test_a_signed_url_reuses_a_recent_render_with_warnings() -> None:
+    _blobs, capture, _, pipeline = setup(DENIED)
+    first = await pipeline.render(request(reuse_warned=True))
+    again = await pipeline.render(request(reuse_warned=True))
+    assert capture.calls == 1 and again.render_id == first.render_id
+    assert again.warnings == first.warnings and not again.cached
+    # API renders and refreshes always render again.
+    await pipeline.render(request())
+    await pipeline.render(request(reuse_warned=True, refresh=True))
+    assert capture.calls == 3
+
+
+async def test_a_render_with_warnings_older_than_the_reuse_window_renders_again() -> None:
+    blobs, capture, events = MemoryBlobs(), AssetCapture(DENIED), Events()
+    pipeline = RenderPipeline(Templates(), blobs, capture, events,
+                              limits=LIMITS, base_url="http://document.invalid/",
+                              render_id_secret=SECRET, reuse_warned_seconds=0)
+    await pipeline.render(request(reuse_warned=True))
+    await pipeline.render(request(reuse_warned=True))
+    assert capture.calls == 2
+
+
+async def test_identical_strict_renders_share_one_refusal() -> None:
+    _blobs, capture, _, pipeline = setup(DENIED)
+    capture.gate = asyncio.Event()
+    tasks = [asyncio.create_task(pipeline.render(request(strict_assets=True)))
+             for _ in range(3)]
+    await settle()
+    capture.gate.set()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert all(isinstance(r, InvalidArgument) for r in results)
+    assert capture.calls == 1

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import io
+import random
+import struct
+import zlib
 from collections.abc import AsyncIterator
 
 import pytest
@@ -11,6 +16,7 @@ import pyvips  # type: ignore[import-untyped]
 from PIL import Image, PngImagePlugin
 from playwright.async_api import Browser, CDPSession, Page
 
+from services.renderer import _encode
 from services.renderer._encode import PNG_COMPRESSION, capture_fast_png, encode, image_size
 
 # Four coloured quadrants on white, with a 40x40 square that may be transparent.
@@ -203,3 +209,121 @@ def test_bad_input_is_refused() -> None:
         encode(b"not a png", format="png", quality=90, transparent=False)
     with pytest.raises(ValueError, match="not an image"):
         image_size(b"nope")
+
+
+def libvips_only(frame: bytes, *, format: str, quality: int, transparent: bool) -> bytes:
+    """``encode`` with its fast decoder switched off: libvips reads the frame."""
+    saved = _encode._decode_fast
+    _encode._decode_fast = lambda data: None
+    try:
+        return encode(frame, format=format, quality=quality, transparent=transparent)
+    finally:
+        _encode._decode_fast = saved
+
+
+def libvips_pixels(data: bytes) -> bytes:
+    pixels: bytes = pyvips.Image.new_from_buffer(data, "").write_to_memory()
+    return pixels
+
+
+@pytest.mark.parametrize("case", ["opaque", "transparent", "clip"])
+async def test_chromium_captures_take_the_fast_decoder_and_give_the_same_bytes(
+    tab: tuple[Page, CDPSession], case: str
+) -> None:
+    page, cdp = tab
+    if case == "clip":
+        await page.set_content(BLOCKS % "white", wait_until="load")
+        frame = await capture_fast_png(cdp, clip={"x": 30, "y": 10, "width": 90, "height": 70})
+    else:
+        frame = await capture(tab, "transparent" if case == "transparent" else "#abcdef",
+                              transparent=case == "transparent")
+    fast = _encode._decode_fast(frame)
+    assert fast is not None, "Chromium's capture is no longer the PNG the fast decoder reads"
+    assert fast.write_to_memory() == libvips_pixels(frame)
+    transparent = case == "transparent"
+    for fmt, quality in (("png", 100), ("webp", 100), ("webp", 80), ("jpeg", 90)):
+        assert encode(frame, format=fmt, quality=quality, transparent=transparent) == \
+            libvips_only(frame, format=fmt, quality=quality, transparent=transparent), fmt
+
+
+def png(pixels: bytes, width: int, height: int, filters: list[int], *, bands: int = 3) -> bytes:
+    """A PNG of RGB(A) ``pixels`` whose row ``y`` is stored with ``filters[y]``
+    (0 none, 1 sub, 2 up), built by hand so every filter can be chosen."""
+    stride = width * bands
+    rows, previous = [], bytes(stride)
+    for y in range(height):
+        row = pixels[y * stride:(y + 1) * stride]
+        if filters[y] == 2:
+            stored = bytes((a - b) % 256 for a, b in zip(row, previous, strict=True))
+        elif filters[y] == 1:
+            stored = bytes((row[i] - (row[i - bands] if i >= bands else 0)) % 256
+                           for i in range(stride))
+        else:
+            stored = row
+        rows.append(bytes([filters[y]]) + stored)
+        previous = row
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (struct.pack(">I", len(body)) + kind + body
+                + struct.pack(">I", zlib.crc32(kind + body)))
+
+    colour = {3: 2, 4: 6}[bands]
+    return (b"\x89PNG\r\n\x1a\n"
+            + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, colour, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"".join(rows), 1)) + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("bands", [3, 4])
+def test_fast_decoder_undoes_mixed_none_and_up_rows(bands: int) -> None:
+    rng = random.Random(bands)
+    width, height = 37, 23
+    pixels = bytes(rng.randrange(256) for _ in range(width * height * bands))
+    data = png(pixels, width, height, [rng.choice((0, 2)) for _ in range(height)], bands=bands)
+    fast = _encode._decode_fast(data)
+    assert fast is not None
+    assert (fast.width, fast.height, fast.bands) == (width, height, bands)
+    assert fast.write_to_memory() == pixels == libvips_pixels(data)
+
+
+def test_fast_decoder_leaves_every_other_png_to_libvips() -> None:
+    rng = random.Random(7)
+    width, height = 16, 8
+    pixels = bytes(rng.randrange(256) for _ in range(width * height * 3))
+    sub = png(pixels, width, height, [2, 1] + [0] * (height - 2))
+    image = Image.new("RGB", (width, height))
+    image.frombytes(pixels)
+    for name, data in {
+        "sub filter": sub,
+        "interlaced": pyvips.Image.new_from_memory(pixels, width, height, 3, "uchar")
+        .pngsave_buffer(interlace=True),
+        "16-bit": pyvips.Image.new_from_memory(pixels, width, height, 3, "uchar")
+        .cast("ushort").pngsave_buffer(),
+        "palette": pyvips.Image.new_from_memory(pixels, width, height, 3, "uchar")
+        .pngsave_buffer(palette=True),
+        "extra chunk (pHYs)": pyvips.Image.new_from_memory(pixels, width, height, 3, "uchar")
+        .pngsave_buffer(),
+    }.items():
+        assert _encode._decode_fast(data) is None, name
+        out = encode(data, format="png", quality=100, transparent=False)
+        if name not in ("palette", "16-bit"):  # lossy, or another depth: decoded only
+            assert decode(out).convert("RGB").tobytes() == pixels, name
+    # More or fewer pixel bytes than the header's size: libvips' to judge.
+    exact = png(pixels, width, height, [0] * height)
+    for claimed in (height - 1, height + 1):
+        lying = exact.replace(struct.pack(">II", width, height), struct.pack(">II", width, claimed))
+        assert _encode._decode_fast(lying) is None, claimed
+    assert _encode._decode_fast(exact) is not None
+    # A truncated pixel stream is not an image either way.
+    broken = png(pixels, width, height, [0] * height).replace(b"IEND", b"IEN_")
+    assert _encode._decode_fast(broken[:60] + broken[-12:]) is None
+    assert _encode._decode_fast(b"GIF89a" + bytes(20)) is None
+
+
+async def test_captures_arrive_decoded_from_base64(tab: tuple[Page, CDPSession]) -> None:
+    page, cdp = tab
+    await page.set_content(BLOCKS % "white", wait_until="load")
+    reply = await cdp.send("Page.captureScreenshot", {"format": "png", "optimizeForSpeed": True})
+    assert _encode.from_base64(reply["data"]) == base64.b64decode(reply["data"])
+    assert _encode.from_base64(reply["data"]).startswith(b"\x89PNG")
+    with pytest.raises(binascii.Error):
+        _encode.from_base64(reply["data"][:40] + "*" + reply["data"][41:])

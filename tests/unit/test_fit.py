@@ -176,3 +176,25 @@ async def test_many_problems_are_summed_up() -> None:
 def test_the_search_is_bounded_by_the_largest_size() -> None:
     assert FitLimits(max_font_px=1000).steps_per_element == 13  # 2 + log2(2000)
     assert FitLimits(max_font_px=8).steps_per_element == 6
+
+
+@pytest.mark.parametrize("clobber", [
+    '<img name="querySelectorAll">', '<img name="createTreeWalker">', '<img name="fonts">',
+    '<img name="createRange">', '<img name="documentElement">',
+])
+async def test_markup_that_shadows_dom_methods_does_not_break_fitting(
+        page: Page, clobber: str) -> None:
+    """Named elements shadow document properties; the fit goes through the
+    DOM's prototypes, so it still fits (it used to throw: a 503)."""
+    long = "A much longer title that cannot fit at forty pixels " * 2
+    await page.set_content(card(clobber, f'<div class="box" data-fit data-fit-lines="2">{long}'
+                                         "</div>"))
+    result = await fit_text(page, LIMITS)
+    assert result.sizes[0] is not None and 8 <= result.sizes[0] < 40
+
+
+async def test_a_form_is_never_a_fitted_box(page: Page) -> None:
+    await page.set_content(card('<form class="box" data-fit><input name="style">'
+                                '<input name="getAttribute">x</form>'))
+    with pytest.raises(InvalidArgument, match="<form class=\"box\">: a form cannot be fitted"):
+        await fit_text(page, LIMITS)

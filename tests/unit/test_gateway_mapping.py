@@ -297,9 +297,10 @@ def _invalid_requests() -> list[tuple[str, str, str, bytes]]:
             if p["in"] == "query" and p["schema"].get("type") == "integer":
                 # On a valid path: only the query's type can be what is refused.
                 cases.append((op, method, f"{ok_path}?{p['name']}=abc", b""))
+        json_body = "application/json" in item.get("requestBody", {}).get("content", {})
         if url != path:
-            cases.append((op, method, url, b"{}" if item.get("requestBody") else b""))
-        if item.get("requestBody"):
+            cases.append((op, method, url, b"{}" if json_body else b""))
+        if json_body:
             cases.append((op, method, ok_path, b"[1, 2]"))
     return cases
 
@@ -322,8 +323,38 @@ async def test_every_operation_is_validated_before_its_handler(
 
 def test_the_validated_operations_cover_every_checkable_operation() -> None:
     checked = {op for op, *_ in _invalid_requests()}
+    # createFont's body is a font, checked by its handler (the test below).
     checkable = {op for op, _, path, item in _operations()
-                 if item.get("requestBody") or "{" in path
+                 if "application/json" in item.get("requestBody", {}).get("content", {})
+                 or "{" in path
                  or any(p["in"] == "query" and p["schema"].get("type") != "string"
                         for p in item.get("parameters", []))}
     assert checkable - checked == set()
+
+
+@pytest.mark.parametrize(("headers", "body", "status", "text"), [
+    ([b"Content-Type: application/json"], b"{}", 415, "font/ttf"),
+    ([b"Content-Type: font/ttf"], b"", 422, "empty"),
+    ([b"Content-Type: font/woff2"], b"x" * (10 * 1024 * 1024 + 1), 413,
+     "LITHO_GATEWAY_MAX_FONT_BYTES"),
+    ([b"Content-Type: multipart/form-data; boundary=zz"],
+     b"--zz\r\nContent-Disposition: form-data; name=\"other\"\r\n\r\nx\r\n--zz--\r\n",
+     422, "unexpected form part"),
+    ([b"Content-Type: multipart/form-data; boundary=zz"],
+     b"--zz\r\nContent-Disposition: form-data; name=\"family\"\r\n\r\nX\r\n--zz--\r\n",
+     422, "no 'file' part"),
+    ([b"Content-Type: multipart/form-data"], b"--zz--\r\n", 400, "multipart"),
+    ([b"Content-Type: multipart/form-data; boundary=zz"],
+     b"--zz\r\nContent-Disposition: form-data; name=\"fa\x13\"\r\n\r\nx\r\n--zz--\r\n",
+     400, "multipart"),
+])
+async def test_a_font_upload_is_refused_before_the_template_service(
+    gateway: tuple[int, str], headers: list[bytes], body: bytes, status: int, text: str,
+) -> None:
+    """The font's body is not JSON, so the handler checks it itself; the
+    template service's stub is absent here, so reaching it would be a 500."""
+    port, key = gateway
+    got, raw = await _exchange(port, _request(
+        "POST /v1/fonts HTTP/1.1", b"Authorization: Bearer " + key.encode(), *headers,
+        body=body))
+    assert got == status and text.encode() in raw, raw[:400]

@@ -94,6 +94,32 @@ def test_lang_expander_caches_compiled_templates_lru() -> None:
     assert compiled == ["a{{ 1 }}", "b{{ 1 }}", "c{{ 1 }}", "b{{ 1 }}"]
 
 
+def test_the_compile_cache_is_bounded_by_estimated_memory() -> None:
+    from services.template._lang._expander import compiled_weight
+
+    compiled: list[str] = []
+
+    class CountingEngine(Engine):
+        def compile(self, source: str) -> Any:
+            compiled.append(source)
+            return super().compile(source)
+
+    small = "{{ 1 }}" * 10
+    budget = 4 * compiled_weight(small) + 40
+    expander = LangExpander(CountingEngine(), cache_size=100, max_bytes=budget)
+    for i in range(6):
+        expander.compiled(f"{i}{small}")
+    # Each weighs a quarter of the budget or a little more: at most four stay.
+    assert 1 <= expander.cached() <= 4
+    # A source heavier than a quarter of the budget is compiled every time.
+    heavy = "{{ 1 }}" * 100
+    assert compiled_weight(heavy) > budget // 4
+    before = expander.cached()
+    expander.compiled(heavy)
+    expander.compiled(heavy)
+    assert compiled.count(heavy) == 2 and expander.cached() == before
+
+
 def test_lang_expander_without_a_cache_and_with_a_broken_source() -> None:
     expander = LangExpander(cache_size=0)
     expander.expand("{{ 1 }}", {}, max_output=10)

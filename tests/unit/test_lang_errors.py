@@ -171,3 +171,17 @@ def test_tags_of_other_template_languages_show_the_litho_equivalent(
 ])
 def test_text_that_only_looks_foreign_is_not_an_error(source: str) -> None:
     assert Engine().check(source) == []
+
+
+def test_liquid_text_in_a_stored_template_still_renders_as_written() -> None:
+    """Refused on save (check), but not an error of the language: a template
+    stored before the check keeps rendering."""
+    source = "<pre>{% if user %}Hi{% endif %}</pre>"
+    compiled = Engine().compile(source)
+    assert compiled.render({}, max_output=1000) == source
+    assert [e.field for e in compiled.foreign_tags] == ["html", "html"]
+    assert len(Engine().check(source)) == 2
+
+
+def test_at_most_twenty_foreign_tags_are_reported() -> None:
+    assert len(Engine().check("{% if x %}" * 100)) == 20

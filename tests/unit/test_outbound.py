@@ -22,7 +22,7 @@ from aiohttp.test_utils import BaseTestServer, TestServer
 from aiohttp.typedefs import Handler
 
 from litho.config import OutboundSettings
-from litho.errors import ConfigError, OutboundDenied, OutboundError
+from litho.errors import ConfigError, OutboundDenied, OutboundError, OutboundUnresolved
 from litho.outbound import (
     DENIED_MESSAGE,
     AllowList,
@@ -571,6 +571,9 @@ async def test_unresolvable_name_is_an_outbound_error() -> None:
             await guard.fetch("http://nowhere.test/")
 
     assert not isinstance(info.value, OutboundDenied)
+    # Its own class: the renderer reports it like a denial, so that a tenant
+    # cannot tell "private" from "does not exist".
+    assert isinstance(info.value, OutboundUnresolved)
 
 
 def test_socket_gate_refuses_denied_socket_addresses() -> None:

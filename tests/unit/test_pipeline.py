@@ -100,6 +100,13 @@ class Capture:
                       page_count=len(spec.documents) if spec.format == "pdf" else 0)
 
 
+async def settle() -> None:
+    """Let every task run until it waits: the fakes do no I/O, so a number of
+    passes does it however loaded the machine is (a fixed sleep did not)."""
+    for _ in range(200):
+        await asyncio.sleep(0)
+
+
 @pytest.fixture
 def parts() -> tuple[MemoryBlobs, Templates, Events, Capture, RenderPipeline]:
     blobs, templates, events, capture = MemoryBlobs(), Templates(), Events(), Capture()
@@ -167,7 +174,7 @@ async def test_identical_concurrent_renders_share_one_capture(parts) -> None:  #
     _, _, _, capture, pipeline = parts
     capture.gate = asyncio.Event()
     tasks = [asyncio.create_task(pipeline.render(request())) for _ in range(5)]
-    await asyncio.sleep(0.01)
+    await settle()
     capture.gate.set()
     results = await asyncio.gather(*tasks)
     assert len(capture.calls) == 1
@@ -238,7 +245,7 @@ async def test_identical_concurrent_renders_share_a_failure(parts) -> None:  # t
 
     pipeline = make_pipeline(templates, blobs, failing, events)
     tasks = [asyncio.create_task(pipeline.render(request())) for _ in range(4)]
-    await asyncio.sleep(0.01)
+    await settle()
     gate.set()
     outcomes = await asyncio.gather(*tasks, return_exceptions=True)
     assert calls == 1 and all(isinstance(o, InvalidArgument) for o in outcomes)
@@ -248,9 +255,9 @@ async def test_a_cancelled_owner_hands_the_render_to_a_waiter(parts) -> None:  #
     _, _, _, capture, pipeline = parts
     capture.gate = asyncio.Event()
     owner = asyncio.create_task(pipeline.render(request()))
-    await asyncio.sleep(0.01)
+    await settle()
     waiter = asyncio.create_task(pipeline.render(request()))
-    await asyncio.sleep(0.01)
+    await settle()
     owner.cancel()
     capture.gate.set()
     result = await asyncio.wait_for(waiter, 1)
@@ -317,7 +324,7 @@ async def test_concurrent_identical_renders_of_two_tenants_do_not_share(parts) -
     capture.gate = asyncio.Event()
     tasks = [asyncio.create_task(pipeline.render(request(tenant_id=t)))
              for t in ("alice", "bob", "alice", "bob")]
-    await asyncio.sleep(0.01)
+    await settle()
     capture.gate.set()
     results = await asyncio.gather(*tasks)
     assert len(capture.calls) == 2

@@ -351,3 +351,37 @@ async def test_a_stalled_head_move_never_takes_the_head_back(
     assert (await slow).version == 2
     head = await repo.latest(TENANT, created.id)
     assert (head.version, head.html) == (3, "<p>3</p>")
+
+
+async def test_listing_by_name_prefix_and_tag_pages_through_only_the_matches(
+    store: tuple[DocumentStore, Path],
+) -> None:
+    docstore, _ = store
+    repo = TemplateRepository(docstore, version_cache_size=0)
+    await repo.prepare()
+    names = ["og/blog", "og/docs", "Og/caps", "og", "social/x", "og/ünï", "og/blog2", "oh"]
+    made = {n: await repo.create(TENANT, Spec(
+        name=n, html="<p>x</p>", width=1, height=1,
+        tags=["og"] if n.startswith("og") else ["social", "wide"]))
+        for n in names}
+    await repo.create("another-tenant", Spec(name="og/theirs", html="x", width=1, height=1,
+                                             tags=["og"]))
+
+    async def walk(**filters: str) -> list[str]:
+        found, token = [], ""
+        while True:
+            page, token = await repo.list(TENANT, page_size=2, page_token=token, **filters)
+            found += [t.name for t in page]
+            if not token:
+                return found
+
+    assert await walk(name_prefix="og/") == ["og/blog", "og/docs", "og/ünï", "og/blog2"]
+    assert await walk(name_prefix="og/blog") == ["og/blog", "og/blog2"]
+    assert await walk(name_prefix="og/ü") == ["og/ünï"]
+    assert await walk(tag="wide") == ["Og/caps", "social/x", "oh"]
+    assert await walk(tag="og", name_prefix="og/d") == ["og/docs"]
+    assert await walk(tag="nope") == []
+    assert made["og/blog"].tags == ["og"]
+    updated = await repo.update(TENANT, made["oh"].id, Spec(tags=["og", "late"]))
+    assert updated.tags == ["og", "late"]
+    assert "oh" in await walk(tag="late")

@@ -48,7 +48,11 @@ _HANDLEBARS = {
     "!": "{{!-- comment --}} is not Litho syntax: use an HTML comment <!-- … -->",
     "{": "{{{ html }}} is {{ raw html }} in Litho",
 }
-_FOREIGN_BLOCK = re.compile(r"\{%-?\s*([A-Za-z]+)[^%]{0,200}?-?%\}")
+# Possessive: a run of letters is never given back, so a long text of
+# "{% aaaa…" is scanned in linear time, not re-tried at every length.
+_FOREIGN_BLOCK = re.compile(r"\{%-?\s*+([A-Za-z]++)[^%]{0,200}?-?%\}")
+#: At most this many foreign tags are reported in one template.
+_MAX_FOREIGN = 20
 _LIQUID_JINJA = {
     "if": "{% if x %} is {{ if x }} in Litho",
     "unless": "{% unless x %} is {{ if not x }} in Litho",
@@ -79,6 +83,10 @@ class Document:
     problems: list[Problem]
     #: Root variables the template reads, first use first, without ``loop``.
     variables: list[str]
+    #: Liquid/Jinja tags in the text (``{% if %}``): not errors of the
+    #: language (the text renders as written, and stored templates keep
+    #: rendering), but refused on save with Litho's equivalent.
+    foreign: list[Problem] = field(default_factory=list)
 
 
 @dataclass
@@ -161,6 +169,7 @@ class _Builder:
         self._root: list[Node] = []
         self._blocks: list[_Block] = []
         self._too_deep_reported = False
+        self._foreign: list[Problem] = []
 
     def build(self) -> Document:
         source = self._source
@@ -198,7 +207,8 @@ class _Builder:
             self._problems.append(Problem(
                 block.offset, f"this '{block.keyword}' is never closed with {{{{ end }}}}",
             ))
-        return Document(tuple(self._root), self._problems, _unique(self._scope.roots))
+        return Document(tuple(self._root), self._problems, _unique(self._scope.roots),
+                        self._foreign)
 
     def _body(self) -> list[Node]:
         return self._blocks[-1].body() if self._blocks else self._root
@@ -206,13 +216,16 @@ class _Builder:
     def _text(self, text: str, offset: int) -> None:
         if not text:
             return
-        if "{%" in text:
+        if "{%" in text and len(self._foreign) < _MAX_FOREIGN:
             for match in _FOREIGN_BLOCK.finditer(text):
                 hint = _LIQUID_JINJA.get(match.group(1).lower())
                 if hint is not None:
-                    self._problems.append(Problem(
+                    self._foreign.append(Problem(
                         offset + match.start(),
-                        f"Liquid/Jinja tags are not Litho syntax: {hint}"))
+                        f"Liquid/Jinja tags are not Litho syntax: {hint} (to show "
+                        "the braces as text, write {{ '{%' }})"))
+                    if len(self._foreign) == _MAX_FOREIGN:
+                        break
         self._body().append(Text(text))
 
     def _expression(self, tokens: list[Token], start: int, *, allow_raw: bool) -> tuple[

@@ -51,8 +51,9 @@ class CompiledTemplate:
     """A parsed template, ready to render any number of times, from any thread."""
 
     def __init__(self, source: str, body: Emit, variables: list[str], limits: Limits,
-                 clock: Clock) -> None:
+                 clock: Clock, foreign: list[FieldError] | None = None) -> None:
         self._source = source
+        self._foreign = foreign or []
         self._body = body
         self._variables = variables
         self._limits = limits
@@ -66,6 +67,12 @@ class CompiledTemplate:
     def variables(self) -> list[str]:
         """Root variables the template reads, in order of first use."""
         return list(self._variables)
+
+    @property
+    def foreign_tags(self) -> list[FieldError]:
+        """Tags of other template languages in the text (``{% if %}``), each
+        with Litho's equivalent: refused on save, rendered as text."""
+        return list(self._foreign)
 
     def render(
         self,
@@ -118,7 +125,7 @@ class Engine:
         if too_large is not None:
             return self._errors(source, [too_large], _TEMPLATE_FIELD)
         document = parse_document(source, self._registry, self._limits)
-        return self._errors(source, document.problems, _TEMPLATE_FIELD)
+        return self._errors(source, [*document.problems, *document.foreign], _TEMPLATE_FIELD)
 
     def compile(self, source: str) -> CompiledTemplate:
         too_large = self._too_large(source, "template")
@@ -132,7 +139,9 @@ class Engine:
                 errors=self._errors(source, document.problems, _TEMPLATE_FIELD),
             )
         body = compile_nodes(document.nodes, self._registry)
-        return CompiledTemplate(source, body, document.variables, self._limits, self._clock)
+        foreign = self._errors(source, document.foreign, _TEMPLATE_FIELD)
+        return CompiledTemplate(source, body, document.variables, self._limits, self._clock,
+                                foreign)
 
     def discover_variables(self, source: str) -> list[str]:
         """Root variables a template reads, first use first; loop variables and

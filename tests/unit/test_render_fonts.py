@@ -1,0 +1,36 @@
+"""How the renderer declares a tenant's uploaded fonts in a document."""
+
+from __future__ import annotations
+
+from services.renderer._fonts import declare, font_faces_css, url_of
+from services.renderer._pipeline import FontFace
+
+BRAND = FontFace(family="Brand Sans", weight=700, style="normal", id="fnt_" + "a" * 24,
+                 format="woff2", sha256="0" * 64, blob_key="fonts/x/fnt_a.woff2")
+
+
+def test_rules_name_the_family_weight_style_and_a_url_that_never_resolves() -> None:
+    css = font_faces_css((BRAND,))
+    assert css == ('@font-face{font-family:"Brand Sans";src:url("http://fonts.litho.invalid/'
+                   f'{BRAND.id}.woff2") format("woff2");font-weight:700;font-style:normal;'
+                   'font-display:block}')
+    assert url_of(BRAND).startswith("http://fonts.litho.invalid/")
+
+
+def test_rules_go_after_the_doctype_so_the_page_stays_in_standards_mode() -> None:
+    html = "  <!DOCTYPE html>\n<html><body>x</body></html>"
+    declared = declare(html, (BRAND,))
+    assert declared.startswith("  <!DOCTYPE html><style>@font-face")
+    assert declared.endswith("\n<html><body>x</body></html>")
+    assert declare("<p>x</p>", (BRAND,)).startswith("<style>@font-face")
+    assert declare("<p>x</p>", ()) == "<p>x</p>"
+
+
+def test_a_family_that_could_break_out_of_css_is_never_written() -> None:
+    for family in ('x";}</style><script>', "a{b}", "x\ny", "a'b", ""):
+        hostile = FontFace(family=family, weight=400, style="normal", id=BRAND.id,
+                           format="ttf", sha256="0" * 64, blob_key="k")
+        assert font_faces_css((hostile,)) == ""
+    odd_format = FontFace(family="Ok", weight=400, style="normal", id=BRAND.id,
+                          format="svg", sha256="0" * 64, blob_key="k")
+    assert font_faces_css((odd_format,)) == ""
