@@ -25,7 +25,6 @@ fitted layout; documents without ``data-fit`` skip it.
 from __future__ import annotations
 
 import asyncio
-import base64
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
@@ -218,7 +217,7 @@ async def _screenshot(
     with _tracer.start_as_current_span("screenshot", attributes={
             "litho.encode.codec": f"{fmt} (chromium)"}):
         reply = await _capture_screenshot(page, params)
-    return base64.b64decode(reply["data"])
+    return _encode.from_base64(reply["data"])
 
 
 async def _capture_screenshot(page: ChromiumPage, params: dict[str, Any]) -> dict[str, Any]:
