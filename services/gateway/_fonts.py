@@ -28,6 +28,8 @@ _RAW_TYPES = frozenset({
 })
 _CHUNK = 64 * 1024
 _MAX_FAMILY_BYTES = 400
+#: What a multipart form may add to the font's own bytes.
+_FORM_OVERHEAD = 64 * 1024
 
 
 class _TooLarge(Exception):
@@ -39,9 +41,14 @@ async def create_font(request: web.Request) -> web.Response:
     limit = deps(request).max_font_bytes
     family = str(query_of(request).get("family", ""))
     file_name = ""
+    # The form's own bytes (boundaries, part headers, a preamble) count too.
+    if (request.content_length or 0) > limit + _FORM_OVERHEAD:
+        return _too_large(limit)
     try:
         if request.content_type == "multipart/form-data":
             data, file_name, form_family = await _read_form(request, limit)
+            if request.content.total_bytes > limit + _FORM_OVERHEAD:
+                return _too_large(limit)
             family = form_family or family
         elif request.content_type in _RAW_TYPES:
             data = await _read_limited(request.content, limit)
@@ -51,8 +58,7 @@ async def create_font(request: web.Request) -> web.Response:
                                 f"or multipart/form-data with a 'file' part; got "
                                 f"{request.content_type[:60]!r}")
     except _TooLarge:
-        return problem(413, f"the font is larger than {limit} bytes "
-                            "(LITHO_GATEWAY_MAX_FONT_BYTES)")
+        return _too_large(limit)
     except (ValueError, AssertionError, RuntimeError, HttpProcessingError) as exc:
         # aiohttp's multipart reader refuses a malformed form this way (a part
         # header with control characters is an InvalidHeader).
@@ -64,6 +70,10 @@ async def create_font(request: web.Request) -> web.Response:
         tenant_id=caller(request).tenant_id, data=data, file_name=file_name[:200],
         family=family))
     return web.json_response(font_json(response.font), status=201)
+
+
+def _too_large(limit: int) -> web.Response:
+    return problem(413, f"the font is larger than {limit} bytes (LITHO_GATEWAY_MAX_FONT_BYTES)")
 
 
 async def list_fonts(request: web.Request) -> web.Response:

@@ -57,7 +57,8 @@ async def build(host: Host[RendererSettings]) -> None:
         fetcher=fetcher,
         timeout=settings.renderer_timeout,
         base_url=settings.renderer_base_url,
-        fonts=_fonts.FontServer(blobs),
+        fonts=_fonts.FontServer(blobs, max_cached_bytes=settings.renderer_font_cache_bytes,
+                                ttl=settings.renderer_subresource_ttl),
     )
     pool = PagePool(
         engine, size=settings.renderer_concurrency, max_queue=settings.renderer_max_queue,
@@ -86,13 +87,16 @@ async def build(host: Host[RendererSettings]) -> None:
     # Encoders release the GIL: a thread per core keeps both cores busy.
     executor = stack.enter_context(ThreadPoolExecutor(
         max_workers=max(2, settings.renderer_concurrency), thread_name_prefix="encode"))
+    font_budget = (settings.renderer_max_fonts_per_render,
+                   settings.renderer_max_font_bytes_per_render)
     capturer = Capturer(limits=limits, executor=executor, fit=FitLimits(
         max_elements=settings.renderer_fit_max_elements,
         max_font_px=settings.renderer_fit_max_font_size))
 
     async def run_capture(spec: CaptureSpec, tenant_id: str) -> Output:
         return await pool.run(
-            partial(_capture_on, capturer=capturer, spec=spec, tenant=tenant_id),
+            partial(_capture_on, capturer=capturer, spec=spec, tenant=tenant_id,
+                    budget=font_budget),
             tenant=tenant_id)
 
     pipeline = RenderPipeline(
@@ -106,13 +110,19 @@ async def build(host: Host[RendererSettings]) -> None:
 
 
 async def _capture_on(page: object, *, capturer: Capturer, spec: CaptureSpec,
-                      tenant: str) -> Output:
+                      tenant: str, budget: tuple[int, int]) -> Output:
     assert isinstance(page, ChromiumPage)
     page.tenant = tenant
     page.assets = record = AssetLog()
-    page.fonts = {_fonts.url_of(f): f for f in spec.fonts}
+    # Each uploaded font is read whole and copied to Chromium: one render
+    # declares only what its budget holds, and says what it left out.
+    kept, dropped = _fonts.within_budget(spec.fonts, max_count=budget[0], max_bytes=budget[1])
+    for face in dropped:
+        record.finish(record.start(_fonts.url_of(face), "font"),
+                      _fonts.left_out(face, max_count=budget[0], max_bytes=budget[1]))
+    page.fonts = {_fonts.url_of(f): f for f in kept}
     try:
-        output = await capturer.capture(page, spec)
+        output = await capturer.capture(page, replace(spec, fonts=kept))
     finally:
         page.assets = None
         page.fonts = {}

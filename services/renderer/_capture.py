@@ -44,10 +44,17 @@ _TRANSPARENT = {"color": {"r": 0, "g": 0, "b": 0, "a": 0}}
 _NO_FRAME = "Unable to capture screenshot"
 #: Attempts, 10 ms apart and more, to wait for a new document's first frame.
 _FRAME_ATTEMPTS = 20
-#: Through the prototypes: ``<img name=fonts>`` shadows ``document.fonts``.
+#: Waits for the document's web fonts and answers the families the browser
+#: refused (malformed tables). Through the prototypes: ``<img name=fonts>``
+#: shadows ``document.fonts``.
 _FONTS_READY = """async () => {
   const fonts = Object.getOwnPropertyDescriptor(Document.prototype, 'fonts').get.call(document);
   await Object.getOwnPropertyDescriptor(FontFaceSet.prototype, 'ready').get.call(fonts);
+  const refused = [];
+  for (const face of FontFaceSet.prototype.values.call(fonts)) {
+    if (face.status === 'error') refused.push(String(face.family).replace(/^["']|["']$/g, ''));
+  }
+  return refused.slice(0, 20);
 }"""
 _SETTLE = """() => {
   for (const a of document.getAnimations()) {
@@ -103,10 +110,16 @@ class Capturer:
     async def _load(self, page: ChromiumPage, html: str, spec: CaptureSpec) -> None:
         # "load" waits for images and stylesheets; never for an idle network.
         await page.load(_fonts.declare(html, spec.fonts))
-        if spec.fonts or "@font-face" in html or "<link" in html:
+        lowered = html.lower()
+        if spec.fonts or any(m in lowered for m in ("@font-face", "<link", "@import")):
             # Web fonts may still be loading after "load": capture the text
-            # in the font it is meant to be drawn in.
-            await page.page.evaluate(_FONTS_READY)
+            # in the font it is meant to be drawn in, and report the fonts
+            # the browser refused (they were fetched, so no request failed).
+            refused: list[str] = await page.page.evaluate(_FONTS_READY)
+            if page.assets is not None:
+                for family in refused:
+                    page.assets.finish(page.assets.start(family, "font"),
+                                       _fonts.refused(family, spec.fonts))
         # Fitting changes the layout: before a selector's box is measured,
         # animations settle, GIF frames or PDF pages are taken.
         if _fit.wanted(html):

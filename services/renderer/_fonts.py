@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 import time
+import unicodedata
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Protocol
@@ -28,9 +29,11 @@ HOST = "fonts.litho.invalid"
 _CONTENT_TYPES = {"ttf": "font/ttf", "otf": "font/otf", "woff": "font/woff",
                   "woff2": "font/woff2"}
 _CSS_FORMATS = {"ttf": "truetype", "otf": "opentype", "woff": "woff", "woff2": "woff2"}
-#: What a family may contain on its way into CSS: the template service
-#: refuses anything else, and this is checked again before writing it.
-_SAFE_FAMILY = re.compile(r"[\w .&+\-]{1,100}")
+#: What a family may contain on its way into CSS (the template service's
+#: rule, checked again here before writing it): letters, combining marks and
+#: digits of any script (Hindi and Tamil names need the marks), and " -_.&+".
+_FAMILY_PUNCTUATION = frozenset(" -_.&+")
+_FAMILY_CATEGORIES = frozenset({"Lu", "Ll", "Lt", "Lm", "Lo", "Mn", "Mc", "Nd"})
 _DOCTYPE = re.compile(r"\A\s*<!doctype[^>]*>", re.IGNORECASE)
 
 
@@ -43,14 +46,60 @@ class RouteLike(Protocol):
     ) -> None: ...
 
 
+def within_budget(faces: tuple[FontFace, ...], *, max_count: int, max_bytes: int
+                  ) -> tuple[tuple[FontFace, ...], tuple[FontFace, ...]]:
+    """The faces one render declares, in order, within ``max_count`` faces
+    and ``max_bytes`` of font files (each is read whole, then copied to
+    Chromium), and the ones left out."""
+    kept: list[FontFace] = []
+    dropped: list[FontFace] = []
+    total = 0
+    for face in faces:
+        if len(kept) < max_count and total + face.size <= max_bytes and safe_family(face.family):
+            kept.append(face)
+            total += face.size
+        else:
+            dropped.append(face)
+    return tuple(kept), tuple(dropped)
+
+
+def left_out(face: FontFace, *, max_count: int, max_bytes: int) -> Asset:
+    if not safe_family(face.family):
+        return _assets.failed(url_of(face), f"the family name {face.family[:100]!r} cannot be "
+                              "written into CSS", 0.0)
+    return Asset(url_of(face), _assets.Outcome.TOO_LARGE,
+                 reason=f"past this render's font budget ({max_count} uploaded fonts, "
+                        f"{max_bytes} bytes)",
+                 hint="name fewer uploaded families in one document, or raise "
+                      "LITHO_RENDERER_MAX_FONTS_PER_RENDER / "
+                      "LITHO_RENDERER_MAX_FONT_BYTES_PER_RENDER")
+
+
+def refused(family: str, faces: tuple[FontFace, ...]) -> Asset:
+    """A face the browser refused after loading it (its tables are malformed)."""
+    ours = next((f for f in faces if f.family.lower() == family.lower()), None)
+    url = url_of(ours) if ours is not None else f"@font-face {family[:100]}"
+    return Asset(url, _assets.Outcome.FAILED,
+                 reason=f"the browser refused the font of family {family[:100]!r}: its "
+                        "tables are malformed, so text is drawn in a fallback font",
+                 hint="export the font again (for example with fontTools or a font "
+                      "editor) and upload it again")
+
+
 def url_of(face: FontFace) -> str:
     return f"http://{HOST}/{face.id}.{face.format}"
+
+
+def safe_family(family: str) -> bool:
+    return 1 <= len(family) <= 100 and all(
+        c in _FAMILY_PUNCTUATION or unicodedata.category(c) in _FAMILY_CATEGORIES
+        for c in family)
 
 
 def font_faces_css(faces: tuple[FontFace, ...]) -> str:
     rules = []
     for f in faces:
-        if not _SAFE_FAMILY.fullmatch(f.family) or f.format not in _CSS_FORMATS:
+        if not safe_family(f.family) or f.format not in _CSS_FORMATS:
             continue
         rules.append(
             f'@font-face{{font-family:"{f.family}";src:url("{url_of(f)}") '

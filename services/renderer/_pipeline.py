@@ -56,6 +56,8 @@ class FontFace:
     format: str
     sha256: str
     blob_key: str
+    #: Bytes of the file (the renderer's per-render font budget).
+    size: int = 0
 
 
 @dataclass(frozen=True)
@@ -364,9 +366,14 @@ class RenderPipeline:
                      urls=[w.url[:120] for w in warnings[:5]])
             if request.strict_assets:
                 return _Stored("", {}, warnings, rendered=True)
-            # Never the content address; one id per input, so that a URL
-            # whose asset keeps failing replaces its output, never piles up.
-            render_id = self._warned_id(request.tenant_id, render_id)
+        content_address = render_id
+        if warnings:
+            # Never the content address. The id names this input and these
+            # bytes: an image URL's bytes never change (it is served as
+            # immutable), and a URL whose asset keeps failing the same way
+            # writes the same output again instead of piling up new ones.
+            render_id = self._warned_id(request.tenant_id, content_address,
+                                        hashlib.sha256(output.data).hexdigest())
         key = renders.blob_key(render_id, spec.format)
         meta_key = renders.meta_key(render_id, spec.format)
         await self._put(key, output.data, renders.CONTENT_TYPES[spec.format])
@@ -381,12 +388,20 @@ class RenderPipeline:
             meta["warnings"] = [asdict(w) for w in warnings]
         # The metadata is written last: its presence means the output is complete.
         await self._put(meta_key, json.dumps(meta).encode(), "application/json")
+        if warnings:
+            # The input's latest warned output, for signed URLs to reuse.
+            pointer = self._warned_id(request.tenant_id, content_address)
+            await self._put(renders.meta_key(pointer, spec.format),
+                            json.dumps({**meta, "renderId": render_id}).encode(),
+                            "application/json")
         return _Stored(render_id, info, warnings, rendered=True)
 
-    def _warned_id(self, tenant_id: str, render_id: str) -> str:
-        """Where the output of a render with warnings goes: derived from the
-        content address under the tenant's key, so never equal to one."""
-        return hmac.new(tenant_key(self._secret, tenant_id), b"warned:" + render_id.encode(),
+    def _warned_id(self, tenant_id: str, render_id: str, output_sha256: str = "") -> str:
+        """An id derived from the content address under the tenant's key, so
+        never equal to one: with the output's hash, where a warned output is
+        stored; without, where the input's latest one is named."""
+        material = f"warned:{render_id}:{output_sha256}".encode()
+        return hmac.new(tenant_key(self._secret, tenant_id), material,
                         hashlib.sha256).hexdigest()
 
     async def _recent_warned(self, render_id: str, spec: CaptureSpec,
@@ -394,11 +409,15 @@ class RenderPipeline:
         """A render with warnings of the same input stored less than
         ``reuse_warned_seconds`` ago (signed URLs: anyone holding one could
         otherwise make every GET a full render)."""
-        warned = self._warned_id(request.tenant_id, render_id)
-        blob = await self._blobs.get(renders.meta_key(warned, spec.format))
+        pointer = self._warned_id(request.tenant_id, render_id)
+        blob = await self._blobs.get(renders.meta_key(pointer, spec.format))
         if blob is None:
             return None
         meta = json.loads(blob.data)
+        warned = str(meta.get("renderId", ""))
+        if not renders.is_render_id(warned) or await self._blobs.head(
+                renders.blob_key(warned, spec.format)) is None:
+            return None
         if time.time() - float(meta.get("warnedAt", 0)) > self._reuse_warned_seconds:
             return None
         warnings = tuple(_assets.AssetWarning(w["url"], _assets.Outcome(w["outcome"]),

@@ -58,6 +58,14 @@ class RendererSettings(BaseServiceSettings):
     #: Largest ``data-fit-min``/``data-fit-max``, in CSS px; it also bounds
     #: the binary search of one element (log2 of twice this, plus 2, layouts).
     renderer_fit_max_font_size: float = Field(default=1000.0, ge=1, le=100_000)
+    #: Uploaded fonts one render declares, and their bytes in all: each is
+    #: read whole and copied to Chromium, so a tenant naming a hundred large
+    #: fonts in one document cannot fill the renderer's memory. Fonts past
+    #: the budget are left out with a warning naming these settings.
+    renderer_max_fonts_per_render: int = Field(default=20, ge=0, le=1000)
+    renderer_max_font_bytes_per_render: int = Field(default=16 * 1024 * 1024, ge=0)
+    #: Bytes of uploaded fonts kept in memory between renders (per tenant entries).
+    renderer_font_cache_bytes: int = Field(default=32 * 1024 * 1024, ge=0)
     #: A signed URL whose render had warnings (an asset did not load) serves
     #: that output for this many seconds before rendering again, so a hot URL
     #: is not a render on every GET; API renders always render again.

@@ -27,6 +27,7 @@ class GrpcTemplateSource:
             template_id=response.template_id, version=response.version, html=response.html,
             width=response.width, height=response.height,
             fonts=tuple(FontFace(family=f.family, weight=f.weight, style=f.style, id=f.id,
-                                 format=f.format, sha256=f.sha256, blob_key=f.blob_key)
+                                 format=f.format, sha256=f.sha256, blob_key=f.blob_key,
+                                 size=f.size_bytes)
                         for f in response.fonts),
         )

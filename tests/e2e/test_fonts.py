@@ -107,3 +107,27 @@ async def test_bad_uploads_are_4xx_naming_the_problem_and_store_nothing(live: Li
     assert status == 415
     async with live.http.get(f"{live.url}/v1/fonts?pageSize=100", headers=live.auth()) as r:
         assert {f["id"] for f in (await r.json())["fonts"]} == before
+
+
+async def test_a_font_the_browser_refuses_is_a_warning_not_a_silent_fallback(
+        live: Live) -> None:
+    import io
+
+    from fontTools.ttLib import TTFont
+
+    good = box_font("Litho Broken Box")
+    font = TTFont(io.BytesIO(good))
+    offset = font.reader.tables["glyf"].offset
+    length = font.reader.tables["glyf"].length
+    broken = good[:offset] + b"\xff" * length + good[offset + length:]
+    status, _uploaded = await upload(live, broken)
+    if status != 201:  # refused at upload: as good an outcome
+        assert status == 422
+        return
+    async with live.http.post(f"{live.url}/v1/render", headers=live.auth(), json={
+            "html": TEXT_HTML.replace("{family}", "Litho Broken Box"), "width": 300,
+            "height": 80}) as r:
+        assert r.status == 200, await r.text()
+        result = await r.json()
+    assert result["cached"] is False
+    assert any("refused the font" in w["reason"] for w in result["warnings"]), result

@@ -22,10 +22,14 @@ MISS_ONLY = ("pool wait", "capture", "page load", "encode", "blob write")
 BACKSTOP = 60
 
 
-def _card(live: Live) -> str:
+def _card(live: Live, *, denied: bool = True) -> str:
+    """A card with an allowed image and, unless ``denied`` is False, one the
+    guard refuses (a render with a refused image is never a cache hit)."""
+    refused = (f'<img src="{live.secret.url("traced.png")}" '
+               'style="position:absolute;left:60px;top:0">' if denied else "")
     return f"""<!doctype html><html><body style="margin:0;background:#fff">
       <img src="{live.allowed.url('traced.png')}" style="position:absolute;left:0;top:0">
-      <img src="{live.secret.url('traced.png')}" style="position:absolute;left:60px;top:0">
+      {refused}
       <p style="position:absolute;top:60px">{{{{ title }}}}</p></body></html>"""
 
 
@@ -121,8 +125,10 @@ async def test_one_render_is_one_trace_from_the_edge_to_the_blob_store(live: Liv
     capture = _one(spans, RENDERER, "capture")
     for name in ("page load", "encode"):
         assert capture in _ancestors(_one(spans, RENDERER, name), by_id), name
+    # The output, its metadata, and (an image was denied, so the render has
+    # warnings) the pointer to the input's latest warned output.
     writes = [s for s in spans if s.name == "blob write"]
-    assert len(writes) == 2 and all(render in _ancestors(w, by_id) for w in writes)
+    assert len(writes) == 3 and all(render in _ancestors(w, by_id) for w in writes)
     assert {w.attributes["litho.blob.key"].rpartition(".")[2] for w in writes} >= {"png"}
     # Every outbound fetch of the page is in the trace too, under its load:
     # the allowed image fetched, the other one denied.
@@ -140,7 +146,8 @@ async def test_one_render_is_one_trace_from_the_edge_to_the_blob_store(live: Liv
 
 async def test_a_cache_hit_is_a_trace_without_capture(live: Live) -> None:
     async with live.http.post(f"{live.url}/v1/templates", headers=live.auth(), json={
-            "name": "traced-hit", "html": _card(live), "width": 200, "height": 100}) as r:
+            "name": "traced-hit", "html": _card(live, denied=False), "width": 200,
+            "height": 100}) as r:
         assert r.status == 201, await r.text()
         template_id = (await r.json())["id"]
     first, miss_trace, _ = await _render(live, template_id, "again")

@@ -33,12 +33,16 @@ class AssetCapture:
         self.assets = assets
         self.calls = 0
         self.gate: asyncio.Event | None = None
+        #: Fixed bytes for every capture (Chromium gives the same input the
+        #: same bytes); None: bytes that name the call.
+        self.output: bytes | None = None
 
     async def __call__(self, spec: CaptureSpec, tenant_id: str) -> Output:
         self.calls += 1
         if self.gate:
             await self.gate.wait()
-        return Output(data=f"render {self.calls}".encode(), width=spec.width,
+        data = self.output if self.output is not None else f"render {self.calls}".encode()
+        return Output(data=data, width=spec.width,
                       height=spec.height, assets=self.assets)
 
 
@@ -66,6 +70,7 @@ async def test_a_render_whose_assets_all_loaded_is_stored_under_its_content_addr
 
 async def test_an_asset_that_did_not_load_gives_warnings_and_is_never_a_cache_hit() -> None:
     blobs, capture, _events, pipeline = setup(DENIED)
+    capture.output = b"the same bytes"
     first = await pipeline.render(request())
     assert not first.cached
     assert [(w.url, w.outcome) for w in first.warnings] == [
@@ -77,14 +82,20 @@ async def test_an_asset_that_did_not_load_gives_warnings_and_is_never_a_cache_hi
     assert f"outputs/{first.render_id[:2]}/{first.render_id}.png" in blobs.data
     assert not any(address in key for key in blobs.data)
     second = await pipeline.render(request())
-    # Rendered again; its output replaces the first (one id per input).
+    # Rendered again: the same bytes, so the same id (input and bytes name it)
+    # and no second copy.
     assert capture.calls == 2 and not second.cached and second.render_id == first.render_id
     assert sum(1 for key in blobs.data if key.endswith(".png")) == 1
+    # Other bytes under a warning are another id: an image URL never changes bytes.
+    capture.output = b"other bytes"
+    third_try = await pipeline.render(request())
+    assert third_try.render_id not in (first.render_id, address)
+    capture.output = None
     # Once the asset loads (the cause was fixed), the render is stored and then hit.
     capture.assets = (Asset("http://10.0.0.5/logo.png", Outcome.LOADED, size=5),)
     third = await pipeline.render(request())
     assert third.render_id == address and not third.warnings
-    assert (await pipeline.render(request())).cached and capture.calls == 3
+    assert (await pipeline.render(request())).cached and capture.calls == 4
 
 
 async def test_strict_refuses_a_render_with_a_missing_asset_and_stores_nothing() -> None:

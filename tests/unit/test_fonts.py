@@ -673,3 +673,49 @@ async def test_expansion_answers_the_fonts_the_document_names(
     after = await service.ExpandTemplate(pb.ExpandTemplateRequest(
         tenant_id="t1", template_id=made.template.id, variables_json='{"f": "Brand"}'))
     assert list(after.fonts) == []
+
+
+_ORPHAN_SCRIPT = """
+import asyncio, os, sys
+from services.template._fonts import Sandbox
+async def main():
+    box = Sandbox(workers=1, memory_bytes=1024 * 1024 * 1024, timeout=30, max_waiting=1)
+    box.start()
+    await box.baseline()
+    print(" ".join(str(p.pid) for p in __import__("multiprocessing").active_children()),
+          flush=True)
+    await asyncio.sleep(60)
+asyncio.run(main())
+"""
+
+
+def test_workers_end_when_the_service_is_killed() -> None:
+    """A SIGKILLed service (or one the kernel killed for memory) must not
+    leave its parser workers to PID 1."""
+    import signal
+    import subprocess
+    import sys
+    import time as clock
+
+    service = subprocess.Popen([sys.executable, "-c", _ORPHAN_SCRIPT], stdout=subprocess.PIPE,
+                               text=True)
+    try:
+        assert service.stdout is not None
+        workers = [int(p) for p in service.stdout.readline().split()]
+        assert workers
+    finally:
+        service.send_signal(signal.SIGKILL)
+        service.wait()
+
+    def alive(pid: int) -> bool:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                return f.read().split(")")[-1].split()[0] != "Z"
+        except FileNotFoundError:
+            return False
+
+    deadline = clock.monotonic() + 30  # a backstop: the watcher checks every second
+    while any(alive(p) for p in workers) and clock.monotonic() < deadline:
+        clock.sleep(0.2)
+    # The resource tracker may outlive it briefly; the parser workers may not.
+    assert not any(alive(p) for p in workers if p != 0)

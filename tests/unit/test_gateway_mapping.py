@@ -344,6 +344,10 @@ def test_the_validated_operations_cover_every_checkable_operation() -> None:
      b"--zz\r\nContent-Disposition: form-data; name=\"family\"\r\n\r\nX\r\n--zz--\r\n",
      422, "no 'file' part"),
     ([b"Content-Type: multipart/form-data"], b"--zz--\r\n", 400, "multipart"),
+    # A preamble counts: 10 MiB of lines before a small font part.
+    ([b"Content-Type: multipart/form-data; boundary=zz"],
+     b"x\r\n" * (4 * 1024 * 1024) + b"--zz\r\nContent-Disposition: form-data; name=\"file\""
+     b"\r\n\r\nfont\r\n--zz--\r\n", 413, "LITHO_GATEWAY_MAX_FONT_BYTES"),
     ([b"Content-Type: multipart/form-data; boundary=zz"],
      b"--zz\r\nContent-Disposition: form-data; name=\"fa\x13\"\r\n\r\nx\r\n--zz--\r\n",
      400, "multipart"),

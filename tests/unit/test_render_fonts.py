@@ -34,3 +34,27 @@ def test_a_family_that_could_break_out_of_css_is_never_written() -> None:
     odd_format = FontFace(family="Ok", weight=400, style="normal", id=BRAND.id,
                           format="svg", sha256="0" * 64, blob_key="k")
     assert font_faces_css((odd_format,)) == ""
+
+
+def _face(family: str, size: int, n: int = 0) -> FontFace:
+    return FontFace(family=family, weight=400, style="normal", id=f"fnt_{n:024x}",
+                    format="ttf", sha256="0" * 64, blob_key=f"k{n}", size=size)
+
+
+def test_a_render_declares_only_what_its_font_budget_holds() -> None:
+    from services.renderer._fonts import left_out, within_budget
+
+    faces = tuple(_face(f"F{n}", 6 * 1024 * 1024, n) for n in range(5))
+    kept, dropped = within_budget(faces, max_count=20, max_bytes=16 * 1024 * 1024)
+    assert [f.family for f in kept] == ["F0", "F1"] and len(dropped) == 3
+    kept, dropped = within_budget(faces, max_count=1, max_bytes=1 << 40)
+    assert len(kept) == 1 and len(dropped) == 4
+    warning = left_out(dropped[0], max_count=1, max_bytes=1 << 40)
+    assert warning.outcome.value == "too_large"
+    assert "LITHO_RENDERER_MAX_FONTS_PER_RENDER" in warning.hint
+
+
+def test_family_names_with_combining_marks_are_declared() -> None:
+    """Hindi and Tamil names need their marks (the template service allows them)."""
+    for family in ("Cafe\u0301 Box", "हिन्दी", "தமிழ்"):
+        assert font_faces_css((_face(family, 10),)) != ""

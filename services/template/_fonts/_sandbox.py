@@ -19,7 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import os
 import resource
+import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -52,8 +55,24 @@ def _limit_worker(memory_bytes: int) -> None:
     soft = memory_bytes if hard == resource.RLIM_INFINITY else min(memory_bytes, hard)
     resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    _exit_with_parent()
     import brotli  # type: ignore[import-untyped]  # noqa: F401
     import fontTools.ttLib  # noqa: F401
+
+
+def _exit_with_parent() -> None:
+    """End the worker when the service that started it is gone (a SIGKILL or
+    an out-of-memory kill would otherwise leave it to PID 1). A watcher thread
+    rather than PR_SET_PDEATHSIG, which fires when the *thread* that forked
+    exits, and the pool may start workers from a short-lived thread."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def worker_baseline() -> tuple[int, int]:
