@@ -18,8 +18,9 @@ class GatewaySettings(BaseServiceSettings):
     gateway_trust_client_trace: bool = Field(default=False)
     #: Largest request body accepted, in bytes.
     gateway_max_body_bytes: int = Field(default=1024 * 1024, gt=0)
-    #: Largest font upload read (``POST /v1/fonts``), in bytes; the template
-    #: service has its own limit, LITHO_TEMPLATE_MAX_FONT_BYTES.
+    #: Largest font upload read (``POST /v1/fonts``), in bytes. Keep it at or
+    #: below the template service's LITHO_TEMPLATE_MAX_FONT_BYTES (both 10 MiB
+    #: by default): that service accepts gRPC messages only up to its limit.
     gateway_max_font_bytes: int = Field(default=10 * 1024 * 1024, gt=0, le=64 * 1024 * 1024)
     #: max-age, in seconds, of images served at signed /r/ URLs.
     gateway_signed_url_max_age: int = Field(default=3600, ge=0)

@@ -145,7 +145,7 @@ class RenderResult:
     page_width_pt: float = 0.0
     page_height_pt: float = 0.0
     frame_count: int = 0
-    #: Assets that did not load: the output is stored under a one-off id,
+    #: Assets that did not load: the output is stored under a warned id,
     #: never under the content address.
     warnings: tuple[AssetWarning, ...] = ()
 
@@ -154,7 +154,7 @@ class RenderResult:
 class _Stored:
     """What a render (or the render it waited for) left in the blob store."""
 
-    #: Where the output is stored: the content address, or a one-off id when
+    #: Where the output is stored: the content address, or a warned id when
     #: an asset did not load; empty when nothing was stored (a strict refusal).
     render_id: str
     info: dict[str, float]
@@ -355,8 +355,9 @@ class RenderPipeline:
     async def _store(self, render_id: str, spec: CaptureSpec, output: Output,
                      request: RenderRequest) -> _Stored:
         """Store a fresh output: under its content address when every asset
-        loaded; otherwise under a one-off id (never found again by a lookup),
-        or not at all when the request is strict."""
+        loaded; otherwise under a warned id (of the input and the output's
+        bytes, never found by a content lookup) and a pointer to it, or not
+        at all when the request is strict."""
         warnings = _assets.warnings_of(output.assets)
         span = trace.get_current_span()
         span.set_attribute("litho.render.assets_not_loaded", len(warnings))

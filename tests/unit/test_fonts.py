@@ -504,8 +504,13 @@ async def test_stored_blob_first_under_a_tenant_key_and_deduped(
     stored = await lib.blobs.get(font.blob_key)
     assert stored is not None and stored.data == noto["bold"]
     assert stored.info.content_type == "font/ttf"
-    again = await lib.library.create("tenant/one", noto["bold"], family="Other Name")
+    again = await lib.library.create("tenant/one", noto["bold"])
     assert again.id == font.id and again.family == "Noto Sans"
+    also = await lib.library.create("tenant/one", noto["bold"], family="noto sans")
+    assert also.id == font.id
+    # The same bytes under another name would answer the old name: refused.
+    with pytest.raises(Conflict, match=f"stored as font {font.id!r}"):
+        await lib.library.create("tenant/one", noto["bold"], family="Other Name")
     assert await lib.documents() == 1 and len(lib.blob_files()) == 1
     # Another tenant uploading the same bytes gets its own font and blob.
     theirs = await lib.library.create("tenant/two", noto["bold"])

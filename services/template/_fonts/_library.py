@@ -106,6 +106,16 @@ def _to_doc(f: Font) -> dict[str, Any]:
     }
 
 
+def _same_bytes(doc: dict[str, Any], family: str) -> Font:
+    """The stored font for an upload of the same bytes, unless the upload
+    asks for another family name (answering the old name would be wrong)."""
+    font = _from_doc(doc)
+    if family and family.lower() != font.family.lower():
+        raise Conflict(f"these bytes are stored as font {font.id!r} with family "
+                       f"{font.family!r}; delete it to upload them as {family[:100]!r}")
+    return font
+
+
 def _from_doc(d: dict[str, Any]) -> Font:
     return Font(
         id=d["_id"], tenant_id=d["tenantId"], family=d["family"], weight=int(d["weight"]),
@@ -209,19 +219,18 @@ class FontLibrary:
         digest = hashlib.sha256(data).hexdigest()
         same = await self._docs.find_one({"tenantId": tenant_id, "sha256": digest})
         if same is not None:
-            return _from_doc(same)
+            return _same_bytes(same, family)
+        # Before the parse, which is the expensive part: a tenant at its cap
+        # costs a count, not a worker.
+        await self._refuse_past_cap(tenant_id)
         fmt, face = await self.inspect(data, family=family)
         lock = self._locks.setdefault(tenant_id, asyncio.Lock())
         async with lock:
             same = await self._docs.find_one({"tenantId": tenant_id, "sha256": digest})
             if same is not None:
-                return _from_doc(same)
+                return _same_bytes(same, family)
             await self._refuse_clash(tenant_id, face)
-            count = await self._docs.count({"tenantId": tenant_id})
-            if count >= self._limits.max_fonts:
-                raise _invalid("file", f"this tenant has {count} fonts; the limit is "
-                               f"{self._limits.max_fonts} (LITHO_TEMPLATE_MAX_FONTS): "
-                               "delete one first")
+            await self._refuse_past_cap(tenant_id)
             font_id = new_font_id()
             font = Font(
                 id=font_id, tenant_id=tenant_id, family=face.family, weight=face.weight,
@@ -243,6 +252,13 @@ class FontLibrary:
             log.info("font stored", tenant=tenant_id, font=font.id, family=font.family,
                      weight=font.weight, style=font.style, format=fmt, size=len(data))
             return font
+
+    async def _refuse_past_cap(self, tenant_id: str) -> None:
+        count = await self._docs.count({"tenantId": tenant_id})
+        if count >= self._limits.max_fonts:
+            raise _invalid("file", f"this tenant has {count} fonts; the limit is "
+                           f"{self._limits.max_fonts} (LITHO_TEMPLATE_MAX_FONTS): "
+                           "delete one first")
 
     async def _refuse_clash(self, tenant_id: str, face: Face) -> None:
         clash = await self._docs.find_one({
