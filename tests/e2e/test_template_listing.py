@@ -29,10 +29,11 @@ async def test_tags_and_name_prefixes_find_templates(live: Live) -> None:
     made = [await create(live, name=f"{run}/og/{n}", tags=tags)
             for n, tags in (("blog", ["og", "blue"]), ("docs", ["og"]), ("x", ["social"]))]
     assert made[0]["tags"] == ["og", "blue"]
-    assert await listed(live, f"namePrefix={run}/og/") == [f"{run}/og/blog", f"{run}/og/docs",
-                                                          f"{run}/og/x"]
-    assert await listed(live, f"namePrefix={run}/&tag=og") == [f"{run}/og/blog",
-                                                               f"{run}/og/docs"]
+    # Pages are in id order (ids are time-ordered to the millisecond).
+    by_id = [t["name"] for t in sorted(made, key=lambda t: t["id"])]
+    assert await listed(live, f"namePrefix={run}/og/") == by_id
+    assert await listed(live, f"namePrefix={run}/&tag=og") == [
+        n for n in by_id if not n.endswith("/x")]
     assert await listed(live, f"namePrefix={run}/&tag=og", key=live.other_key) == []
     # An update without tags keeps them; [] clears them.
     async with live.http.put(f"{live.url}/v1/templates/{made[1]['id']}",
