@@ -239,9 +239,6 @@ def _limits() -> SpanLimits:
     """Attribute values are bounded (request text such as a Host header
     reaches spans), by ``OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT`` if set."""
     limited = "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT" in os.environ
-    # Cutting is what the limit is for (a recorded exception's stack trace
-    # passes it on every refused request): not worth a warning line each time.
-    logging.getLogger("opentelemetry.attributes").setLevel(logging.ERROR)
     return SpanLimits(max_attribute_length=None if limited else MAX_ATTRIBUTE_CHARS)
 
 
@@ -326,6 +323,10 @@ def configure(service_name: str, stack: AsyncExitStack) -> None:
         log.info("tracing disabled", reason="OTEL_SDK_DISABLED")
         return
     exporters = exporters_from_env()
+    # Cutting values is what the attribute limit is for (a recorded
+    # exception's stack trace passes it on every refused request): not worth
+    # a warning line each time.
+    logging.getLogger("opentelemetry.attributes").setLevel(logging.ERROR)
     fan_out = _install(service_name)
     if fan_out is None:
         return

@@ -283,14 +283,7 @@ class Stack:
         a setting, such as the outbound allow-list, for the rest of the run)."""
         spec = _registry.registry(self.services)[name]
         index, child = next((i, c) for i, c in enumerate(self._children) if c.name == name)
-        child.process.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(child.process.wait(), grace)
-        except TimeoutError:
-            child.process.kill()
-            await child.process.wait()
-        if child.log:
-            child.log.close()
+        await _terminate(child, grace)
         self._children.pop(index)
         if child.process.returncode != 0:
             raise RuntimeError(f"{name} exited with {child.process.returncode} on SIGTERM")
@@ -304,17 +297,22 @@ class Stack:
     async def stop(self, grace: float = 15.0) -> None:
         """SIGTERM in reverse start order (gateway first, NATS last), then SIGKILL."""
         for child in reversed(self._children):
-            if child.process.returncode is None:
-                child.process.send_signal(signal.SIGTERM)
-                try:
-                    await asyncio.wait_for(child.process.wait(), grace)
-                except TimeoutError:
-                    child.process.kill()
-                    await child.process.wait()
+            await _terminate(child, grace)
             self.exit_codes[child.name] = child.process.returncode or 0
-            if child.log:
-                child.log.close()
         self._children.clear()
+
+
+async def _terminate(child: _Child, grace: float) -> None:
+    """SIGTERM, SIGKILL after ``grace`` seconds, and close its log."""
+    if child.process.returncode is None:
+        child.process.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(child.process.wait(), grace)
+        except TimeoutError:
+            child.process.kill()
+            await child.process.wait()
+    if child.log:
+        child.log.close()
 
 
 async def _wait_port(port: int, timeout: float) -> None:  # noqa: ASYNC109

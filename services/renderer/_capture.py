@@ -52,7 +52,9 @@ _FONTS_READY = """async () => {
   await Object.getOwnPropertyDescriptor(FontFaceSet.prototype, 'ready').get.call(fonts);
   const refused = [];
   for (const face of FontFaceSet.prototype.values.call(fonts)) {
-    if (face.status === 'error') refused.push(String(face.family).replace(/^["']|["']$/g, ''));
+    if (face.status === 'error') {
+      refused.push(String(face.family).slice(0, 200).replace(/^["']|["']$/g, ''));
+    }
   }
   return refused.slice(0, 20);
 }"""

@@ -104,15 +104,10 @@ async def test_refresh_renders_again_and_replaces_the_stored_output(live: Live) 
                             height=50)
     body = {"variables": {"title": "z"}}
     first = await render(live, template["id"], body)
-    hits = live.allowed.hits.count("/fresh.png")
     assert (await render(live, template["id"], body))["cached"] is True
     refreshed = await render(live, template["id"], {**body, "cache": "refresh"})
     assert refreshed["cached"] is False and refreshed["id"] == first["id"]
     assert refreshed["warnings"] == []
-    # The renderer fetched the image again or served it from its subresource
-    # cache (whose TTL bounds how long a remote asset is trusted); either way
-    # the page was rendered again.
-    assert live.allowed.hits.count("/fresh.png") >= hits
 
 
 async def test_bad_policies_are_422_naming_the_field_and_the_values(live: Live) -> None:

@@ -120,10 +120,10 @@ async def test_a_font_the_browser_refuses_is_a_warning_not_a_silent_fallback(
     offset = font.reader.tables["glyf"].offset
     length = font.reader.tables["glyf"].length
     broken = good[:offset] + b"\xff" * length + good[offset + length:]
-    status, _uploaded = await upload(live, broken)
-    if status != 201:  # refused at upload: as good an outcome
-        assert status == 422
-        return
+    # fontTools reads tables lazily, so the upload is accepted (OTS at upload
+    # would refuse it; if that is added, this test moves to the upload).
+    status, uploaded = await upload(live, broken)
+    assert status == 201, uploaded
     async with live.http.post(f"{live.url}/v1/render", headers=live.auth(), json={
             "html": TEXT_HTML.replace("{family}", "Litho Broken Box"), "width": 300,
             "height": 80}) as r:

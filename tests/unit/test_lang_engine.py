@@ -78,11 +78,7 @@ def test_lang_expander_is_compatible_with_the_lookup_expander() -> None:
 
 def test_lang_expander_caches_compiled_templates_lru() -> None:
     compiled: list[str] = []
-
-    class CountingEngine(Engine):
-        def compile(self, source: str) -> Any:
-            compiled.append(source)
-            return super().compile(source)
+    CountingEngine = _counting(compiled)
 
     expander = LangExpander(CountingEngine(), cache_size=2)
     for source in ["a", "b", "a", "c", "a", "b"]:
@@ -94,15 +90,22 @@ def test_lang_expander_caches_compiled_templates_lru() -> None:
     assert compiled == ["a{{ 1 }}", "b{{ 1 }}", "c{{ 1 }}", "b{{ 1 }}"]
 
 
-def test_the_compile_cache_is_bounded_by_estimated_memory() -> None:
-    from services.template._lang._expander import compiled_weight
-
-    compiled: list[str] = []
+def _counting(compiled: list[str]) -> type[Engine]:
+    """An engine that notes every source it compiles."""
 
     class CountingEngine(Engine):
         def compile(self, source: str) -> Any:
             compiled.append(source)
             return super().compile(source)
+
+    return CountingEngine
+
+
+def test_the_compile_cache_is_bounded_by_estimated_memory() -> None:
+    from services.template._lang._expander import compiled_weight
+
+    compiled: list[str] = []
+    CountingEngine = _counting(compiled)
 
     small = "{{ 1 }}" * 10
     budget = 4 * compiled_weight(small) + 40

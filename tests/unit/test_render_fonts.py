@@ -58,3 +58,52 @@ def test_family_names_with_combining_marks_are_declared() -> None:
     """Hindi and Tamil names need their marks (the template service allows them)."""
     for family in ("Cafe\u0301 Box", "हिन्दी", "தமிழ்"):
         assert font_faces_css((_face(family, 10),)) != ""
+
+
+class _Route:
+    def __init__(self) -> None:
+        self.bodies: list[bytes] = []
+
+    async def abort(self, error_code: str | None = None) -> None:
+        self.bodies.append(b"")
+
+    async def fulfill(self, *, status: int | None = None,
+                      headers: dict[str, str] | None = None,
+                      body: bytes | str | None = None) -> None:
+        assert isinstance(body, bytes)
+        self.bodies.append(body)
+
+
+async def test_the_font_cache_is_bounded_in_bytes_and_kept_per_tenant() -> None:
+    from services.renderer._fonts import FontServer
+    from tests.unit.test_pipeline import MemoryBlobs
+
+    blobs = MemoryBlobs()
+    reads: list[str] = []
+    get = blobs.get
+
+    async def counting_get(key: str):  # type: ignore[no-untyped-def]
+        reads.append(key)
+        return await get(key)
+
+    blobs.get = counting_get  # type: ignore[method-assign]
+    faces = [FontFace(family=f"F{n}", weight=400, style="normal", id=f"fnt_{n:024x}",
+                      format="ttf", sha256="0" * 64, blob_key=f"fonts/x/{n}.ttf", size=size)
+             for n, size in enumerate((100, 100, 300))]
+    for face in faces:
+        await blobs.put(face.blob_key, b"f" * face.size, "font/ttf")
+    server = FontServer(blobs, max_cached_bytes=400)  # entries of at most 100 bytes
+    route = _Route()
+    for face in (faces[0], faces[0], faces[1], faces[2], faces[2]):
+        asset = await server.serve(route, face, "t1")
+        assert asset.outcome.value == "loaded" and asset.size == face.size
+    # The first two are read once each; the 300-byte one, over a quarter of
+    # the budget, is read every time.
+    assert reads == ["fonts/x/0.ttf", "fonts/x/1.ttf", "fonts/x/2.ttf", "fonts/x/2.ttf"]
+    # Another tenant never shares an entry (timing would tell what is cached).
+    await server.serve(route, faces[0], "t2")
+    assert reads[-1] == "fonts/x/0.ttf"
+    # A font gone from the store is a failed asset, not an error.
+    await blobs.delete(faces[1].blob_key)
+    gone = FontFace(**{**faces[1].__dict__, "blob_key": "fonts/x/none.ttf"})
+    assert (await server.serve(route, gone, "t1")).outcome.value == "failed"
