@@ -48,6 +48,22 @@ class OutboundSettings(BaseSettings):
     max_redirects: int = Field(default=5, ge=0, le=20)
 
 
+class BatchSettings(BaseSettings):
+    """Batch limits the gateway (reading a request) and the renderer (taking
+    it over gRPC, storing it) share: ``LITHO_BATCH_*``. Mixed into both
+    services' settings, so each reads the same variables."""
+
+    model_config = SettingsConfigDict(env_prefix="LITHO_", frozen=True, extra="ignore")
+
+    #: Most items (variable sets or CSV rows) in one batch.
+    batch_max_items: int = Field(default=10_000, ge=1, le=1_000_000)
+    #: Largest batch request body (JSON or CSV), in bytes; also the largest
+    #: CreateBatch message the renderer accepts.
+    batch_max_bytes: int = Field(default=32 * 1024 * 1024, ge=1024, le=1024**3)
+    #: Seconds a batch and its results are kept after creation (7 days).
+    batch_retention: float = Field(default=7 * 24 * 3600.0, gt=0)
+
+
 class _EnvWithoutParts(EnvSettingsSource):
     """The environment, less ``LITHO_S3`` and ``LITHO_OUTBOUND`` as whole JSON
     values: those parts read their own variables (``LITHO_S3_*``,

@@ -325,6 +325,13 @@ def error_from_rpc(exc: grpc.aio.AioRpcError) -> errors.LithoError:
     return cls(message, errors=field_errors)
 
 
+#: A call that meets UNAVAILABLE (a replica that just died, or a connection
+#: reset) is tried again, on another address when the target has several.
+_SERVICE_CONFIG = json.dumps({"methodConfig": [{"name": [{}], "retryPolicy": {
+    "maxAttempts": 3, "initialBackoff": "0.1s", "maxBackoff": "1s",
+    "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"]}}]})
+
+
 async def open_channel(
     stack: AsyncExitStack, target: str, *, default_deadline: float
 ) -> grpc.aio.Channel:
@@ -336,7 +343,12 @@ async def open_channel(
         cls(default_deadline) for cls in (_UnaryUnary, _StreamUnary, _UnaryStream, _StreamStream)
     ]
     channel = grpc.aio.insecure_channel(
-        target, interceptors=[*ours, *telemetry.grpc_client_interceptors()]
+        target, interceptors=[*ours, *telemetry.grpc_client_interceptors()],
+        # Spread calls over every address the target names (the dev stack's
+        # "ipv4:host:a,host:b" of several replicas, or a headless service's
+        # DNS name); one address behaves as before.
+        options=[("grpc.lb_policy_name", "round_robin"),
+                 ("grpc.service_config", _SERVICE_CONFIG)],
     )
     stack.push_async_callback(channel.close)
     return channel

@@ -89,6 +89,9 @@ class _Child:
     name: str
     process: asyncio.subprocess.Process
     log: IO[bytes] | None
+    #: The service it runs, and what it was started with (see ``Stack.restart``).
+    spec: ServiceSpec | None = None
+    env: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -108,8 +111,6 @@ class Stack:
     #: Exit status of each child after :meth:`stop`, by name.
     exit_codes: dict[str, int] = field(default_factory=dict)
     _children: list[_Child] = field(default_factory=list)
-    #: What every service was started with (see :meth:`restart`).
-    _service_env: dict[str, str] = field(default_factory=dict)
 
     async def __aenter__(self) -> Stack:
         try:
@@ -135,9 +136,24 @@ class Stack:
 
     @property
     def names(self) -> list[str]:
-        """NATS and every service, in start order."""
-        return ["nats", *(s.name for s in _registry.start_order(_registry.registry(
-            self.services)))]
+        """NATS and every service (each replica: ``renderer``, ``renderer-2``,
+        …), in start order."""
+        return ["nats", *(name for s in _registry.start_order(_registry.registry(
+            self.services)) for name in replica_names(s, self._replicas(s)))]
+
+    def _replicas(self, spec: ServiceSpec) -> int:
+        """``LITHO_<NAME>_REPLICAS`` (from the stack's env, else the
+        environment): how many processes of a gRPC service to start."""
+        text = self.env.get(replicas_env(spec)) or os.environ.get(replicas_env(spec)) or "1"
+        try:
+            count = int(text)
+        except ValueError:
+            raise StartupError(f"{replicas_env(spec)} must be a whole number, got {text!r}"
+                               ) from None
+        if not 1 <= count <= 16 or (count > 1 and not spec.grpc_service):
+            raise StartupError(f"{replicas_env(spec)} must be 1 to 16, and more than 1 only "
+                               "for a gRPC service")
+        return count
 
     def log_tails(self, max_chars: int = 4000) -> str:
         """The end of every child's log file, for a failed test to print."""
@@ -160,10 +176,7 @@ class Stack:
         (self.data_dir / "logs").mkdir(parents=True, exist_ok=True)
         nats_port = free_port()
         self.nats_url = f"nats://127.0.0.1:{nats_port}"
-        await self._spawn("nats", [
-            _binary("nats-server"), "-a", "127.0.0.1", "-p", str(nats_port), "-js",
-            "-sd", str(self.data_dir / "nats"),
-        ])
+        await self._spawn("nats", _nats_argv(nats_port, self.data_dir))
         await _wait_port(nats_port, self.start_timeout)
 
         env = {
@@ -175,20 +188,29 @@ class Stack:
         if RENDER_ID_SECRET_ENV not in env and RENDER_ID_SECRET_ENV not in os.environ:
             env[RENDER_ID_SECRET_ENV] = self._render_id_secret()
         order = _registry.start_order(_registry.registry(self.services))
-        addresses = {}
+        # Every replica listens on its own address; callers dial them all
+        # (gRPC's ipv4: target with several addresses, round robin).
+        addresses: dict[str, list[str]] = {}
         for spec in order:
             if spec.grpc_service:
-                address = env.get(spec.address_env) or f"127.0.0.1:{free_port()}"
-                env[spec.address_env] = address
-                env.setdefault(spec.target_env, address)
-                addresses[spec.name] = address
-        self._service_env = env
+                first = env.get(spec.address_env) or f"127.0.0.1:{free_port()}"
+                addresses[spec.name] = [first, *(f"127.0.0.1:{free_port()}"
+                                                 for _ in range(self._replicas(spec) - 1))]
+                env[spec.address_env] = first
+                env.setdefault(spec.target_env, first if len(addresses[spec.name]) == 1
+                               else "ipv4:" + ",".join(addresses[spec.name]))
         deadline = time.monotonic() + self.start_timeout
+        children: list[tuple[str, ServiceSpec, dict[str, str], str]] = []
         for spec in order:
-            await self._spawn(spec.name, [sys.executable, "-m", spec.module], env)
-        for spec in order:
-            if spec.grpc_service:
-                await self._wait_grpc(spec.name, addresses[spec.name], deadline)
+            listens = addresses.get(spec.name, [""])
+            for name, address in zip(replica_names(spec, len(listens)), listens, strict=True):
+                child_env = {**env, spec.address_env: address} if address else env
+                children.append((name, spec, child_env, address))
+        for name, spec, child_env, _ in children:
+            await self._spawn(name, [sys.executable, "-m", spec.module], child_env, spec=spec)
+        for name, _, _, address in children:
+            if address:
+                await self._wait_grpc(name, address, deadline)
         if not any(spec.name == GATEWAY for spec in order):
             return
         host = env.get("LITHO_GATEWAY_HOST", "127.0.0.1")
@@ -196,7 +218,8 @@ class Stack:
         await self._wait_http(f"{self.url}/healthz", deadline)
         self.api_key = await self._first_key(env)
 
-    async def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
+    async def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None,
+                     *, spec: ServiceSpec | None = None) -> None:
         # One log file per child, opened once at start-up.
         log = open(self.log_path(name), "ab") if self.log_to_files else None  # noqa: ASYNC230
         process = await asyncio.create_subprocess_exec(
@@ -209,7 +232,7 @@ class Stack:
             start_new_session=True,
             preexec_fn=die_with_parent,
         )
-        self._children.append(_Child(name, process, log))
+        self._children.append(_Child(name, process, log, spec, dict(env or {})))
 
     def _check_alive(self) -> None:
         for child in self._children:
@@ -278,21 +301,41 @@ class Stack:
 
     async def restart(self, name: str, env: dict[str, str] | None = None,
                       grace: float = 15.0) -> None:
-        """Stop one gRPC service gracefully and start it again on the same
-        address, with ``env`` over the settings it had (a test that changes
-        a setting, such as the outbound allow-list, for the rest of the run)."""
-        spec = _registry.registry(self.services)[name]
+        """Stop one gRPC service (or one replica, ``renderer-2``) gracefully and
+        start it again on the same address, with ``env`` over the settings it
+        had (a test that changes a setting, such as the outbound allow-list,
+        for the rest of the run), or restart one killed by :meth:`kill`."""
         index, child = next((i, c) for i, c in enumerate(self._children) if c.name == name)
+        spec = child.spec
+        if spec is None:
+            raise ValueError(f"{name} is not a service")
         await _terminate(child, grace)
         self._children.pop(index)
-        if child.process.returncode != 0:
+        if child.process.returncode not in (0, -signal.SIGKILL):
             raise RuntimeError(f"{name} exited with {child.process.returncode} on SIGTERM")
-        self._service_env = {**self._service_env, **(env or {})}
-        await self._spawn(name, [sys.executable, "-m", spec.module], self._service_env)
+        child_env = {**child.env, **(env or {})}
+        await self._spawn(name, [sys.executable, "-m", spec.module], child_env, spec=spec)
         # Back in its place, so that stop() keeps the reverse start order.
         self._children.insert(index, self._children.pop())
-        await self._wait_grpc(name, self._service_env[spec.address_env],
+        await self._wait_grpc(name, child_env[spec.address_env],
                               time.monotonic() + self.start_timeout)
+
+    def kill(self, name: str) -> None:
+        """SIGKILL one child (a test of a replica or NATS dying mid-work)."""
+        child = next(c for c in self._children if c.name == name)
+        child.process.kill()
+
+    async def restart_nats(self, *, down_for: float = 0.0) -> None:
+        """Stop ``nats-server`` (SIGTERM), wait ``down_for`` seconds, and start
+        it again on the same port and store; services reconnect by themselves."""
+        index, child = next((i, c) for i, c in enumerate(self._children) if c.name == "nats")
+        await _terminate(child, 15.0)
+        self._children.pop(index)
+        await asyncio.sleep(down_for)
+        port = int(self.nats_url.rsplit(":", 1)[1])
+        await self._spawn("nats", _nats_argv(port, self.data_dir))
+        self._children.insert(index, self._children.pop())
+        await _wait_port(port, self.start_timeout)
 
     async def stop(self, grace: float = 15.0) -> None:
         """SIGTERM in reverse start order (gateway first, NATS last), then SIGKILL."""
@@ -300,6 +343,19 @@ class Stack:
             await _terminate(child, grace)
             self.exit_codes[child.name] = child.process.returncode or 0
         self._children.clear()
+
+
+def replicas_env(spec: ServiceSpec) -> str:
+    return f"LITHO_{spec.name.upper()}_REPLICAS"
+
+
+def replica_names(spec: ServiceSpec, count: int) -> list[str]:
+    return [spec.name, *(f"{spec.name}-{n}" for n in range(2, count + 1))]
+
+
+def _nats_argv(port: int, data_dir: Path) -> list[str]:
+    return [_binary("nats-server"), "-a", "127.0.0.1", "-p", str(port), "-js",
+            "-sd", str(data_dir / "nats")]
 
 
 async def _terminate(child: _Child, grace: float) -> None:

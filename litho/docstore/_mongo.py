@@ -27,6 +27,7 @@ from pymongo import ReturnDocument as MongoReturn
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import (
+    BulkWriteError,
     ConfigurationError,
     ConnectionFailure,
     DuplicateKeyError,
@@ -51,6 +52,7 @@ from litho.errors import (
 )
 
 _RANGE = frozenset({"$gt", "$gte", "$lt", "$lte"})
+_DUPLICATE_KEY = 11000
 _IMMUTABLE_FIELD = 66
 #: Server codes for a document MongoDB will not store (DollarPrefixedFieldName,
 #: EmptyFieldName, DottedFieldName, BSONObjectTooLarge, and a document grown
@@ -131,6 +133,23 @@ class MongoCollection:
         checked = _checked_document(doc, self._coll.name)
         with _translated(self._coll.name):
             await self._coll.insert_one(checked)
+
+    async def insert_many(self, docs: Sequence[Document]) -> int:
+        checked = [_checked_document(doc, self._coll.name) for doc in docs]
+        if not checked:
+            return 0
+        try:
+            with _translated(self._coll.name):
+                result = await self._coll.insert_many(checked, ordered=False)
+        except LithoError as exc:
+            bulk = exc.__cause__
+            if not isinstance(bulk, BulkWriteError):
+                raise
+            details = bulk.details or {}
+            if any(e.get("code") != _DUPLICATE_KEY for e in details.get("writeErrors", [])):
+                raise
+            return int(details.get("nInserted", 0))
+        return len(result.inserted_ids)
 
     async def get(self, doc_id: str) -> Document | None:
         return await self.find_one({"_id": doc_id})
@@ -245,6 +264,8 @@ def _translated(collection: str) -> Iterator[None]:
         yield
     except DuplicateKeyError as exc:
         raise DuplicateKey(f"a document with the same key already exists in {collection}") from exc
+    except BulkWriteError as exc:
+        raise LithoError(f"MongoDB bulk write failed in {collection}") from exc
     except WriteError as exc:
         if exc.code == _IMMUTABLE_FIELD:
             raise ValueError(f"replace cannot change a document's _id ({collection})") from exc

@@ -48,6 +48,11 @@ class Collection(Protocol):
         """Insert ``doc`` (which must carry ``_id``); raise
         :class:`litho.docstore.DuplicateKey` if ``_id`` or a unique index clashes."""
 
+    async def insert_many(self, docs: Sequence[Document]) -> int:
+        """Insert each of ``docs`` (each with ``_id``), skipping those whose
+        ``_id`` or unique index clashes with a stored document; return how many
+        were inserted. Not atomic as a whole on MongoDB: each document is."""
+
     async def get(self, doc_id: str) -> Document | None: ...
 
     async def find_one(self, flt: Filter) -> Document | None: ...

@@ -174,6 +174,17 @@ class SqliteCollection:
 
         await self._store._write(self._name, insert)
 
+    async def insert_many(self, docs: Sequence[Document]) -> int:
+        rows = [_encode(doc, self._name) for doc in docs]
+        sql = f"INSERT OR IGNORE INTO {self._table} (_id, doc) VALUES (?, ?)"
+
+        def insert(db: sqlite3.Connection) -> int:
+            before = db.total_changes
+            db.executemany(sql, rows)
+            return db.total_changes - before
+
+        return await self._store._write(self._name, insert) if rows else 0
+
     async def get(self, doc_id: str) -> Document | None:
         return await self.find_one({"_id": doc_id})
 

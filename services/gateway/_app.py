@@ -6,9 +6,11 @@ from aiohttp import web
 
 from litho.errors import ConfigError
 from litho.logs import get_logger
+from litho.outbound import AllowList
 from litho.renderer.v1 import renderer_pb2_grpc
 from litho.service import Host
 from litho.template.v1 import template_pb2_grpc
+from services.gateway import _batches as batches
 from services.gateway import _fonts as fonts
 from services.gateway import _handlers as h
 from services.gateway import _signed as signed
@@ -49,6 +51,12 @@ def create_app(deps: Deps, *, max_body_bytes: int,
     r.add_post("/template/{templateId}/render", h.render_template, name="renderTemplateShort")
     r.add_post("/v1/templates/{templateId}/pdf", h.render_pdf)
     r.add_post("/v1/render", h.render_html)
+    r.add_post("/v1/templates/{templateId}/batch-render", batches.create_batch)
+    r.add_get("/v1/batches", batches.list_batches, allow_head=False)
+    r.add_get("/v1/batches/{batchId}", batches.get_batch, allow_head=False)
+    r.add_get("/v1/batches/{batchId}/results", batches.list_results, allow_head=False)
+    r.add_post("/v1/batches/{batchId}/cancel", batches.cancel_batch)
+    r.add_get("/v1/batches/{batchId}/archive.zip", batches.get_archive, allow_head=False)
     r.add_post("/v1/fonts", fonts.create_font)
     r.add_get("/v1/fonts", fonts.list_fonts, allow_head=False)
     r.add_delete("/v1/fonts/{fontId}", fonts.delete_font)
@@ -100,6 +108,9 @@ async def build(host: Host[GatewaySettings]) -> None:
         signed_cache_control=f"public, max-age={settings.gateway_signed_url_max_age}",
         json_limits=settings.json_limits(),
         max_font_bytes=settings.gateway_max_font_bytes,
+        batch_max_bytes=settings.batch_max_bytes,
+        batch_max_items=settings.batch_max_items,
+        outbound_allow=AllowList.parse(settings.outbound.allow),
     )
     app = create_app(deps, max_body_bytes=settings.gateway_max_body_bytes,
                      trust_client_trace=settings.gateway_trust_client_trace)

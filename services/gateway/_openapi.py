@@ -80,6 +80,10 @@ class _Operation:
     #: Body fields whose schema is marked ``x-litho-case-insensitive`` (format
     #: names): folded to lower case before validation, so ``PNG`` is ``png``.
     folded: frozenset[str] = frozenset()
+    #: The handler reads the body itself (``x-litho-body-read-by-handler``: a
+    #: body other media may carry, or larger than other bodies) and checks it
+    #: with :meth:`RequestValidator.check_body`.
+    read_by_handler: bool = False
 
 
 class RequestValidator:
@@ -115,6 +119,7 @@ class RequestValidator:
                     params=params,
                     query_types=query_types,
                     folded=_case_insensitive_fields(doc, schema),
+                    read_by_handler=bool(op.get("x-litho-body-read-by-handler")),
                 )
 
     @staticmethod
@@ -137,7 +142,9 @@ class RequestValidator:
         return found
 
     def has_body(self, operation_id: str) -> bool:
-        return self._ops[operation_id].body is not None
+        """Whether the middleware reads and checks the JSON body before the handler."""
+        op = self._ops[operation_id]
+        return op.body is not None and not op.read_by_handler
 
     def query_values(self, operation_id: str, query: Mapping[str, str]) -> dict[str, Any]:
         """The declared query parameters, read as their schema's type; a value

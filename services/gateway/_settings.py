@@ -2,11 +2,11 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from litho.config import BaseServiceSettings
+from litho.config import BaseServiceSettings, BatchSettings
 from litho.jsonlimits import DEFAULT_MAX_DEPTH, DEFAULT_MAX_NUMBER_CHARS, JsonLimits
 
 
-class GatewaySettings(BaseServiceSettings):
+class GatewaySettings(BaseServiceSettings, BatchSettings):
     gateway_host: str = Field(default="127.0.0.1")
     gateway_port: int = Field(default=8080, ge=0, le=65535)
     #: Base of the image URLs in responses; defaults to http://<host>:<port>.

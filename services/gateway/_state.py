@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -10,6 +11,7 @@ from aiohttp import web
 
 from litho.blobstore import BlobStore
 from litho.jsonlimits import JsonLimits
+from litho.outbound import AllowList
 from services.gateway._keys import ApiKey, KeyStore
 from services.gateway._openapi import RequestValidator
 
@@ -36,6 +38,14 @@ class Deps:
     json_limits: JsonLimits = field(default_factory=JsonLimits)
     #: Most bytes of an uploaded font read before a 413.
     max_font_bytes: int = 10 * 1024 * 1024
+    #: A batch request's most bytes and items (LITHO_BATCH_MAX_BYTES, _MAX_ITEMS).
+    batch_max_bytes: int = 32 * 1024 * 1024
+    batch_max_items: int = 10_000
+    #: Private destinations a webhook URL may name (LITHO_OUTBOUND_ALLOW).
+    outbound_allow: AllowList = field(default_factory=AllowList)
+    #: Registers a batch's own webhook URL (and the caller's signing secret)
+    #: with the webhook service before the batch exists.
+    register_batch_webhook: Callable[[ApiKey, str, str], Awaitable[None]] | None = None
 
 
 DEPS = web.AppKey("deps", Deps)

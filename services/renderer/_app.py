@@ -3,6 +3,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
+import socket
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from functools import partial
@@ -10,19 +15,23 @@ from functools import partial
 from playwright.async_api import async_playwright
 
 from litho import messaging
+from litho.consumers import ConsumerOptions
 from litho.logs import get_logger
 from litho.outbound import OutboundGuard
 from litho.renderer.v1 import renderer_pb2, renderer_pb2_grpc
 from litho.service import Host
 from services.renderer import _chromium, _encode, _fonts, _fonts_check
 from services.renderer._assets import AssetLog
+from services.renderer._batch_queue import NatsBatchEvents, NatsItemQueue
+from services.renderer._batch_queue import consumer as batch_consumer
+from services.renderer._batches import Batches, BatchLimits
 from services.renderer._capture import Capturer
 from services.renderer._engine import ChromiumPage, PlaywrightEngine
 from services.renderer._events import NatsRenderEvents
 from services.renderer._fit import FitLimits
 from services.renderer._pipeline import CaptureSpec, Output, RenderPipeline
 from services.renderer._pool import PagePool
-from services.renderer._servicer import RendererServicer
+from services.renderer._servicer import RendererServicer, options_from_proto
 from services.renderer._settings import RendererSettings
 from services.renderer._spec import Limits
 from services.renderer._subresources import SubresourceFetcher
@@ -93,20 +102,62 @@ async def build(host: Host[RendererSettings]) -> None:
         max_elements=settings.renderer_fit_max_elements,
         max_font_px=settings.renderer_fit_max_font_size))
 
-    async def run_capture(spec: CaptureSpec, tenant_id: str) -> Output:
+    async def run_capture(spec: CaptureSpec, tenant_id: str, *,
+                          background: bool = False) -> Output:
         return await pool.run(
             partial(_capture_on, capturer=capturer, spec=spec, tenant=tenant_id,
                     budget=font_budget),
-            tenant=tenant_id)
+            tenant=tenant_id, background=background)
 
+    templates = GrpcTemplateSource(channel)
     pipeline = RenderPipeline(
-        GrpcTemplateSource(channel), blobs, run_capture, events,
+        templates, blobs, run_capture, events,
         limits=limits, base_url=settings.renderer_base_url,
         render_id_secret=settings.renderer_render_id_secret.get_secret_value().encode(),
         reuse_warned_seconds=settings.renderer_warned_reuse_seconds,
     )
-    await host.serve_grpc([(renderer_pb2_grpc.add_RendererServiceServicer_to_server,
-                            RendererServicer(pipeline), SERVICE_NAME)])
+    publisher = messaging.Publisher(js)
+    batches = Batches(
+        await host.document_store(), queue=NatsItemQueue(publisher),
+        events=NatsBatchEvents(publisher), templates=templates, render=pipeline.render,
+        limits=BatchLimits(max_items=settings.batch_max_items,
+                           retention=settings.batch_retention),
+        options_of=options_from_proto, worker=f"{socket.gethostname()}:{os.getpid()}")
+    await batches.prepare()
+    items = batch_consumer(nc, batches, ConsumerOptions(
+        max_in_flight=settings.renderer_batch_in_flight or settings.renderer_concurrency,
+        ack_wait=settings.renderer_batch_ack_wait,
+        max_deliver=settings.renderer_batch_max_deliver,
+        # Waiting for a page behind interactive renders, then the render.
+        handler_timeout=4 * settings.renderer_timeout,
+        stop_grace=settings.shutdown_grace), publisher)
+    await stack.enter_async_context(items.running())
+    stack.enter_context(_periodic(batches.sweep, settings.renderer_batch_sweep_interval))
+    await host.serve_grpc(
+        [(renderer_pb2_grpc.add_RendererServiceServicer_to_server,
+          RendererServicer(pipeline, batches), SERVICE_NAME)],
+        # A batch of LITHO_BATCH_MAX_BYTES of variables, plus its framing.
+        max_receive_message_bytes=settings.batch_max_bytes + 64 * 1024)
+
+
+@contextlib.contextmanager
+def _periodic(work: Callable[[], Awaitable[object]], interval: float) -> Iterator[None]:
+    """Run ``work`` every ``interval`` seconds in the background until exit."""
+
+    async def loop() -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await work()
+            except Exception as exc:  # the next round tries again
+                log.warning("periodic work failed", work=getattr(work, "__name__", "?"),
+                            error=str(exc))
+
+    task = asyncio.get_running_loop().create_task(loop())
+    try:
+        yield
+    finally:
+        task.cancel()
 
 
 async def _capture_on(page: object, *, capturer: Capturer, spec: CaptureSpec,

@@ -11,7 +11,7 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Protocol
 
@@ -91,6 +91,9 @@ class RenderRequest:
     #: (``reuse_warned_seconds``), instead of rendering again: for anonymous
     #: GETs of signed URLs.
     reuse_warned: bool = False
+    #: A batch item: it gets a browser page only when no interactive render
+    #: is waiting for one.
+    background: bool = False
 
 
 @dataclass(frozen=True)
@@ -187,8 +190,12 @@ class RenderEvents(Protocol):
     def failed(self, request: RenderRequest, error: LithoError, template_version: int) -> None: ...
 
 
-#: Captures a spec for a tenant (the pool shares its pages fairly by tenant).
-Capture = Callable[[CaptureSpec, str], Awaitable[Output]]
+class Capture(Protocol):
+    """Captures a spec for a tenant (the pool shares its pages fairly by
+    tenant, and serves interactive renders before ``background`` ones)."""
+
+    def __call__(self, spec: CaptureSpec, tenant_id: str, *,
+                 background: bool = False) -> Awaitable[Output]: ...
 
 
 class RenderPipeline:
@@ -336,7 +343,8 @@ class RenderPipeline:
         done.add_done_callback(_consume_exception)
         self._inflight[render_id] = done
         try:
-            output = await self._capture(spec, request.tenant_id)
+            output = await self._capture(spec, request.tenant_id,
+                                         background=request.background)
             outcome = await self._store(render_id, spec, output, request)
         except LithoError as exc:
             done.set_exception(exc)

@@ -97,6 +97,9 @@ class _Slot:
 class _Waiter:
     tenant: str
     order: int
+    #: A batch item: served only when no interactive render waits, and not
+    #: counted against the queue bound (its consumer bounds it).
+    background: bool = False
     slot: asyncio.Future[_Slot] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future())
 
@@ -158,11 +161,14 @@ class PagePool:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._close_browser()
 
-    async def run(self, job: Callable[[PageLike], Awaitable[T]], *, tenant: str = "") -> T:
+    async def run(self, job: Callable[[PageLike], Awaitable[T]], *, tenant: str = "",
+                  background: bool = False) -> T:
         """Run ``job`` on a pooled page; retry once on a browser crash, and
         besides that up to twice when the browser was restarted because of
         another render's overrun (the render was not at fault at all).
-        ``tenant`` is who asks: free pages are shared fairly between tenants."""
+        ``tenant`` is who asks: free pages are shared fairly between tenants.
+        A ``background`` job (a batch item) gets a page only when no
+        interactive render is waiting for one."""
         self._check_cooldown(tenant)
         attempt = 0
         spared = 0
@@ -172,7 +178,7 @@ class PagePool:
                 "litho.tenant.id": tenant, "litho.pool.attempt": attempt,
                 "litho.pool.waiting": len(self._waiters),
             }):
-                slot = await self._acquire(tenant)
+                slot = await self._acquire(tenant, background)
             outcome = "broken"  # unless proven otherwise, even on cancellation
             try:
                 async with asyncio.timeout(self._timeout):
@@ -248,11 +254,12 @@ class PagePool:
         browser_alive = self._browser is not None and self._browser.is_connected()
         return self._engine.is_crash(exc) or slot.page.is_closed() or not browser_alive
 
-    async def _acquire(self, tenant: str) -> _Slot:
+    async def _acquire(self, tenant: str, background: bool = False) -> _Slot:
         # Free pages of a browser being restarted are no room at all.
-        if len(self._waiters) >= self._max_queue and not (self._ready.is_set() and self._free):
+        if (not background and self._interactive_waiting() >= self._max_queue
+                and not (self._ready.is_set() and self._free)):
             self._make_room(tenant)
-        waiter = _Waiter(tenant, next(self._order))
+        waiter = _Waiter(tenant, next(self._order), background=background)
         self._waiters.append(waiter)
         self._dispatch()
         try:
@@ -285,17 +292,21 @@ class PagePool:
         has the most is refused in its place. So a full queue is shared out
         between tenants instead of going to whoever filled it first."""
         self._waiters = [w for w in self._waiters if not w.slot.done()]
-        waiting = Counter(w.tenant for w in self._waiters)
-        if len(self._waiters) < self._max_queue:
+        waiting = Counter(w.tenant for w in self._waiters if not w.background)
+        if self._interactive_waiting() < self._max_queue:
             return  # cancelled waiters made room
         most = max(waiting.values(), default=0)
         if not waiting or waiting[tenant] + 1 >= most:
             raise ResourceExhausted("the renderer is at capacity; retry shortly", retry_after=1)
         heaviest = next(t for t, count in waiting.items() if count == most)
-        victim = next(w for w in reversed(self._waiters) if w.tenant == heaviest)
+        victim = next(w for w in reversed(self._waiters)
+                      if w.tenant == heaviest and not w.background)
         self._waiters.remove(victim)
         victim.slot.set_exception(
             ResourceExhausted("the renderer is at capacity; retry shortly", retry_after=1))
+
+    def _interactive_waiting(self) -> int:
+        return sum(1 for w in self._waiters if not w.background)
 
     def _offer(self, slot: _Slot) -> None:
         """A page is free: hand it to the next render, fairly."""
@@ -311,7 +322,7 @@ class PagePool:
             if not self._usable(slot):
                 continue
             waiter = min(self._waiters, key=lambda w: (
-                self._running[w.tenant], self._served.get(w.tenant, -1), w.order))
+                w.background, self._running[w.tenant], self._served.get(w.tenant, -1), w.order))
             self._waiters.remove(waiter)
             self._running[waiter.tenant] += 1
             self._served[waiter.tenant] = next(self._order)

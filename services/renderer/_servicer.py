@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from litho import formats
 from litho.renderer.v1 import renderer_pb2 as pb
 from litho.renderer.v1 import renderer_pb2_grpc as pb_grpc
+from services.renderer import _batches
 from services.renderer._assets import MAX_WARNINGS
+from services.renderer._batches import Batches
 from services.renderer._pipeline import (
     InlineSource,
     RenderPipeline,
@@ -55,9 +59,46 @@ def _request(o: pb.RenderOptions, **fields: Any) -> RenderRequest:
                          refresh=o.cache == pb.CACHE_POLICY_REFRESH, **fields)
 
 
+def _timestamp(seconds: float | None) -> Timestamp | None:
+    when = _batches.iso(seconds)
+    if when is None:
+        return None
+    ts = Timestamp()
+    ts.FromDatetime(when)
+    return ts
+
+
+def batch_message(doc: dict[str, Any]) -> pb.Batch:
+    counts = doc.get("counts") or {}
+    fmt = formats.by_name(doc["format"]) or formats.DEFAULT
+    return pb.Batch(
+        batch_id=doc["_id"], tenant_id=doc["tenantId"], template_id=doc["templateId"],
+        template_version=doc["version"], format=fmt.enum, status=doc["status"],
+        total_items=doc["totalItems"], completed_items=counts.get(_batches.SUCCEEDED, 0),
+        failed_items=counts.get(_batches.FAILED, 0),
+        cancelled_items=counts.get(_batches.CANCELLED, 0),
+        create_time=_timestamp(doc["createdAt"]), start_time=_timestamp(doc.get("startedAt")),
+        complete_time=_timestamp(doc.get("completedAt")),
+        metadata_json=json.dumps(doc.get("metadata") or {}),
+    )
+
+
+def result_message(doc: dict[str, Any]) -> pb.BatchResult:
+    fmt = formats.by_name(doc.get("format", ""))
+    return pb.BatchResult(
+        index=doc["index"], status=doc["status"], render_id=doc.get("renderId", ""),
+        format=fmt.enum if fmt else pb.IMAGE_FORMAT_UNSPECIFIED, width=doc.get("width", 0),
+        height=doc.get("height", 0), cached=doc.get("cached", False),
+        error_code=doc.get("errorCode", ""), error_message=doc.get("errorMessage", ""),
+        size_bytes=doc.get("size", 0),
+        warnings=[pb.AssetWarning(**w) for w in doc.get("warnings", [])],
+    )
+
+
 class RendererServicer(pb_grpc.RendererServiceServicer):
-    def __init__(self, pipeline: RenderPipeline) -> None:
+    def __init__(self, pipeline: RenderPipeline, batches: Batches) -> None:
         self._pipeline = pipeline
+        self._batches = batches
 
     async def RenderTemplate(
         self, request: pb.RenderTemplateRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -92,3 +133,38 @@ class RendererServicer(pb_grpc.RendererServiceServicer):
             format=formats.PDF.name,
         ))
         return pb.RenderPdfResponse(**_result_fields(result))
+
+    async def CreateBatch(
+        self, request: pb.CreateBatchRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.CreateBatchResponse:
+        return pb.CreateBatchResponse(batch=batch_message(await self._batches.create(request)))
+
+    async def GetBatch(
+        self, request: pb.GetBatchRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.GetBatchResponse:
+        doc = await self._batches.get(request.tenant_id, request.batch_id)
+        return pb.GetBatchResponse(batch=batch_message(doc))
+
+    async def ListBatches(
+        self, request: pb.ListBatchesRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.ListBatchesResponse:
+        docs, token = await self._batches.listing(
+            request.tenant_id, page_size=request.page_size, page_token=request.page_token,
+            status=request.status)
+        return pb.ListBatchesResponse(batches=[batch_message(d) for d in docs],
+                                      next_page_token=token)
+
+    async def ListBatchResults(
+        self, request: pb.ListBatchResultsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.ListBatchResultsResponse:
+        docs, token = await self._batches.results(
+            request.tenant_id, request.batch_id, status=request.status,
+            page_size=request.page_size, page_token=request.page_token)
+        return pb.ListBatchResultsResponse(results=[result_message(d) for d in docs],
+                                           next_page_token=token)
+
+    async def CancelBatch(
+        self, request: pb.CancelBatchRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.CancelBatchResponse:
+        doc, cancelled = await self._batches.cancel(request.tenant_id, request.batch_id)
+        return pb.CancelBatchResponse(batch=batch_message(doc), cancelled_items=cancelled)

@@ -5,14 +5,14 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
 
-from litho.config import BaseServiceSettings
+from litho.config import BaseServiceSettings, BatchSettings
 
 
 def _default_concurrency() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
-class RendererSettings(BaseServiceSettings):
+class RendererSettings(BaseServiceSettings, BatchSettings):
     #: Chromium binary; empty means Playwright's own download, if installed.
     chromium_path: str = Field(default="")
     #: Pages rendering at once.
@@ -84,6 +84,19 @@ class RendererSettings(BaseServiceSettings):
     #: least 32 bytes, kept secret, never changed (a new one orphans every
     #: stored output). No default: ``make run`` generates one in the data dir.
     renderer_render_id_secret: SecretStr = Field()
+    #: Batch items this replica renders at once (pulled from the work queue;
+    #: 0: as many as it has pages). Interactive renders still go first.
+    renderer_batch_in_flight: int = Field(default=0, ge=0, le=256)
+    #: Seconds JetStream waits for a batch item's ack before giving it to
+    #: another replica (a running item renews it every third of this): how
+    #: soon a replica's death is noticed.
+    renderer_batch_ack_wait: float = Field(default=30.0, ge=1, le=3600)
+    #: Deliveries a batch item gets for transient failures (the browser or the
+    #: template service away) before it is recorded as failed.
+    renderer_batch_max_deliver: int = Field(default=5, ge=1, le=100)
+    #: Seconds between sweeps for expired batches (LITHO_BATCH_RETENTION) and
+    #: unsent batch events.
+    renderer_batch_sweep_interval: float = Field(default=60.0, gt=0, le=86_400)
 
     @field_validator("renderer_base_url")
     @classmethod

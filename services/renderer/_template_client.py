@@ -31,3 +31,8 @@ class GrpcTemplateSource:
                                  size=f.size_bytes)
                         for f in response.fonts),
         )
+
+    async def latest_version(self, tenant_id: str, template_id: str) -> int:
+        response = await self._stub.GetTemplate(pb.GetTemplateRequest(
+            tenant_id=tenant_id, template_id=template_id))
+        return response.template.version

@@ -104,6 +104,32 @@ async def test_insert_duplicate_id_raises_duplicate_key(docstore: DocumentStore)
     assert await coll.count({}) == 1
 
 
+async def test_insert_many_skips_clashes_and_counts_what_it_inserted(
+        docstore: DocumentStore) -> None:
+    coll = docstore.collection("things")
+    await coll.ensure_index(["slot"], unique=True)
+    await coll.insert({"_id": "b", "v": "kept", "slot": 2})
+    inserted = await coll.insert_many([
+        {"_id": "a", "v": 1, "slot": 1},
+        {"_id": "b", "v": "clash on _id", "slot": 9},
+        {"_id": "c", "v": "clash on a unique index", "slot": 1},
+        {"_id": "d", "v": 4, "slot": 4},
+    ])
+    assert inserted == 2
+    assert await coll.get("b") == {"_id": "b", "v": "kept", "slot": 2}
+    assert await coll.get("c") is None
+    assert sorted(d["_id"] for d in await coll.find({})) == ["a", "b", "d"]
+    assert await coll.insert_many([]) == 0
+
+
+async def test_insert_many_of_many_documents(docstore: DocumentStore) -> None:
+    coll = docstore.collection("things")
+    assert await coll.insert_many([{"_id": f"i{n:05d}", "n": n} for n in range(2000)]) == 2000
+    assert await coll.insert_many([{"_id": f"i{n:05d}", "n": -n} for n in range(1990, 2010)]) == 10
+    assert await coll.count({}) == 2010
+    assert await coll.count({"n": {"$lt": 0}}) == 10
+
+
 @pytest.mark.parametrize("doc", [{}, {"_id": 5}, {"_id": None}, {"v": 1}])
 async def test_insert_requires_a_string_id(docstore: DocumentStore, doc: Document) -> None:
     coll = docstore.collection("things")

@@ -37,7 +37,8 @@ class AssetCapture:
         #: same bytes); None: bytes that name the call.
         self.output: bytes | None = None
 
-    async def __call__(self, spec: CaptureSpec, tenant_id: str) -> Output:
+    async def __call__(self, spec: CaptureSpec, tenant_id: str, *,
+                       background: bool = False) -> Output:
         self.calls += 1
         if self.gate:
             await self.gate.wait()

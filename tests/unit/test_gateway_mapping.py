@@ -274,7 +274,7 @@ def test_every_route_is_an_operation_and_every_operation_a_route() -> None:
 
 
 _VALID_PATH_VALUES = {"templateId": "tpl_" + "0" * 24, "file": "tpl_" + "0" * 24 + ".png",
-                      "imageFile": "ab" * 32 + ".png"}
+                      "imageFile": "ab" * 32 + ".png", "batchId": "bat_" + "0" * 24}
 
 
 def _invalid_requests() -> list[tuple[str, str, str, bytes]]:

@@ -90,7 +90,8 @@ class Capture:
         self.calls: list[CaptureSpec] = []
         self.gate: asyncio.Event | None = None
 
-    async def __call__(self, spec: CaptureSpec, tenant_id: str) -> Output:
+    async def __call__(self, spec: CaptureSpec, tenant_id: str, *,
+                       background: bool = False) -> Output:
         self.calls.append(spec)
         if self.gate:
             await self.gate.wait()
@@ -223,7 +224,7 @@ async def test_template_errors_propagate(parts) -> None:  # type: ignore[no-unty
 async def test_capture_failure_publishes_render_failed(parts) -> None:  # type: ignore[no-untyped-def]
     _, _, events, _, _ = parts
 
-    async def broken(spec: CaptureSpec, tenant_id: str) -> Output:
+    async def broken(spec: CaptureSpec, tenant_id: str, *, background: bool = False) -> Output:
         raise LithoError("boom")
 
     pipeline = make_pipeline(Templates(), MemoryBlobs(), broken, events)
@@ -237,7 +238,7 @@ async def test_identical_concurrent_renders_share_a_failure(parts) -> None:  # t
     calls = 0
     gate = asyncio.Event()
 
-    async def failing(spec: CaptureSpec, tenant_id: str) -> Output:
+    async def failing(spec: CaptureSpec, tenant_id: str, *, background: bool = False) -> Output:
         nonlocal calls
         calls += 1
         await gate.wait()

@@ -546,3 +546,32 @@ async def test_the_queue_stays_bounded_while_a_restart_is_pending() -> None:
     assert await holder == "held" and await crashed == 2
     await asyncio.gather(*waiting, return_exceptions=True)
     await pool.close()
+
+
+async def test_interactive_renders_go_before_background_ones_and_fill_no_queue() -> None:
+    # One page, a queue of one. Three batch items wait (the queue bound does
+    # not count them); an interactive render that arrives after them is next.
+    pool = make_pool(FakeEngine(), size=1, max_queue=1, timeout=5.0)
+    await pool.start()
+    order: list[str] = []
+    gates = {name: asyncio.Event() for name in ("first", "b1", "b2", "b3", "live")}
+
+    def job(name: str):  # type: ignore[no-untyped-def]
+        async def run(page: PageLike) -> str:
+            order.append(name)
+            await gates[name].wait()
+            return name
+        return run
+
+    tasks = [asyncio.create_task(pool.run(job("first"), tenant="a", background=True))]
+    await asyncio.sleep(0.01)
+    tasks += [asyncio.create_task(pool.run(job(n), tenant="a", background=True))
+              for n in ("b1", "b2", "b3")]
+    await asyncio.sleep(0.01)
+    tasks.append(asyncio.create_task(pool.run(job("live"), tenant="a")))
+    await asyncio.sleep(0.01)
+    for gate in gates.values():
+        gate.set()
+    assert sorted(await asyncio.gather(*tasks)) == ["b1", "b2", "b3", "first", "live"]
+    assert order == ["first", "live", "b1", "b2", "b3"]
+    await pool.close()
