@@ -4,7 +4,9 @@ Writes ``bench/report.md`` and ``bench/report.json``. Every number comes from
 one run on this machine; read medians and ratios, not single samples.
 Environment knobs: ``BENCH_SAMPLES`` (cold renders per format, default 20),
 ``BENCH_SOAK`` (renders in the memory soak, default 2000),
-``BENCH_THROUGHPUT_SECONDS`` (per concurrency level, default 10).
+``BENCH_THROUGHPUT_SECONDS`` (per concurrency level, default 10),
+``BENCH_BATCH`` (items of the batch section, default 1000), ``BENCH_BATCH_SMALL``
+and ``BENCH_BATCH_LARGE`` (the memory batches, default 1000 and 10000).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import aiohttp
 from aiohttp import web
 from PIL import Image, ImageChops, ImageStat
 
-from bench import _satori, _spans
+from bench import _batch, _satori, _spans
 from bench._card import CARD_HTML
 from bench._procs import tree_pss_bytes
 from bench._stats import summary_ms
@@ -73,6 +75,10 @@ class Bench:
         self.template_id = ""
         self.counter = 0
 
+    @property
+    def stack_url(self) -> str:
+        return self.stack.url
+
     def variables(self, *, unique: bool = True) -> dict[str, Any]:
         if unique:
             self.counter += 1
@@ -85,6 +91,13 @@ class Bench:
                                   headers=self.headers) as r:
             r.raise_for_status()
             self.template_id = (await r.json())["id"]
+
+    async def create_small_template(self) -> str:
+        body = {"name": "bench-small", "html": _batch.SMALL_CARD, "width": 300, "height": 80}
+        async with self.http.post(f"{self.stack.url}/v1/templates", json=body,
+                                  headers=self.headers) as r:
+            r.raise_for_status()
+            return str((await r.json())["id"])
 
     async def render(self, variables: dict[str, Any], fmt: str = "png") -> dict[str, Any]:
         async with self.http.post(
@@ -314,7 +327,8 @@ def expansion() -> dict[str, Any]:
             "p95Us": round(result.p95_us, 1), "minUs": round(result.min_us, 1)}
 
 
-SECTIONS = ("warm", "cold", "floor", "peer", "throughput", "tracing", "soak", "stages")
+SECTIONS = ("warm", "cold", "floor", "peer", "throughput", "tracing", "soak", "stages",
+            "batch")
 
 
 async def main(only: Sequence[str] = SECTIONS) -> None:
@@ -392,6 +406,13 @@ async def _main_stack(b: Bench, report: dict[str, Any], only: Sequence[str], *, 
     if "soak" in only:
         print(f"soak of {soak_renders} renders…", flush=True)
         report["soak"] = await soak(b, soak_renders, stack.pid("renderer"))
+    if "batch" in only:
+        small = await b.create_small_template()
+        report["batch"] = await _batch.batch_section(
+            b, n=_env_int("BENCH_BATCH", 1000), n_small=_env_int("BENCH_BATCH_SMALL", 1000),
+            n_large=_env_int("BENCH_BATCH_LARGE", 10_000), pid=stack.pid("renderer"),
+            throughput=lambda clients, seconds: throughput(b, clients, seconds),
+            small_template=small)
 
 
 def _markdown(r: dict[str, Any]) -> str:
@@ -484,6 +505,8 @@ def _markdown(r: dict[str, Any]) -> str:
             f"{', '.join(str(m) for m in r['soak']['pssMiB'])}",
             "",
         ]
+    if "batch" in r:
+        lines += _batch.markdown(r["batch"])
     lines += [
         "## Template expansion (parsed once, cached compiled)",
         "",

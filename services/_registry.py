@@ -36,10 +36,17 @@ SERVICES: tuple[ServiceSpec, ...] = (
         calls=("template",),
     ),
     ServiceSpec(
+        name="webhook", module="services.webhook",
+        summary="webhook subscriptions (`webhook_subscriptions`), their delivery logs "
+                "(`webhook_deliveries`) and batches' own webhooks (`batch_webhooks`); "
+                "signed deliveries of render and batch events, retried on a schedule",
+        grpc_service="litho.webhook.v1.WebhookService", default_port=50055,
+    ),
+    ServiceSpec(
         name="gateway", module="services.gateway",
         summary="the public HTTP API; API keys (`api_keys`, SHA-256 of each key, "
                 "one tenant per key)",
-        calls=("template", "renderer"),
+        calls=("template", "renderer", "webhook"),
         http_listens="HTTP `LITHO_GATEWAY_HOST:LITHO_GATEWAY_PORT` (127.0.0.1:8080)",
     ),
 )

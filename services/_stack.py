@@ -187,6 +187,11 @@ class Stack:
         }
         if RENDER_ID_SECRET_ENV not in env and RENDER_ID_SECRET_ENV not in os.environ:
             env[RENDER_ID_SECRET_ENV] = self._render_id_secret()
+        if not any(v in env or v in os.environ
+                   for v in ("LITHO_PUBLIC_URL", "LITHO_WEBHOOK_PUBLIC_URL")):
+            # Image URLs in webhooks point at this stack's gateway.
+            host = env.get("LITHO_GATEWAY_HOST", "127.0.0.1")
+            env["LITHO_WEBHOOK_PUBLIC_URL"] = f"http://{host}:{env['LITHO_GATEWAY_PORT']}"
         order = _registry.start_order(_registry.registry(self.services))
         # Every replica listens on its own address; callers dial them all
         # (gRPC's ipv4: target with several addresses, round robin).

@@ -153,8 +153,15 @@ class OutboundGuard:
         max_bytes: int | None = None,
         # A per-fetch budget is the API callers want; it is applied with asyncio.timeout.
         timeout: float | None = None,  # noqa: ASYNC109
+        follow_redirects: bool = True,
+        truncate: bool = False,
     ) -> FetchResult:
         """Fetch ``url``, following up to ``max_redirects`` redirects by hand.
+
+        ``follow_redirects=False`` answers a 3xx as it came (webhooks treat it
+        as a failure); ``truncate=True`` keeps the first ``max_bytes`` of a
+        longer body instead of raising :class:`OutboundTooLarge` (for callers
+        that only need the status).
 
         Raises :class:`OutboundDenied` (generic message, reason logged) when any
         hop's scheme, host or resolved address is refused, and
@@ -178,7 +185,7 @@ class OutboundGuard:
                 async with asyncio.timeout(seconds):
                     result = await self._follow(
                         self._session, url, method.upper(), request_headers, body, limit,
-                        seconds)
+                        seconds, follow=follow_redirects, truncate=truncate)
                 outcome = "ok"
                 span.set_attribute("http.response.status_code", result.status)
                 return result
@@ -202,6 +209,9 @@ class OutboundGuard:
         body: bytes | None,
         limit: int,
         seconds: float,
+        *,
+        follow: bool = True,
+        truncate: bool = False,
     ) -> FetchResult:
         next_url: str | URL = url
         for _ in range(self._max_redirects + 1):
@@ -218,8 +228,9 @@ class OutboundGuard:
                     timeout=aiohttp.ClientTimeout(total=seconds),
                 ) as response:
                     location = response.headers.get("Location")
-                    if response.status not in _REDIRECT_STATUSES or location is None:
-                        return await _read(response, target, limit)
+                    if (not follow or response.status not in _REDIRECT_STATUSES
+                            or location is None):
+                        return await _read(response, target, limit, truncate=truncate)
             except aiohttp.ClientConnectorError as exc:
                 if isinstance(exc.os_error, DeniedAddress):
                     raise OutboundDenied(DENIED_MESSAGE) from exc
@@ -268,9 +279,10 @@ def _request_headers(headers: Mapping[str, str] | None) -> CIMultiDict[str]:
     )
 
 
-async def _read(response: aiohttp.ClientResponse, target: URL, limit: int) -> FetchResult:
+async def _read(response: aiohttp.ClientResponse, target: URL, limit: int, *,
+                truncate: bool = False) -> FetchResult:
     declared = response.content_length
-    if declared is not None and declared > limit:
+    if declared is not None and declared > limit and not truncate:
         response.close()
         raise OutboundTooLarge(
             f"response from {target.host} declares {declared} bytes, over the {limit}-byte limit"
@@ -279,6 +291,10 @@ async def _read(response: aiohttp.ClientResponse, target: URL, limit: int) -> Fe
     size = 0
     async for chunk in response.content.iter_chunked(_CHUNK):
         size += len(chunk)
+        if size > limit and truncate:
+            chunks.append(chunk[: len(chunk) - (size - limit)])
+            response.close()
+            break
         if size > limit:
             response.close()
             raise OutboundTooLarge(

@@ -10,10 +10,12 @@ from litho.outbound import AllowList
 from litho.renderer.v1 import renderer_pb2_grpc
 from litho.service import Host
 from litho.template.v1 import template_pb2_grpc
+from litho.webhook.v1 import webhook_pb2_grpc
 from services.gateway import _batches as batches
 from services.gateway import _fonts as fonts
 from services.gateway import _handlers as h
 from services.gateway import _signed as signed
+from services.gateway import _webhooks as webhooks
 from services.gateway._images import get_image
 from services.gateway._keys import KeyStore
 from services.gateway._middleware import (
@@ -57,6 +59,18 @@ def create_app(deps: Deps, *, max_body_bytes: int,
     r.add_get("/v1/batches/{batchId}/results", batches.list_results, allow_head=False)
     r.add_post("/v1/batches/{batchId}/cancel", batches.cancel_batch)
     r.add_get("/v1/batches/{batchId}/archive.zip", batches.get_archive, allow_head=False)
+    r.add_post("/v1/webhook-subscriptions", webhooks.create_subscription)
+    r.add_get("/v1/webhook-subscriptions", webhooks.list_subscriptions, allow_head=False)
+    r.add_get("/v1/webhook-subscriptions/{subscriptionId}", webhooks.get_subscription,
+              allow_head=False)
+    r.add_patch("/v1/webhook-subscriptions/{subscriptionId}", webhooks.update_subscription)
+    r.add_delete("/v1/webhook-subscriptions/{subscriptionId}", webhooks.delete_subscription)
+    r.add_post("/v1/webhook-subscriptions/{subscriptionId}/rotate-secret",
+               webhooks.rotate_secret)
+    r.add_get("/v1/webhook-subscriptions/{subscriptionId}/deliveries",
+              webhooks.list_deliveries, allow_head=False)
+    r.add_post("/v1/webhook-subscriptions/{subscriptionId}/deliveries/{deliveryId}/redeliver",
+               webhooks.redeliver)
     r.add_post("/v1/fonts", fonts.create_font)
     r.add_get("/v1/fonts", fonts.list_fonts, allow_head=False)
     r.add_delete("/v1/fonts/{fontId}", fonts.delete_font)
@@ -97,10 +111,12 @@ async def build(host: Host[GatewaySettings]) -> None:
     await keys.prepare()
     doc = load_document()
     backends = await host.channels()
+    webhook_stub = webhook_pb2_grpc.WebhookServiceStub(backends["webhook"])
     deps = Deps(
         keys=keys,
         templates=template_pb2_grpc.TemplateServiceStub(backends["template"]),
         renderer=renderer_pb2_grpc.RendererServiceStub(backends["renderer"]),
+        webhooks=webhook_stub,
         blobs=blobs,
         openapi=doc,
         validator=RequestValidator(doc),
@@ -111,6 +127,7 @@ async def build(host: Host[GatewaySettings]) -> None:
         batch_max_bytes=settings.batch_max_bytes,
         batch_max_items=settings.batch_max_items,
         outbound_allow=AllowList.parse(settings.outbound.allow),
+        register_batch_webhook=webhooks.batch_registrar(webhook_stub),
     )
     app = create_app(deps, max_body_bytes=settings.gateway_max_body_bytes,
                      trust_client_trace=settings.gateway_trust_client_trace)

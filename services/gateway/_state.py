@@ -18,6 +18,7 @@ from services.gateway._openapi import RequestValidator
 if TYPE_CHECKING:
     from litho.renderer.v1.renderer_pb2_grpc import RendererServiceAsyncStub
     from litho.template.v1.template_pb2_grpc import TemplateServiceAsyncStub
+    from litho.webhook.v1.webhook_pb2_grpc import WebhookServiceAsyncStub
 
 
 @dataclass
@@ -25,6 +26,7 @@ class Deps:
     keys: KeyStore
     templates: TemplateServiceAsyncStub
     renderer: RendererServiceAsyncStub
+    webhooks: WebhookServiceAsyncStub
     blobs: BlobStore
     openapi: dict[str, Any]
     validator: RequestValidator

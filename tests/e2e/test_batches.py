@@ -1,7 +1,8 @@
-"""Batches end to end: a stack of its own with two renderer replicas sharing
-the JetStream work queue, real NATS and Chromium. A replica is killed (-9)
-and NATS restarted in the middle of batches; every item still has exactly
-one result and the batch completes."""
+"""Batches and webhooks end to end: a stack of its own with two renderer
+replicas sharing the JetStream work queue, real NATS and Chromium, and a
+webhook receiver on loopback. A replica is killed (-9) and NATS restarted in
+the middle of batches; every item still has exactly one result and the batch
+completes."""
 
 from __future__ import annotations
 
@@ -18,10 +19,12 @@ from typing import Any
 import aiohttp
 import pytest
 import pytest_asyncio
+from aiohttp import web
 from PIL import Image
+from standardwebhooks.webhooks import Webhook
 
 from services._stack import Stack
-from tests.e2e.conftest import _print_logs
+from tests.e2e.conftest import _print_logs, serve_loopback
 
 CARD = """<body style="margin:0;background:{{ bg }}">
 <div style="font:16px sans-serif">{{ uppercase(title) }}</div>
@@ -32,9 +35,39 @@ height:20px;background:#ff0000"></div>{{ end }}
 FINAL = ("completed", "partial", "failed", "cancelled")
 
 
+class Receiver:
+    """A webhook receiver: every POST, with its headers and body."""
+
+    def __init__(self) -> None:
+        self.port = 0
+        self.got: asyncio.Queue[tuple[str, dict[str, str], bytes]] = asyncio.Queue()
+
+    async def handle(self, request: web.Request) -> web.Response:
+        await self.got.put((request.path, dict(request.headers), await request.read()))
+        return web.Response(status=204)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def drain(self) -> list[str]:
+        """The paths of everything received and not yet taken."""
+        paths = []
+        while not self.got.empty():
+            paths.append(self.got.get_nowait()[0])
+        return paths
+
+    async def next(self, path: str) -> tuple[dict[str, str], bytes]:
+        while True:
+            got_path, headers, body = await asyncio.wait_for(self.got.get(), 60)
+            if got_path == path:
+                return headers, body
+
+
 class Batchy:
-    def __init__(self, stack: Stack, http: aiohttp.ClientSession, other_key: str) -> None:
+    def __init__(self, stack: Stack, http: aiohttp.ClientSession, other_key: str,
+                 receiver: Receiver) -> None:
         self.stack, self.http, self.other_key = stack, http, other_key
+        self.receiver = receiver
         self.template_id = ""
 
     def auth(self, key: str | None = None) -> dict[str, str]:
@@ -105,7 +138,10 @@ class Batchy:
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def batchy(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Batchy]:
     data_dir: Path = tmp_path_factory.mktemp("litho-batches")
+    receiver = Receiver()
+    runner, receiver.port = await serve_loopback(receiver.handle)
     stack = Stack(data_dir=data_dir, gateway_port=0, log_to_files=True, env={
+        "LITHO_OUTBOUND_ALLOW": f"127.0.0.1:{receiver.port}",
         "LITHO_RENDERER_REPLICAS": "2",
         "LITHO_RENDERER_CONCURRENCY": "2",
         # A dead replica's item comes back after this many seconds.
@@ -115,7 +151,8 @@ async def batchy(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Batc
     })
     try:
         async with stack, aiohttp.ClientSession() as http:
-            client = Batchy(stack, http, await stack.create_key("batch-other-tenant"))
+            client = Batchy(stack, http, await stack.create_key("batch-other-tenant"),
+                            receiver)
             status, template = await client.call("POST", "/v1/templates", json={
                 "name": "batch card", "html": CARD, "width": 120, "height": 60,
                 "sampleVariables": {"bg": "#ffffff", "title": "t", "featured": False}})
@@ -125,6 +162,8 @@ async def batchy(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Batc
     except BaseException:
         _print_logs(stack)
         raise
+    finally:
+        await runner.cleanup()
     assert stack.unclean_exits() == {}
 
 
@@ -302,3 +341,77 @@ async def test_nothing_renders_after_a_cancel_is_acknowledged(batchy: Batchy) ->
     _, later = await batchy.call("GET", f"/v1/batches/{created['batchId']}")
     assert (later["status"], later["completedItems"]) == ("cancelled", rendered)
     assert len(await batchy.results(created["batchId"], status="succeeded")) == rendered
+
+
+async def test_a_subscription_gets_signed_render_events_and_logs_them(batchy: Batchy) -> None:
+    status, sub = await batchy.call("POST", "/v1/webhook-subscriptions", json={
+        "event": "render.completed", "targetUrl": batchy.receiver.url("/renders"),
+        "filters": {"templateId": batchy.template_id}, "description": "renders"})
+    assert status == 201, sub
+    assert sub["secret"].startswith("whsec_") and sub["status"] == "active"
+    status, rendered = await batchy.call(
+        "POST", f"/v1/templates/{batchy.template_id}/render",
+        json={"variables": {"bg": "#445566", "title": "hooked"}})
+    assert status == 200, rendered
+    headers, body = await batchy.receiver.next("/renders")
+    # Verified as a receiver would, with the Standard Webhooks library.
+    event = Webhook(sub["secret"]).verify(body, headers)
+    assert event["type"] == "render.completed"
+    assert event["data"]["renderId"] == rendered["id"]
+    assert event["data"]["url"] == rendered["url"]
+    with pytest.raises(Exception):  # noqa: B017 - any verification failure
+        Webhook(sub["secret"]).verify(body.replace(rendered["id"].encode(), b"0" * 64),
+                                      headers)
+
+    deadline = time.monotonic() + 30
+    while True:
+        status, log = await batchy.call(
+            "GET", f"/v1/webhook-subscriptions/{sub['id']}/deliveries")
+        assert status == 200, log
+        if log["deliveries"] and log["deliveries"][0]["status"] == "delivered":
+            break
+        assert time.monotonic() < deadline, log
+        await asyncio.sleep(0.2)
+    first = log["deliveries"][0]
+    assert (first["attempts"], first["lastResponseCode"]) == (1, 204)
+    status, again = await batchy.call(
+        "POST", f"/v1/webhook-subscriptions/{sub['id']}/deliveries/{first['id']}/redeliver")
+    assert status == 202, again
+    headers, body = await batchy.receiver.next("/renders")
+    assert Webhook(sub["secret"]).verify(body, headers)["data"]["renderId"] == rendered["id"]
+
+    # Another tenant sees none of it.
+    status, _ = await batchy.call("GET", f"/v1/webhook-subscriptions/{sub['id']}",
+                                  key=batchy.other_key)
+    assert status == 404
+    status, _ = await batchy.call("DELETE", f"/v1/webhook-subscriptions/{sub['id']}")
+    assert status == 204
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    ({"event": "render.exploded", "targetUrl": "https://example.com/"}, "event"),
+    ({"event": "render.completed", "targetUrl": "ftp://example.com/"}, "targetUrl"),
+    ({"event": "render.completed", "targetUrl": "http://10.1.2.3/hook"}, "targetUrl"),
+    ({"event": "render.completed", "targetUrl": "http://[::1]:9/hook"}, "targetUrl"),
+])
+async def test_bad_subscriptions_are_422_naming_the_field(
+        batchy: Batchy, body: dict[str, Any], field: str) -> None:
+    status, problem = await batchy.call("POST", "/v1/webhook-subscriptions", json=body)
+    assert status == 422 and field in json.dumps(problem), problem
+
+
+async def test_a_batch_webhook_url_gets_one_event_signed_with_the_keys_secret(
+        batchy: Batchy) -> None:
+    created = await batchy.submit(colours(3), webhookUrl=batchy.receiver.url("/batch"),
+                                  metadata={"order": 42})
+    await batchy.wait(created["batchId"])
+    headers, body = await batchy.receiver.next("/batch")
+    status, key = await batchy.call("GET", "/v1/signing-key")
+    assert status == 200
+    event = Webhook(key["secret"].encode()).verify(body, headers)
+    assert event["type"] == "batch.completed"
+    assert event["data"]["batchId"] == created["batchId"]
+    assert event["data"]["metadata"] == {"order": 42}
+    assert event["data"]["completedItems"] == 3
+    await asyncio.sleep(1)  # a second delivery would have come by now
+    assert "/batch" not in batchy.receiver.drain()

@@ -116,7 +116,8 @@ async def gateway(tmp_path: Path) -> AsyncIterator[tuple[int, str]]:
     # be computed from a document, so it must never be served again.
     await blobs.put(f"renders/{_OLD_ID[:2]}/{_OLD_ID}.png", b"\x89PNG", content_type="image/png")
     doc = load_document()
-    deps = Deps(keys=keys, templates=None, renderer=None, blobs=blobs,  # type: ignore[arg-type]
+    deps = Deps(keys=keys, templates=None, renderer=None, webhooks=None,  # type: ignore[arg-type]
+                blobs=blobs,
                 openapi=doc, validator=RequestValidator(doc))
     runner = web.AppRunner(create_app(deps, max_body_bytes=1 << 20), access_log=None)
     await runner.setup()
@@ -274,7 +275,8 @@ def test_every_route_is_an_operation_and_every_operation_a_route() -> None:
 
 
 _VALID_PATH_VALUES = {"templateId": "tpl_" + "0" * 24, "file": "tpl_" + "0" * 24 + ".png",
-                      "imageFile": "ab" * 32 + ".png", "batchId": "bat_" + "0" * 24}
+                      "imageFile": "ab" * 32 + ".png", "batchId": "bat_" + "0" * 24,
+                      "subscriptionId": "whs_" + "0" * 24, "deliveryId": "whd_" + "0" * 24}
 
 
 def _invalid_requests() -> list[tuple[str, str, str, bytes]]:

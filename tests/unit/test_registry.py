@@ -79,7 +79,8 @@ def test_endpoints_come_from_the_registry_variables() -> None:
     assert renderer.targets == {"template": "template.svc:1"}
     gateway = Endpoints.from_env(specs["gateway"], specs, {})
     assert gateway.listen == ""
-    assert gateway.targets == {"template": "127.0.0.1:50051", "renderer": "127.0.0.1:50052"}
+    assert gateway.targets == {"template": "127.0.0.1:50051", "renderer": "127.0.0.1:50052",
+                               "webhook": "127.0.0.1:50055"}
 
 
 # ------------------------------------------ a new service: only its own files ----
@@ -134,7 +135,7 @@ async def test_a_trivial_service_needs_only_its_registry_entry(
     toy = ServiceSpec("toy", toy_package, "toys", grpc_service="toy.v1.ToyService",
                       default_port=0)
     gateway = dataclasses.replace(_registry.registry()["gateway"],
-                                  calls=("template", "renderer", "toy"))
+                                  calls=("template", "renderer", "webhook", "toy"))
     services = [s for s in _registry.SERVICES if s.name != "gateway"] + [toy, gateway]
     specs = _registry.registry(services)
     root = _registry.app(toy)
@@ -153,6 +154,7 @@ async def test_a_trivial_service_needs_only_its_registry_entry(
             "LITHO_TOY_GRPC_TARGET": target,
             "LITHO_TEMPLATE_GRPC_TARGET": "127.0.0.1:1",
             "LITHO_RENDERER_GRPC_TARGET": "127.0.0.1:1",
+            "LITHO_WEBHOOK_GRPC_TARGET": "127.0.0.1:1",
         })
         gw = _registry.app(gateway)
         gw_settings = GatewaySettings(data_dir=tmp_path, gateway_port=0)
@@ -161,7 +163,7 @@ async def test_a_trivial_service_needs_only_its_registry_entry(
             async with http.get(f"http://127.0.0.1:{edge.http_port}/healthz") as resp:
                 body = await resp.json()
         assert resp.status == 503
-        assert "template" in body["detail"] and "renderer" in body["detail"]
+        assert all(name in body["detail"] for name in ("template", "renderer", "webhook"))
         assert "toy" not in body["detail"]
     assert (tmp_path / "toy.db").exists()  # its own document store, under the data dir
 

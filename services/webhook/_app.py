@@ -1,0 +1,94 @@
+"""Composition root of the webhook service: builds everything and serves;
+``litho.service`` runs it and unwinds it in reverse order (the gRPC server
+first, then the consumers, letting attempts in hand finish, then the guard,
+NATS and the document store)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from litho import messaging
+from litho.logs import get_logger
+from litho.outbound import AllowList, OutboundGuard
+from litho.service import Host
+from litho.webhook.v1 import webhook_pb2, webhook_pb2_grpc
+from services.webhook import _jobs
+from services.webhook._deliverer import Deliverer
+from services.webhook._dispatch import Dispatcher
+from services.webhook._events import Context
+from services.webhook._model import Limits
+from services.webhook._service import Stores, Webhooks
+from services.webhook._servicer import WebhookServicer
+from services.webhook._settings import WebhookSettings
+from services.webhook._store import BatchWebhookStore, DeliveryStore, SubscriptionStore
+from services.webhook._transport import GuardTransport
+
+log = get_logger(__name__)
+SERVICE_NAME = webhook_pb2.DESCRIPTOR.services_by_name["WebhookService"].full_name
+SETTINGS = WebhookSettings
+
+
+async def build(host: Host[WebhookSettings]) -> None:
+    settings, stack = host.settings, host.stack
+    store = await host.document_store()
+    stores = Stores(SubscriptionStore(store), DeliveryStore(store), BatchWebhookStore(store))
+    await stores.prepare()
+
+    nc = await host.nats()
+    js = nc.jetstream()
+    await messaging.ensure_streams(js)
+    publisher = messaging.Publisher(js)
+    jobs = _jobs.NatsJobQueue(publisher)
+
+    # No redirects: a 3xx is a failed attempt, never a request to elsewhere.
+    guard = await stack.enter_async_context(OutboundGuard(
+        settings.outbound.model_copy(update={"max_redirects": 0})))
+    webhooks = Webhooks(
+        stores, jobs,
+        limits=Limits(max_subscriptions=settings.webhook_max_subscriptions,
+                      max_description_chars=settings.webhook_max_description_chars,
+                      max_url_chars=settings.webhook_max_url_chars),
+        allow=AllowList.parse(settings.outbound.allow),
+        batch_retention=settings.webhook_batch_retention,
+        delivery_retention=settings.webhook_delivery_retention)
+    deliverer = Deliverer(
+        stores, GuardTransport(guard, timeout=settings.webhook_timeout,
+                               max_bytes=settings.webhook_response_max_bytes),
+        schedule=settings.retry_delays, retry_after_max=settings.webhook_retry_after_max,
+        pause_after=settings.webhook_pause_after_failures)
+    dispatcher = Dispatcher(stores, jobs, max_subscriptions=settings.webhook_max_subscriptions)
+
+    await stack.enter_async_context(_jobs.delivery_consumer(
+        nc, deliverer, _jobs.delivery_options(settings), publisher).running())
+    await stack.enter_async_context(_jobs.fanout_consumer(
+        nc, dispatcher, Context(public_url=settings.image_base),
+        _jobs.fanout_options(settings), publisher).running())
+    await stack.enter_async_context(_sweeping(webhooks, settings.webhook_sweep_interval))
+
+    await host.serve_grpc([(webhook_pb2_grpc.add_WebhookServiceServicer_to_server,
+                            WebhookServicer(webhooks), SERVICE_NAME)])
+
+
+@contextlib.asynccontextmanager
+async def _sweeping(webhooks: Webhooks, interval: float) -> AsyncIterator[None]:
+    """Drop expired batch webhooks and old deliveries every ``interval`` seconds."""
+
+    async def sweep() -> None:
+        while True:
+            try:
+                hooks, deliveries = await webhooks.sweep()
+                if hooks or deliveries:
+                    log.info("webhook sweep", batch_webhooks=hooks, deliveries=deliveries)
+            except Exception as exc:
+                log.warning("webhook sweep failed", error=str(exc) or type(exc).__name__)
+            await asyncio.sleep(interval)
+
+    task = asyncio.create_task(sweep(), name="webhook sweep")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

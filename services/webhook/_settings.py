@@ -1,0 +1,84 @@
+from __future__ import annotations
+
+from typing import Self
+
+from pydantic import Field, field_validator, model_validator
+
+from litho.config import BaseServiceSettings
+from services.webhook._policy import JOB_LIFETIME_SECONDS, parse_schedule
+
+DEFAULT_PUBLIC_URL = "http://127.0.0.1:8080"
+
+
+class WebhookSettings(BaseServiceSettings):
+    #: Where the gateway serves images: a render.completed delivery's ``url``
+    #: is ``<this>/images/<renderId>.<ext>``. Unset, the gateway's own
+    #: ``LITHO_PUBLIC_URL``, else ``http://127.0.0.1:8080`` (see :attr:`image_base`).
+    webhook_public_url: str = Field(default="", max_length=1000)
+    #: The gateway's ``LITHO_PUBLIC_URL``, read only as the fallback above.
+    public_url: str = Field(default="", max_length=1000)
+    #: Seconds one delivery attempt may take (connect, send, answer); a target
+    #: that takes longer is a failed attempt.
+    webhook_timeout: float = Field(default=10.0, gt=0, le=120)
+    #: Delays before each retry of a failed delivery, comma-separated, each a
+    #: number with an optional unit ms, s, m, h or d: a delivery is attempted once
+    #: plus once per entry, then it has failed.
+    webhook_retry_schedule: str = "5s,5m,30m,2h,5h,10h,24h"
+    #: Longest a target's ``Retry-After`` may push a retry out, in seconds (it
+    #: never brings one forward: the later of the two is used).
+    webhook_retry_after_max: float = Field(default=3600.0, ge=0, le=7 * 24 * 3600)
+    #: Failed attempts in a row (across deliveries) that pause a subscription;
+    #: a successful attempt resets the count.
+    webhook_pause_after_failures: int = Field(default=15, ge=1, le=10_000)
+    #: Most subscriptions one tenant may have.
+    webhook_max_subscriptions: int = Field(default=100, ge=1, le=100_000)
+    #: Longest description and target URL, in characters.
+    webhook_max_description_chars: int = Field(default=500, ge=0, le=10_000)
+    webhook_max_url_chars: int = Field(default=2048, ge=20, le=8192)
+    #: Most bytes of a target's answer read (only its status matters); a
+    #: longer answer is a failed attempt.
+    webhook_response_max_bytes: int = Field(default=16 * 1024, ge=256, le=1024 * 1024)
+    #: Attempts running at once in this process.
+    webhook_max_in_flight: int = Field(default=32, ge=1, le=1000)
+    #: Deliveries that may be in progress or waiting for a retry at once
+    #: across every replica (the delivery consumer's max_ack_pending: a
+    #: delivery waiting for its retry holds one); past it, new deliveries wait.
+    webhook_max_pending: int = Field(default=10_000, ge=1, le=1_000_000)
+    #: Seconds a batch's registered webhook is kept waiting for its batch to finish.
+    webhook_batch_retention: float = Field(default=7 * 24 * 3600.0, gt=0)
+    #: Seconds a delivery stays in the log.
+    webhook_delivery_retention: float = Field(default=30 * 24 * 3600.0, gt=0)
+    #: Seconds between sweeps of expired batch webhooks and old deliveries.
+    webhook_sweep_interval: float = Field(default=3600.0, gt=0)
+
+    @field_validator("webhook_retry_schedule")
+    @classmethod
+    def _schedule(cls, value: str) -> str:
+        parse_schedule(value)  # raises ValueError with what is wrong
+        return value
+
+    @field_validator("webhook_public_url", "public_url")
+    @classmethod
+    def _public_url(cls, value: str) -> str:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _within_job_lifetime(self) -> Self:
+        delays = self.retry_delays
+        longest = sum(delays) + len(delays) * self.webhook_retry_after_max
+        if longest >= JOB_LIFETIME_SECONDS:
+            raise ValueError(
+                f"LITHO_WEBHOOK_RETRY_SCHEDULE plus {len(delays)} x "
+                f"LITHO_WEBHOOK_RETRY_AFTER_MAX can reach {longest:g} s; a delivery job "
+                f"is kept {JOB_LIFETIME_SECONDS:g} s (LITHO_JOBS), so shorten one of them")
+        return self
+
+    @property
+    def image_base(self) -> str:
+        return self.webhook_public_url or self.public_url or DEFAULT_PUBLIC_URL
+
+    @property
+    def retry_delays(self) -> tuple[float, ...]:
+        return parse_schedule(self.webhook_retry_schedule)
