@@ -13,7 +13,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import re
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import AsyncExitStack
 from typing import Any, TypeAlias
@@ -235,6 +237,20 @@ class _Deadline:
         )
 
 
+#: Calls that may run twice without harm: reads, and renders (content
+#: addressed: a second run finds or makes the same output).
+_SAFE_TO_REPEAT = re.compile(r"/(Get|List|Render|Expand|Validate|Test|Check)[A-Za-z]*$")
+#: Tries of a safe call whose peer went away before answering.
+_TRIES = 3
+
+
+def _peer_went_away(exc: grpc.aio.AioRpcError) -> bool:
+    """UNAVAILABLE from the transport (a replica that died, a reset
+    connection), not a service's own Unavailable (which carries our trailer)."""
+    return exc.code() == grpc.StatusCode.UNAVAILABLE and not any(
+        key == ERROR_METADATA_KEY for key, _ in exc.trailing_metadata() or ())
+
+
 class _UnaryUnary(_Deadline, grpc.aio.UnaryUnaryClientInterceptor):
     async def intercept_unary_unary(
         self,
@@ -242,8 +258,22 @@ class _UnaryUnary(_Deadline, grpc.aio.UnaryUnaryClientInterceptor):
         client_call_details: grpc.aio.ClientCallDetails,
         request: Any,
     ) -> Any:
-        call = await continuation(self._details(client_call_details), request)
-        return await _translated_unary(call)
+        details = self._details(client_call_details)
+        method = details.method.decode() if isinstance(details.method, bytes) else details.method
+        tries = _TRIES if _SAFE_TO_REPEAT.search(method) else 1
+        for attempt in range(1, tries + 1):
+            call = await continuation(details, request)
+            try:
+                await call
+            except grpc.aio.AioRpcError as exc:
+                # Round robin gives the next try another replica, if any.
+                if attempt < tries and _peer_went_away(exc):
+                    log.info("peer went away; calling again", method=method, attempt=attempt)
+                    await asyncio.sleep(0.05 * attempt)
+                    continue
+                raise error_from_rpc(exc) from exc
+            return call
+        raise AssertionError("unreachable")
 
 
 class _StreamUnary(_Deadline, grpc.aio.StreamUnaryClientInterceptor):
@@ -325,13 +355,6 @@ def error_from_rpc(exc: grpc.aio.AioRpcError) -> errors.LithoError:
     return cls(message, errors=field_errors)
 
 
-#: A call that meets UNAVAILABLE (a replica that just died, or a connection
-#: reset) is tried again, on another address when the target has several.
-_SERVICE_CONFIG = json.dumps({"methodConfig": [{"name": [{}], "retryPolicy": {
-    "maxAttempts": 3, "initialBackoff": "0.1s", "maxBackoff": "1s",
-    "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"]}}]})
-
-
 async def open_channel(
     stack: AsyncExitStack, target: str, *, default_deadline: float
 ) -> grpc.aio.Channel:
@@ -347,8 +370,8 @@ async def open_channel(
         # Spread calls over every address the target names (the dev stack's
         # "ipv4:host:a,host:b" of several replicas, or a headless service's
         # DNS name); one address behaves as before.
-        options=[("grpc.lb_policy_name", "round_robin"),
-                 ("grpc.service_config", _SERVICE_CONFIG)],
+        # A read or render whose peer went away is tried again (_UnaryUnary).
+        options=[("grpc.lb_policy_name", "round_robin")],
     )
     stack.push_async_callback(channel.close)
     return channel

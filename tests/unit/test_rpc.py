@@ -304,3 +304,48 @@ async def test_streaming_calls_without_a_timeout_get_the_default_deadline() -> N
                 pass
         # An explicit timeout still wins over the default.
         assert await client_stream(_requests(b"a"), timeout=5) == b"a"
+
+
+async def test_a_read_whose_peer_went_away_is_called_again_and_a_write_is_not() -> None:
+    # A bare UNAVAILABLE (as from a replica that died mid-call) is repeated for
+    # calls that are safe to run twice; a service's own Unavailable, which
+    # carries our trailer, and any call that writes, are not.
+    calls: dict[str, int] = {}
+
+    def flaky(name: str, failures: int, *, ours: bool = False) -> Any:
+        async def handle(request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
+            calls[name] = calls.get(name, 0) + 1
+            if calls[name] <= failures:
+                if ours:
+                    raise errors.Unavailable("the browser crashed twice")
+                await context.abort(grpc.StatusCode.UNAVAILABLE, "connection reset")
+            return request
+        return grpc.unary_unary_rpc_method_handler(handle)
+
+    def register(_servicer: Any, server: grpc.aio.Server) -> None:
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("x.v1.Svc", {
+            "GetThing": flaky("GetThing", 2),
+            "ListThings": flaky("ListThings", 3),
+            "CreateThing": flaky("CreateThing", 1),
+            "RenderThing": flaky("RenderThing", 1, ours=True),
+        }),))
+
+    async with AsyncExitStack() as stack:
+        _, port = await rpc.start_server(stack, address="127.0.0.1:0",
+                                         services=[(register, None, "x.v1.Svc")], grace=0.1)
+        channel = await rpc.open_channel(stack, f"127.0.0.1:{port}", default_deadline=5)
+
+        def method(name: str) -> Any:
+            return channel.unary_unary(f"/x.v1.Svc/{name}")
+
+        assert await method("GetThing")(b"hi") == b"hi"
+        assert calls["GetThing"] == 3
+        with pytest.raises(errors.Unavailable):
+            await method("ListThings")(b"hi")  # three tries, all refused
+        assert calls["ListThings"] == 3
+        with pytest.raises(errors.Unavailable):
+            await method("CreateThing")(b"hi")
+        assert calls["CreateThing"] == 1
+        with pytest.raises(errors.Unavailable, match="crashed twice"):
+            await method("RenderThing")(b"hi")
+        assert calls["RenderThing"] == 1
