@@ -60,6 +60,8 @@ class BatchSettings(BaseSettings):
     #: Largest batch request body (JSON or CSV), in bytes; also the largest
     #: CreateBatch message the renderer accepts.
     batch_max_bytes: int = Field(default=32 * 1024 * 1024, ge=1024, le=1024**3)
+    #: Largest variable set of one item, as JSON, in bytes (one NATS message each).
+    batch_max_item_bytes: int = Field(default=256 * 1024, ge=1024, le=900 * 1024)
     #: Seconds a batch and its results are kept after creation (7 days).
     batch_retention: float = Field(default=7 * 24 * 3600.0, gt=0)
 

@@ -121,7 +121,8 @@ async def build(host: Host[RendererSettings]) -> None:
         await host.document_store(), queue=NatsItemQueue(publisher),
         events=NatsBatchEvents(publisher), templates=templates, render=pipeline.render,
         limits=BatchLimits(max_items=settings.batch_max_items,
-                           retention=settings.batch_retention),
+                           retention=settings.batch_retention,
+                           max_item_bytes=settings.batch_max_item_bytes),
         options_of=options_from_proto, worker=f"{socket.gethostname()}:{os.getpid()}")
     await batches.prepare()
     items = batch_consumer(nc, batches, ConsumerOptions(

@@ -71,6 +71,9 @@ class BatchLimits:
     retention: float = 7 * 24 * 3600.0
     #: Longest metadata object, as JSON text.
     max_metadata_bytes: int = 16 * 1024
+    #: Longest variable set of one item, as JSON text: each item is one NATS
+    #: message, and NATS refuses messages over 1 MiB by default.
+    max_item_bytes: int = 256 * 1024
     max_page_size: int = 1000
 
 
@@ -154,6 +157,13 @@ class Batches:
                 f"got {total}", errors=[FieldError(
                     "variableSets", f"must have 1 to {self._limits.max_items} items")])
         metadata = _metadata(request.metadata_json, self._limits.max_metadata_bytes)
+        limit = self._limits.max_item_bytes
+        for index, variables in enumerate(request.variable_sets_json):
+            if len(variables) > limit // 4 and len(variables.encode()) > limit:
+                raise InvalidArgument(
+                    f"item {index} is larger than {limit} bytes as JSON "
+                    "(LITHO_BATCH_MAX_ITEM_BYTES)", errors=[FieldError(
+                        f"/variableSets/{index}", f"must be at most {limit} bytes as JSON")])
         fmt = formats.by_enum(request.format) or formats.DEFAULT
         latest = await self._templates.latest_version(request.tenant_id, request.template_id)
         if request.version > latest:

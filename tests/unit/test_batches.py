@@ -170,7 +170,7 @@ async def test_cancel_writes_every_missing_result_before_it_answers(
 
 
 async def test_tenants_limits_and_a_refused_queue(store: DocumentStore) -> None:
-    batches, queue, _, _ = make(store, max_items=3)
+    batches, queue, _, _ = make(store, max_items=3, max_item_bytes=2048)
     with pytest.raises(InvalidArgument, match="LITHO_BATCH_MAX_ITEMS"):
         await batches.create(request(4))
     with pytest.raises(NotFound):
@@ -179,6 +179,10 @@ async def test_tenants_limits_and_a_refused_queue(store: DocumentStore) -> None:
         await batches.create(request(1, version=9))
     with pytest.raises(InvalidArgument, match="metadata"):
         await batches.create(request(1, metadata_json="[1]"))
+    with pytest.raises(InvalidArgument, match="LITHO_BATCH_MAX_ITEM_BYTES") as big:
+        await batches.create(request(2, variable_sets_json=[
+            "{}", json.dumps({"x": "é" * 1500})]))
+    assert big.value.errors[0].field == "/variableSets/1"
     assert queue.items == []
     await batches.create(request(2))
     with pytest.raises(Conflict):
