@@ -126,7 +126,9 @@ async def build(host: Host[RendererSettings]) -> None:
         options_of=options_from_proto, worker=f"{socket.gethostname()}:{os.getpid()}")
     await batches.prepare()
     items = batch_consumer(nc, batches, ConsumerOptions(
-        max_in_flight=settings.renderer_batch_in_flight or settings.renderer_concurrency,
+        # Twice the pages: an item waits ready while another finishes its
+        # bookkeeping, so no page idles between items.
+        max_in_flight=settings.renderer_batch_in_flight or 2 * settings.renderer_concurrency,
         ack_wait=settings.renderer_batch_ack_wait,
         max_deliver=settings.renderer_batch_max_deliver,
         # Waiting for a page behind interactive renders, then the render.

@@ -84,8 +84,9 @@ class RendererSettings(BaseServiceSettings, BatchSettings):
     #: least 32 bytes, kept secret, never changed (a new one orphans every
     #: stored output). No default: ``make run`` generates one in the data dir.
     renderer_render_id_secret: SecretStr = Field()
-    #: Batch items this replica renders at once (pulled from the work queue;
-    #: 0: as many as it has pages). Interactive renders still go first.
+    #: Batch items this replica takes from the work queue at once (0: twice
+    #: its pages, so an item is ready whenever a page frees). Interactive
+    #: renders still get every free page first.
     renderer_batch_in_flight: int = Field(default=0, ge=0, le=256)
     #: Seconds JetStream waits for a batch item's ack before giving it to
     #: another replica (a running item renews it every third of this): how
