@@ -235,20 +235,25 @@ class OutboundGuard:
                 if isinstance(exc.os_error, DeniedAddress):
                     raise OutboundDenied(DENIED_MESSAGE) from exc
                 if isinstance(exc, aiohttp.ClientConnectorDNSError):
-                    raise OutboundUnresolved(f"{target.host} does not resolve") from exc
-                raise OutboundError(f"could not connect to {target.host}: {exc}") from exc
+                    raise OutboundUnresolved(f"{target.raw_host} does not resolve") from exc
+                raise OutboundError(f"could not connect to {target.raw_host}: {exc}") from exc
             except TimeoutError as exc:
                 # aiohttp's own timeouts (ServerTimeoutError is a TimeoutError).
                 raise OutboundTimeout(
-                    f"outbound fetch from {target.host} timed out after {seconds:g}s") from exc
+                    f"outbound fetch from {target.raw_host} timed out after {seconds:g}s") from exc
             except aiohttp.InvalidURL as exc:
-                raise deny(f"aiohttp refused the URL: {exc}", target.host, target.port) from exc
+                raise deny(f"aiohttp refused the URL: {exc}", target.raw_host, target.port) from exc
             except aiohttp.ClientError as exc:
-                raise OutboundError(f"outbound fetch from {target.host} failed: {exc}") from exc
+                raise OutboundError(f"outbound fetch from {target.raw_host} failed: {exc}") from exc
+            except UnicodeError as exc:
+                # A host name IDNA cannot encode (an empty or over-long label,
+                # "a..b", "xn--a"): the resolver raises it and aiohttp does not
+                # wrap it. No such name resolves.
+                raise OutboundUnresolved(f"{target.raw_host} is not a valid host name") from exc
             try:
                 following = target.join(URL(location))
             except ValueError as exc:
-                raise OutboundError(f"invalid redirect location from {target.host}") from exc
+                raise OutboundError(f"invalid redirect location from {target.raw_host}") from exc
             if response.status == 303 or (response.status in (301, 302) and method == "POST"):
                 method, body = ("HEAD" if method == "HEAD" else "GET"), None
             if _origin(following) != _origin(target):
@@ -285,7 +290,7 @@ async def _read(response: aiohttp.ClientResponse, target: URL, limit: int, *,
     if declared is not None and declared > limit and not truncate:
         response.close()
         raise OutboundTooLarge(
-            f"response from {target.host} declares {declared} bytes, over the {limit}-byte limit"
+            f"response from {target.raw_host} declares {declared} bytes, over the {limit}-byte limit"
         )
     chunks: list[bytes] = []
     size = 0
@@ -298,7 +303,7 @@ async def _read(response: aiohttp.ClientResponse, target: URL, limit: int, *,
         if size > limit:
             response.close()
             raise OutboundTooLarge(
-                f"response from {target.host} exceeds the {limit}-byte limit")
+                f"response from {target.raw_host} exceeds the {limit}-byte limit")
         chunks.append(chunk)
     return FetchResult(
         url=str(target),

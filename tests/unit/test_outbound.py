@@ -576,6 +576,16 @@ async def test_unresolvable_name_is_an_outbound_error() -> None:
     assert isinstance(info.value, OutboundUnresolved)
 
 
+@pytest.mark.parametrize("url", ["http://a..b/", "http://" + "a" * 64 + ".com/",
+                                 "http://xn--a.com/", "http://\u2488.com/"])
+async def test_a_host_name_idna_cannot_encode_is_unresolved_not_a_crash(url: str) -> None:
+    # The system resolver raises UnicodeError for these, which aiohttp does
+    # not wrap: a webhook target or an asset URL must still end cleanly.
+    async with OutboundGuard(_settings()) as guard:
+        with pytest.raises(OutboundUnresolved):
+            await guard.fetch(url)
+
+
 def test_socket_gate_refuses_denied_socket_addresses() -> None:
     gate = SocketGate(AllowList.parse("127.0.0.1:8081"))
     tcp = (socket.AF_INET, socket.SOCK_STREAM, 6, "")

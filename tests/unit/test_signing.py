@@ -51,7 +51,8 @@ def test_the_readme_signing_snippet_matches_the_server() -> None:
     from urllib.parse import parse_qsl, urlsplit
 
     readme = Path(__file__).resolve().parents[2] / "README.md"
-    block = readme.read_text().split("```python\n", 1)[1].split("```", 1)[0]
+    blocks = [b.split("```", 1)[0] for b in readme.read_text().split("```python\n")[1:]]
+    block = next(b for b in blocks if "def signed_url" in b)
     namespace: dict[str, object] = {}
     exec(block, namespace)  # the documented helper, exactly as printed
     url = namespace["signed_url"](  # type: ignore[operator]
@@ -60,3 +61,4 @@ def test_the_readme_signing_snippet_matches_the_server() -> None:
     params = parse_qsl(parts.query)
     sig = dict(params)["sig"]
     assert s.signature_matches("sek", parts.path, params, sig)
+
