@@ -62,6 +62,9 @@ class BatchSettings(BaseSettings):
     batch_max_bytes: int = Field(default=32 * 1024 * 1024, ge=1024, le=1024**3)
     #: Largest variable set of one item, as JSON, in bytes (one NATS message each).
     batch_max_item_bytes: int = Field(default=256 * 1024, ge=1024, le=900 * 1024)
+    #: Items of one tenant's unfinished batches, in all, before a new batch is
+    #: a 429 (every tenant shares the work queue).
+    batch_max_pending_items: int = Field(default=50_000, ge=1)
     #: Seconds a batch and its results are kept after creation (7 days).
     batch_retention: float = Field(default=7 * 24 * 3600.0, gt=0)
 

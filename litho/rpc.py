@@ -371,7 +371,11 @@ async def open_channel(
         # "ipv4:host:a,host:b" of several replicas, or a headless service's
         # DNS name); one address behaves as before.
         # A read or render whose peer went away is tried again (_UnaryUnary).
-        options=[("grpc.lb_policy_name", "round_robin")],
+        options=[("grpc.lb_policy_name", "round_robin"),
+                 # Answers may be larger than gRPC's 4 MiB default (a page of
+                 # batch results with warnings); what is sent is bounded by
+                 # each server's own receive limit.
+                 ("grpc.max_receive_message_length", 64 * 1024 * 1024)],
     )
     stack.push_async_callback(channel.close)
     return channel

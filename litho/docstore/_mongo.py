@@ -146,7 +146,11 @@ class MongoCollection:
             if not isinstance(bulk, BulkWriteError):
                 raise
             details = bulk.details or {}
-            if any(e.get("code") != _DUPLICATE_KEY for e in details.get("writeErrors", [])):
+            codes = {e.get("code") for e in details.get("writeErrors", [])}
+            if codes & _UNSTORABLE:
+                raise InvalidArgument(
+                    f"a document cannot be stored in {self._coll.name}") from bulk
+            if codes - {_DUPLICATE_KEY}:
                 raise
             return int(details.get("nInserted", 0))
         return len(result.inserted_ids)

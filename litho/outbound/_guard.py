@@ -290,7 +290,8 @@ async def _read(response: aiohttp.ClientResponse, target: URL, limit: int, *,
     if declared is not None and declared > limit and not truncate:
         response.close()
         raise OutboundTooLarge(
-            f"response from {target.raw_host} declares {declared} bytes, over the {limit}-byte limit"
+            f"response from {target.raw_host} declares {declared} bytes, "
+            f"over the {limit}-byte limit"
         )
     chunks: list[bytes] = []
     size = 0

@@ -19,14 +19,17 @@ from stream_zip import NO_COMPRESSION_64, ZIP_64, async_stream_zip
 
 from litho import formats, renders
 from litho.errors import FieldError, InvalidArgument, OutboundDenied
+from litho.logs import get_logger
 from litho.outbound import check_url
 from litho.renderer.v1 import renderer_pb2 as pb
 from services.gateway import _csv
 from services.gateway._formats import format_enum, options_from_json
 from services.gateway._problems import problem
 from services.gateway._requests import integer, parse_json
-from services.gateway._state import caller, deps
+from services.gateway._state import Deps, caller, deps
 from services.gateway._validation import query as query_of
+
+log = get_logger(__name__)
 
 _CHUNK = 64 * 1024
 _JSON_TYPES = frozenset({"application/json", ""})
@@ -109,23 +112,22 @@ async def create_batch(request: web.Request) -> web.StreamResponse:
         return problem(413, f"the batch is larger than {limit} bytes (LITHO_BATCH_MAX_BYTES)")
     query = query_of(request)
     if content_type == "text/csv":
-        sets = await asyncio.to_thread(_csv.variable_sets, data, max_items=d.batch_max_items,
-                                       max_depth=d.json_limits.max_depth)
         body: dict[str, Any] = {k: query[k] for k in _QUERY_OPTIONS if k in query}
         from_text = True
     else:
-        body = await _json_body(request, data)
         stray = sorted(k for k in _QUERY_OPTIONS if k in query)
         if stray:
             raise InvalidArgument("with a JSON body, options go in the body, not the query",
                                   errors=[FieldError(stray[0], "belongs in the JSON body")])
-        sets = body["variableSets"]
+        body = {}
         from_text = False
-        if len(sets) > d.batch_max_items:
-            raise InvalidArgument(
-                f"a batch has at most {d.batch_max_items} items (LITHO_BATCH_MAX_ITEMS); "
-                f"got {len(sets)}", errors=[FieldError(
-                    "/variableSets", f"must have at most {d.batch_max_items} items")])
+    # Parsing, checking and encoding a body of up to LITHO_BATCH_MAX_BYTES
+    # take a second or more: off the event loop.
+    parsed, encoded = await asyncio.to_thread(_read_batch, d, data, from_text)
+    body.update(parsed)
+    if encoded is None:
+        return problem(413, f"the batch's items come to more than {limit} bytes as JSON "
+                            "(LITHO_BATCH_MAX_BYTES)")
     webhook_url = body.get("webhookUrl", "")
     if webhook_url:
         try:
@@ -144,18 +146,53 @@ async def create_batch(request: web.Request) -> web.StreamResponse:
         template_id=request.match_info["templateId"],
         version=integer(body.get("version", 0)), format=format_enum(body.get("format", "png")),
         options=options_from_json(body),
-        variable_sets_json=[json.dumps(v) for v in sets], variables_from_text=from_text,
+        variable_sets_json=encoded, variables_from_text=from_text,
         metadata_json=json.dumps(body.get("metadata", {}))))
     out = batch_json(response.batch)
     return web.json_response(out, status=202,
                              headers={"Location": f"/v1/batches/{out['batchId']}"})
 
 
-async def _json_body(request: web.Request, data: bytes) -> dict[str, Any]:
-    d = deps(request)
+def _read_batch(d: Deps, data: bytes, from_text: bool
+                ) -> tuple[dict[str, Any], list[str] | None]:
+    """The body's options and its items as compact JSON, checked: each item
+    within LITHO_BATCH_MAX_ITEM_BYTES (a 422 naming it), all of them within
+    LITHO_BATCH_MAX_BYTES (None: a 413), counted before they are kept."""
+    if from_text:
+        body: dict[str, Any] = {}
+        sets = _csv.variable_sets(data, max_items=d.batch_max_items,
+                                  max_depth=d.json_limits.max_depth)
+    else:
+        body = _json_body(d, data)
+        sets = body.pop("variableSets")
+        if len(sets) > d.batch_max_items:
+            raise InvalidArgument(
+                f"a batch has at most {d.batch_max_items} items (LITHO_BATCH_MAX_ITEMS); "
+                f"got {len(sets)}", errors=[FieldError(
+                    "/variableSets", f"must have at most {d.batch_max_items} items")])
+    encoded: list[str] = []
+    total = 0
+    for index, variables in enumerate(sets):
+        text = json.dumps(variables, ensure_ascii=False, separators=(",", ":"))
+        size = len(text.encode())
+        if size > d.batch_max_item_bytes:
+            where = f"row {index + 2}" if from_text else f"/variableSets/{index}"
+            raise InvalidArgument(
+                f"{where} is {size} bytes as JSON, over {d.batch_max_item_bytes} "
+                "(LITHO_BATCH_MAX_ITEM_BYTES)",
+                errors=[FieldError(where, f"must be at most {d.batch_max_item_bytes} bytes "
+                                          "as JSON")])
+        total += size
+        if total > d.batch_max_bytes:
+            return body, None
+        encoded.append(text)
+    return body, encoded
+
+
+def _json_body(d: Deps, data: bytes) -> dict[str, Any]:
     operation = "batchRender"
     try:
-        body = await asyncio.to_thread(parse_json, data, d.json_limits) if data.strip() else None
+        body = parse_json(data, d.json_limits) if data.strip() else None
     except ValueError as exc:
         raise web.HTTPBadRequest(reason=f"the request body is not valid JSON: {exc}") from exc
     body = d.validator.fold_case(operation, body)
@@ -199,52 +236,85 @@ async def cancel_batch(request: web.Request) -> web.Response:
 
 async def get_archive(request: web.Request) -> web.StreamResponse:
     """``GET /v1/batches/{batchId}/archive.zip``: every successful output, named
-    by index, then ``manifest.json``; streamed entry by entry (one output in
-    memory at a time), ZIP64 when an entry needs it."""
+    by index, then ``manifest.json``; streamed entry by entry (one output, and
+    one page of results, in memory at a time), ZIP64 when an entry needs it."""
     d = deps(request)
     tenant_id = caller(request).tenant_id
     batch = (await d.renderer.GetBatch(pb.GetBatchRequest(
         tenant_id=tenant_id, batch_id=request.match_info["batchId"]))).batch
     width = len(str(max(batch.total_items - 1, 0)))
-    manifest: list[dict[str, Any]] = []
     now = datetime.now(UTC).replace(tzinfo=None)
 
-    async def one(data: bytes) -> AsyncIterator[bytes]:
-        yield data
-
-    async def members() -> AsyncIterator[Any]:
+    async def pages() -> AsyncIterator[list[pb.BatchResult]]:
         token = ""
         while True:
             page = await d.renderer.ListBatchResults(pb.ListBatchResultsRequest(
                 tenant_id=tenant_id, batch_id=batch.batch_id, page_size=_ARCHIVE_PAGE,
                 page_token=token))
-            for r in page.results:
-                entry = _result_json(r, d.base_url)
-                fmt = formats.by_enum(r.format)
-                if entry["success"] and fmt is not None:
-                    blob = await d.blobs.get(renders.blob_key(r.render_id, fmt.extension))
-                    if blob is None:
-                        entry.update(success=False, error={
-                            "code": "NOT_FOUND", "message": "the stored output is gone"})
-                    else:
-                        name = f"{r.index:0{width}d}.{fmt.extension}"
-                        entry["file"] = name
-                        # Images are compressed already: stored as they are.
-                        yield name, now, 0o644, NO_COMPRESSION_64, one(blob.data)
-                manifest.append(entry)
+            yield list(page.results)
             token = page.next_page_token
             if not token:
-                break
-        text = json.dumps({"batch": batch_json(batch), "items": manifest}, indent=1)
-        yield "manifest.json", now, 0o644, ZIP_64, one(text.encode())
+                return
 
+    def file_name(r: pb.BatchResult) -> str | None:
+        fmt = formats.by_enum(r.format)
+        ok = r.status == "succeeded" and fmt is not None
+        return f"{r.index:0{width}d}.{fmt.extension}" if ok and fmt else None
+
+    async def one(data: bytes) -> AsyncIterator[bytes]:
+        yield data
+
+    async def manifest() -> AsyncIterator[bytes]:
+        # A second pass over the results, a page at a time.
+        yield b'{"batch": ' + json.dumps(batch_json(batch)).encode() + b', "items": ['
+        first = True
+        async for page in pages():
+            for r in page:
+                entry = _result_json(r, d.base_url)
+                entry["file"] = file_name(r) if r.index not in missing else None
+                if r.index in missing:
+                    entry.update(success=False, error={
+                        "code": "NOT_FOUND", "message": "the stored output is gone"})
+                yield (b"" if first else b",\n") + json.dumps(entry).encode()
+                first = False
+        yield b"]}\n"
+
+    missing: set[int] = set()
+
+    async def members() -> AsyncIterator[Any]:
+        async for page in pages():
+            for r in page:
+                name = file_name(r)
+                if name is None:
+                    continue
+                blob = await d.blobs.get(renders.blob_key(r.render_id, name.rsplit(".", 1)[1]))
+                if blob is None:
+                    missing.add(r.index)
+                    continue
+                # Images are compressed already: stored as they are.
+                yield name, now, 0o644, NO_COMPRESSION_64, one(blob.data)
+        yield "manifest.json", now, 0o644, ZIP_64, manifest()
+
+    chunks = async_stream_zip(members()).__aiter__()
+    # The first results page is read before the answer starts, so a failure
+    # there is still a proper error response.
+    first_chunk = await anext(chunks, b"")
     response = web.StreamResponse(headers={
         "Content-Type": "application/zip",
         "Content-Disposition": f'attachment; filename="{batch.batch_id}.zip"',
         "Cache-Control": "no-store",
     })
     await response.prepare(request)
-    async for chunk in async_stream_zip(members()):
-        await response.write(chunk)
+    try:
+        await response.write(first_chunk)
+        async for chunk in chunks:
+            await response.write(chunk)
+    except Exception:
+        # The status is sent: cut the connection, so the client sees a
+        # truncated transfer, never a complete-looking archive.
+        log.warning("a batch archive failed part-way", batch=batch.batch_id, exc_info=True)
+        if request.transport is not None:
+            request.transport.close()
+        return response
     await response.write_eof()
     return response

@@ -74,6 +74,7 @@ async def build(host: Host[RendererSettings]) -> None:
         restart_after=settings.renderer_restart_after, timeout=settings.renderer_timeout,
         recycle_after=settings.renderer_page_recycle_after,
         overrun_cooldown=settings.renderer_overrun_cooldown,
+        interactive_reserve=settings.renderer_batch_yield_seconds,
     )
     await pool.start()
     stack.push_async_callback(pool.close)
@@ -122,7 +123,10 @@ async def build(host: Host[RendererSettings]) -> None:
         events=NatsBatchEvents(publisher), templates=templates, render=pipeline.render,
         limits=BatchLimits(max_items=settings.batch_max_items,
                            retention=settings.batch_retention,
-                           max_item_bytes=settings.batch_max_item_bytes),
+                           max_item_bytes=settings.batch_max_item_bytes,
+                           max_pending_items=settings.batch_max_pending_items,
+                           # Waiting for a page behind interactive renders, then the render.
+                           item_timeout=4 * settings.renderer_timeout),
         options_of=options_from_proto, worker=f"{socket.gethostname()}:{os.getpid()}")
     await batches.prepare()
     items = batch_consumer(nc, batches, ConsumerOptions(
@@ -131,8 +135,8 @@ async def build(host: Host[RendererSettings]) -> None:
         max_in_flight=settings.renderer_batch_in_flight or 2 * settings.renderer_concurrency,
         ack_wait=settings.renderer_batch_ack_wait,
         max_deliver=settings.renderer_batch_max_deliver,
-        # Waiting for a page behind interactive renders, then the render.
-        handler_timeout=4 * settings.renderer_timeout,
+        # The item's own timeout (above) ends it first; this is the backstop.
+        handler_timeout=4 * settings.renderer_timeout + 60,
         stop_grace=settings.shutdown_grace), publisher)
     await stack.enter_async_context(items.running())
     stack.enter_context(_periodic(batches.sweep, settings.renderer_batch_sweep_interval))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,6 +14,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from litho import messaging
 from litho.consumers import ConsumerOptions, Delivery, PullConsumer, Retry, proto_decoder
+from litho.errors import LithoError
 from litho.events.v1 import events_pb2
 from litho.renderer.v1 import renderer_pb2 as pb
 from services.renderer._batches import (
@@ -39,11 +41,14 @@ class NatsItemQueue:
     async def publish(self, items: Sequence[pb.BatchItem]) -> None:
         # The tenant is in the id: de-duplication ids are stream-wide.
         for start in range(0, len(items), _PIPELINE):
-            async with asyncio.TaskGroup() as group:
-                for item in items[start:start + _PIPELINE]:
-                    group.create_task(self._publisher.publish(
-                        ITEMS_SUBJECT, item,
-                        msg_id=f"batch-item:{item.tenant_id}:{item.batch_id}:{item.index}"))
+            try:
+                async with asyncio.TaskGroup() as group:
+                    for item in items[start:start + _PIPELINE]:
+                        group.create_task(self._publisher.publish(
+                            ITEMS_SUBJECT, item,
+                            msg_id=f"batch-item:{item.tenant_id}:{item.batch_id}:{item.index}"))
+            except* LithoError as failed:
+                raise failed.exceptions[0] from None  # the first refusal says why
 
 
 def _timestamp(seconds: float | None) -> Timestamp | None:
@@ -81,15 +86,28 @@ def consumer(nc: Any, batches: Batches, options: ConsumerOptions,
              publisher: messaging.Publisher) -> PullConsumer[pb.BatchItem]:
     """The work-queue consumer one replica runs; all replicas share it."""
 
+    # One delivery more than the item's tries: a replica that died rendering
+    # it on its last try still leaves a delivery that records the failure.
+    tries = options.max_deliver
+    queue_options = replace(options, max_deliver=tries + 1)
+
     async def on_item(delivery: Delivery[pb.BatchItem]) -> None:
+        if delivery.deliveries > tries:
+            await batches.give_up(delivery.payload, f"no try of {tries} finished (did the "
+                                                    "renderer die rendering it?)")
+            return
+        last = delivery.deliveries >= tries
         try:
-            await batches.handle(Item(delivery.payload,
-                                      last_delivery=delivery.deliveries >= options.max_deliver))
+            await batches.handle(Item(delivery.payload, last_delivery=last))
         except RetryLater as exc:
             raise Retry(exc.error.message,
                         delay=getattr(exc.error, "retry_after", None)) from exc
+        except Exception as exc:
+            if not last:
+                raise  # nak with backoff: another try, maybe on another replica
+            await batches.give_up(delivery.payload, f"{type(exc).__name__} on every try")
 
     return PullConsumer(nc, stream=messaging.JOBS_STREAM, durable=DURABLE,
                         subjects=[ITEMS_SUBJECT], handler=on_item,
-                        decode=proto_decoder(pb.BatchItem), options=options,
+                        decode=proto_decoder(pb.BatchItem), options=queue_options,
                         publisher=publisher)

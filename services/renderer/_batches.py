@@ -75,6 +75,18 @@ class BatchLimits:
     #: message, and NATS refuses messages over 1 MiB by default.
     max_item_bytes: int = 256 * 1024
     max_page_size: int = 1000
+    #: Most bytes of results in one page, as JSON (results carry warnings).
+    max_page_bytes: int = 2 * 1024 * 1024
+    #: Items of one tenant's unfinished batches, in all (one tenant cannot
+    #: fill the work queue every tenant shares).
+    max_pending_items: int = 50_000
+    #: Seconds one item's render may take, the wait for a page included;
+    #: past it the item is retried (DEADLINE_EXCEEDED), then recorded failed.
+    item_timeout: float = 100.0
+    #: Seconds after which a batch whose items were never all queued (its
+    #: creator died part-way), or whose cancel was interrupted, is cancelled
+    #: by the sweep.
+    stale_after: float = 300.0
 
 
 class ItemQueue(Protocol):
@@ -141,6 +153,9 @@ class Batches:
     async def prepare(self) -> None:
         await self._batches.ensure_index(["tenantId", "_id"])
         await self._batches.ensure_index(["expiresAt"])
+        await self._batches.ensure_index(["tenantId", "finished"])
+        await self._batches.ensure_index(["finished", "eventSent"])
+        await self._batches.ensure_index(["finished", "queued"])
         await self._results.ensure_index(["batchId", "index"])
         await self._results.ensure_index(["batchId", "status", "index"])
 
@@ -170,13 +185,20 @@ class Batches:
             raise NotFound(f"template {request.template_id} has no version {request.version} "
                            f"(its latest is {latest})")
         version = request.version or latest
+        pending = sum(d["totalItems"] for d in await self._batches.find(
+            {"tenantId": request.tenant_id, "finished": False}))
+        if pending + total > self._limits.max_pending_items:
+            raise ResourceExhausted(
+                f"this tenant's unfinished batches hold {pending} items; at most "
+                f"{self._limits.max_pending_items} may wait "
+                "(LITHO_BATCH_MAX_PENDING_ITEMS); retry when some finish", retry_after=30)
         now = _now()
         doc: dict[str, Any] = {
             "_id": request.batch_id, "tenantId": request.tenant_id,
             "templateId": request.template_id, "version": version, "format": fmt.name,
             "status": PENDING, "totalItems": total, "createdAt": now,
             "expiresAt": now + self._limits.retention, "metadata": metadata,
-            "finished": False, "eventSent": False,
+            "finished": False, "eventSent": False, "queued": False,
         }
         if await self._batches.insert_many([doc]) == 0:
             raise Conflict(f"batch {request.batch_id} exists already")
@@ -188,14 +210,21 @@ class Batches:
         ) for index, variables in enumerate(request.variable_sets_json)]
         try:
             await self._queue.publish(items)
-        except LithoError as exc:
-            # Some items may be queued: cancel them all, so none renders.
+        except BaseException as exc:
+            # Some items may be queued: cancel them all, so none renders (also
+            # when this call was cancelled; a creator that died is the sweep's).
             log.warning("queueing a batch failed; cancelling it", batch=request.batch_id,
                         error=str(exc))
-            await self._cancel_unfinished(doc)
-            raise Unavailable("the work queue refused the batch; nothing will be rendered, "
-                              "retry shortly") from exc
-        return doc
+            await asyncio.shield(self._cancel_unfinished(doc))
+            if isinstance(exc, ResourceExhausted):
+                raise ResourceExhausted("the work queue is full; nothing will be rendered, "
+                                        "retry later", retry_after=exc.retry_after) from exc
+            if isinstance(exc, LithoError):
+                raise Unavailable("the work queue refused the batch; nothing will be "
+                                  "rendered, retry shortly") from exc
+            raise
+        await self._batches.update({"_id": request.batch_id}, {"$set": {"queued": True}})
+        return {**doc, "queued": True}
 
     async def get(self, tenant_id: str, batch_id: str) -> dict[str, Any]:
         return await self._counted(await self._own(tenant_id, batch_id))
@@ -222,13 +251,21 @@ class Batches:
         if status:
             flt["status"] = status
         if page_token:
-            if not page_token.isdigit() or len(page_token) > 9:
+            if not re.fullmatch(r"[0-9]{1,9}", page_token):
                 raise InvalidArgument("the page token is not one this API gave",
                                       errors=[FieldError("pageToken", "is not valid")])
             flt["index"] = {"$gt": int(page_token)}
         size = max(1, min(page_size or 100, self._limits.max_page_size))
         found = await self._results.find(flt, sort=[("index", 1)], limit=size + 1)
-        return found[:size], (str(found[size - 1]["index"]) if len(found) > size else "")
+        page: list[dict[str, Any]] = []
+        used = 0
+        for doc in found[:size]:
+            used += len(json.dumps(doc))
+            if page and used > self._limits.max_page_bytes:
+                break  # results with many warnings: a shorter page
+            page.append(doc)
+        more = len(found) > len(page)
+        return page, (str(page[-1]["index"]) if more else "")
 
     async def cancel(self, tenant_id: str, batch_id: str) -> tuple[dict[str, Any], int]:
         batch = await self._own(tenant_id, batch_id)
@@ -237,8 +274,10 @@ class Batches:
             {"$set": {"status": CANCELLED, "cancelledAt": _now()}}, return_document="after")
         if moved is None:
             current = await self._own(tenant_id, batch_id)
-            raise Conflict(f"batch {batch_id} is {current['status']}; only a pending or "
-                           "processing batch can be cancelled")
+            if current["status"] != CANCELLED or current["finished"]:
+                raise Conflict(f"batch {batch_id} is {current['status']}; only a pending or "
+                               "processing batch can be cancelled")
+            moved = current  # a cancel that was interrupted: finish it
         try:
             cancelled = await self._cancel_unfinished(moved)
         except Unavailable as exc:
@@ -256,6 +295,12 @@ class Batches:
         batches were deleted."""
         for doc in await self._batches.find({"finished": True, "eventSent": False}, limit=100):
             await self._finish_if_done(doc["_id"])
+        stale = _now() - self._limits.stale_after
+        for flt in ({"finished": False, "queued": False, "createdAt": {"$lt": stale}},
+                    {"finished": False, "status": CANCELLED, "cancelledAt": {"$lt": stale}}):
+            for doc in await self._batches.find(flt, limit=100):
+                log.warning("cancelling a stuck batch", batch=doc["_id"], status=doc["status"])
+                await self._cancel_unfinished(doc)
         expired = await self._batches.find({"expiresAt": {"$lt": _now()}}, limit=100)
         for doc in expired:
             await self._results.delete({"batchId": doc["_id"]})
@@ -277,22 +322,37 @@ class Batches:
                                            {"$set": {"status": PROCESSING, "startedAt": _now()}})
             if batch["status"] in (PENDING, PROCESSING):
                 result = await self._outcome(m, item.last_delivery)
-                await self._results.insert_many([result])
+            else:  # cancelled (a cancel may have been cut short): record it
+                result = self._result(m, status=CANCELLED)
+            await self._results.insert_many([result])
         await self._finish_if_done(m.batch_id)
 
-    async def _outcome(self, m: pb.BatchItem, last_delivery: bool) -> dict[str, Any]:
-        base = {"_id": _result_id(m.batch_id, m.index), "batchId": m.batch_id,
+    async def give_up(self, m: pb.BatchItem, reason: str) -> None:
+        """The queue's last delivery of an item that never got a result (its
+        handler failed each time, or a replica died rendering it): record it
+        failed, so the batch still finishes."""
+        log.warning("giving up on a batch item", batch=m.batch_id, index=m.index, reason=reason)
+        await self._results.insert_many([self._result(
+            m, status=FAILED, errorCode="UNAVAILABLE",
+            errorMessage=f"the item could not be rendered: {reason}"[:_MAX_ERROR_CHARS])])
+        await self._finish_if_done(m.batch_id)
+
+    def _result(self, m: pb.BatchItem, **fields: Any) -> dict[str, Any]:
+        return {"_id": _result_id(m.batch_id, m.index), "batchId": m.batch_id,
                 "tenantId": m.tenant_id, "index": m.index, "at": _now(),
-                "worker": self._worker}
+                "worker": self._worker, **fields}
+
+    async def _outcome(self, m: pb.BatchItem, last_delivery: bool) -> dict[str, Any]:
+        base = self._result(m)
         fmt = formats.by_enum(m.format) or formats.DEFAULT
         try:
-            rendered = await self._render(RenderRequest(
+            rendered = await self._timed_render(RenderRequest(
                 tenant_id=m.tenant_id, template_id=m.template_id, version=m.version,
                 variable_sets=(m.variables_json,), format=fmt.name,
                 options=self._options_of(m.options),
                 strict_assets=m.options.assets == pb.ASSET_POLICY_STRICT,
                 refresh=m.options.cache == pb.CACHE_POLICY_REFRESH,
-                coerce_strings=m.variables_from_text, background=True))
+                coerce_strings=m.variables_from_text, background=True), m)
         except LithoError as exc:
             if isinstance(exc, _TRANSIENT) and not last_delivery:
                 raise RetryLater(exc) from exc
@@ -304,6 +364,15 @@ class Batches:
                 "cached": rendered.cached, "size": rendered.size_bytes,
                 "warnings": [{"url": w.url, "outcome": w.outcome.value, "reason": w.reason,
                               "hint": w.hint} for w in rendered.warnings[:20]]}
+
+    async def _timed_render(self, request: RenderRequest, m: pb.BatchItem) -> RenderResult:
+        try:
+            async with asyncio.timeout(self._limits.item_timeout):
+                return await self._render(request)
+        except TimeoutError as exc:
+            raise DeadlineExceeded(
+                f"item {m.index} took longer than {self._limits.item_timeout:g} s, waiting "
+                "for a page included") from exc
 
     # ------------------------------------------------------------ internals
 
@@ -326,12 +395,15 @@ class Batches:
         return batch
 
     async def _cancel_unfinished(self, batch: dict[str, Any]) -> int:
-        done = {d["index"] for d in await self._results.find({"batchId": batch["_id"]})}
+        # Every index, a chunk at a time: insert_many skips those with a result,
+        # so nothing is read and memory does not grow with the batch.
         now = _now()
-        cancelled = await self._results.insert_many([
-            {"_id": _result_id(batch["_id"], i), "batchId": batch["_id"],
-             "tenantId": batch["tenantId"], "index": i, "at": now, "status": CANCELLED}
-            for i in range(batch["totalItems"]) if i not in done])
+        cancelled = 0
+        for start in range(0, batch["totalItems"], 1000):
+            cancelled += await self._results.insert_many([
+                {"_id": _result_id(batch["_id"], i), "batchId": batch["_id"],
+                 "tenantId": batch["tenantId"], "index": i, "at": now, "status": CANCELLED}
+                for i in range(start, min(start + 1000, batch["totalItems"]))])
         if batch["status"] != CANCELLED:
             await self._batches.update({"_id": batch["_id"], "finished": False},
                                        {"$set": {"status": CANCELLED, "cancelledAt": now}})
@@ -348,12 +420,17 @@ class Batches:
             counts = await self._counts(batch_id)
             status = _final_status(batch["status"], counts)
             won = await self._batches.find_one_and_update(
-                {"_id": batch_id, "finished": False},
+                # Only from the status it was computed from: a cancel that
+                # lands meanwhile makes this miss, and the next try sees it.
+                {"_id": batch_id, "finished": False, "status": batch["status"]},
                 {"$set": {"finished": True, "status": status, "completedAt": _now(),
                           "counts": counts}},
                 return_document="after")
             if won is None:
-                return  # another worker finished it, and publishes
+                current = await self._batches.get(batch_id)
+                if current is not None and not current["finished"]:
+                    await self._finish_if_done(batch_id)  # the status moved: again
+                return  # else another worker finished it, and publishes
             batch = won
             log.info("batch finished", batch=batch_id, status=status, **counts)
         if not batch.get("eventSent"):

@@ -5,6 +5,24 @@ from __future__ import annotations
 import os
 import shutil
 
+#: Playwright's own ``--disable-features`` list (its ``chromiumSwitches``).
+#: Chromium keeps only the last ``--disable-features`` switch, and Playwright
+#: puts its list before our arguments, so ours repeats it
+#: (tests/unit/test_chromium.py fails when the installed driver's list changes).
+PLAYWRIGHT_DISABLED_FEATURES = (
+    "AvoidUnnecessaryBeforeUnloadCheckSync", "DestroyProfileOnBrowserClose", "HttpsUpgrades",
+    "HttpsFirstBalancedModeAutoEnable", "LensOverlay", "MediaRouter", "PaintHolding",
+    "ThirdPartyStoragePartitioning", "AvoidCorsURLLoaderRestartOnRedirect",
+    "TcpPortRandomizationWin", "OptimizationHints", "NetworkTimeServiceQuerying", "AimEnabled",
+    "PreconnectToSearch", "msForceBrowserSignIn", "msEdgeUpdateLaunchServicesPreferredVersion",
+)
+#: Off on top of Playwright's: ``SpareRendererForSitePerProcess``. Chromium
+#: keeps one spare renderer process warm, for the browser context that
+#: navigated last. Every pooled page has a context of its own and the pages
+#: take turns, so every page reset (a navigation, ``_engine.ChromiumPage.reset``)
+#: killed the spare and started another (~60-90 ms of Chromium CPU a render).
+DISABLED_FEATURES = (*PLAYWRIGHT_DISABLED_FEATURES, "SpareRendererForSitePerProcess")
+
 #: Chromium must not reach the network by itself: no background services, and
 #: every page request is intercepted and fetched by the outbound guard, so DNS
 #: and direct connections from the browser are pointed at nothing as a backstop.
@@ -22,6 +40,7 @@ BASE_ARGS = [
     "--host-resolver-rules=MAP * ~NOTFOUND",
     "--proxy-server=http://127.0.0.1:9",
     "--proxy-bypass-list=<-loopback>",
+    "--disable-features=" + ",".join(DISABLED_FEATURES),
 ]
 
 

@@ -115,6 +115,7 @@ class PagePool:
         timeout: float,
         recycle_after: int = 0,
         overrun_cooldown: float = 0.0,
+        interactive_reserve: float = 0.0,
     ) -> None:
         self._engine = engine
         self._size = size
@@ -127,6 +128,14 @@ class PagePool:
         #: long: one tenant cannot restart the browser more than once a period.
         self._overrun_cooldown = overrun_cooldown
         self._cooling: dict[str, float] = {}
+        #: For this many seconds after an interactive render asked for a page,
+        #: background jobs may hold all pages but one: a batch of slow
+        #: templates cannot make the next interactive render wait a whole
+        #: render for a page. With no interactive traffic they take every page.
+        self._interactive_reserve = interactive_reserve
+        self._last_interactive = -math.inf
+        self._background_running = 0
+        self._reserve_timer: asyncio.TimerHandle | None = None
         #: Pages ready for a render, and renders waiting for one.
         self._free: deque[_Slot] = deque()
         self._waiters: list[_Waiter] = []
@@ -156,6 +165,8 @@ class PagePool:
 
     async def close(self) -> None:
         self._ready.clear()
+        if self._reserve_timer is not None:
+            self._reserve_timer.cancel()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -218,6 +229,8 @@ class PagePool:
                 elif attempt >= 2:
                     raise Unavailable("the browser crashed twice rendering this request") from exc
             finally:
+                if background:
+                    self._background_running -= 1
                 self._stop_running(tenant)
                 self._release(slot, broken=outcome != "ok")
                 if outcome == "crashed":
@@ -259,6 +272,8 @@ class PagePool:
         if (not background and self._interactive_waiting() >= self._max_queue
                 and not (self._ready.is_set() and self._free)):
             self._make_room(tenant)
+        if not background:
+            self._last_interactive = time.monotonic()
         waiter = _Waiter(tenant, next(self._order), background=background)
         self._waiters.append(waiter)
         self._dispatch()
@@ -274,6 +289,8 @@ class PagePool:
             elif (waiter.slot.done() and not waiter.slot.cancelled()
                   and waiter.slot.exception() is None):
                 # Handed a page just as it gave up: the page goes back.
+                if background:
+                    self._background_running -= 1
                 self._stop_running(tenant)
                 self._offer(waiter.slot.result())
             if isinstance(exc, TimeoutError):
@@ -305,6 +322,23 @@ class PagePool:
         victim.slot.set_exception(
             ResourceExhausted("the renderer is at capacity; retry shortly", retry_after=1))
 
+    def _background_allowed(self) -> bool:
+        """Whether a free page may go to a background job now."""
+        if self._size < 2 or self._background_running < self._size - 1:
+            return True
+        return time.monotonic() - self._last_interactive >= self._interactive_reserve
+
+    def _dispatch_when_reserve_ends(self) -> None:
+        if self._reserve_timer is not None:
+            return
+        delay = max(0.0, self._last_interactive + self._interactive_reserve - time.monotonic())
+
+        def fire() -> None:
+            self._reserve_timer = None
+            self._dispatch()
+
+        self._reserve_timer = asyncio.get_running_loop().call_later(delay + 0.01, fire)
+
     def _interactive_waiting(self) -> int:
         return sum(1 for w in self._waiters if not w.background)
 
@@ -318,11 +352,20 @@ class PagePool:
         # can take nothing.
         self._waiters = [w for w in self._waiters if not w.slot.done()]
         while self._ready.is_set() and self._free and self._waiters:
+            candidates = self._waiters if self._background_allowed() else [
+                w for w in self._waiters if not w.background]
+            if not candidates:
+                self._dispatch_when_reserve_ends()
+                return
             slot = self._free.popleft()
             if not self._usable(slot):
                 continue
-            waiter = min(self._waiters, key=lambda w: (
+            waiter = min(candidates, key=lambda w: (
                 w.background, self._running[w.tenant], self._served.get(w.tenant, -1), w.order))
+            if waiter.background:
+                # Counted when handed a page (not when its task wakes): the
+                # next turn of this loop must see it. run() uncounts it.
+                self._background_running += 1
             self._waiters.remove(waiter)
             self._running[waiter.tenant] += 1
             self._served[waiter.tenant] = next(self._order)

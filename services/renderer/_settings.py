@@ -95,6 +95,11 @@ class RendererSettings(BaseServiceSettings, BatchSettings):
     #: Deliveries a batch item gets for transient failures (the browser or the
     #: template service away) before it is recorded as failed.
     renderer_batch_max_deliver: int = Field(default=5, ge=1, le=100)
+    #: For this many seconds after an interactive render asked for a page,
+    #: batch items hold at most all pages but one (so the next interactive
+    #: render need not wait for a batch item to finish); without interactive
+    #: renders they use every page.
+    renderer_batch_yield_seconds: float = Field(default=2.0, ge=0, le=3600)
     #: Seconds between sweeps for expired batches (LITHO_BATCH_RETENTION) and
     #: unsent batch events.
     renderer_batch_sweep_interval: float = Field(default=60.0, gt=0, le=86_400)

@@ -13,7 +13,7 @@ import pytest
 import pytest_asyncio
 
 from litho.docstore import DocumentStore, open_document_store
-from litho.errors import Conflict, InvalidArgument, NotFound, Unavailable
+from litho.errors import Conflict, InvalidArgument, NotFound, ResourceExhausted, Unavailable
 from litho.renderer.v1 import renderer_pb2 as pb
 from services.renderer._batches import Batches, BatchLimits, Item, RetryLater
 from services.renderer._pipeline import RenderRequest, RenderResult
@@ -216,3 +216,82 @@ async def test_an_unsent_event_is_sent_by_the_sweep_and_old_batches_expire(
     with pytest.raises(NotFound):
         await batches.get("t1", BATCH)
 
+
+
+async def test_a_creator_cancelled_mid_publish_leaves_no_batch_running(
+        store: DocumentStore) -> None:
+    batches, queue, _events, renders = make(store)
+    started, forever = asyncio.Event(), asyncio.Event()
+
+    async def stalls(items: Sequence[pb.BatchItem]) -> None:
+        queue.items += list(items[:1])
+        started.set()
+        await forever.wait()
+
+    queue.publish = stalls  # type: ignore[method-assign]
+    creating = asyncio.create_task(batches.create(request(3)))
+    await started.wait()
+    creating.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await creating
+    got = await batches.get("t1", BATCH)
+    assert got["status"] == "cancelled" and got["counts"]["cancelled"] == 3
+    await batches.handle(Item(queue.items[0], last_delivery=False))
+    assert renders.requests == []
+
+
+async def test_an_interrupted_cancel_is_finished_by_the_next_cancel_or_item(
+        store: DocumentStore) -> None:
+    batches, queue, events, renders = make(store)
+    await batches.create(request(3))
+    # The cancel moved the status and then died before writing any result.
+    await store.collection("batches").update({"_id": BATCH}, {"$set": {"status": "cancelled"}})
+    await batches.handle(Item(queue.items[0], last_delivery=False))
+    assert renders.requests == []
+    doc, cancelled = await batches.cancel("t1", BATCH)
+    assert cancelled == 2 and doc["finished"] and doc["counts"]["cancelled"] == 3
+    assert [b["status"] for b in events.finished_batches] == ["cancelled"]
+
+
+async def test_an_item_given_up_on_is_failed_and_the_batch_finishes(
+        store: DocumentStore) -> None:
+    batches, queue, _events, _ = make(store)
+    await batches.create(request(2))
+    await batches.handle(Item(queue.items[0], last_delivery=False))
+    await batches.give_up(queue.items[1], "the renderer died on every try")
+    got = await batches.get("t1", BATCH)
+    assert got["status"] == "partial" and got["counts"]["failed"] == 1
+    failed, _ = await batches.results("t1", BATCH, status="failed", page_size=5, page_token="")
+    assert "died on every try" in failed[0]["errorMessage"]
+
+
+async def test_page_tokens_pending_items_and_page_bytes_are_bounded(
+        store: DocumentStore) -> None:
+    batches, queue, _, _ = make(store, max_pending_items=5, max_page_bytes=600)
+    await batches.create(request(4))
+    for token in ("\u00b2", "\u0661\u0662", "-1", "1" * 10):
+        with pytest.raises(InvalidArgument):
+            await batches.results("t1", BATCH, status="", page_size=5, page_token=token)
+    other = "bat_" + "0" * 11 + "3" + "c" * 12
+    with pytest.raises(ResourceExhausted, match="LITHO_BATCH_MAX_PENDING_ITEMS"):
+        await batches.create(request(2, batch_id=other))
+    await drain(batches, queue)
+    page, token = await batches.results("t1", BATCH, status="", page_size=4, page_token="")
+    assert 1 <= len(page) < 4 and token == str(page[-1]["index"])
+    await batches.create(request(2, batch_id=other))  # the first one finished: room again
+
+
+async def test_the_queue_adapter_raises_the_first_refusal_not_a_group() -> None:
+    from services.renderer._batch_queue import NatsItemQueue
+
+    class Refusing:
+        calls = 0
+
+        async def publish(self, subject: str, message: Any, *, msg_id: str) -> None:
+            Refusing.calls += 1
+            if Refusing.calls == 3:
+                raise Unavailable("jetstream is away")
+
+    items = [pb.BatchItem(batch_id=BATCH, index=i) for i in range(5)]
+    with pytest.raises(Unavailable, match="jetstream is away"):
+        await NatsItemQueue(Refusing()).publish(items)  # type: ignore[arg-type]

@@ -575,3 +575,35 @@ async def test_interactive_renders_go_before_background_ones_and_fill_no_queue()
     assert sorted(await asyncio.gather(*tasks)) == ["b1", "b2", "b3", "first", "live"]
     assert order == ["first", "live", "b1", "b2", "b3"]
     await pool.close()
+
+
+async def test_while_interactive_renders_come_batch_items_leave_one_page_free() -> None:
+    pool = PagePool(FakeEngine(), size=2, max_queue=4, restart_after=100, timeout=5.0,
+                    interactive_reserve=0.3)
+    await pool.start()
+    running: list[str] = []
+    gates = {name: asyncio.Event() for name in ("live", "b1", "b2", "b3")}
+
+    def job(name: str):  # type: ignore[no-untyped-def]
+        async def run(page: PageLike) -> str:
+            running.append(name)
+            await gates[name].wait()
+            return name
+        return run
+
+    live = asyncio.create_task(pool.run(job("live"), tenant="a"))
+    await asyncio.sleep(0.01)
+    gates["live"].set()
+    assert await live == "live"
+    # Just after an interactive render: one page for batch items, one kept free.
+    batch = [asyncio.create_task(pool.run(job(n), tenant="a", background=True))
+             for n in ("b1", "b2", "b3")]
+    await asyncio.sleep(0.05)
+    assert running == ["live", "b1"]
+    # With no interactive render for the reserve period, they take both pages.
+    await asyncio.sleep(0.4)
+    assert running == ["live", "b1", "b2"]
+    for gate in gates.values():
+        gate.set()
+    assert sorted(await asyncio.gather(*batch)) == ["b1", "b2", "b3"]
+    await pool.close()
