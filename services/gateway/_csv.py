@@ -42,7 +42,7 @@ def _paths(header: list[str], max_depth: int) -> list[tuple[str, ...]]:
     names: dict[tuple[str, ...], str] = {}
     prefixes: dict[tuple[str, ...], str] = {}
     for number, raw in enumerate(header, start=1):
-        name = raw.strip()
+        name = raw.strip().lstrip("\ufeff")  # a byte-order mark saved twice
         column = f"column {number}"
         if not name:
             raise _refuse(column, "has no name in the header row")

@@ -9,7 +9,7 @@ from services.gateway._csv import variable_sets
 
 
 def test_rows_become_nested_text_variables() -> None:
-    data = ('\ufeffname,product.price,product.name,note\n'
+    data = ('\ufeff\ufeffname,product.price,product.name,note\n'
             'A,1,x,"two\nlines, and a comma"\n'
             '\n'
             'B,,y,\n').encode()
