@@ -72,7 +72,8 @@ def _round_trips(variables: dict[str, Any], params: list[tuple[str, str]]) -> bo
 async def get_signing_key(request: web.Request) -> web.Response:
     """``GET /v1/signing-key``: what a client needs to sign URLs itself."""
     key = caller(request)
-    return web.json_response({"keyId": key.key_id, "secret": key.signing_secret})
+    return web.json_response({"keyId": key.key_id, "secret": key.signing_secret,
+                              "webhookSecret": _signing.batch_webhook_secret(key.signing_secret)})
 
 
 async def render_signed(request: web.Request) -> web.StreamResponse:

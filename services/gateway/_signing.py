@@ -12,6 +12,7 @@ the URL is refused. Nested variables travel as dotted names (``user.name=Ada``).
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 from collections.abc import Iterable, Mapping
@@ -23,6 +24,15 @@ from litho.errors import FieldError, InvalidArgument
 RESERVED = frozenset({"kid", "exp", "sig"})
 MAX_PARAMS = 100
 MAX_DEPTH = 5
+
+
+def batch_webhook_secret(signing_secret: str) -> str:
+    """The Standard Webhooks secret (``whsec_…``) a batch's own ``webhookUrl``
+    is signed with: derived from the key's signing secret (HMAC-SHA256 with a
+    fixed label), so it is stable, belongs to the key, and is not the secret
+    that signs image URLs."""
+    key = hmac.new(signing_secret.encode(), b"litho-batch-webhook-v1", hashlib.sha256).digest()
+    return "whsec_" + base64.b64encode(key).decode()
 
 
 def _enc(text: str) -> str:

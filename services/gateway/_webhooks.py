@@ -9,6 +9,7 @@ from aiohttp import web
 
 from litho.webhook.v1 import webhook_pb2 as pb
 from services.gateway._keys import ApiKey
+from services.gateway._signing import batch_webhook_secret
 from services.gateway._state import caller, deps
 from services.gateway._validation import body as json_body
 from services.gateway._validation import query as query_of
@@ -139,11 +140,12 @@ async def redeliver(request: web.Request) -> web.Response:
 
 def batch_registrar(webhooks: Any) -> Any:
     """``Deps.register_batch_webhook``: a batch's own ``webhookUrl``, signed
-    with the caller's signing secret, registered before the batch exists."""
+    with the key's batch webhook secret (``GET /v1/signing-key``'s
+    ``webhookSecret``), registered before the batch exists."""
 
     async def register(key: ApiKey, batch_id: str, url: str) -> None:
         await webhooks.RegisterBatchWebhook(pb.RegisterBatchWebhookRequest(
             tenant_id=key.tenant_id, batch_id=batch_id, target_url=url,
-            secret=key.signing_secret))
+            secret=batch_webhook_secret(key.signing_secret)))
 
     return register

@@ -19,7 +19,7 @@ from services.webhook._deliverer import Deliverer
 from services.webhook._dispatch import Dispatcher
 from services.webhook._events import Context
 from services.webhook._model import Limits
-from services.webhook._service import Stores, Webhooks
+from services.webhook._service import Scheduler, Stores, Webhooks
 from services.webhook._servicer import WebhookServicer
 from services.webhook._settings import WebhookSettings
 from services.webhook._store import BatchWebhookStore, DeliveryStore, SubscriptionStore
@@ -49,16 +49,27 @@ async def build(host: Host[WebhookSettings]) -> None:
         stores, jobs,
         limits=Limits(max_subscriptions=settings.webhook_max_subscriptions,
                       max_description_chars=settings.webhook_max_description_chars,
-                      max_url_chars=settings.webhook_max_url_chars),
+                      max_url_chars=settings.webhook_max_url_chars,
+                      max_pending_per_tenant=settings.webhook_max_pending_per_tenant),
         allow=AllowList.parse(settings.outbound.allow),
         batch_retention=settings.webhook_batch_retention,
-        delivery_retention=settings.webhook_delivery_retention)
+        delivery_retention=settings.webhook_delivery_retention,
+        rotation_overlap=settings.webhook_rotation_overlap,
+        queue_lease=settings.webhook_queue_lease)
     deliverer = Deliverer(
         stores, GuardTransport(guard, timeout=settings.webhook_timeout,
                                max_bytes=settings.webhook_response_max_bytes),
         schedule=settings.retry_delays, retry_after_max=settings.webhook_retry_after_max,
-        pause_after=settings.webhook_pause_after_failures)
-    dispatcher = Dispatcher(stores, jobs, max_subscriptions=settings.webhook_max_subscriptions)
+        pause_after=settings.webhook_pause_after_failures,
+        attempt_lease=settings.attempt_lease,
+        max_in_flight_per_tenant=settings.webhook_max_in_flight_per_tenant,
+        busy_delay=settings.webhook_scheduler_interval)
+    dispatcher = Dispatcher(stores, jobs, max_subscriptions=settings.webhook_max_subscriptions,
+                            max_pending_per_tenant=settings.webhook_max_pending_per_tenant,
+                            queue_lease=settings.webhook_queue_lease)
+    scheduler = Scheduler(stores, jobs, queue_lease=settings.webhook_queue_lease,
+                          per_tenant=settings.webhook_max_in_flight_per_tenant * 2,
+                          interval=settings.webhook_scheduler_interval)
 
     await stack.enter_async_context(_jobs.delivery_consumer(
         nc, deliverer, _jobs.delivery_options(settings), publisher).running())
@@ -66,9 +77,32 @@ async def build(host: Host[WebhookSettings]) -> None:
         nc, dispatcher, Context(public_url=settings.image_base),
         _jobs.fanout_options(settings), publisher).running())
     await stack.enter_async_context(_sweeping(webhooks, settings.webhook_sweep_interval))
+    await stack.enter_async_context(_scheduling(scheduler, settings.webhook_scheduler_interval))
 
     await host.serve_grpc([(webhook_pb2_grpc.add_WebhookServiceServicer_to_server,
                             WebhookServicer(webhooks), SERVICE_NAME)])
+
+
+@contextlib.asynccontextmanager
+async def _scheduling(scheduler: Scheduler, interval: float) -> AsyncIterator[None]:
+    """Queue the deliveries whose next attempt is due, every ``interval`` seconds."""
+
+    async def schedule() -> None:
+        while True:
+            try:
+                while await scheduler.tick() >= scheduler.batch:
+                    pass  # more are due: go on at once
+            except Exception as exc:
+                log.warning("webhook scheduling failed", error=str(exc) or type(exc).__name__)
+            await asyncio.sleep(interval)
+
+    task = asyncio.create_task(schedule(), name="webhook scheduler")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 @contextlib.asynccontextmanager

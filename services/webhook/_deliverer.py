@@ -1,11 +1,19 @@
 """One attempt of one delivery: sign, send, log, and decide what follows
 (the rules are in :mod:`._policy`). No grpc, nats or aiohttp here: the
-target is reached through the :class:`Transport` port, and a retry is
-asked for by raising :class:`RetryLater`."""
+target is reached through the :class:`Transport` port.
+
+A job stands for one attempt. The attempt first *starts* (takes the
+delivery from its ``queued`` lease with a token of its own, so a second job
+for the same attempt finds it taken and is dropped), then sends, logs, and
+settles: delivered, failed, or pending with its next attempt time, which
+the scheduler (:class:`._service.Scheduler`) turns into a new job when it
+comes. Nothing waits in the queue meanwhile."""
 
 from __future__ import annotations
 
+import secrets
 import time
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -45,49 +53,71 @@ class Transport(Protocol):
         """POST ``body``; the answer, or :class:`SendFailed`."""
 
 
-class RetryLater(Exception):
-    """The attempt failed; attempt the delivery again in ``delay`` seconds."""
-
-    def __init__(self, reason: str, delay: float) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.delay = delay
-
-
 @dataclass(frozen=True)
 class _Target:
     url: str
-    signer: Webhook
+    signers: tuple[Webhook, ...]
     subscription: Subscription | None
     hook_id: str
 
 
 class Deliverer:
     def __init__(self, stores: Stores, transport: Transport, *, schedule: tuple[float, ...],
-                 retry_after_max: float, pause_after: int, clock: Clock = utc_now) -> None:
+                 retry_after_max: float, pause_after: int, attempt_lease: float = 60.0,
+                 max_in_flight_per_tenant: int = 4, busy_delay: float = 1.0,
+                 clock: Clock = utc_now) -> None:
         self._stores = stores
         self._transport = transport
         self._schedule = schedule
         self._retry_after_max = retry_after_max
         self._pause_after = pause_after
+        self._attempt_lease = attempt_lease
+        self._per_tenant = max_in_flight_per_tenant
+        self._busy_delay = busy_delay
+        self._in_flight: Counter[str] = Counter()
         self._clock = clock
 
-    async def attempt(self, delivery_id: str) -> None:
-        """Attempt a pending delivery once; raises :class:`RetryLater` when the
-        schedule has a retry left. A delivery that is gone or settled is left alone."""
+    async def attempt(self, delivery_id: str, attempt: int | None = None) -> float | None:
+        """Run the attempt a job stands for (``attempt`` attempts made before
+        it; None: whichever is queued). The seconds until the next attempt
+        when a retry was scheduled, else None: delivered, failed, or the job
+        dropped (the delivery gone, settled, or started by another job).
+
+        A tenant with ``max_in_flight_per_tenant`` attempts running here
+        gets the job given back to the scheduler, due again shortly."""
         delivery = await self._stores.deliveries.find(delivery_id)
         if delivery is None or delivery.status is not DeliveryStatus.PENDING:
-            return
+            return None
+        tenant = delivery.tenant_id
+        if self._in_flight[tenant] >= self._per_tenant:
+            await self._stores.deliveries.unclaim(
+                delivery_id, due=self._clock() + timedelta(seconds=self._busy_delay))
+            return None
+        self._in_flight[tenant] += 1
+        try:
+            return await self._attempt(delivery_id, attempt)
+        finally:
+            self._in_flight[tenant] -= 1
+            if self._in_flight[tenant] <= 0:
+                del self._in_flight[tenant]
+
+    async def _attempt(self, delivery_id: str, attempt: int | None) -> float | None:
+        token = "attempt:" + secrets.token_hex(8)
+        delivery = await self._stores.deliveries.start(
+            delivery_id, attempt, token,
+            self._clock() + timedelta(seconds=self._attempt_lease))
+        if delivery is None:
+            return None
         target = await self._target(delivery)
         if target is None:
-            return
+            return None
         result = await self._send(delivery, target)
         logged = await self._stores.deliveries.attempted(
-            delivery.id, status=result.status, duration_ms=result.duration_ms,
+            delivery.id, token, status=result.status, duration_ms=result.duration_ms,
             error="" if result.ok else result.failure())
         if logged is None:  # deleted with its subscription meanwhile
-            return
-        await self._settle(logged, target, result)
+            return None
+        return await self._settle(logged, target, result)
 
     async def _target(self, delivery: Delivery) -> _Target | None:
         """Where and how to send it now (the subscription's current URL and
@@ -100,17 +130,22 @@ class Deliverer:
             if subscription.status is not SubscriptionStatus.ACTIVE:
                 await self._give_up(delivery, f"the subscription is {subscription.status.value}")
                 return None
-            return _Target(subscription.target_url,
-                           _signing.subscription_signer(subscription.secret), subscription, "")
+            signers = _signing.subscription_signers(subscription.secrets_at(self._clock()))
+            return _Target(subscription.target_url, signers, subscription, "")
         hook = await self._stores.batch_webhooks.find(delivery.batch_webhook_id, self._clock())
         if hook is None or hook.tenant_id != delivery.tenant_id:
             await self._give_up(delivery, "the batch webhook expired")
             return None
-        return _Target(hook.target_url, _signing.batch_signer(hook.secret), None, hook.id)
+        try:
+            signer = _signing.batch_signer(hook.secret)
+        except ValueError:  # registered before batch secrets were whsec_ ones
+            await self._give_up(delivery, "the batch webhook's secret is not a whsec_ secret")
+            return None
+        return _Target(hook.target_url, (signer,), None, hook.id)
 
     async def _send(self, delivery: Delivery, target: _Target) -> AttemptResult:
         now = self._clock()
-        headers = _signing.headers(target.signer, delivery.message_id, delivery.body, now)
+        headers = _signing.headers(target.signers, delivery.message_id, delivery.body, now)
         started = time.perf_counter()
         try:
             answer = await self._transport.post(target.url, delivery.body.encode(), headers)
@@ -121,7 +156,8 @@ class Deliverer:
             status=answer.status, duration_ms=_ms_since(started),
             retry_after=parse_retry_after(answer.headers.get("retry-after"), self._clock()))
 
-    async def _settle(self, delivery: Delivery, target: _Target, result: AttemptResult) -> None:
+    async def _settle(self, delivery: Delivery, target: _Target,
+                      result: AttemptResult) -> float | None:
         subs = self._stores.subscriptions
         deliveries = self._stores.deliveries
         decision = decide(result, delivery.attempts, self._schedule, self._retry_after_max)
@@ -148,7 +184,7 @@ class Deliverer:
         elif decision.outcome is Outcome.RETRY and not paused:
             await deliveries.settle(delivery.id, DeliveryStatus.PENDING,
                                     next_retry=now + timedelta(seconds=decision.delay))
-            raise RetryLater(result.failure(), decision.delay)
+            return decision.delay
         else:
             await deliveries.settle(delivery.id, DeliveryStatus.FAILED,
                                     error=clip_error(f"{result.failure()}; {paused}")
@@ -156,6 +192,7 @@ class Deliverer:
         if target.hook_id and decision.outcome is not Outcome.RETRY:
             # Delivered once (or never will be): its secret is kept no longer.
             await self._stores.batch_webhooks.delete(target.hook_id)
+        return None
 
     async def _give_up(self, delivery: Delivery, why: str) -> None:
         await self._stores.deliveries.settle(delivery.id, DeliveryStatus.FAILED, error=why)

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+import ipaddress
+import re
 import secrets
 import time
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from urllib.parse import urlsplit
+
+import idna
 
 from litho.errors import FieldError, InvalidArgument, OutboundDenied
 from litho.outbound import AllowList, check_url
@@ -60,6 +65,17 @@ class Subscription:
     secret: str
     create_time: datetime
     update_time: datetime
+    #: The secret before the last rotation, still signing (alongside the new
+    #: one) until ``previous_secret_until`` (``LITHO_WEBHOOK_ROTATION_OVERLAP``).
+    previous_secret: str = ""
+    previous_secret_until: datetime | None = None
+
+    def secrets_at(self, now: datetime) -> tuple[str, ...]:
+        """The secrets that sign a delivery sent at ``now``: the current one first."""
+        if (self.previous_secret and self.previous_secret_until is not None
+                and now < self.previous_secret_until):
+            return (self.secret, self.previous_secret)
+        return (self.secret,)
 
 
 @dataclass(frozen=True)
@@ -92,6 +108,8 @@ class Limits:
     max_subscriptions: int
     max_description_chars: int
     max_url_chars: int
+    #: Deliveries one tenant may have pending; past it, new ones are logged as failed.
+    max_pending_per_tenant: int = 1000
 
 
 @dataclass(frozen=True)
@@ -121,11 +139,13 @@ def _digest(*parts: str) -> str:
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
-def event_delivery_id(event_id: str, target: str, event_time: datetime | None) -> str:
+def event_delivery_id(event_id: str, target: str, event_time: datetime) -> str:
     """The delivery of event ``event_id`` to ``target`` (a subscription or batch
-    webhook id): the same every time the event is handled, so a redelivered
-    event never makes a second delivery."""
-    millis = int(event_time.timestamp() * 1000) if event_time else 0
+    webhook id) at ``event_time``: the same every time the event is handled,
+    so a redelivered event never makes a second delivery. For an event that
+    carries no time the dispatcher passes the time it first handled it (and
+    finds the stored delivery by its message id when it comes back)."""
+    millis = int(event_time.timestamp() * 1000)
     return _timed_id("whd_", millis, _digest("delivery", event_id, target)[:12])
 
 
@@ -167,12 +187,79 @@ def check_target_url(url: str, *, allow: AllowList, max_chars: int,
         raise invalid(field, "must not contain spaces or control characters")
     if not url.lower().startswith(("http://", "https://")):
         raise invalid(field, "must be an http:// or https:// URL")
+    _check_host(url, field)
     try:
         check_url(url, allow)
     except OutboundDenied as exc:
         raise invalid(field, "must point to a public address (not a private, loopback "
                              "or link-local one)") from exc
     return url
+
+
+_LABEL = re.compile(r"^[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?$")
+MAX_LABEL_CHARS = 63
+MAX_HOST_CHARS = 253
+
+
+def _idna(name: str) -> str:
+    """The ASCII of a host name as yarl (aiohttp) sends it: IDNA 2008 with
+    UTS 46 mapping, else IDNA 2003."""
+    if name.isascii():
+        return name.lower()
+    try:
+        return idna.encode(name, uts46=True).decode("ascii")
+    except (idna.IDNAError, UnicodeError):
+        return name.encode("idna").decode("ascii")
+
+
+def _valid_punycode(label: str) -> bool:
+    for decode in (idna.decode, lambda text: text.encode("ascii").decode("idna")):
+        try:
+            decode(label)
+        except (idna.IDNAError, UnicodeError, ValueError):
+            continue
+        return True
+    return False
+
+
+def _check_host(url: str, field: str) -> None:
+    """A host that is an IP literal, or a host name IDNA (as yarl sends it)
+    can encode: labels of 1-63 letters, digits,
+    hyphens (and underscores), ``xn--`` ones valid punycode."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+    except ValueError as exc:  # "[::1": not a host at all
+        raise invalid(field, "has no valid host") from exc
+    if not host:
+        raise invalid(field, "has no host")
+    if parts.netloc.rpartition("@")[2].startswith("["):
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError as exc:
+            raise invalid(field, f"[{host[:100]}] is not an IPv6 address") from exc
+        return
+    try:
+        ipaddress.ip_address(host)
+        return
+    except ValueError:
+        pass
+    name = host[:-1] if host.endswith(".") else host
+    try:
+        ascii_name = _idna(name)
+    except (idna.IDNAError, UnicodeError, ValueError) as exc:
+        raise invalid(field, f"host {host[:100]!r} is not a valid host name (an empty "
+                             "label, one over 63 characters, or characters IDNA "
+                             "cannot encode)") from exc
+    if len(ascii_name) > MAX_HOST_CHARS:
+        raise invalid(field, f"host is {len(ascii_name)} characters; at most {MAX_HOST_CHARS}")
+    for label in ascii_name.split("."):
+        bad = not label or len(label) > MAX_LABEL_CHARS or not _LABEL.match(label)
+        if not bad and label.startswith("xn--"):
+            bad = not _valid_punycode(label)
+        if bad:
+            raise invalid(field, f"host {host[:100]!r} is not a valid host name (label "
+                                 f"{label[:70]!r})")
 
 
 def check_description(text: str, max_chars: int) -> str:
@@ -182,12 +269,15 @@ def check_description(text: str, max_chars: int) -> str:
 
 
 def check_filters(filters: Filters) -> Filters:
-    for field, value in (("filters.templateId", filters.template_id),
-                         ("filters.bindingId", filters.binding_id)):
-        if len(value) > MAX_FILTER_ID_CHARS:
-            raise invalid(field, f"is {len(value)} characters; at most {MAX_FILTER_ID_CHARS}")
-        if not value.isprintable():
-            raise invalid(field, "must not contain control characters")
+    value = filters.template_id
+    if len(value) > MAX_FILTER_ID_CHARS:
+        raise invalid("filters.templateId",
+                      f"is {len(value)} characters; at most {MAX_FILTER_ID_CHARS}")
+    if not value.isprintable():
+        raise invalid("filters.templateId", "must not contain control characters")
+    if filters.binding_id:
+        # No event carries a binding yet: such a subscription would never match.
+        raise invalid("filters.bindingId", "binding events do not exist yet; leave it empty")
     return filters
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from enum import StrEnum
 
@@ -25,10 +25,7 @@ from enum import StrEnum
 MAX_ERROR_CHARS = 200
 #: Most retries a schedule may hold.
 MAX_SCHEDULE_ENTRIES = 30
-#: A delivery job lives in LITHO_JOBS, whose messages are dropped after 7
-#: days (``litho.streams``): a retry scheduled past that would never happen.
-JOB_LIFETIME_SECONDS = 7 * 24 * 3600.0
-#: Longest the schedule alone may take (the rest is room for ``Retry-After``).
+#: Longest the schedule alone may take.
 MAX_SCHEDULE_SECONDS = 6 * 24 * 3600.0
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -52,28 +49,47 @@ def parse_schedule(text: str) -> tuple[float, ...]:
         raise ValueError(f"at most {MAX_SCHEDULE_ENTRIES} retries, got {len(delays)}")
     if sum(delays) > MAX_SCHEDULE_SECONDS:
         raise ValueError(f"the retries add up to {sum(delays):g} s, more than "
-                         f"{MAX_SCHEDULE_SECONDS:g} s (jobs are kept 7 days)")
+                         f"{MAX_SCHEDULE_SECONDS:g} s (at most 6 days)")
     return tuple(delays)
+
+
+#: Longest delay a ``Retry-After`` is read as (about 31 years): anything
+#: longer is this much, and every caller caps it far lower.
+RETRY_AFTER_CEILING = 1e9
+#: Digits of a delta-seconds value read as a number; more is the ceiling.
+_MAX_DELTA_DIGITS = 10
 
 
 def parse_retry_after(value: str | None, now: datetime) -> float | None:
     """Seconds a ``Retry-After`` header asks for (delta-seconds or an
-    HTTP-date, RFC 9110 10.2.3); None when absent or unreadable."""
+    HTTP-date, RFC 9110 10.2.3), between 0 and :data:`RETRY_AFTER_CEILING`;
+    None when absent or unreadable. Never raises, whatever the header holds."""
+    try:
+        return _retry_after(value, now)
+    except Exception:  # a target's header must never break an attempt
+        return None
+
+
+def _retry_after(value: str | None, now: datetime) -> float | None:
     if value is None:
         return None
     text = value.strip()
     if not text:
         return None
     if text.isascii() and text.isdigit():
-        return float(int(text[:12]))  # 12 digits: far beyond any cap, never a huge int
-    try:
-        when = parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError):
+        digits = text.lstrip("0") or "0"
+        if len(digits) > _MAX_DELTA_DIGITS:
+            return RETRY_AFTER_CEILING
+        return min(float(int(digits)), RETRY_AFTER_CEILING)
+    if len(text) > 100:  # far longer than any HTTP-date
         return None
+    when = parsedate_to_datetime(text)  # raises on what is not a date
     if when.tzinfo is None:  # "-0000": UTC by RFC 5322
-        return None
+        when = when.replace(tzinfo=UTC)
     seconds = (when - now).total_seconds()
-    return max(0.0, seconds) if math.isfinite(seconds) else None
+    if not math.isfinite(seconds):
+        return None
+    return min(max(0.0, seconds), RETRY_AFTER_CEILING)
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from typing import Self
 from pydantic import Field, field_validator, model_validator
 
 from litho.config import BaseServiceSettings
-from services.webhook._policy import JOB_LIFETIME_SECONDS, parse_schedule
+from services.webhook._policy import parse_schedule
 
 DEFAULT_PUBLIC_URL = "http://127.0.0.1:8080"
 
@@ -40,10 +40,27 @@ class WebhookSettings(BaseServiceSettings):
     webhook_response_max_bytes: int = Field(default=16 * 1024, ge=256, le=1024 * 1024)
     #: Attempts running at once in this process.
     webhook_max_in_flight: int = Field(default=32, ge=1, le=1000)
-    #: Deliveries that may be in progress or waiting for a retry at once
-    #: across every replica (the delivery consumer's max_ack_pending: a
-    #: delivery waiting for its retry holds one); past it, new deliveries wait.
+    #: Attempt jobs queued or running at once across every replica (the
+    #: delivery consumer's max_ack_pending). A delivery waiting for a retry
+    #: holds no job: it is stored with its next attempt time, and the
+    #: scheduler queues a job when that time comes.
     webhook_max_pending: int = Field(default=10_000, ge=1, le=1_000_000)
+    #: Attempts of one tenant's deliveries running at once in this process;
+    #: a job past it goes back to the scheduler, to be queued again shortly.
+    webhook_max_in_flight_per_tenant: int = Field(default=4, ge=1, le=1000)
+    #: Deliveries one tenant may have pending (waiting for an attempt or a
+    #: retry); past it, a new delivery is logged as failed at once and a
+    #: redelivery is refused (429), so one tenant cannot flood the queue.
+    webhook_max_pending_per_tenant: int = Field(default=1000, ge=1, le=1_000_000)
+    #: Seconds between the scheduler's looks for deliveries whose next attempt
+    #: is due (each is queued as one job).
+    webhook_scheduler_interval: float = Field(default=1.0, gt=0, le=60)
+    #: Seconds a queued job has to start its attempt; a delivery whose job was
+    #: lost (terminated, or its worker died) is queued again after it.
+    webhook_queue_lease: float = Field(default=300.0, ge=1, le=24 * 3600)
+    #: Seconds a subscription's previous secret keeps signing (alongside the
+    #: new one) after a rotation, so receivers can switch without a gap.
+    webhook_rotation_overlap: float = Field(default=24 * 3600.0, ge=0, le=30 * 24 * 3600)
     #: Seconds a batch's registered webhook is kept waiting for its batch to finish.
     webhook_batch_retention: float = Field(default=7 * 24 * 3600.0, gt=0)
     #: Seconds a delivery stays in the log.
@@ -65,15 +82,21 @@ class WebhookSettings(BaseServiceSettings):
         return value.rstrip("/")
 
     @model_validator(mode="after")
-    def _within_job_lifetime(self) -> Self:
+    def _within_retention(self) -> Self:
         delays = self.retry_delays
         longest = sum(delays) + len(delays) * self.webhook_retry_after_max
-        if longest >= JOB_LIFETIME_SECONDS:
+        if longest >= self.webhook_delivery_retention:
             raise ValueError(
                 f"LITHO_WEBHOOK_RETRY_SCHEDULE plus {len(delays)} x "
-                f"LITHO_WEBHOOK_RETRY_AFTER_MAX can reach {longest:g} s; a delivery job "
-                f"is kept {JOB_LIFETIME_SECONDS:g} s (LITHO_JOBS), so shorten one of them")
+                f"LITHO_WEBHOOK_RETRY_AFTER_MAX can reach {longest:g} s; a delivery is "
+                f"kept {self.webhook_delivery_retention:g} s "
+                "(LITHO_WEBHOOK_DELIVERY_RETENTION), so shorten one of them")
         return self
+
+    @property
+    def attempt_lease(self) -> float:
+        """Seconds an attempt holds its delivery: the timeout, and room to log it."""
+        return self.webhook_timeout + 30.0
 
     @property
     def image_base(self) -> str:

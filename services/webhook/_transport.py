@@ -33,4 +33,9 @@ class GuardTransport:
                              "(LITHO_WEBHOOK_TIMEOUT)") from exc
         except OutboundError as exc:
             raise SendFailed(exc.message) from exc
+        except (UnicodeError, ValueError) as exc:
+            # A host the URL libraries cannot encode (an empty or over-long
+            # label): the guard refuses those itself; this is the backstop, so
+            # an odd URL is a failed attempt, never a job that breaks.
+            raise SendFailed(f"the target URL cannot be used ({type(exc).__name__})") from exc
         return Answer(status=result.status, headers=result.headers)

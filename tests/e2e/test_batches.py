@@ -418,8 +418,11 @@ async def test_a_batch_webhook_url_gets_one_event_signed_with_the_keys_secret(
     await batchy.wait(created["batchId"])
     headers, body = await batchy.receiver.next("/batch")
     status, key = await batchy.call("GET", "/v1/signing-key")
-    assert status == 200
-    event = Webhook(key["secret"].encode()).verify(body, headers)
+    assert status == 200 and key["webhookSecret"].startswith("whsec_")
+    event = Webhook(key["webhookSecret"]).verify(body, headers)
+    # Not the secret that signs image URLs.
+    with pytest.raises(Exception):  # noqa: B017 - any verification failure
+        Webhook(key["secret"].encode()).verify(body, headers)
     assert event["type"] == "batch.completed"
     assert event["data"]["batchId"] == created["batchId"]
     assert event["data"]["metadata"] == {"order": 42}
@@ -429,5 +432,5 @@ async def test_a_batch_webhook_url_gets_one_event_signed_with_the_keys_secret(
     second = await batchy.submit(colours(1), webhookUrl=batchy.receiver.url("/batch"))
     await batchy.wait(second["batchId"])
     headers, body = await batchy.receiver.next("/batch")
-    assert Webhook(key["secret"].encode()).verify(body, headers)["data"]["batchId"] == (
+    assert Webhook(key["webhookSecret"]).verify(body, headers)["data"]["batchId"] == (
         second["batchId"])

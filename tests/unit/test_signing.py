@@ -62,3 +62,14 @@ def test_the_readme_signing_snippet_matches_the_server() -> None:
     sig = dict(params)["sig"]
     assert s.signature_matches("sek", parts.path, params, sig)
 
+
+def test_the_batch_webhook_secret_is_a_standard_secret_derived_from_the_signing_secret() -> None:
+    from standardwebhooks.webhooks import Webhook
+
+    from services.gateway._signing import batch_webhook_secret
+
+    one = batch_webhook_secret("lss_one")
+    assert one.startswith("whsec_") and one == batch_webhook_secret("lss_one")
+    assert one != batch_webhook_secret("lss_two")
+    assert "lss_one" not in one
+    Webhook(one)  # the library takes it as it is

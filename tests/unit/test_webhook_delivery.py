@@ -153,7 +153,7 @@ def settings_for(data_dir: Path, nats_url: str, **overrides: Any) -> WebhookSett
         "data_dir": data_dir, "nats_url": nats_url,
         "outbound": OutboundSettings(allow="127.0.0.1"),
         "webhook_public_url": PUBLIC_URL, "webhook_retry_schedule": "0.2s,0.2s,0.2s",
-        "webhook_timeout": 2.0, "shutdown_grace": 5.0,
+        "webhook_timeout": 2.0, "shutdown_grace": 5.0, "webhook_scheduler_interval": 0.05,
     }
     values.update(overrides)
     return WebhookSettings(**values)
@@ -216,6 +216,8 @@ def render_completed(template_id: str = "tpl_a",
 
 
 COMPLETED = "litho.events.v1.render.completed"
+#: What the gateway sends as a batch webhook's secret: whsec_ and base64.
+BATCH_SECRET = "whsec_a2V5LWRlcml2ZWQtYmF0Y2gtc2VjcmV0"
 
 
 def verified(secret: str | bytes, got: Received) -> Any:
@@ -398,7 +400,8 @@ async def test_a_retry_scheduled_before_a_restart_happens_after_it(
         first = only(await log_shows(
             stub, sub_id, lambda log: bool(log) and log[0].attempts == 1, "the failed attempt"))
         assert (first.status, first.last_response_code) == (pb.DELIVERY_STATUS_PENDING, 503)
-    # The service is stopped; a new one on the same store and NATS takes over.
+    # The service is stopped (the retry's job is not queued yet: the delivery
+    # waits in the store); a new one on the same store and NATS takes over.
     assert receiver.requests.empty()
     async with webhook_service(settings) as stub:
         verified(secret, await receiver.next())
@@ -416,7 +419,7 @@ async def test_a_batch_webhook_gets_its_batch_once_signed_with_the_key_secret(
     async with webhook_service(settings_for(tmp_path, nats_server.url)) as stub:
         await stub.RegisterBatchWebhook(pb.RegisterBatchWebhookRequest(
             tenant_id=TENANT, batch_id="bat_1", target_url=receiver.url("/batch"),
-            secret="lss_key-signing-secret"))
+            secret=BATCH_SECRET))
         sub_id, secret = await subscribe(stub, "batch.completed", receiver.url("/sub"))
         created = Timestamp(seconds=1_790_000_000)
         await publish(publisher, "litho.events.v1.batch.completed", events_pb2.BatchFinished(
@@ -425,7 +428,7 @@ async def test_a_batch_webhook_gets_its_batch_once_signed_with_the_key_secret(
             cancelled_items=0, metadata_json='{"campaign": "spring"}', created_at=created,
             completed_at=_now()))
         got = {r.path: r for r in [await receiver.next(), await receiver.next()]}
-        hook = verified(b"lss_key-signing-secret", got["/batch"])
+        hook = verified(BATCH_SECRET, got["/batch"])  # Webhook("whsec_…"), as documented
         assert hook == verified(secret, got["/sub"])
         assert hook["type"] == "batch.completed"
         assert hook["data"]["metadata"] == {"campaign": "spring"}
@@ -461,3 +464,38 @@ async def test_the_transport_follows_no_redirect_and_reads_a_bounded_answer(
             await transport.post("http://10.0.0.1/", b"{}", {})
     assert [(await receiver.next()).path for _ in range(3)] == ["/b", "/c", "/d"]
     assert receiver.requests.empty()
+
+
+async def test_one_tenants_failing_receiver_does_not_hold_up_another(
+    tmp_path: Path, nats_server: NatsServer, publisher: messaging.Publisher,
+    receiver: Receiver,
+) -> None:
+    """Review #1: retries waiting for tenant A hold none of the jobs that
+    tenant B's deliveries need (here the consumer may hold 3 at once)."""
+    receiver.behaviours = [answer(500, {"Retry-After": "30"})] * 3
+    settings = settings_for(tmp_path, nats_server.url, webhook_max_pending=3,
+                            webhook_retry_schedule="1s,1s", webhook_retry_after_max=30.0)
+    async with webhook_service(settings) as stub:
+        attacker_id, _ = await subscribe(stub, "render.completed", receiver.url("/attacker"),
+                                         tenant="A")
+        await subscribe(stub, "render.completed", receiver.url("/victim"), tenant="B")
+        for i in range(3):
+            await publish(publisher, COMPLETED, events_pb2.RenderCompleted(
+                render_id=f"a{i}", tenant_id="A", template_id="t", format="png", time=_now()))
+        for _ in range(3):
+            assert (await receiver.next()).path == "/attacker"
+        # All three are logged, waiting 30 s for their retries.
+        page = await stub.ListDeliveries(pb.ListDeliveriesRequest(
+            tenant_id="A", subscription_id=attacker_id))
+        deadline = time.monotonic() + BACKSTOP
+        while sum(d.attempts for d in page.deliveries) < 3:
+            assert time.monotonic() < deadline, page
+            await asyncio.sleep(0.02)
+            page = await stub.ListDeliveries(pb.ListDeliveriesRequest(
+                tenant_id="A", subscription_id=attacker_id))
+        started = time.monotonic()
+        await publish(publisher, COMPLETED, events_pb2.RenderCompleted(
+            render_id="b0", tenant_id="B", template_id="t", format="png", time=_now()))
+        got = await receiver.next()
+        assert got.path == "/victim"
+        assert time.monotonic() - started < 5  # not behind A's 30 s retries

@@ -54,8 +54,11 @@ def test_a_wrong_schedule_says_what_is_wrong(text: str, why: str) -> None:
 def test_a_wrong_schedule_setting_fails_at_start_up() -> None:
     with pytest.raises(ValidationError, match="not a delay"):
         WebhookSettings(webhook_retry_schedule="soon")
-    with pytest.raises(ValidationError, match="LITHO_WEBHOOK_RETRY_AFTER_MAX"):
-        WebhookSettings(webhook_retry_schedule="2d,2d,2d", webhook_retry_after_max=86400)
+    with pytest.raises(ValidationError, match="LITHO_WEBHOOK_DELIVERY_RETENTION"):
+        WebhookSettings(webhook_retry_schedule="2d,2d,2d", webhook_retry_after_max=86400,
+                        webhook_delivery_retention=7 * 86400)
+    # Retries no longer wait in the job stream: past 7 days is fine within retention.
+    WebhookSettings(webhook_retry_schedule="2d,2d,2d", webhook_retry_after_max=86400)
 
 
 @pytest.mark.parametrize(("header", "seconds"), [
@@ -64,13 +67,25 @@ def test_a_wrong_schedule_setting_fails_at_start_up() -> None:
     ("0", 0.0),
     ("Mon, 30 Nov 2026 22:01:30 GMT", 90.0),
     ("Mon, 30 Nov 2026 21:00:00 GMT", 0.0),  # in the past: at once
-    ("99999999999999999999", 999999999999.0),  # clipped, never a huge int
+    ("9999999999", 1e9),
+    ("1234567890123456", 1e9),  # past the ceiling: the ceiling, not its first 12 digits
+    ("99999999999999999999", 1e9),
+    ("9" * 5000, 1e9),  # never int() of thousands of digits
+    ("000000000000000000042", 42.0),
     (None, None),
     ("", None),
     ("soon", None),
     ("-5", None),
     ("1.5", None),
-    ("Mon, 30 Nov 2026 22:01:30 -0000", None),  # no zone: unreadable
+    ("Mon, 30 Nov 2026 22:01:30 -0000", 90.0),  # "-0000": UTC, RFC 5322
+    ("Mon, 30 Nov 2026 23:01:30 +0100", 90.0),
+    # Review #2: dates and offsets that overflow are unreadable, never an error.
+    ("Fri, 31 Dec 99999999999999999999 23:59:59 GMT", None),
+    ("Fri, 31 Dec 9999 23:59:59 +9999", None),
+    ("Fri, 31 Dec 9999 23:59:59 GMT", 1e9),
+    ("Mon, 01 Jan 0001 00:00:00 -2359", 0.0),
+    ("Mon, 30 Nov 2026 22:01:30 GMT" + " " * 200, 90.0),
+    ("Mon, 30 Nov 2026 22:01:30 GMT" + "x" * 200, None),
 ])
 def test_retry_after_is_delta_seconds_or_an_http_date(
     header: str | None, seconds: float | None

@@ -36,7 +36,7 @@ def test_a_signed_body_verifies_with_the_reference_library_and_nothing_else() ->
     secret = _signing.new_secret()
     body = '{"type":"render.completed","timestamp":"x","data":{}}'
     now = datetime.now(UTC)
-    headers = _signing.headers(_signing.subscription_signer(secret), "msg_1", body, now)
+    headers = _signing.headers(_signing.subscription_signers([secret]), "msg_1", body, now)
     assert headers["webhook-id"] == "msg_1"
     assert headers["webhook-timestamp"] == str(int(now.timestamp()))
     assert headers["webhook-signature"].startswith("v1,")
@@ -48,20 +48,36 @@ def test_a_signed_body_verifies_with_the_reference_library_and_nothing_else() ->
             Webhook(secret).verify(tampered, changed)
     with pytest.raises(WebhookVerificationError):
         Webhook(_signing.new_secret()).verify(body, headers)
-    stale = _signing.headers(_signing.subscription_signer(secret), "msg_1", body,
+    stale = _signing.headers(_signing.subscription_signers([secret]), "msg_1", body,
                              now - timedelta(minutes=10))
     with pytest.raises(WebhookVerificationError, match="too old"):
         Webhook(secret).verify(body, stale)
 
 
-def test_a_batch_webhook_is_signed_with_the_utf8_of_the_key_secret() -> None:
+def test_a_batch_webhook_is_signed_with_its_whsec_secret() -> None:
+    """Review #9: the gateway sends a whsec_ secret; receivers use it as is."""
+    secret = "whsec_" + base64.b64encode(b"derived from the key").decode()
     body = '{"type":"batch.completed"}'
-    headers = _signing.headers(_signing.batch_signer("lss_abc"), "msg_9", body,
+    headers = _signing.headers((_signing.batch_signer(secret),), "msg_9", body,
                                datetime.now(UTC))
-    Webhook(b"lss_abc").verify(body, headers)
-    Webhook(base64.b64encode(b"lss_abc").decode()).verify(body, headers)  # the same key
+    Webhook(secret).verify(body, headers)
     with pytest.raises(WebhookVerificationError):
-        Webhook(b"lss_abd").verify(body, headers)
+        Webhook(secret.encode()).verify(body, headers)  # not the UTF-8 of the text
+    for wrong in ("", "whsec_", "lss_abc", "whsec_***"):
+        with pytest.raises(ValueError):
+            _signing.batch_signer(wrong)
+
+
+def test_during_a_rotation_each_secret_verifies_on_its_own() -> None:
+    old, new = _signing.new_secret(), _signing.new_secret()
+    body = '{"type":"render.completed"}'
+    headers = _signing.headers(_signing.subscription_signers([new, old]), "msg_r", body,
+                               datetime.now(UTC))
+    assert [sig[:3] for sig in headers["webhook-signature"].split(" ")] == ["v1,", "v1,"]
+    Webhook(new).verify(body, headers)
+    Webhook(old).verify(body, headers)
+    with pytest.raises(WebhookVerificationError):
+        Webhook(_signing.new_secret()).verify(body, headers)
 
 
 def test_the_event_table_is_one_row_per_event_on_its_subject() -> None:
