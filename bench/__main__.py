@@ -5,8 +5,9 @@ one run on this machine; read medians and ratios, not single samples.
 Environment knobs: ``BENCH_SAMPLES`` (cold renders per format, default 20),
 ``BENCH_SOAK`` (renders in the memory soak, default 2000),
 ``BENCH_THROUGHPUT_SECONDS`` (per concurrency level, default 10),
-``BENCH_BATCH`` (items of the batch section, default 1000), ``BENCH_BATCH_SMALL``
-and ``BENCH_BATCH_LARGE`` (the memory batches, default 1000 and 10000).
+``BENCH_BATCH`` (items of the batch section, default 1000; 0 measures only
+memory), ``BENCH_BATCH_SMALL`` and ``BENCH_BATCH_LARGE`` (the memory batches,
+default 1000 and 10000).
 """
 
 from __future__ import annotations

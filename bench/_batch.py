@@ -14,6 +14,7 @@ on the same stack, in the same run.
 from __future__ import annotations
 
 import asyncio
+import statistics
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Protocol
@@ -83,18 +84,50 @@ async def _interactive_until(c: Client, finished: asyncio.Event) -> list[float]:
     return times
 
 
-async def _peak_pss_until(pid: int, finished: asyncio.Event) -> float:
-    peak = tree_pss_bytes(pid)
+async def _pss_until(pid: int, finished: asyncio.Event) -> list[float]:
+    """PSS in MiB every 0.5 s until the batch is done."""
+    samples: list[float] = []
     while not finished.is_set():
-        peak = max(peak, tree_pss_bytes(pid))
+        samples.append(round(tree_pss_bytes(pid) / 2**20, 1))
         await asyncio.sleep(0.5)
-    return round(peak / 2**20, 1)
+    return samples
+
+
+def _quarters(samples: list[float]) -> tuple[float, float]:
+    """Median PSS of the first and of the last quarter of a run."""
+    q = max(1, len(samples) // 4)
+    return statistics.median(samples[:q]), statistics.median(samples[-q:])
 
 
 async def batch_section(c: Client, *, n: int, n_small: int, n_large: int, pid: int,
                         throughput: Callable[[int, float], Awaitable[float]],
                         small_template: str) -> dict[str, Any]:
     out: dict[str, Any] = {"items": n}
+    if n:
+        await _speed(c, out, n, throughput)
+    memory: dict[str, Any] = {}
+    for size in (n_small, n_large):
+        print(f"batch: renderer memory during a batch of {size} small cards…", flush=True)
+        stamp = time.time_ns()
+        small = [{"bg": f"#{i % 200:02x}40{(i * 7) % 256:02x}", "title": f"{stamp} {i}"}
+                 for i in range(size)]
+        wall, samples = await _timed_batch(
+            c, small_template, small, lambda done: _pss_until(pid, done))
+        first, last = _quarters(samples)
+        memory[str(size)] = {"peakMiB": max(samples), "firstQuarterMiB": first,
+                             "lastQuarterMiB": last, "wallS": round(wall, 2),
+                             "imagesPerS": round(size / wall, 2),
+                             "series": samples[::max(1, len(samples) // 20)]}
+    out["memory"] = memory
+    out["memory"]["growthMiB"] = round(
+        memory[str(n_large)]["peakMiB"] - memory[str(n_small)]["peakMiB"], 1)
+    big = memory[str(n_large)]
+    out["memory"]["driftMiB"] = round(big["lastQuarterMiB"] - big["firstQuarterMiB"], 1)
+    return out
+
+
+async def _speed(c: Client, out: dict[str, Any], n: int,
+                 throughput: Callable[[int, float], Awaitable[float]]) -> None:
     print("batch: idle interactive p50 and saturated throughput…", flush=True)
     idle = [await c.timed(c.variables()) for _ in range(20)]
     saturated = await throughput(4, 10.0)
@@ -124,26 +157,26 @@ async def batch_section(c: Client, *, n: int, n_small: int, n_large: int, pid: i
     out["sequential"] = {"wallS": round(sequential, 2), "batchWallS": round(again, 2),
                          "ratio": round(sequential / again, 3)}
 
-    memory: dict[str, Any] = {}
-    for size in (n_small, n_large):
-        print(f"batch: renderer memory during a batch of {size} small cards…", flush=True)
-        stamp = time.time_ns()
-        small = [{"bg": f"#{i % 200:02x}40{(i * 7) % 256:02x}", "title": f"{stamp} {i}"}
-                 for i in range(size)]
-        wall, peak = await _timed_batch(
-            c, small_template, small, lambda done: _peak_pss_until(pid, done))
-        memory[str(size)] = {"peakMiB": peak, "wallS": round(wall, 2),
-                             "imagesPerS": round(size / wall, 2)}
-    out["memory"] = memory
-    out["memory"]["growthMiB"] = round(
-        memory[str(n_large)]["peakMiB"] - memory[str(n_small)]["peakMiB"], 1)
-    return out
-
 
 def markdown(b: dict[str, Any]) -> list[str]:
     n = b["items"]
     mem = b["memory"]
-    sizes = [k for k in mem if k != "growthMiB"]
+    sizes = [k for k in mem if k not in ("growthMiB", "driftMiB")]
+    big = mem[sizes[-1]]
+    memory_rows = [
+        f"| renderer peak memory, batch of {sizes[-1]} minus batch of {sizes[0]} | "
+        f"{mem['growthMiB']} MiB ({big['peakMiB']} vs {mem[sizes[0]]['peakMiB']} MiB)"
+        " | no growth |",
+        f"| renderer memory across the batch of {sizes[-1]}: last quarter minus first "
+        f"(medians) | {mem.get('driftMiB', '—')} MiB ({big.get('lastQuarterMiB', '—')} vs "
+        f"{big.get('firstQuarterMiB', '—')} MiB) | flat |",
+    ]
+    if "batch" not in b:
+        return ["## Batches", "", "Renderer memory (PSS with Chromium, sampled every 0.5 s) "
+                "during batches of small 300×80 cards.", "",
+                "| measure | result | target |", "| --- | --- | --- |", *memory_rows,
+                "", f"Series during the batch of {sizes[-1]} (MiB, evenly spaced): "
+                f"{', '.join(str(v) for v in big.get('series', []))}", ""]
     return [
         "## Batches", "",
         f"One stack, one run: a batch of {n} distinct 1200×630 cards (PNG) on the work queue, "
@@ -159,8 +192,6 @@ def markdown(b: dict[str, Any]) -> list[str]:
         f"| {n} sequential single renders ÷ one batch of the same {n} | "
         f"{b['sequential']['ratio']} ({b['sequential']['wallS']} s vs "
         f"{b['sequential']['batchWallS']} s) | |",
-        f"| renderer peak memory, batch of {sizes[-1]} minus batch of {sizes[0]} | "
-        f"{mem['growthMiB']} MiB ({mem[sizes[-1]]['peakMiB']} vs {mem[sizes[0]]['peakMiB']} MiB)"
-        " | no growth |",
+        *memory_rows,
         "",
     ]
