@@ -10,8 +10,9 @@ drained, clients closed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from litho.logs import get_logger
 
@@ -42,3 +43,28 @@ def _on_signal(stop: asyncio.Event, sig: signal.Signals) -> None:
         return
     log.info("shutdown requested", signal=sig.name)
     stop.set()
+
+
+@contextlib.asynccontextmanager
+async def periodic(work: Callable[[], Awaitable[object]], interval: float, *,
+                   name: str) -> AsyncIterator[None]:
+    """Run ``work`` now and then every ``interval`` seconds in a background
+    task until the block exits (for a service's exit stack). A round that
+    fails is logged; the next one tries again."""
+
+    async def loop() -> None:
+        while True:
+            try:
+                await work()
+            except Exception as exc:
+                log.warning("periodic work failed", work=name,
+                            error=str(exc) or type(exc).__name__)
+            await asyncio.sleep(interval)
+
+    task = asyncio.create_task(loop(), name=name)
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

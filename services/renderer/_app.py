@@ -3,18 +3,15 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
 import socket
-from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from functools import partial
 
 from playwright.async_api import async_playwright
 
-from litho import messaging
+from litho import lifecycle, messaging
 from litho.consumers import ConsumerOptions
 from litho.logs import get_logger
 from litho.outbound import OutboundGuard
@@ -139,32 +136,13 @@ async def build(host: Host[RendererSettings]) -> None:
         handler_timeout=4 * settings.renderer_timeout + 60,
         stop_grace=settings.shutdown_grace), publisher)
     await stack.enter_async_context(items.running())
-    stack.enter_context(_periodic(batches.sweep, settings.renderer_batch_sweep_interval))
+    await stack.enter_async_context(lifecycle.periodic(
+        batches.sweep, settings.renderer_batch_sweep_interval, name="batch sweep"))
     await host.serve_grpc(
         [(renderer_pb2_grpc.add_RendererServiceServicer_to_server,
           RendererServicer(pipeline, batches), SERVICE_NAME)],
         # A batch of LITHO_BATCH_MAX_BYTES of variables, plus its framing.
         max_receive_message_bytes=settings.batch_max_bytes + 64 * 1024)
-
-
-@contextlib.contextmanager
-def _periodic(work: Callable[[], Awaitable[object]], interval: float) -> Iterator[None]:
-    """Run ``work`` every ``interval`` seconds in the background until exit."""
-
-    async def loop() -> None:
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await work()
-            except Exception as exc:  # the next round tries again
-                log.warning("periodic work failed", work=getattr(work, "__name__", "?"),
-                            error=str(exc))
-
-    task = asyncio.get_running_loop().create_task(loop())
-    try:
-        yield
-    finally:
-        task.cancel()
 
 
 async def _capture_on(page: object, *, capturer: Capturer, spec: CaptureSpec,

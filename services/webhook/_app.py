@@ -5,11 +5,9 @@ NATS and the document store)."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import AsyncIterator
+from functools import partial
 
-from litho import messaging
+from litho import lifecycle, messaging
 from litho.logs import get_logger
 from litho.outbound import AllowList, OutboundGuard
 from litho.service import Host
@@ -76,53 +74,24 @@ async def build(host: Host[WebhookSettings]) -> None:
     await stack.enter_async_context(_jobs.fanout_consumer(
         nc, dispatcher, Context(public_url=settings.image_base),
         _jobs.fanout_options(settings), publisher).running())
-    await stack.enter_async_context(_sweeping(webhooks, settings.webhook_sweep_interval))
-    await stack.enter_async_context(_scheduling(scheduler, settings.webhook_scheduler_interval))
+    await stack.enter_async_context(lifecycle.periodic(
+        partial(_sweep, webhooks), settings.webhook_sweep_interval, name="webhook sweep"))
+    await stack.enter_async_context(lifecycle.periodic(
+        partial(_schedule_due, scheduler), settings.webhook_scheduler_interval,
+        name="webhook scheduler"))
 
     await host.serve_grpc([(webhook_pb2_grpc.add_WebhookServiceServicer_to_server,
                             WebhookServicer(webhooks), SERVICE_NAME)])
 
 
-@contextlib.asynccontextmanager
-async def _scheduling(scheduler: Scheduler, interval: float) -> AsyncIterator[None]:
-    """Queue the deliveries whose next attempt is due, every ``interval`` seconds."""
-
-    async def schedule() -> None:
-        while True:
-            try:
-                while await scheduler.tick() >= scheduler.batch:
-                    pass  # more are due: go on at once
-            except Exception as exc:
-                log.warning("webhook scheduling failed", error=str(exc) or type(exc).__name__)
-            await asyncio.sleep(interval)
-
-    task = asyncio.create_task(schedule(), name="webhook scheduler")
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+async def _schedule_due(scheduler: Scheduler) -> None:
+    """Queue the deliveries whose next attempt is due."""
+    while await scheduler.tick() >= scheduler.batch:
+        pass  # more are due: go on at once
 
 
-@contextlib.asynccontextmanager
-async def _sweeping(webhooks: Webhooks, interval: float) -> AsyncIterator[None]:
-    """Drop expired batch webhooks and old deliveries every ``interval`` seconds."""
-
-    async def sweep() -> None:
-        while True:
-            try:
-                hooks, deliveries = await webhooks.sweep()
-                if hooks or deliveries:
-                    log.info("webhook sweep", batch_webhooks=hooks, deliveries=deliveries)
-            except Exception as exc:
-                log.warning("webhook sweep failed", error=str(exc) or type(exc).__name__)
-            await asyncio.sleep(interval)
-
-    task = asyncio.create_task(sweep(), name="webhook sweep")
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+async def _sweep(webhooks: Webhooks) -> None:
+    """Drop expired batch webhooks and old deliveries."""
+    hooks, deliveries = await webhooks.sweep()
+    if hooks or deliveries:
+        log.info("webhook sweep", batch_webhooks=hooks, deliveries=deliveries)
