@@ -62,6 +62,8 @@ class BatchSettings(BaseSettings):
     batch_max_bytes: int = Field(default=32 * 1024 * 1024, ge=1024, le=1024**3)
     #: Largest variable set of one item, as JSON, in bytes (one NATS message each).
     batch_max_item_bytes: int = Field(default=256 * 1024, ge=1024, le=900 * 1024)
+    #: Most columns of a batch's CSV: each column is a path kept for every row.
+    batch_max_csv_columns: int = Field(default=1000, ge=1, le=100_000)
     #: Items of one tenant's unfinished batches, in all, before a new batch is
     #: a 429 (every tenant shares the work queue).
     batch_max_pending_items: int = Field(default=50_000, ge=1)

@@ -127,6 +127,7 @@ async def build(host: Host[GatewaySettings]) -> None:
         batch_max_bytes=settings.batch_max_bytes,
         batch_max_items=settings.batch_max_items,
         batch_max_item_bytes=settings.batch_max_item_bytes,
+        batch_max_csv_columns=settings.batch_max_csv_columns,
         outbound_allow=AllowList.parse(settings.outbound.allow),
         register_batch_webhook=webhooks.batch_registrar(webhook_stub),
     )

@@ -10,7 +10,7 @@ import asyncio
 import json
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,26 +25,24 @@ from litho.renderer.v1 import renderer_pb2 as pb
 from services.gateway import _csv
 from services.gateway._formats import format_enum, options_from_json
 from services.gateway._problems import problem
-from services.gateway._requests import integer, parse_json
+from services.gateway._requests import (
+    TooLarge,
+    integer,
+    optional_time,
+    parse_json,
+    read_limited,
+)
 from services.gateway._state import Deps, caller, deps
 from services.gateway._validation import query as query_of
 
 log = get_logger(__name__)
 
-_CHUNK = 64 * 1024
 _JSON_TYPES = frozenset({"application/json", ""})
 #: Render options a CSV upload takes as query parameters.
 _QUERY_OPTIONS = ("format", "version", "width", "height", "deviceScaleFactor", "quality",
                   "transparent", "selector", "assets", "cache", "webhookUrl")
 #: Results fetched per call while an archive streams.
 _ARCHIVE_PAGE = 500
-
-
-def _timestamp(ts: Any, present: bool) -> str | None:
-    if not present:
-        return None
-    value: datetime = ts.ToDatetime()
-    return value.isoformat(timespec="milliseconds") + "Z"
 
 
 def batch_json(b: pb.Batch) -> dict[str, Any]:
@@ -57,9 +55,9 @@ def batch_json(b: pb.Batch) -> dict[str, Any]:
         "progress": 100 if done >= b.total_items else int(100 * done / b.total_items),
         "totalItems": b.total_items, "completedItems": b.completed_items,
         "failedItems": b.failed_items, "cancelledItems": b.cancelled_items,
-        "createdAt": _timestamp(b.create_time, b.HasField("create_time")),
-        "startedAt": _timestamp(b.start_time, b.HasField("start_time")),
-        "completedAt": _timestamp(b.complete_time, b.HasField("complete_time")),
+        "createdAt": optional_time(b, "create_time"),
+        "startedAt": optional_time(b, "start_time"),
+        "completedAt": optional_time(b, "complete_time"),
         "metadata": json.loads(b.metadata_json or "{}"),
     }
 
@@ -80,18 +78,6 @@ def _result_json(r: pb.BatchResult, base_url: str) -> dict[str, Any]:
     return out
 
 
-async def _read_limited(request: web.Request, limit: int) -> bytes | None:
-    if (request.content_length or 0) > limit:
-        return None
-    parts, size = [], 0
-    async for chunk in request.content.iter_chunked(_CHUNK):
-        size += len(chunk)
-        if size > limit:
-            return None
-        parts.append(chunk)
-    return b"".join(parts)
-
-
 def _batch_id() -> str:
     """Sortable by creation (milliseconds first), unguessable (48 random bits
     after them; ids are also checked against the tenant)."""
@@ -107,8 +93,11 @@ async def create_batch(request: web.Request) -> web.StreamResponse:
         return problem(415, "a batch is JSON (application/json, with variableSets) or CSV "
                             f"(text/csv, a header row of variable names); got "
                             f"{content_type[:60]!r}")
-    data = await _read_limited(request, limit)
-    if data is None:
+    try:
+        if (request.content_length or 0) > limit:
+            raise TooLarge()
+        data = await read_limited(request.content, limit)
+    except TooLarge:
         return problem(413, f"the batch is larger than {limit} bytes (LITHO_BATCH_MAX_BYTES)")
     query = query_of(request)
     if content_type == "text/csv":
@@ -160,15 +149,17 @@ def _read_batch(d: Deps, data: bytes, from_text: bool
     LITHO_BATCH_MAX_BYTES (None: a 413), counted before they are kept."""
     if from_text:
         body: dict[str, Any] = {}
-        sets = _csv.variable_sets(data, max_items=d.batch_max_items,
-                                  max_depth=d.json_limits.max_depth)
+        sets: Iterable[Any] = _csv.variable_sets(
+            data, max_items=d.batch_max_items, max_depth=d.json_limits.max_depth,
+            max_columns=d.batch_max_csv_columns)
     else:
         body = _json_body(d, data)
-        sets = body.pop("variableSets")
-        if len(sets) > d.batch_max_items:
+        listed: list[Any] = body.pop("variableSets")
+        sets = listed
+        if len(listed) > d.batch_max_items:
             raise InvalidArgument(
                 f"a batch has at most {d.batch_max_items} items (LITHO_BATCH_MAX_ITEMS); "
-                f"got {len(sets)}", errors=[FieldError(
+                f"got {len(listed)}", errors=[FieldError(
                     "/variableSets", f"must have at most {d.batch_max_items} items")])
     encoded: list[str] = []
     total = 0

@@ -94,23 +94,29 @@ def _rows(text: str) -> Iterator[list[str]]:
             yield row
 
 
-def variable_sets(data: bytes, *, max_items: int, max_depth: int) -> list[dict[str, Any]]:
-    """One variables object per data row."""
+def variable_sets(data: bytes, *, max_items: int, max_depth: int,
+                  max_columns: int) -> Iterator[dict[str, Any]]:
+    """One variables object per data row, made as the rows are read (the
+    caller encodes and checks each one before the next is built, so a CSV
+    never exists whole as Python objects)."""
     rows = _rows(decode(data))
     header = next(rows, None)
     if header is None:
         raise _refuse("body", "is empty; the first row names the variables")
+    if len(header) > max_columns:
+        raise _refuse("body", f"has {len(header)} columns; at most {max_columns} "
+                              "(LITHO_BATCH_MAX_CSV_COLUMNS)")
     paths = _paths(header, max_depth)
-    sets: list[dict[str, Any]] = []
+    made = 0
     for number, row in enumerate(rows, start=2):
         if len(row) != len(paths):
             raise _refuse(f"row {number}", f"has {len(row)} fields; the header has {len(paths)}")
-        if len(sets) == max_items:
+        if made == max_items:
             raise _refuse("variableSets", f"has more than {max_items} rows "
                                           "(LITHO_BATCH_MAX_ITEMS)")
         if any("\x00" in value for value in row):
             raise _refuse(f"row {number}", "contains a NUL character")
-        sets.append(_nest(paths, row))
-    if not sets:
+        made += 1
+        yield _nest(paths, row)
+    if not made:
         raise _refuse("variableSets", "is empty: the CSV has a header row but no data rows")
-    return sets

@@ -9,7 +9,6 @@ and style) is the template service's.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from aiohttp import BodyPartReader, web
@@ -18,6 +17,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from litho.errors import FieldError, InvalidArgument
 from litho.template.v1 import template_pb2 as pb
 from services.gateway._problems import problem
+from services.gateway._requests import TooLarge, read_limited, rfc3339
 from services.gateway._state import caller, deps
 from services.gateway._validation import query as query_of
 
@@ -26,14 +26,9 @@ _RAW_TYPES = frozenset({
     "application/font-woff", "application/font-woff2", "application/x-font-ttf",
     "application/x-font-otf", "application/vnd.ms-opentype",
 })
-_CHUNK = 64 * 1024
 _MAX_FAMILY_BYTES = 400
 #: What a multipart form may add to the font's own bytes.
 _FORM_OVERHEAD = 64 * 1024
-
-
-class _TooLarge(Exception):
-    pass
 
 
 async def create_font(request: web.Request) -> web.Response:
@@ -51,13 +46,13 @@ async def create_font(request: web.Request) -> web.Response:
                 return _too_large(limit)
             family = form_family or family
         elif request.content_type in _RAW_TYPES:
-            data = await _read_limited(request.content, limit)
+            data = await read_limited(request.content, limit)
         else:
             return problem(415, f"a font upload is raw font bytes (Content-Type font/ttf, "
                                 f"font/otf, font/woff, font/woff2 or application/octet-stream) "
                                 f"or multipart/form-data with a 'file' part; got "
                                 f"{request.content_type[:60]!r}")
-    except _TooLarge:
+    except TooLarge:
         return _too_large(limit)
     except (ValueError, AssertionError, RuntimeError, HttpProcessingError) as exc:
         # aiohttp's multipart reader refuses a malformed form this way (a part
@@ -92,13 +87,12 @@ async def delete_font(request: web.Request) -> web.Response:
 
 
 def font_json(f: pb.Font) -> dict[str, Any]:
-    created: datetime = f.create_time.ToDatetime()
     return {
         "id": f.id, "family": f.family, "weight": f.weight, "style": f.style,
         "format": f.format, "size": f.size_bytes, "sha256": f.sha256,
         "fullName": f.full_name, "fileName": f.file_name,
         "css": f'font-family: "{f.family}"; font-weight: {f.weight}; font-style: {f.style}',
-        "createdAt": created.isoformat(timespec="milliseconds") + "Z",
+        "createdAt": rfc3339(f.create_time),
     }
 
 
@@ -112,9 +106,9 @@ async def _read_form(request: web.Request, limit: int) -> tuple[bytes, str, str]
                                   errors=[FieldError("body", "one level of parts")])
         if part.name == "file" and data is None:
             file_name = part.filename or ""
-            data = await _read_limited(part, limit)
+            data = await read_limited(part, limit)
         elif part.name == "family" and not family:
-            raw = await _read_limited(part, _MAX_FAMILY_BYTES)
+            raw = await read_limited(part, _MAX_FAMILY_BYTES)
             try:
                 family = raw.decode("utf-8").strip()
             except UnicodeDecodeError:
@@ -128,21 +122,3 @@ async def _read_form(request: web.Request, limit: int) -> tuple[bytes, str, str]
         raise InvalidArgument("the form has no 'file' part",
                               errors=[FieldError("file", "is required")])
     return data, file_name, family
-
-
-async def _read_limited(source: Any, limit: int) -> bytes:
-    """Everything ``source`` (a body stream or a form part) gives, or
-    ``_TooLarge`` as soon as it passes ``limit``."""
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        if isinstance(source, BodyPartReader):
-            chunk = await source.read_chunk(_CHUNK)
-        else:
-            chunk = await source.read(_CHUNK)
-        if not chunk:
-            return b"".join(chunks)
-        size += len(chunk)
-        if size > limit:
-            raise _TooLarge()
-        chunks.append(chunk)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
 from typing import Any
 
 from aiohttp import web
@@ -14,15 +13,10 @@ from litho.renderer.v1 import renderer_pb2
 from litho.template.v1 import template_pb2
 from services.gateway._formats import format_enum, options_from_json, render_json
 from services.gateway._problems import problem
-from services.gateway._requests import integer
+from services.gateway._requests import integer, rfc3339
 from services.gateway._state import caller, deps
 from services.gateway._validation import body as json_body
 from services.gateway._validation import query as query_of
-
-
-def _timestamp(ts: Any) -> str:
-    value: datetime = ts.ToDatetime()
-    return value.isoformat(timespec="milliseconds") + "Z"
 
 
 def template_json(t: template_pb2.Template) -> dict[str, Any]:
@@ -32,8 +26,8 @@ def template_json(t: template_pb2.Template) -> dict[str, Any]:
         "variables": json.loads(t.variable_definitions_json or "[]"),
         "discoveredVariables": list(t.discovered_variables),
         "tags": list(t.tags),
-        "version": t.version, "createdAt": _timestamp(t.create_time),
-        "updatedAt": _timestamp(t.update_time),
+        "version": t.version, "createdAt": rfc3339(t.create_time),
+        "updatedAt": rfc3339(t.update_time),
     }
 
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 
 from litho import jsonlimits
 from litho.errors import FieldError, InvalidArgument
@@ -15,6 +16,8 @@ from services.gateway._state import deps
 #: Bodies up to this size are parsed and checked on the event loop (well under
 #: a millisecond); larger ones, which may take tens of milliseconds, in a thread.
 _INLINE_BYTES = 64 * 1024
+#: Bytes read at a time from a body stream.
+_CHUNK = 64 * 1024
 
 
 def parse_json(raw: bytes | str, limits: jsonlimits.JsonLimits) -> Any:
@@ -84,3 +87,37 @@ def _is_utf8(encoded: str) -> bool:
 def integer(value: Any) -> int:
     """A JSON Schema ``integer`` may arrive as ``394.0``; protobuf wants an int."""
     return int(value)
+
+
+def rfc3339(ts: Any) -> str:
+    """A protobuf Timestamp as the API writes times: UTC, milliseconds, ``Z``."""
+    value: datetime = ts.ToDatetime()
+    return value.isoformat(timespec="milliseconds") + "Z"
+
+
+def optional_time(message: Any, name: str) -> str | None:
+    """``message.<name>`` as :func:`rfc3339`, or None when the field is unset."""
+    return rfc3339(getattr(message, name)) if message.HasField(name) else None
+
+
+class TooLarge(Exception):
+    """A body (or form part) passed the limit it was read with."""
+
+
+async def read_limited(source: Any, limit: int) -> bytes:
+    """Everything ``source`` (a body stream or a form part) gives, or
+    :class:`TooLarge` as soon as it passes ``limit``; never more than one
+    chunk past the limit is held."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        if isinstance(source, BodyPartReader):
+            chunk = await source.read_chunk(_CHUNK)
+        else:
+            chunk = await source.read(_CHUNK)
+        if not chunk:
+            return b"".join(chunks)
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge()
+        chunks.append(chunk)

@@ -44,6 +44,7 @@ class Deps:
     batch_max_bytes: int = 32 * 1024 * 1024
     batch_max_items: int = 10_000
     batch_max_item_bytes: int = 256 * 1024
+    batch_max_csv_columns: int = 1000
     #: Private destinations a webhook URL may name (LITHO_OUTBOUND_ALLOW).
     outbound_allow: AllowList = field(default_factory=AllowList)
     #: Registers a batch's own webhook URL (and the caller's signing secret)

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from litho.webhook.v1 import webhook_pb2 as pb
 from services.gateway._keys import ApiKey
+from services.gateway._requests import optional_time
 from services.gateway._signing import batch_webhook_secret
 from services.gateway._state import caller, deps
 from services.gateway._validation import body as json_body
@@ -24,12 +25,6 @@ _DELIVERY_STATUS = {pb.DELIVERY_STATUS_PENDING: "pending",
                     pb.DELIVERY_STATUS_FAILED: "failed"}
 
 
-def _time(message: Any, name: str) -> str | None:
-    if not message.HasField(name):
-        return None
-    return str(getattr(message, name).ToDatetime().isoformat(timespec="milliseconds") + "Z")
-
-
 def subscription_json(s: pb.Subscription) -> dict[str, Any]:
     filters = {k: v for k, v in (("templateId", s.filters.template_id),
                                  ("bindingId", s.filters.binding_id)) if v}
@@ -38,7 +33,7 @@ def subscription_json(s: pb.Subscription) -> dict[str, Any]:
         "description": s.description, "status": _SUBSCRIPTION_STATUS.get(s.status, "active"),
         "statusReason": s.status_reason or None,
         "consecutiveFailures": s.consecutive_failures,
-        "createdAt": _time(s, "create_time"), "updatedAt": _time(s, "update_time"),
+        "createdAt": optional_time(s, "create_time"), "updatedAt": optional_time(s, "update_time"),
     }
 
 
@@ -47,8 +42,9 @@ def delivery_json(d: pb.Delivery) -> dict[str, Any]:
         "id": d.id, "event": d.event, "status": _DELIVERY_STATUS.get(d.status, "pending"),
         "attempts": d.attempts, "lastResponseCode": d.last_response_code or None,
         "durationMs": d.last_duration_ms if d.attempts else None,
-        "error": d.last_error or None, "nextRetryAt": _time(d, "next_retry_time"),
-        "deliveredAt": _time(d, "delivered_time"), "createdAt": _time(d, "create_time"),
+        "error": d.last_error or None, "nextRetryAt": optional_time(d, "next_retry_time"),
+        "deliveredAt": optional_time(d, "delivered_time"),
+        "createdAt": optional_time(d, "create_time"),
         "webhookId": d.message_id, "redeliveryOf": d.redelivery_of or None,
     }
 

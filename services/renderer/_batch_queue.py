@@ -7,10 +7,7 @@ import asyncio
 import json
 from collections.abc import Sequence
 from dataclasses import replace
-from datetime import UTC, datetime
 from typing import Any
-
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from litho import messaging
 from litho.consumers import ConsumerOptions, Delivery, PullConsumer, Retry, proto_decoder
@@ -24,6 +21,7 @@ from services.renderer._batches import (
     Batches,
     Item,
     RetryLater,
+    timestamp,
 )
 
 ITEMS_SUBJECT = "litho.jobs.v1.render.batch"
@@ -51,14 +49,6 @@ class NatsItemQueue:
                 raise failed.exceptions[0] from None  # the first refusal says why
 
 
-def _timestamp(seconds: float | None) -> Timestamp | None:
-    if seconds is None:
-        return None
-    ts = Timestamp()
-    ts.FromDatetime(datetime.fromtimestamp(seconds, UTC))
-    return ts
-
-
 def finished_event(batch: dict[str, Any]) -> events_pb2.BatchFinished:
     counts = batch.get("counts") or {}
     return events_pb2.BatchFinished(
@@ -67,8 +57,8 @@ def finished_event(batch: dict[str, Any]) -> events_pb2.BatchFinished:
         total_items=batch["totalItems"], completed_items=counts.get(SUCCEEDED, 0),
         failed_items=counts.get(FAILED, 0), cancelled_items=counts.get(CANCELLED, 0),
         metadata_json=json.dumps(batch.get("metadata") or {}),
-        created_at=_timestamp(batch["createdAt"]),
-        completed_at=_timestamp(batch.get("completedAt")),
+        created_at=timestamp(batch["createdAt"]),
+        completed_at=timestamp(batch.get("completedAt")),
     )
 
 

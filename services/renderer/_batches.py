@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from google.protobuf.timestamp_pb2 import Timestamp
+
 from litho import formats
 from litho.docstore import DocumentStore
 from litho.errors import (
@@ -325,7 +327,7 @@ class Batches:
             else:  # cancelled (a cancel may have been cut short): record it
                 result = self._result(m, status=CANCELLED)
             await self._results.insert_many([result])
-        await self._finish_if_done(m.batch_id)
+        await self._finish_if_done(m.batch_id, batch["totalItems"])
 
     async def give_up(self, m: pb.BatchItem, reason: str) -> None:
         """The queue's last delivery of an item that never got a result (its
@@ -410,7 +412,12 @@ class Batches:
         await self._finish_if_done(batch["_id"])
         return cancelled
 
-    async def _finish_if_done(self, batch_id: str) -> None:
+    async def _finish_if_done(self, batch_id: str, total: int | None = None) -> None:
+        """Finish the batch if every item has its result. ``total`` (its
+        ``totalItems``, which never changes) saves reading the batch again on
+        the way that is taken after nearly every item: not done yet."""
+        if total is not None and await self._results.count({"batchId": batch_id}) < total:
+            return
         batch = await self._batches.get(batch_id)
         if batch is None:
             return
@@ -460,5 +467,10 @@ def _metadata(text: str, max_bytes: int) -> dict[str, Any]:
     return value
 
 
-def iso(seconds: float | None) -> datetime | None:
-    return None if seconds is None else datetime.fromtimestamp(seconds, UTC)
+def timestamp(seconds: float | None) -> Timestamp | None:
+    """A stored time (seconds since the epoch) as a protobuf Timestamp; None stays None."""
+    if seconds is None:
+        return None
+    ts = Timestamp()
+    ts.FromDatetime(datetime.fromtimestamp(seconds, UTC))
+    return ts

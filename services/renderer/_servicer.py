@@ -6,7 +6,6 @@ import json
 from typing import Any
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from litho import formats
 from litho.renderer.v1 import renderer_pb2 as pb
@@ -59,15 +58,6 @@ def _request(o: pb.RenderOptions, **fields: Any) -> RenderRequest:
                          refresh=o.cache == pb.CACHE_POLICY_REFRESH, **fields)
 
 
-def _timestamp(seconds: float | None) -> Timestamp | None:
-    when = _batches.iso(seconds)
-    if when is None:
-        return None
-    ts = Timestamp()
-    ts.FromDatetime(when)
-    return ts
-
-
 def batch_message(doc: dict[str, Any]) -> pb.Batch:
     counts = doc.get("counts") or {}
     fmt = formats.by_name(doc["format"]) or formats.DEFAULT
@@ -77,8 +67,9 @@ def batch_message(doc: dict[str, Any]) -> pb.Batch:
         total_items=doc["totalItems"], completed_items=counts.get(_batches.SUCCEEDED, 0),
         failed_items=counts.get(_batches.FAILED, 0),
         cancelled_items=counts.get(_batches.CANCELLED, 0),
-        create_time=_timestamp(doc["createdAt"]), start_time=_timestamp(doc.get("startedAt")),
-        complete_time=_timestamp(doc.get("completedAt")),
+        create_time=_batches.timestamp(doc["createdAt"]),
+        start_time=_batches.timestamp(doc.get("startedAt")),
+        complete_time=_batches.timestamp(doc.get("completedAt")),
         metadata_json=json.dumps(doc.get("metadata") or {}),
     )
 

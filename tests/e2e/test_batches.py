@@ -281,14 +281,19 @@ async def test_bodies_that_grow_when_split_into_items_are_refused_not_500(
         "variableSets": [{}, {"title": "x" * 300_000}]})
     assert status == 422 and "/variableSets/1" in json.dumps(problem), problem
     assert "LITHO_BATCH_MAX_ITEM_BYTES" in problem["detail"]
-    # A 600 KB CSV whose header is copied into each of its 150 items comes to
-    # 37 MB of items: over LITHO_BATCH_MAX_BYTES, a 413, never a 500.
-    names = [f"c{i:04d}" + "n" * 195 for i in range(1200)]
-    csv_text = ",".join(names) + "\n" + "".join(",".join("1" * 1200) + "\n"
-                                                 for _ in range(150))
+    # A 550 KB CSV whose header is copied into each of its 170 items comes to
+    # 35 MB of items: over LITHO_BATCH_MAX_BYTES, a 413, never a 500.
+    names = [f"c{i:04d}" + "n" * 195 for i in range(1000)]
+    csv_text = ",".join(names) + "\n" + "".join(",".join("1" * 1000) + "\n"
+                                                 for _ in range(170))
     status, problem = await batchy.call("POST", path, data=csv_text.encode(),
                                         headers={"Content-Type": "text/csv"})
     assert status == 413 and "LITHO_BATCH_MAX_BYTES" in problem["detail"], problem
+    # More columns than LITHO_BATCH_MAX_CSV_COLUMNS: refused before any row is read.
+    status, problem = await batchy.call(
+        "POST", path, data=(",".join(f"c{i}" for i in range(1001)) + "\n").encode(),
+        headers={"Content-Type": "text/csv"})
+    assert status == 422 and "LITHO_BATCH_MAX_CSV_COLUMNS" in problem["detail"], problem
 
 
 async def test_other_requests_that_cannot_be_batches(batchy: Batchy) -> None:

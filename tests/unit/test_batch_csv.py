@@ -13,7 +13,7 @@ def test_rows_become_nested_text_variables() -> None:
             'A,1,x,"two\nlines, and a comma"\n'
             '\n'
             'B,,y,\n').encode()
-    assert variable_sets(data, max_items=10, max_depth=8) == [
+    assert list(variable_sets(data, max_items=10, max_depth=8, max_columns=10)) == [
         {"name": "A", "product": {"price": "1", "name": "x"}, "note": "two\nlines, and a comma"},
         # An empty cell leaves the variable unset (its default applies).
         {"name": "B", "product": {"name": "y"}},
@@ -35,9 +35,10 @@ def test_rows_become_nested_text_variables() -> None:
     (b'a\n"open\n', "line 2", "cannot be read as CSV"),
     (b"a\n1\x002\n", "row 2", "NUL"),
     (b"a\n1\n2\n3\n", "variableSets", "more than 2 rows (LITHO_BATCH_MAX_ITEMS)"),
+    (b"a,b,c,d\n1,2,3,4\n", "body", "4 columns; at most 3 (LITHO_BATCH_MAX_CSV_COLUMNS)"),
 ])
 def test_malformed_csv_names_the_row_or_column(data: bytes, field: str, words: str) -> None:
     with pytest.raises(InvalidArgument) as caught:
-        variable_sets(data, max_items=2, max_depth=3)
+        list(variable_sets(data, max_items=2, max_depth=3, max_columns=3))
     assert words in caught.value.message
     assert [e.field for e in caught.value.errors] == [field]

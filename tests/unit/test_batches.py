@@ -295,3 +295,60 @@ async def test_the_queue_adapter_raises_the_first_refusal_not_a_group() -> None:
     items = [pb.BatchItem(batch_id=BATCH, index=i) for i in range(5)]
     with pytest.raises(Unavailable, match="jetstream is away"):
         await NatsItemQueue(Refusing()).publish(items)  # type: ignore[arg-type]
+
+
+async def test_the_sweep_cancels_a_batch_whose_creator_died_or_whose_cancel_was_cut_short(
+        store: DocumentStore) -> None:
+    batches, _, events, renders = make(store, stale_after=0.5)
+    await batches.create(request(2))
+    other = "bat_" + "0" * 11 + "4" + "d" * 12
+    await batches.create(request(3, batch_id=other))
+    coll = store.collection("batches")
+    # A creator that died before marking its items queued, and a cancel that
+    # died after moving the status.
+    await coll.update({"_id": BATCH}, {"$set": {"queued": False}})
+    await coll.update({"_id": other}, {"$set": {"status": "cancelled", "cancelledAt": 0.0}})
+    assert await batches.sweep() == 0
+    assert (await batches.get("t1", BATCH))["status"] == "pending"  # not stale yet
+    await asyncio.sleep(0.6)
+    await batches.sweep()
+    for batch_id, total in ((BATCH, 2), (other, 3)):
+        got = await batches.get("t1", batch_id)
+        assert got["finished"] and got["status"] == "cancelled"
+        assert got["counts"]["cancelled"] == total
+    assert sorted(b["_id"] for b in events.finished_batches) == sorted([BATCH, other])
+    assert renders.requests == []
+
+
+async def test_the_consumer_retries_then_records_a_failure_on_the_last_try_and_after(
+        store: DocumentStore) -> None:
+    from litho.consumers import ConsumerOptions, Delivery, Retry
+    from services.renderer._batch_queue import consumer
+
+    class Nc:
+        def jetstream(self, **_: Any) -> object:
+            return object()
+
+    batches, queue, _, renders = make(store)
+    await batches.create(request(3))
+    options = ConsumerOptions(max_deliver=3)
+    worker = consumer(Nc(), batches, options, publisher=None)  # type: ignore[arg-type]
+    assert worker.options.max_deliver == 4  # one more: a try that killed its replica
+
+    def delivery(index: int, n: int) -> Delivery[pb.BatchItem]:
+        return Delivery(subject="s", payload=queue.items[index], headers={}, msg_id=None,
+                        stream="LITHO_JOBS", consumer="renderer-batch", stream_sequence=1,
+                        deliveries=n)
+
+    renders.error = Unavailable("the template service is away")
+    with pytest.raises(Retry):
+        await worker._handler(delivery(0, 1))
+    await worker._handler(delivery(0, 3))  # the last try: recorded, not retried
+    await worker._handler(delivery(1, 4))  # past the tries: recorded without a render
+    renders.error = RuntimeError("a bug")
+    with pytest.raises(RuntimeError):
+        await worker._handler(delivery(2, 2))
+    await worker._handler(delivery(2, 3))
+    assert len(renders.requests) == 4
+    got = await batches.get("t1", BATCH)
+    assert got["status"] == "failed" and got["counts"]["failed"] == 3

@@ -83,6 +83,19 @@ def gated(result: str) -> tuple[asyncio.Event, Callable[[PageLike], Awaitable[st
     return gate, held
 
 
+def gated_jobs(started: list[str], gates: dict[str, asyncio.Event]
+               ) -> Callable[[str], Callable[[PageLike], Awaitable[str]]]:
+    """Jobs by name: each notes that it started, holds its page until its
+    gate is set, then answers its name."""
+    def job(name: str) -> Callable[[PageLike], Awaitable[str]]:
+        async def run(page: PageLike) -> str:
+            started.append(name)
+            await gates[name].wait()
+            return name
+        return run
+    return job
+
+
 def make_pool(engine: FakeEngine, **overrides: float) -> PagePool:
     options: dict[str, float] = {"size": 2, "max_queue": 2, "restart_after": 100, "timeout": 1.0}
     options.update(overrides)
@@ -424,12 +437,7 @@ async def test_a_free_page_goes_to_the_tenant_with_the_fewest_renders() -> None:
     order: list[str] = []
     gates = {name: asyncio.Event() for name in ("a1", "a2", "a3", "a4", "b1")}
 
-    def job(name: str):  # type: ignore[no-untyped-def]
-        async def run(page: PageLike) -> str:
-            order.append(name)
-            await gates[name].wait()
-            return name
-        return run
+    job = gated_jobs(order, gates)
 
     tasks = [asyncio.create_task(pool.run(job("a1"), tenant="a"))]
     await asyncio.sleep(0.01)
@@ -556,12 +564,7 @@ async def test_interactive_renders_go_before_background_ones_and_fill_no_queue()
     order: list[str] = []
     gates = {name: asyncio.Event() for name in ("first", "b1", "b2", "b3", "live")}
 
-    def job(name: str):  # type: ignore[no-untyped-def]
-        async def run(page: PageLike) -> str:
-            order.append(name)
-            await gates[name].wait()
-            return name
-        return run
+    job = gated_jobs(order, gates)
 
     tasks = [asyncio.create_task(pool.run(job("first"), tenant="a", background=True))]
     await asyncio.sleep(0.01)
@@ -584,12 +587,7 @@ async def test_while_interactive_renders_come_batch_items_leave_one_page_free() 
     running: list[str] = []
     gates = {name: asyncio.Event() for name in ("live", "b1", "b2", "b3")}
 
-    def job(name: str):  # type: ignore[no-untyped-def]
-        async def run(page: PageLike) -> str:
-            running.append(name)
-            await gates[name].wait()
-            return name
-        return run
+    job = gated_jobs(running, gates)
 
     live = asyncio.create_task(pool.run(job("live"), tenant="a"))
     await asyncio.sleep(0.01)
