@@ -28,7 +28,7 @@ import aiohttp
 from aiohttp import web
 from PIL import Image, ImageChops, ImageStat
 
-from bench import _batch, _satori, _spans
+from bench import _batch, _bindings, _satori, _spans
 from bench._card import CARD_HTML
 from bench._procs import tree_pss_bytes
 from bench._stats import summary_ms
@@ -57,8 +57,14 @@ async def _avatar_server() -> tuple[web.AppRunner, str]:
     async def avatar(request: web.Request) -> web.Response:
         return web.Response(body=body, content_type="image/png")
 
+    async def data(request: web.Request) -> web.Response:
+        return web.json_response(_bindings.DATA if request.path == "/data.json"
+                                 else {"price": 49})
+
     app = web.Application()
     app.router.add_get("/avatar.png", avatar)
+    app.router.add_get("/data.json", data)
+    app.router.add_get("/shop.json", data)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -328,8 +334,8 @@ def expansion() -> dict[str, Any]:
             "p95Us": round(result.p95_us, 1), "minUs": round(result.min_us, 1)}
 
 
-SECTIONS = ("warm", "cold", "floor", "peer", "throughput", "tracing", "soak", "stages",
-            "batch")
+SECTIONS = ("warm", "bindings", "cold", "floor", "peer", "throughput", "tracing", "soak",
+            "stages", "batch")
 
 
 async def main(only: Sequence[str] = SECTIONS) -> None:
@@ -376,6 +382,10 @@ async def _main_stack(b: Bench, report: dict[str, Any], only: Sequence[str], *, 
     if "warm" in only:
         print("warm hits…", flush=True)
         report["warmHit"] = await warm_hits(b, 300)
+    if "bindings" in only:
+        print("bindings: warm hits through live data…", flush=True)
+        report["bindings"] = await _bindings.bindings_section(
+            b, avatar.replace("/avatar.png", "/data.json"), 300)
     if "cold" in only:
         print("cold renders…", flush=True)
         report["cold"] = await cold_renders(b, samples)
@@ -506,6 +516,8 @@ def _markdown(r: dict[str, Any]) -> str:
             f"{', '.join(str(m) for m in r['soak']['pssMiB'])}",
             "",
         ]
+    if "bindings" in r:
+        lines += _bindings.markdown(r["bindings"])
     if "batch" in r:
         lines += _batch.markdown(r["batch"])
     lines += [

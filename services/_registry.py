@@ -33,20 +33,28 @@ SERVICES: tuple[ServiceSpec, ...] = (
         name="renderer", module="services.renderer",
         summary="the Chromium pool, the render cache, rendered images in the blob store",
         grpc_service="litho.renderer.v1.RendererService", default_port=50052,
+        calls=("template", "binding"),
+    ),
+    ServiceSpec(
+        name="binding", module="services.binding",
+        summary="live data bindings (`bindings`: a template, a data source, a mapping, a "
+                "refresh policy and the last data) and the TTL cache of templates' data "
+                "sources (`data_source_cache`); every fetch through the outbound guard",
+        grpc_service="litho.binding.v1.BindingService", default_port=50053,
         calls=("template",),
     ),
     ServiceSpec(
         name="webhook", module="services.webhook",
         summary="webhook subscriptions (`webhook_subscriptions`), their delivery logs "
                 "(`webhook_deliveries`) and batches' own webhooks (`batch_webhooks`); "
-                "signed deliveries of render and batch events, retried on a schedule",
+                "signed deliveries of render, batch and binding events, retried on a schedule",
         grpc_service="litho.webhook.v1.WebhookService", default_port=50055,
     ),
     ServiceSpec(
         name="gateway", module="services.gateway",
         summary="the public HTTP API; API keys (`api_keys`, SHA-256 of each key, "
                 "one tenant per key)",
-        calls=("template", "renderer", "webhook"),
+        calls=("template", "renderer", "webhook", "binding"),
         http_listens="HTTP `LITHO_GATEWAY_HOST:LITHO_GATEWAY_PORT` (127.0.0.1:8080)",
     ),
 )

@@ -36,6 +36,13 @@ KEY_FILE = "first-api-key"
 #: (mode 600): a new one would change every image URL.
 RENDER_ID_SECRET_FILE = "render-id-secret"
 RENDER_ID_SECRET_ENV = "LITHO_RENDERER_RENDER_ID_SECRET"
+#: The binding service's key for credentials and push secrets at rest, kept
+#: the same way: a new one would leave every stored secret unreadable.
+BINDING_SECRET_KEY_FILE = "binding-secret-key"
+BINDING_SECRET_KEY_ENV = "LITHO_BINDING_SECRET_KEY"
+#: Each secret setting the stack generates once into the data dir, by file name.
+_KEPT_SECRETS = ((RENDER_ID_SECRET_ENV, RENDER_ID_SECRET_FILE),
+                 (BINDING_SECRET_KEY_ENV, BINDING_SECRET_KEY_FILE))
 
 
 def die_with_parent() -> None:
@@ -185,8 +192,9 @@ class Stack:
             "LITHO_GATEWAY_PORT": str(self.gateway_port or free_port()),
             **self.env,
         }
-        if RENDER_ID_SECRET_ENV not in env and RENDER_ID_SECRET_ENV not in os.environ:
-            env[RENDER_ID_SECRET_ENV] = self._render_id_secret()
+        for variable, file_name in _KEPT_SECRETS:
+            if variable not in env and variable not in os.environ:
+                env[variable] = self._kept_secret(file_name)
         if not any(v in env or v in os.environ
                    for v in ("LITHO_PUBLIC_URL", "LITHO_WEBHOOK_PUBLIC_URL")):
             # Image URLs in webhooks point at this stack's gateway.
@@ -284,8 +292,9 @@ class Stack:
             out.write(key + "\n")
         return key
 
-    def _render_id_secret(self) -> str:
-        path = self.data_dir / RENDER_ID_SECRET_FILE
+    def _kept_secret(self, file_name: str) -> str:
+        """The secret kept in ``data_dir/<file_name>``, generated at the first start."""
+        path = self.data_dir / file_name
         if not path.exists():
             # Created 0600 from the start, like the first key.
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -7,6 +7,7 @@ at socket creation, on every redirect hop, and bounds size and time.
 """
 
 from litho.outbound._guard import FetchResult, OutboundGuard
+from litho.outbound._headers import check_outbound_headers
 from litho.outbound._policy import (
     DENIED_MESSAGE,
     AllowEntry,
@@ -21,6 +22,7 @@ __all__ = [
     "AllowList",
     "FetchResult",
     "OutboundGuard",
+    "check_outbound_headers",
     "check_url",
     "is_public_address",
 ]

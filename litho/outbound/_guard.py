@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -48,7 +48,7 @@ _HOP_BY_HOP = frozenset(
 # The codings aiohttp decodes itself; any other Content-Encoding is passed through.
 _DECODED_ENCODINGS = frozenset({"gzip", "deflate", "br", "zstd"})
 # Credentials the caller meant for the first origin only.
-_CREDENTIAL_HEADERS = frozenset({"authorization", "cookie"})
+_CREDENTIAL_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,8 +155,13 @@ class OutboundGuard:
         timeout: float | None = None,  # noqa: ASYNC109
         follow_redirects: bool = True,
         truncate: bool = False,
+        secret_headers: Collection[str] = (),
     ) -> FetchResult:
         """Fetch ``url``, following up to ``max_redirects`` redirects by hand.
+
+        A redirect to another origin drops the credential headers
+        (``Authorization``, ``Cookie``, ``Proxy-Authorization``) and any named
+        in ``secret_headers`` (a caller's own API-key header).
 
         ``follow_redirects=False`` answers a 3xx as it came (webhooks treat it
         as a failure); ``truncate=True`` keeps the first ``max_bytes`` of a
@@ -185,7 +190,8 @@ class OutboundGuard:
                 async with asyncio.timeout(seconds):
                     result = await self._follow(
                         self._session, url, method.upper(), request_headers, body, limit,
-                        seconds, follow=follow_redirects, truncate=truncate)
+                        seconds, follow=follow_redirects, truncate=truncate,
+                        secret_headers=secret_headers)
                 outcome = "ok"
                 span.set_attribute("http.response.status_code", result.status)
                 return result
@@ -212,6 +218,7 @@ class OutboundGuard:
         *,
         follow: bool = True,
         truncate: bool = False,
+        secret_headers: Collection[str] = (),
     ) -> FetchResult:
         next_url: str | URL = url
         for _ in range(self._max_redirects + 1):
@@ -257,7 +264,7 @@ class OutboundGuard:
             if response.status == 303 or (response.status in (301, 302) and method == "POST"):
                 method, body = ("HEAD" if method == "HEAD" else "GET"), None
             if _origin(following) != _origin(target):
-                for name in _CREDENTIAL_HEADERS:
+                for name in (*_CREDENTIAL_HEADERS, *secret_headers):
                     headers.popall(name, None)
             next_url = following
         raise OutboundError(f"too many redirects (more than {self._max_redirects})")

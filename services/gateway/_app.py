@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from litho.binding.v1 import binding_pb2_grpc
 from litho.errors import ConfigError
 from litho.logs import get_logger
 from litho.outbound import AllowList
@@ -12,6 +13,7 @@ from litho.service import Host
 from litho.template.v1 import template_pb2_grpc
 from litho.webhook.v1 import webhook_pb2_grpc
 from services.gateway import _batches as batches
+from services.gateway import _bindings as bindings
 from services.gateway import _fonts as fonts
 from services.gateway import _handlers as h
 from services.gateway import _signed as signed
@@ -71,6 +73,19 @@ def create_app(deps: Deps, *, max_body_bytes: int,
               webhooks.list_deliveries, allow_head=False)
     r.add_post("/v1/webhook-subscriptions/{subscriptionId}/deliveries/{deliveryId}/redeliver",
                webhooks.redeliver)
+    r.add_post("/v1/bindings", bindings.create_binding)
+    r.add_get("/v1/bindings", bindings.list_bindings, allow_head=False)
+    r.add_post("/v1/bindings/preview", bindings.preview_binding)
+    r.add_get("/v1/bindings/{bindingId}", bindings.get_binding, allow_head=False)
+    r.add_patch("/v1/bindings/{bindingId}", bindings.update_binding)
+    r.add_delete("/v1/bindings/{bindingId}", bindings.delete_binding)
+    r.add_post("/v1/bindings/{bindingId}/pause", bindings.pause_binding)
+    r.add_post("/v1/bindings/{bindingId}/resume", bindings.resume_binding)
+    r.add_post("/v1/bindings/{bindingId}/refresh", bindings.refresh_binding)
+    r.add_get("/v1/bindings/{bindingId}/data", bindings.get_binding_data, allow_head=False)
+    r.add_post("/v1/data-sources/test", bindings.test_data_source)
+    r.add_get("/b/{bindingFile}", bindings.get_binding_image)  # also answers HEAD
+    r.add_post("/b/{bindingId}/push", bindings.push_binding_data)
     r.add_post("/v1/fonts", fonts.create_font)
     r.add_get("/v1/fonts", fonts.list_fonts, allow_head=False)
     r.add_delete("/v1/fonts/{fontId}", fonts.delete_font)
@@ -130,6 +145,9 @@ async def build(host: Host[GatewaySettings]) -> None:
         batch_max_csv_columns=settings.batch_max_csv_columns,
         outbound_allow=AllowList.parse(settings.outbound.allow),
         register_batch_webhook=webhooks.batch_registrar(webhook_stub),
+        bindings=(binding_pb2_grpc.BindingServiceStub(backends["binding"])
+                  if "binding" in backends else None),
+        binding_max_push_bytes=settings.binding_max_push_bytes,
     )
     app = create_app(deps, max_body_bytes=settings.gateway_max_body_bytes,
                      trust_client_trace=settings.gateway_trust_client_trace)

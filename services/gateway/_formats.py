@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from litho import formats
 from litho.errors import FieldError, InvalidArgument
 from litho.renderer.v1 import renderer_pb2 as pb
-from services.gateway._requests import integer
+from services.gateway._requests import integer, optional_time
 
 
 def parse_format(text: str, field: str = "format") -> formats.Format:
@@ -63,6 +64,36 @@ def options_from_json(body: dict[str, Any]) -> pb.RenderOptions:
 
 _ASSET_POLICIES = {"warn": pb.ASSET_POLICY_WARN, "strict": pb.ASSET_POLICY_STRICT}
 _CACHE_POLICIES = {"use": pb.CACHE_POLICY_USE, "refresh": pb.CACHE_POLICY_REFRESH}
+_ASSET_NAMES = {v: k for k, v in _ASSET_POLICIES.items()}
+
+
+def options_to_json(options: pb.RenderOptions) -> dict[str, Any]:
+    """The request form of stored render options (what :func:`options_from_json`
+    reads), leaving out what is unset: reading it back gives the same options."""
+    out: dict[str, Any] = {}
+    for name, value in (("width", options.width), ("height", options.height),
+                        ("deviceScaleFactor", options.device_scale_factor),
+                        ("quality", options.quality), ("transparent", options.transparent),
+                        ("selector", options.selector)):
+        if value:
+            out[name] = value
+    p = options.pdf
+    pdf: dict[str, Any] = {k: v for k, v in (
+        ("preset", p.preset), ("widthMm", p.page_width_mm), ("heightMm", p.page_height_mm),
+        ("landscape", p.landscape)) if v}
+    margins = {k: v for k, v in (("top", p.margin_top), ("right", p.margin_right),
+                                 ("bottom", p.margin_bottom), ("left", p.margin_left)) if v}
+    if margins:
+        pdf["margins"] = margins
+    if pdf:
+        out["pdf"] = pdf
+    gif = {k: v for k, v in (("fps", options.gif.fps), ("duration", options.gif.duration_ms))
+           if v}
+    if gif:
+        out["gif"] = gif
+    if options.assets == pb.ASSET_POLICY_STRICT:  # warn is the default
+        out["assets"] = _ASSET_NAMES[options.assets]
+    return out
 
 
 #: Every renderer answer has the same fields under the same numbers.
@@ -95,3 +126,23 @@ def render_json(response: AnyRenderResponse, base_url: str) -> dict[str, Any]:
     if fmt.gif:
         out["frameCount"] = response.frame_count
     return out
+
+
+def data_sources_json(uses: Iterable[pb.DataSourceUse]) -> list[dict[str, Any]]:
+    """Which of the template's data sources a render used, and how fresh each was."""
+    return [{"name": u.name, "origin": u.origin, "fetchedAt": optional_time(u, "fetch_time"),
+             "ageSeconds": round(u.age_seconds, 3) if u.HasField("fetch_time") else None}
+            for u in uses]
+
+
+def data_sources_header(uses: Iterable[pb.DataSourceUse]) -> str | None:
+    """``Litho-Data-Sources`` of a binary answer: ``name;origin=cache;age=12.5``
+    per source, comma-separated (names are identifiers: header-safe)."""
+    parts = []
+    for u in uses:
+        part = f"{u.name};origin={u.origin}"
+        if u.HasField("fetch_time"):
+            part += f";age={round(u.age_seconds, 1)}"
+        parts.append(part)
+    text = "".join(c for c in ", ".join(parts) if c.isascii() and c.isprintable())
+    return text[:500] or None

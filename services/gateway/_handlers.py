@@ -11,7 +11,12 @@ from litho import rpc
 from litho.errors import FieldError, InvalidArgument, LithoError
 from litho.renderer.v1 import renderer_pb2
 from litho.template.v1 import template_pb2
-from services.gateway._formats import format_enum, options_from_json, render_json
+from services.gateway._formats import (
+    data_sources_json,
+    format_enum,
+    options_from_json,
+    render_json,
+)
 from services.gateway._problems import problem
 from services.gateway._requests import integer, rfc3339
 from services.gateway._state import caller, deps
@@ -26,6 +31,7 @@ def template_json(t: template_pb2.Template) -> dict[str, Any]:
         "variables": json.loads(t.variable_definitions_json or "[]"),
         "discoveredVariables": list(t.discovered_variables),
         "tags": list(t.tags),
+        "dataSources": json.loads(t.data_sources_json or "[]"),
         "version": t.version, "createdAt": rfc3339(t.create_time),
         "updatedAt": rfc3339(t.update_time),
     }
@@ -48,6 +54,8 @@ def _spec(body: dict[str, Any]) -> template_pb2.TemplateSpec:
     if "tags" in body:
         spec.tags.values.extend(body["tags"])
         spec.tags.SetInParent()  # present even when empty: [] clears the tags
+    if "dataSources" in body:  # [] removes them
+        spec.data_sources_json = json.dumps(body["dataSources"])
     return spec
 
 
@@ -154,7 +162,9 @@ async def render_template(request: web.Request) -> web.Response:
         version=integer(body.get("version", 0)),
         variables_json=json.dumps(body.get("variables", {})),
         format=format_enum(fmt or alias or "png"), options=options_from_json(body)))
-    return web.json_response(render_json(response, deps(request).base_url))
+    out = render_json(response, deps(request).base_url)
+    out["dataSources"] = data_sources_json(response.data_sources)
+    return web.json_response(out)
 
 
 async def render_html(request: web.Request) -> web.Response:

@@ -12,9 +12,16 @@ IMMUTABLE = "public, max-age=31536000, immutable"
 
 
 async def image_response(
-    request: web.Request, render_id: str, ext: str, *, cache_control: str
+    request: web.Request, render_id: str, ext: str, *, cache_control: str,
+    etag: str | None = None,
 ) -> web.StreamResponse | None:
-    """The image (or 304, or its headers for HEAD); None if no such blob."""
+    """The image (or 304, or its headers for HEAD); None if no such blob.
+
+    ``etag``, when given, is the answer's ETag instead of the blob's, and a
+    request that matches it is answered 304 without reading the blob."""
+    headers = {"ETag": etag or "", "Cache-Control": cache_control}
+    if etag is not None and _etag_matches(request.headers.get("If-None-Match", ""), etag):
+        return web.Response(status=304, headers=headers)
     blobs = deps(request).blobs
     key = renders.blob_key(render_id, ext)
     if request.method == "HEAD":
@@ -25,8 +32,8 @@ async def image_response(
         info, data = (blob.info, blob.data) if blob else (None, b"")
     if info is None:
         return None
-    headers = {"ETag": info.etag, "Cache-Control": cache_control}
-    if _etag_matches(request.headers.get("If-None-Match", ""), info.etag):
+    headers["ETag"] = etag or info.etag
+    if _etag_matches(request.headers.get("If-None-Match", ""), headers["ETag"]):
         return web.Response(status=304, headers=headers)
     if request.method == "HEAD":
         headers["Content-Length"] = str(info.size)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
@@ -17,6 +19,20 @@ log = get_logger(__name__)
 #: Routes without an API key: images are public by their unguessable content
 #: hash, and signed render URLs carry their own HMAC.
 PUBLIC_PREFIXES = ("/images/", "/r/", "/openapi.json", "/healthz")
+#: A binding's image (its unguessable id is the credential) and its push
+#: endpoint (the binding's push secret is): exactly these shapes, by method.
+_PUBLIC_BINDING_PATHS = (
+    (frozenset({"GET", "HEAD"}), re.compile(r"/b/[^/]+")),
+    (frozenset({"POST"}), re.compile(r"/b/[^/]+/push")),
+)
+
+
+def is_public(method: str, path: str) -> bool:
+    """Whether ``method path`` is answered without an API key."""
+    if path.startswith(PUBLIC_PREFIXES):
+        return True
+    return any(method in methods and pattern.fullmatch(path)
+               for methods, pattern in _PUBLIC_BINDING_PATHS)
 
 
 def tracing_middlewares(*, trust_client_trace: bool = False) -> list[Middleware]:
@@ -56,7 +72,7 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.path.startswith(PUBLIC_PREFIXES):
+    if is_public(request.method, request.path):
         return await handler(request)
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")

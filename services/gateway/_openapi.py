@@ -61,13 +61,21 @@ def _resolve(doc: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
     return dict(node)
 
 
-def _case_insensitive_fields(doc: dict[str, Any], schema: dict[str, Any] | None
-                             ) -> frozenset[str]:
-    if schema is None:
+def _case_insensitive_fields(doc: dict[str, Any], schema: dict[str, Any] | None,
+                             depth: int = 3) -> frozenset[tuple[str, ...]]:
+    """Paths of the body fields marked ``x-litho-case-insensitive``, in nested
+    objects too (a binding's ``output.format``), a few levels deep."""
+    if schema is None or depth == 0:
         return frozenset()
-    properties = _resolve(doc, schema).get("properties", {})
-    return frozenset(name for name, prop in properties.items()
-                     if _resolve(doc, prop).get("x-litho-case-insensitive"))
+    found: set[tuple[str, ...]] = set()
+    for name, prop in _resolve(doc, schema).get("properties", {}).items():
+        resolved = _resolve(doc, prop)
+        if resolved.get("x-litho-case-insensitive"):
+            found.add((name,))
+        elif "properties" in resolved:
+            found.update((name, *inner) for inner in
+                         _case_insensitive_fields(doc, resolved, depth - 1))
+    return frozenset(found)
 
 
 @dataclass(frozen=True)
@@ -79,7 +87,7 @@ class _Operation:
     query_types: dict[str, str]
     #: Body fields whose schema is marked ``x-litho-case-insensitive`` (format
     #: names): folded to lower case before validation, so ``PNG`` is ``png``.
-    folded: frozenset[str] = frozenset()
+    folded: frozenset[tuple[str, ...]] = frozenset()
     #: The handler reads the body itself (``x-litho-body-read-by-handler``: a
     #: body other media may carry, or larger than other bodies) and checks it
     #: with :meth:`RequestValidator.check_body`.
@@ -188,8 +196,7 @@ class RequestValidator:
         folded = self._ops[operation_id].folded
         if not folded or not isinstance(body, dict):
             return body
-        return {k: v.lower() if k in folded and isinstance(v, str) else v
-                for k, v in body.items()}
+        return _folded(body, folded)
 
     def check_body(self, operation_id: str, body: Any) -> None:
         op = self._ops[operation_id]
@@ -206,3 +213,17 @@ class RequestValidator:
         ]
         if problems:
             raise InvalidArgument("the request body is invalid", errors=problems)
+
+
+def _folded(body: dict[str, Any], paths: frozenset[tuple[str, ...]]) -> dict[str, Any]:
+    here = {p[0] for p in paths if len(p) == 1}
+    out: dict[str, Any] = {}
+    for key, value in body.items():
+        if key in here and isinstance(value, str):
+            value = value.lower()
+        elif isinstance(value, dict):
+            inner = frozenset(p[1:] for p in paths if len(p) > 1 and p[0] == key)
+            if inner:
+                value = _folded(value, inner)
+        out[key] = value
+    return out

@@ -24,6 +24,10 @@ class GatewaySettings(BaseServiceSettings, BatchSettings):
     gateway_max_font_bytes: int = Field(default=10 * 1024 * 1024, gt=0, le=64 * 1024 * 1024)
     #: max-age, in seconds, of images served at signed /r/ URLs.
     gateway_signed_url_max_age: int = Field(default=3600, ge=0)
+    #: Largest body of a push to a binding (``POST /b/{id}/push``), in bytes;
+    #: more is a 413 before the rest is read. The binding service refuses
+    #: larger pushes too (the same setting name).
+    binding_max_push_bytes: int = Field(default=1024 * 1024, gt=0, le=64 * 1024 * 1024)
     #: Seconds a verified API key stays cached in memory.
     gateway_key_cache_ttl: float = Field(default=30.0, ge=0)
     #: Deepest nesting of objects and arrays accepted in a JSON body: every

@@ -14,7 +14,7 @@ from litho import formats
 from litho.errors import FieldError, InvalidArgument, NotFound, PermissionDenied
 from litho.renderer.v1 import renderer_pb2
 from services.gateway import _signing
-from services.gateway._formats import parse_format, response_format
+from services.gateway._formats import data_sources_header, parse_format, response_format
 from services.gateway._images import image_response
 from services.gateway._state import caller, deps
 from services.gateway._validation import body as json_body
@@ -114,11 +114,14 @@ async def render_signed(request: web.Request) -> web.StreamResponse:
     if found is None:
         raise NotFound("the rendered image disappeared; retry")
     if warnings:
-        found.headers["Litho-Warnings"] = _warnings_header(warnings)
+        found.headers["Litho-Warnings"] = warnings_header(warnings)
+    sources = data_sources_header(response.data_sources)
+    if sources:
+        found.headers["Litho-Data-Sources"] = sources
     return found
 
 
-def _warnings_header(warnings: Sequence[renderer_pb2.AssetWarning]) -> str:
+def warnings_header(warnings: Sequence[renderer_pb2.AssetWarning]) -> str:
     """A short, header-safe summary: how many assets did not load, and the
     first one's outcome and hint (its URL is the template's, so it is left out)."""
     first = warnings[0]

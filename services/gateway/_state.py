@@ -16,6 +16,7 @@ from services.gateway._keys import ApiKey, KeyStore
 from services.gateway._openapi import RequestValidator
 
 if TYPE_CHECKING:
+    from litho.binding.v1.binding_pb2_grpc import BindingServiceAsyncStub
     from litho.renderer.v1.renderer_pb2_grpc import RendererServiceAsyncStub
     from litho.template.v1.template_pb2_grpc import TemplateServiceAsyncStub
     from litho.webhook.v1.webhook_pb2_grpc import WebhookServiceAsyncStub
@@ -50,6 +51,10 @@ class Deps:
     #: Registers a batch's own webhook URL (and the caller's signing secret)
     #: with the webhook service before the batch exists.
     register_batch_webhook: Callable[[ApiKey, str, str], Awaitable[None]] | None = None
+    #: The binding service (None where a test leaves it out: a 503).
+    bindings: BindingServiceAsyncStub | None = None
+    #: Most bytes of a push to a binding read before a 413 (LITHO_BINDING_MAX_PUSH_BYTES).
+    binding_max_push_bytes: int = 1024 * 1024
 
 
 DEPS = web.AppKey("deps", Deps)

@@ -22,6 +22,10 @@ from services.renderer._assets import AssetLog
 from services.renderer._batch_queue import NatsBatchEvents, NatsItemQueue
 from services.renderer._batch_queue import consumer as batch_consumer
 from services.renderer._batches import Batches, BatchLimits
+from services.renderer._binding_client import GrpcBindingClient
+from services.renderer._binding_prerender import Prerenderer
+from services.renderer._binding_prerender import consumer as prerender_consumer
+from services.renderer._bindings import BindingRenders
 from services.renderer._capture import Capturer
 from services.renderer._engine import ChromiumPage, PlaywrightEngine
 from services.renderer._events import NatsRenderEvents
@@ -108,12 +112,16 @@ async def build(host: Host[RendererSettings]) -> None:
             tenant=tenant_id, background=background)
 
     templates = GrpcTemplateSource(channel)
+    binding_service = GrpcBindingClient(await host.channel("binding"),
+                                        options_of=options_from_proto)
     pipeline = RenderPipeline(
         templates, blobs, run_capture, events,
         limits=limits, base_url=settings.renderer_base_url,
         render_id_secret=settings.renderer_render_id_secret.get_secret_value().encode(),
         reuse_warned_seconds=settings.renderer_warned_reuse_seconds,
+        data_sources=binding_service,
     )
+    bindings = BindingRenders(binding_service, pipeline.render)
     publisher = messaging.Publisher(js)
     batches = Batches(
         await host.document_store(), queue=NatsItemQueue(publisher),
@@ -138,9 +146,18 @@ async def build(host: Host[RendererSettings]) -> None:
     await stack.enter_async_context(items.running())
     await stack.enter_async_context(lifecycle.periodic(
         batches.sweep, settings.renderer_batch_sweep_interval, name="batch sweep"))
+    prerender = prerender_consumer(nc, Prerenderer(bindings), ConsumerOptions(
+        max_in_flight=settings.renderer_prerender_in_flight,
+        fetch_batch=settings.renderer_prerender_in_flight,
+        ack_wait=settings.renderer_batch_ack_wait,
+        max_deliver=settings.renderer_prerender_max_deliver,
+        # Waiting for a page behind interactive renders, then the render.
+        handler_timeout=4 * settings.renderer_timeout + 60,
+        stop_grace=settings.shutdown_grace), publisher)
+    await stack.enter_async_context(prerender.running())
     await host.serve_grpc(
         [(renderer_pb2_grpc.add_RendererServiceServicer_to_server,
-          RendererServicer(pipeline, batches), SERVICE_NAME)],
+          RendererServicer(pipeline, batches, bindings), SERVICE_NAME)],
         # A batch of LITHO_BATCH_MAX_BYTES of variables, plus its framing.
         max_receive_message_bytes=settings.batch_max_bytes + 64 * 1024)
 

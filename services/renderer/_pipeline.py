@@ -1,7 +1,15 @@
 """The render path: expand → cache key → hit, or render, store and answer.
 
-Domain code: it talks to the template service, the browser, the blob store and
-the event stream only through the small ports below.
+Domain code: it talks to the template service, the binding service (the data
+of templates' declared data sources), the browser, the blob store and the
+event stream only through the small ports below.
+
+A template that declares data sources is expanded twice: the first answer
+names the sources the variables did not give (their URLs expanded with the
+variables); the pipeline fetches them all in one call (the binding service's
+TTL cache) and expands again with their data. A template without data
+sources is expanded once, as before. The data is part of the expanded
+document, so of the render id: new data is a new render, the same data a hit.
 """
 
 from __future__ import annotations
@@ -11,7 +19,7 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Protocol
 
@@ -151,6 +159,8 @@ class RenderResult:
     #: Assets that did not load: the output is stored under a warned id,
     #: never under the content address.
     warnings: tuple[AssetWarning, ...] = ()
+    #: The template data sources this render fetched (or found in the cache).
+    data_sources: tuple[DataSourceUse, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -167,6 +177,46 @@ class _Stored:
 
 
 @dataclass(frozen=True)
+class PendingSource:
+    """A declared data source the variables did not give: fetch it, then
+    expand again. Its URL, headers and body are already expanded."""
+
+    name: str
+    url: str
+    method: str = "GET"
+    headers: tuple[tuple[str, str], ...] = ()
+    body: str = ""
+    ttl_seconds: int = 0
+
+
+@dataclass(frozen=True)
+class FetchedSource:
+    """One source's data, as the binding service answered it."""
+
+    name: str
+    #: JSON text of the data.
+    data_json: str
+    #: When the data was fetched (seconds since the epoch).
+    fetch_time: float
+    #: Answered from the TTL cache (or revalidated with a 304).
+    from_cache: bool
+
+
+#: Origins of a source's data in a render.
+FETCHED, CACHE = "fetched", "cache"
+
+
+@dataclass(frozen=True)
+class DataSourceUse:
+    """How fresh one data source's data was when a render used it."""
+
+    name: str
+    fetch_time: float
+    age_seconds: float
+    origin: str
+
+
+@dataclass(frozen=True)
 class Expanded:
     template_id: str
     version: int
@@ -174,13 +224,25 @@ class Expanded:
     width: int
     height: int
     fonts: tuple[FontFace, ...] = ()
+    #: Declared data sources to fetch before expanding again (html is empty).
+    pending: tuple[PendingSource, ...] = ()
 
 
 class TemplateSource(Protocol):
     async def expand(
         self, tenant_id: str, template_id: str, version: int, variables_json: str,
         *, coerce_strings: bool = False, inline: InlineSource | None = None,
+        data_json: str = "",
     ) -> Expanded: ...
+
+
+class DataSources(Protocol):
+    """The binding service's data of templates' declared sources."""
+
+    async def fetch(self, tenant_id: str,
+                    sources: Sequence[PendingSource]) -> list[FetchedSource]:
+        """Every source's data; a source that cannot be fetched raises
+        InvalidArgument naming ``dataSources.<name>``."""
 
 
 class RenderEvents(Protocol):
@@ -210,6 +272,8 @@ class RenderPipeline:
         base_url: str,
         render_id_secret: bytes,
         reuse_warned_seconds: float = 10.0,
+        data_sources: DataSources | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         if len(render_id_secret) < 32:
             raise ValueError("the render id secret must be at least 32 bytes")
@@ -221,6 +285,8 @@ class RenderPipeline:
         self._capture = capture
         self._events = events
         self._limits = limits
+        self._data_sources = data_sources
+        self._clock = clock
         # One render per render id at a time: identical concurrent requests of
         # one tenant share it (ids differ between tenants, so never across them).
         self._inflight: dict[str, asyncio.Future[_Stored | None]] = {}
@@ -242,7 +308,7 @@ class RenderPipeline:
     async def _render(self, request: RenderRequest) -> RenderResult:
         started = time.perf_counter()
         self._check(request)
-        expanded = await self._expand_all(request)
+        expanded, used = await self._expand_all(request)
         first = expanded[0]
         o = request.options
         spec = CaptureSpec(
@@ -286,6 +352,7 @@ class RenderPipeline:
             page_height_pt=output.get("pageHeightPt", 0.0),
             frame_count=int(output.get("frameCount", 0)),
             warnings=stored.warnings,
+            data_sources=used,
         )
         self._events.completed(request, result, (time.perf_counter() - started) * 1000)
         return result
@@ -294,17 +361,69 @@ class RenderPipeline:
         check_options(request.format, request.options, self._limits)
         check_documents(request.format, len(request.variable_sets), self._limits)
 
-    async def _expand_all(self, request: RenderRequest) -> list[Expanded]:
-        expanded = await asyncio.gather(*(
-            self._templates.expand(request.tenant_id, request.template_id, request.version, v,
-                                   coerce_strings=request.coerce_strings, inline=request.inline)
-            for v in request.variable_sets
-        ))
+    async def _expand_all(
+        self, request: RenderRequest,
+    ) -> tuple[list[Expanded], tuple[DataSourceUse, ...]]:
+        """Every document expanded, and the data sources they used."""
+        outcomes = await asyncio.gather(*(
+            self._expand_one(request, v) for v in request.variable_sets))
+        expanded = [e for e, _ in outcomes]
         # A multi-page PDF pins every page to the version of its first page.
         if len({e.version for e in expanded}) > 1:
             pinned = replace(request, version=expanded[0].version)
             return await self._expand_all(pinned)
-        return list(expanded)
+        # A source several pages used is listed once, with its oldest data.
+        used: dict[str, DataSourceUse] = {}
+        for _, uses in outcomes:
+            for use in uses:
+                if use.name not in used or use.fetch_time < used[use.name].fetch_time:
+                    used[use.name] = use
+        return expanded, tuple(used.values())
+
+    async def _expand_one(
+        self, request: RenderRequest, variables_json: str,
+    ) -> tuple[Expanded, tuple[DataSourceUse, ...]]:
+        expanded = await self._templates.expand(
+            request.tenant_id, request.template_id, request.version, variables_json,
+            coerce_strings=request.coerce_strings, inline=request.inline)
+        if not expanded.pending:
+            return expanded, ()
+        if self._data_sources is None:
+            raise LithoError("this renderer has no binding service to fetch the "
+                             "template's data sources from")
+        with _tracer.start_as_current_span("fetch data sources", attributes={
+                "litho.data_sources": len(expanded.pending)}):
+            fetched = await self._data_sources.fetch(request.tenant_id, expanded.pending)
+        wanted = {p.name for p in expanded.pending}
+        got = {f.name: f for f in fetched if f.name in wanted}
+        if len(got) != len(wanted):
+            log.error("the binding service left data sources out",
+                      wanted=sorted(wanted), got=sorted(got))
+            raise LithoError("the template's data sources were not all fetched")
+        # The binding service answers JSON text; the template service parses
+        # the object, so the (up to MiBs of) data is not parsed twice here.
+        data_json = "{" + ",".join(f"{json.dumps(name)}:{source.data_json or 'null'}"
+                                   for name, source in got.items()) + "}"
+        # The version that declared the sources, even if a newer one lands meanwhile.
+        pinned = replace(request, version=expanded.version) if expanded.version else request
+        again = await self._expand_again(pinned, variables_json, data_json)
+        now = self._clock()
+        return again, tuple(
+            DataSourceUse(name=s.name, fetch_time=s.fetch_time,
+                          age_seconds=max(0.0, now - s.fetch_time),
+                          origin=CACHE if s.from_cache else FETCHED)
+            for s in got.values())
+
+    async def _expand_again(self, request: RenderRequest, variables_json: str,
+                            data_json: str) -> Expanded:
+        expanded = await self._templates.expand(
+            request.tenant_id, request.template_id, request.version, variables_json,
+            coerce_strings=request.coerce_strings, inline=request.inline, data_json=data_json)
+        if expanded.pending:
+            log.error("the template service asked for data sources it was given",
+                      pending=[p.name for p in expanded.pending])
+            raise LithoError("the template's data sources could not be applied")
+        return expanded
 
     async def _stored_or_rendered(
         self, render_id: str, spec: CaptureSpec, request: RenderRequest,

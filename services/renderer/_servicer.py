@@ -13,6 +13,7 @@ from litho.renderer.v1 import renderer_pb2_grpc as pb_grpc
 from services.renderer import _batches
 from services.renderer._assets import MAX_WARNINGS
 from services.renderer._batches import Batches
+from services.renderer._bindings import BindingRenders
 from services.renderer._pipeline import (
     InlineSource,
     RenderPipeline,
@@ -51,6 +52,16 @@ def _result_fields(r: RenderResult) -> dict[str, Any]:
     )
 
 
+def _data_sources(r: RenderResult) -> list[pb.DataSourceUse]:
+    return [pb.DataSourceUse(name=u.name, fetch_time=_batches.timestamp(u.fetch_time),
+                             age_seconds=u.age_seconds, origin=u.origin)
+            for u in r.data_sources]
+
+
+def _template_response(r: RenderResult) -> pb.RenderTemplateResponse:
+    return pb.RenderTemplateResponse(**_result_fields(r), data_sources=_data_sources(r))
+
+
 def _request(o: pb.RenderOptions, **fields: Any) -> RenderRequest:
     """A pipeline request with the options and policies of ``o``."""
     return RenderRequest(options=options_from_proto(o),
@@ -87,9 +98,11 @@ def result_message(doc: dict[str, Any]) -> pb.BatchResult:
 
 
 class RendererServicer(pb_grpc.RendererServiceServicer):
-    def __init__(self, pipeline: RenderPipeline, batches: Batches) -> None:
+    def __init__(self, pipeline: RenderPipeline, batches: Batches,
+                 bindings: BindingRenders) -> None:
         self._pipeline = pipeline
         self._batches = batches
+        self._bindings = bindings
 
     async def RenderTemplate(
         self, request: pb.RenderTemplateRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -102,7 +115,7 @@ class RendererServicer(pb_grpc.RendererServiceServicer):
             # An anonymous signed-URL GET: reuse a recent render with warnings.
             reuse_warned=request.variables_from_query,
         ))
-        return pb.RenderTemplateResponse(**_result_fields(result))
+        return _template_response(result)
 
     async def RenderHtml(
         self, request: pb.RenderHtmlRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -123,7 +136,16 @@ class RendererServicer(pb_grpc.RendererServiceServicer):
             version=request.version, variable_sets=tuple(request.variable_sets_json),
             format=formats.PDF.name,
         ))
-        return pb.RenderPdfResponse(**_result_fields(result))
+        return pb.RenderPdfResponse(**_result_fields(result), data_sources=_data_sources(result))
+
+    async def RenderBinding(
+        self, request: pb.RenderBindingRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.RenderBindingResponse:
+        fmt = formats.by_enum(request.format)
+        done = await self._bindings.render(request.binding_id, fmt.name if fmt else "")
+        return pb.RenderBindingResponse(
+            render=_template_response(done.result), tenant_id=done.tenant_id,
+            fresh_until=_batches.timestamp(done.fresh_until), data_hash=done.data_hash)
 
     async def CreateBatch(
         self, request: pb.CreateBatchRequest, context: grpc.aio.ServicerContext[Any, Any]

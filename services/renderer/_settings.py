@@ -104,6 +104,14 @@ class RendererSettings(BaseServiceSettings, BatchSettings):
     #: unsent batch events.
     renderer_batch_sweep_interval: float = Field(default=60.0, gt=0, le=86_400)
 
+    #: Bindings this replica pre-renders at once after ``binding.updated``
+    #: (at background priority, behind interactive renders).
+    renderer_prerender_in_flight: int = Field(default=2, ge=1, le=64)
+    #: Deliveries a ``binding.updated`` event gets for transient failures
+    #: (the pool full, a peer away) before its pre-render is given up; the
+    #: next GET of the image renders it then.
+    renderer_prerender_max_deliver: int = Field(default=5, ge=1, le=100)
+
     @field_validator("renderer_base_url")
     @classmethod
     def _canonical(cls, value: str) -> str:

@@ -6,7 +6,7 @@ import grpc
 
 from litho.template.v1 import template_pb2 as pb
 from litho.template.v1 import template_pb2_grpc as pb_grpc
-from services.renderer._pipeline import Expanded, FontFace, InlineSource
+from services.renderer._pipeline import Expanded, FontFace, InlineSource, PendingSource
 
 
 class GrpcTemplateSource:
@@ -16,12 +16,14 @@ class GrpcTemplateSource:
     async def expand(
         self, tenant_id: str, template_id: str, version: int, variables_json: str,
         *, coerce_strings: bool = False, inline: InlineSource | None = None,
+        data_json: str = "",
     ) -> Expanded:
         response = await self._stub.ExpandTemplate(pb.ExpandTemplateRequest(
             tenant_id=tenant_id, template_id=template_id, version=version,
             variables_json=variables_json, coerce_strings=coerce_strings,
             inline=pb.TemplateSpec(html=inline.html, width=inline.width, height=inline.height)
             if inline else None,
+            data_json=data_json,
         ))
         return Expanded(
             template_id=response.template_id, version=response.version, html=response.html,
@@ -30,6 +32,10 @@ class GrpcTemplateSource:
                                  format=f.format, sha256=f.sha256, blob_key=f.blob_key,
                                  size=f.size_bytes)
                         for f in response.fonts),
+            pending=tuple(PendingSource(name=p.name, url=p.url, method=p.method or "GET",
+                                        headers=tuple(sorted(p.headers.items())), body=p.body,
+                                        ttl_seconds=p.ttl_seconds)
+                          for p in response.pending_data_sources),
         )
 
     async def latest_version(self, tenant_id: str, template_id: str) -> int:

@@ -38,6 +38,8 @@ async def build(host: Host[TemplateSettings]) -> None:
             depth_setting="LITHO_TEMPLATE_JSON_MAX_DEPTH",
             number_setting="LITHO_TEMPLATE_JSON_MAX_NUMBER_CHARS",
         ),
+        max_data_sources=settings.template_max_data_sources,
+        max_data_bytes=settings.template_max_data_bytes,
     )
     engine = Engine(LangLimits(
         max_template_bytes=settings.template_max_html_bytes,
@@ -57,7 +59,7 @@ async def build(host: Host[TemplateSettings]) -> None:
                   max_pattern_work=settings.template_max_pattern_work,
                   expand_timeout=settings.template_expand_timeout, fonts=fonts),
         max_variables_bytes=settings.template_max_variables_bytes,
-        json_limits=limits.json, fonts=fonts,
+        json_limits=limits.json, fonts=fonts, max_data_sources=settings.template_max_data_sources,
     )
     await host.serve_grpc(
         [(template_pb2_grpc.add_TemplateServiceServicer_to_server, servicer, SERVICE_NAME)],

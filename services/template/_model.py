@@ -17,6 +17,12 @@ DEFAULT_JSON_LIMITS = jsonlimits.JsonLimits(
 )
 
 
+#: The setting that bounds every JSON text of variables (and data) received.
+VARIABLES_BYTES_SETTING = "LITHO_TEMPLATE_MAX_VARIABLES_BYTES"
+#: The setting that bounds the data of data sources and bindings' mappings.
+DATA_BYTES_SETTING = "LITHO_TEMPLATE_MAX_DATA_BYTES"
+
+
 @dataclass(frozen=True)
 class Limits:
     max_html_bytes: int
@@ -25,6 +31,10 @@ class Limits:
     max_output_bytes: int
     #: Nesting, Unicode and number limits of every JSON value received.
     json: jsonlimits.JsonLimits = DEFAULT_JSON_LIMITS
+    #: Most data sources one template declares (LITHO_TEMPLATE_MAX_DATA_SOURCES).
+    max_data_sources: int = 5
+    #: Largest data JSON text (fetched sources, a mapping's data) accepted.
+    max_data_bytes: int = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -42,6 +52,8 @@ class Spec:
     discovered_variables: list[str] | None = None
     #: Labels for finding templates (``GET /v1/templates?tag=``).
     tags: list[str] | None = None
+    #: Declared data sources as JSON (validated by ``_data_sources.parse_data_sources``).
+    data_sources: list[dict[str, Any]] | None = None
 
 
 @dataclass(frozen=True)
@@ -59,6 +71,17 @@ class Template:
     variable_definitions: list[dict[str, Any]] = field(default_factory=list)
     discovered_variables: list[str] = field(default_factory=list)
     tags: list[str] = field(default_factory=list)
+    #: Normalised data sources (``_data_sources``); the root variable
+    #: ``data`` is theirs when there are any.
+    data_sources: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def input_variables(self) -> list[str]:
+        """The discovered variables a caller gives: ``data`` is filled by
+        the data sources when the template declares any."""
+        if not self.data_sources:
+            return self.discovered_variables
+        return [name for name in self.discovered_variables if name != "data"]
 
     def with_spec(self, spec: Spec) -> Template:
         return replace(
@@ -83,15 +106,19 @@ class Template:
                 else self.discovered_variables
             ),
             tags=spec.tags if spec.tags is not None else self.tags,
+            data_sources=(spec.data_sources if spec.data_sources is not None
+                          else self.data_sources),
         )
 
 
 def parse_json_object(
     text: str, *, field: str, max_bytes: int,
     json_limits: jsonlimits.JsonLimits = DEFAULT_JSON_LIMITS,
+    setting: str = VARIABLES_BYTES_SETTING,
 ) -> dict[str, Any]:
     """Parse a JSON object sent as text; an empty string is an empty object."""
-    value = _parse_json(text or "{}", field=field, max_bytes=max_bytes, limits=json_limits)
+    value = _parse_json(text or "{}", field=field, max_bytes=max_bytes, limits=json_limits,
+                        setting=setting)
     if not isinstance(value, dict):
         raise InvalidArgument(
             f"{field} must be a JSON object", errors=[FieldError(field, "must be an object")]
@@ -102,9 +129,12 @@ def parse_json_object(
 def parse_json_list(
     text: str, *, field: str, max_bytes: int,
     json_limits: jsonlimits.JsonLimits = DEFAULT_JSON_LIMITS,
+    setting: str = VARIABLES_BYTES_SETTING,
 ) -> list[Any]:
-    """Parse a JSON array sent as text; an empty string is an empty array."""
-    value = _parse_json(text or "[]", field=field, max_bytes=max_bytes, limits=json_limits)
+    """Parse a JSON array sent as text; an empty string is an empty array.
+    ``setting`` is the one named when the text is over ``max_bytes``."""
+    value = _parse_json(text or "[]", field=field, max_bytes=max_bytes, limits=json_limits,
+                        setting=setting)
     if not isinstance(value, list):
         raise InvalidArgument(
             f"{field} must be a JSON array", errors=[FieldError(field, "must be an array")]
@@ -112,15 +142,25 @@ def parse_json_list(
     return value
 
 
-def _parse_json(text: str, *, field: str, max_bytes: int, limits: jsonlimits.JsonLimits) -> Any:
+def parse_json_value(
+    text: str, *, field: str, max_bytes: int,
+    json_limits: jsonlimits.JsonLimits = DEFAULT_JSON_LIMITS,
+    setting: str = VARIABLES_BYTES_SETTING,
+) -> Any:
+    """Parse any JSON value sent as text; an empty string is null."""
+    return _parse_json(text or "null", field=field, max_bytes=max_bytes, limits=json_limits,
+                       setting=setting)
+
+
+def _parse_json(text: str, *, field: str, max_bytes: int, limits: jsonlimits.JsonLimits,
+                setting: str = VARIABLES_BYTES_SETTING) -> Any:
     """Strict JSON within ``limits``: whatever is accepted here is stored and
     sent on, so it must be readable by every later layer (gRPC callers other
     than the gateway exist, so the gateway's own check is not enough)."""
     if len(text.encode("utf-8", "surrogatepass")) > max_bytes:
         raise InvalidArgument(
-            f"{field} is larger than {max_bytes} bytes (LITHO_TEMPLATE_MAX_VARIABLES_BYTES)",
-            errors=[FieldError(field,
-                               f"at most {max_bytes} bytes (LITHO_TEMPLATE_MAX_VARIABLES_BYTES)")],
+            f"{field} is larger than {max_bytes} bytes ({setting})",
+            errors=[FieldError(field, f"at most {max_bytes} bytes ({setting})")],
         )
     try:
         return jsonlimits.loads(text, limits)

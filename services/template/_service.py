@@ -4,14 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, Protocol
 
 from opentelemetry import trace
 
 from litho.errors import FieldError, InvalidArgument
 from litho.lru import Lru
+from services.template._data_sources import (
+    DATA_VARIABLE,
+    PendingSource,
+    parse_data_sources,
+    pending_source,
+    reserved_problems,
+)
 from services.template._fonts import Font
 from services.template._lang import (
     Engine,
@@ -21,7 +30,16 @@ from services.template._lang import (
     deadline_message,
     result_type,
 )
-from services.template._model import Limits, Spec, Template, check_spec, parse_json_object
+from services.template._mapping import compile_mapping, evaluate_mapping
+from services.template._model import (
+    DATA_BYTES_SETTING,
+    Limits,
+    Spec,
+    Template,
+    check_spec,
+    parse_json_object,
+    parse_json_value,
+)
 from services.template._store import TemplateRepository
 from services.template._variables import (
     DEFAULT_MAX_PATTERN_WORK,
@@ -41,6 +59,9 @@ class Expansion:
     html: str
     #: The tenant's uploaded fonts whose family the document names.
     fonts: tuple[Font, ...] = ()
+    #: Declared data sources neither the variables nor the data give: the
+    #: caller fetches them and expands again with their data (html is "").
+    pending: tuple[PendingSource, ...] = ()
 
 
 class FontsInUse(Protocol):
@@ -102,8 +123,18 @@ class Templates:
             else:
                 spec = replace(spec,
                                variable_definitions=[d.to_json() for d in definitions])
+        if spec.data_sources is not None:
+            try:
+                sources = parse_data_sources(spec.data_sources, self._expander.check,
+                                             max_sources=self._limits.max_data_sources)
+            except InvalidArgument as exc:
+                problems += exc.errors
+            else:
+                spec = replace(spec, data_sources=sources)
         if problems:
             raise InvalidArgument("the template is invalid", errors=problems)
+        if creating:
+            _check_reserved(spec.data_sources or [], spec.variable_definitions or [])
         return spec
 
     async def create(self, tenant_id: str, spec: Spec) -> Template:
@@ -129,15 +160,20 @@ class Templates:
 
     async def update(self, tenant_id: str, template_id: str, spec: Spec) -> Template:
         checked = await asyncio.to_thread(self._check, spec, creating=False)
-        return await self._repo.update(tenant_id, template_id, checked)
+        return await self._repo.update(
+            tenant_id, template_id, checked,
+            check=lambda t: _check_reserved(t.data_sources, t.variable_definitions))
 
     async def delete(self, tenant_id: str, template_id: str) -> None:
         await self._repo.delete(tenant_id, template_id)
 
     async def expand(
         self, tenant_id: str, template_id: str, version: int, variables_json: str,
-        *, coerce: bool = False,
+        *, coerce: bool = False, data_json: str = "",
     ) -> Expansion:
+        """The expanded version; for a version that declares data sources the
+        variables and ``data_json`` do not all give, the sources to fetch
+        (``Expansion.pending``) and no html."""
         if version < 0:
             raise InvalidArgument("version must be 1 or more",
                                   errors=[FieldError("version", "must be 1 or more")])
@@ -153,23 +189,34 @@ class Templates:
                 else await self._repo.latest(tenant_id, template_id)
             )
             span.set_attribute("litho.template.version", template.version)
-            small = len(template.html) + len(variables_json) <= _INLINE_BYTES
+            expand: Callable[[Template, str, bool, int | None, float],
+                             str | tuple[PendingSource, ...]]
+            if template.data_sources:
+                expand = partial(self._expand_with_sources_sync, data_json=data_json)
+                size = len(template.html) + len(variables_json) + len(data_json)
+            else:
+                expand = self._expand_sync
+                size = len(template.html) + len(variables_json)
             where = "worker"
-            if small and self._definitions_ready(template, len(variables_json)):
+            if size <= _INLINE_BYTES and self._definitions_ready(template, len(variables_json)):
                 # A typical card expands in ~40 µs, less than a hop to a thread; one
                 # that needs more than a few milliseconds of steps is stopped and
                 # expanded again in a worker, so no template can hold the loop.
                 try:
-                    html = self._expand_sync(template, variables_json, coerce, _INLINE_STEPS,
-                                             deadline)
+                    result = expand(template, variables_json, coerce, _INLINE_STEPS, deadline)
                     where = "inline"
                 except StepCapReached:
-                    html = await asyncio.to_thread(
-                        self._expand_sync, template, variables_json, coerce, None, deadline)
+                    result = await asyncio.to_thread(
+                        expand, template, variables_json, coerce, None, deadline)
                     where = "inline, then worker"
             else:
-                html = await asyncio.to_thread(
-                    self._expand_sync, template, variables_json, coerce, None, deadline)
+                result = await asyncio.to_thread(
+                    expand, template, variables_json, coerce, None, deadline)
+            if not isinstance(result, str):
+                span.set_attributes({"litho.template.expanded_in": where,
+                                     "litho.template.pending_data_sources": len(result)})
+                return Expansion(template=template, html="", pending=result)
+            html = result
             span.set_attributes({"litho.template.expanded_in": where,
                                  "litho.template.html_chars": len(html)})
             fonts = await self._fonts_in(tenant_id, html)
@@ -185,6 +232,9 @@ class Templates:
         are cached by their hash, so a repeated source compiles once."""
         missing = [FieldError(f, "is required") for f in ("html", "width", "height")
                    if getattr(spec, f) is None]
+        if spec.data_sources:
+            missing.append(FieldError("dataSources", "a one-shot render cannot declare data "
+                                                     "sources: save the template, then render it"))
         if missing:
             raise InvalidArgument("the template is invalid", errors=missing)
         deadline = time.monotonic() + self._expand_timeout
@@ -248,6 +298,61 @@ class Templates:
     ) -> str:
         """Parse, check and expand: CPU-bound, bounded by the language's steps
         and by the expansion deadline, which also covers checking the variables."""
+        variables = self._variables(template, variables_json, coerce, deadline)
+        return self._expander.expand(
+            template.html, variables, max_output=self._limits.max_output_bytes,
+            timeout=self._expand_timeout, deadline=deadline, step_cap=step_cap,
+        )
+
+    def _expand_with_sources_sync(
+        self, template: Template, variables_json: str, coerce: bool, step_cap: int | None,
+        deadline: float, *, data_json: str,
+    ) -> str | tuple[PendingSource, ...]:
+        """As ``_expand_sync`` for a version with data sources: the sources
+        that neither ``variables["data"]`` (an object) nor ``data_json`` give,
+        expanded with the variables, or else the document, rendered with
+        ``data`` = the data overlaid with the variables' own ``data`` (the
+        render's explicit variables win, source by source)."""
+        variables = self._variables(template, variables_json, coerce, deadline)
+        data: dict[str, Any] = parse_json_object(
+            data_json, field=DATA_VARIABLE, max_bytes=self._limits.max_data_bytes,
+            json_limits=self._limits.json, setting=DATA_BYTES_SETTING)
+        given = variables.get(DATA_VARIABLE)
+        explicit: dict[str, Any] = given if isinstance(given, dict) else {}
+        missing = [s for s in template.data_sources
+                   if s["name"] not in explicit and s["name"] not in data]
+        if missing:
+            def render(text: str, field: str) -> str:
+                return self._render_plain(text, field, variables, step_cap, deadline)
+
+            return tuple(pending_source(source, render) for source in missing)
+        variables[DATA_VARIABLE] = {**data, **explicit}
+        return self._expander.expand(
+            template.html, variables, max_output=self._limits.max_output_bytes,
+            timeout=self._expand_timeout, deadline=deadline, step_cap=step_cap,
+        )
+
+    def _render_plain(self, text: str, field: str, variables: dict[str, Any],
+                      step_cap: int | None, deadline: float) -> str:
+        """``text`` (a data source's URL, header value or body) expanded as
+        plain text; an error names ``field``."""
+        if "{{" not in text:
+            return text
+        try:
+            return self._expander.expand(
+                text, variables, max_output=self._limits.max_output_bytes,
+                timeout=self._expand_timeout, deadline=deadline, step_cap=step_cap,
+                escape=False)
+        except InvalidArgument as exc:
+            errors = [FieldError(field, e.message) for e in exc.errors]
+            raise InvalidArgument(f"{field}: {errors[0].message if errors else exc.message}",
+                                  errors=errors or [FieldError(field, exc.message)]) from None
+
+    def _variables(
+        self, template: Template, variables_json: str, coerce: bool, deadline: float,
+    ) -> dict[str, Any]:
+        """The render's variables: parsed, converted (``coerce``), checked
+        against the definitions and with their defaults."""
         variables: dict[str, Any] = parse_json_object(
             variables_json, field="variables", max_bytes=self._limits.max_variables_bytes,
             json_limits=self._limits.json,
@@ -266,10 +371,7 @@ class Templates:
                                           max_pattern_work=self._max_pattern_work)
             if time.monotonic() > deadline:
                 raise InvalidArgument(deadline_message(self._expand_timeout))
-        return self._expander.expand(
-            template.html, variables, max_output=self._limits.max_output_bytes,
-            timeout=self._expand_timeout, deadline=deadline, step_cap=step_cap,
-        )
+        return variables
 
     # ------------------------------------------------------------ the language
 
@@ -298,6 +400,33 @@ class Templates:
 
     def functions(self) -> list[FunctionInfo]:
         return self._engine.list_functions()
+
+    async def evaluate_mapping(self, mapping: Mapping[str, str], data_json: str, *,
+                               check_only: bool = False) -> str:
+        """The variables a binding's mapping gives over ``data_json``, as JSON
+        object text (``_mapping``); with ``check_only``, only the syntax is
+        checked (and "{}" answered)."""
+        return await asyncio.to_thread(self._evaluate_mapping, dict(mapping), data_json,
+                                       check_only)
+
+    def _evaluate_mapping(self, mapping: dict[str, str], data_json: str,
+                          check_only: bool) -> str:
+        deadline = time.monotonic() + self._expand_timeout
+        compiled = compile_mapping(self._engine, mapping)
+        if check_only:
+            return "{}"
+        data = parse_json_value(data_json, field=DATA_VARIABLE,
+                                max_bytes=self._limits.max_data_bytes,
+                                json_limits=self._limits.json, setting=DATA_BYTES_SETTING)
+        return evaluate_mapping(self._engine, compiled, data, timeout=self._expand_timeout,
+                                deadline=deadline, max_bytes=self._limits.max_variables_bytes)
+
+
+def _check_reserved(data_sources: list[dict[str, Any]],
+                    definitions: list[dict[str, Any]]) -> None:
+    problems = reserved_problems(data_sources, definitions)
+    if problems:
+        raise InvalidArgument("the template is invalid", errors=problems)
 
 
 #: Sources and variables up to this size expand on the event loop, for at most

@@ -14,6 +14,7 @@ from litho.errors import FailedPrecondition, FieldError
 from litho.jsonlimits import JsonLimits
 from litho.template.v1 import template_pb2 as pb
 from litho.template.v1 import template_pb2_grpc as pb_grpc
+from services.template._data_sources import MAX_SOURCES_SETTING, max_json_bytes
 from services.template._fonts import Font, FontLibrary
 from services.template._model import (
     DEFAULT_JSON_LIMITS,
@@ -38,7 +39,8 @@ def template_to_proto(t: Template) -> pb.Template:
         version=t.version, create_time=_timestamp(t.create_time),
         update_time=_timestamp(t.update_time),
         variable_definitions_json=json.dumps(t.variable_definitions),
-        discovered_variables=t.discovered_variables, tags=t.tags,
+        discovered_variables=t.input_variables, tags=t.tags,
+        data_sources_json=json.dumps(t.data_sources),
     )
 
 
@@ -64,7 +66,7 @@ def source_errors(errors: list[FieldError]) -> list[pb.SourceError]:
 
 def spec_from_proto(
     spec: pb.TemplateSpec, *, max_variables_bytes: int,
-    json_limits: JsonLimits = DEFAULT_JSON_LIMITS,
+    json_limits: JsonLimits = DEFAULT_JSON_LIMITS, max_data_sources: int = 5,
 ) -> Spec:
     return Spec(
         name=spec.name if spec.HasField("name") else None,
@@ -84,6 +86,13 @@ def spec_from_proto(
             else None
         ),
         tags=list(spec.tags.values) if spec.HasField("tags") else None,
+        data_sources=(
+            parse_json_list(spec.data_sources_json, field="dataSources",
+                            max_bytes=max_json_bytes(max_data_sources),
+                            json_limits=json_limits, setting=MAX_SOURCES_SETTING)
+            if spec.HasField("data_sources_json")
+            else None
+        ),
     )
 
 
@@ -91,17 +100,23 @@ class TemplateServicer(pb_grpc.TemplateServiceServicer):
     def __init__(
         self, templates: Templates, *, max_variables_bytes: int,
         json_limits: JsonLimits = DEFAULT_JSON_LIMITS, fonts: FontLibrary | None = None,
+        max_data_sources: int = 5,
     ) -> None:
         self._templates = templates
         self._fonts = fonts
         self._max_variables = max_variables_bytes
         self._json_limits = json_limits
+        self._max_data_sources = max_data_sources
+
+    def _spec(self, spec: pb.TemplateSpec) -> Spec:
+        return spec_from_proto(spec, max_variables_bytes=self._max_variables,
+                               json_limits=self._json_limits,
+                               max_data_sources=self._max_data_sources)
 
     async def CreateTemplate(
         self, request: pb.CreateTemplateRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.CreateTemplateResponse:
-        spec = spec_from_proto(request.spec, max_variables_bytes=self._max_variables,
-                               json_limits=self._json_limits)
+        spec = self._spec(request.spec)
         template = await self._templates.create(request.tenant_id, spec)
         return pb.CreateTemplateResponse(template=template_to_proto(template))
 
@@ -125,8 +140,7 @@ class TemplateServicer(pb_grpc.TemplateServiceServicer):
     async def UpdateTemplate(
         self, request: pb.UpdateTemplateRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.UpdateTemplateResponse:
-        spec = spec_from_proto(request.spec, max_variables_bytes=self._max_variables,
-                               json_limits=self._json_limits)
+        spec = self._spec(request.spec)
         template = await self._templates.update(request.tenant_id, request.template_id, spec)
         return pb.UpdateTemplateResponse(template=template_to_proto(template))
 
@@ -179,20 +193,32 @@ class TemplateServicer(pb_grpc.TemplateServiceServicer):
         self, request: pb.ExpandTemplateRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ExpandTemplateResponse:
         if request.HasField("inline"):
-            spec = spec_from_proto(request.inline, max_variables_bytes=self._max_variables,
-                                   json_limits=self._json_limits)
+            spec = self._spec(request.inline)
             result = await self._templates.expand_inline(
                 request.tenant_id, spec, request.variables_json)
         else:
             result = await self._templates.expand(
                 request.tenant_id, request.template_id, request.version,
                 request.variables_json, coerce=request.coerce_strings,
+                data_json=request.data_json,
             )
         return pb.ExpandTemplateResponse(
             template_id=result.template.id, version=result.template.version,
             html=result.html, width=result.template.width, height=result.template.height,
             fonts=[font_to_proto(f) for f in result.fonts],
+            pending_data_sources=[
+                pb.PendingDataSource(name=p.name, url=p.url, method=p.method,
+                                     headers=p.headers, body=p.body,
+                                     ttl_seconds=p.ttl_seconds)
+                for p in result.pending],
         )
+
+    async def EvaluateMapping(
+        self, request: pb.EvaluateMappingRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.EvaluateMappingResponse:
+        variables_json = await self._templates.evaluate_mapping(
+            request.mapping, request.data_json, check_only=request.check_only)
+        return pb.EvaluateMappingResponse(variables_json=variables_json)
 
     def _library(self) -> FontLibrary:
         if self._fonts is None:

@@ -13,6 +13,8 @@ class TemplateSettings(BaseServiceSettings):
     template_max_dimension: int = Field(default=5000, gt=0, le=16384)
     #: Largest variables document accepted for one expansion, in bytes.
     template_max_variables_bytes: int = Field(default=256 * 1024, gt=0)
+    #: Largest data accepted from data sources (and a binding's mapping), in bytes.
+    template_max_data_bytes: int = Field(default=1024 * 1024, gt=0)
     #: Largest expanded document, in bytes.
     template_max_output_bytes: int = Field(default=2 * 1024 * 1024, gt=0)
     #: Immutable versions kept in memory, by (tenant, template, version).
@@ -43,6 +45,9 @@ class TemplateSettings(BaseServiceSettings):
     template_json_max_depth: int = Field(default=DEFAULT_MAX_DEPTH, gt=0, le=90)
     #: Longest number literal accepted in those JSON values, in characters.
     template_json_max_number_chars: int = Field(default=DEFAULT_MAX_NUMBER_CHARS, gt=0, le=1000)
+    #: Most data sources one template declares (docs/architecture.md,
+    #: "Template data sources"); the renderer fetches them all for a render.
+    template_max_data_sources: int = Field(default=5, ge=0, le=50)
     # Uploaded fonts (docs/architecture.md, "Uploaded fonts").
     #: Largest font file accepted, in bytes; the gRPC server takes messages
     #: this large plus 64 KiB.

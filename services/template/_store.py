@@ -78,6 +78,9 @@ def _to_doc(t: Template) -> dict[str, Any]:
         "variableDefinitions": t.variable_definitions,
         "discoveredVariables": t.discovered_variables,
         "tags": t.tags,
+        # As text: header names may hold "$" and ".", which a store's field
+        # names may not; absent when there are none (as before they existed).
+        **({"dataSources": json.dumps(t.data_sources)} if t.data_sources else {}),
         "version": t.version,
         "createTime": t.create_time.isoformat(),
         "updateTime": t.update_time.isoformat(),
@@ -96,10 +99,20 @@ def _from_doc(doc: dict[str, Any]) -> Template:
         variable_definitions=list(doc.get("variableDefinitions") or []),
         discovered_variables=list(doc.get("discoveredVariables") or []),
         tags=[str(tag) for tag in doc.get("tags") or []],
+        data_sources=_data_sources(doc.get("dataSources")),
         version=int(doc["version"]),
         create_time=datetime.fromisoformat(doc["createTime"]),
         update_time=datetime.fromisoformat(doc["updateTime"]),
     )
+
+
+def _data_sources(stored: Any) -> list[dict[str, Any]]:
+    if not stored:
+        return []
+    value = json.loads(stored)
+    if not isinstance(value, list) or not all(isinstance(s, dict) for s in value):
+        raise ValueError("dataSources is not an array of objects")
+    return value
 
 
 def wire_size(t: Template) -> int:
@@ -107,9 +120,10 @@ def wire_size(t: Template) -> int:
     fields are measured as the servicer writes them (``json.dumps`` escapes
     non-ASCII, which is never shorter than UTF-8), so a raw emoji counts 12."""
     text = (len(t.id) + len(t.tenant_id) + len(t.name.encode()) + len(t.html.encode())
-            + len(json.dumps(t.sample_variables)) + len(json.dumps(t.variable_definitions)))
+            + len(json.dumps(t.sample_variables)) + len(json.dumps(t.variable_definitions))
+            + len(json.dumps(t.data_sources)))
     names = sum(len(v.encode()) + _NAME_BYTES for v in [*t.discovered_variables, *t.tags])
-    return _FIXED_BYTES + 6 * _FIELD_BYTES + text + names
+    return _FIXED_BYTES + 7 * _FIELD_BYTES + text + names
 
 
 def _readable(doc: dict[str, Any]) -> Template | None:
@@ -172,6 +186,7 @@ class TemplateRepository:
             variable_definitions=spec.variable_definitions or [],
             discovered_variables=spec.discovered_variables or [],
             tags=spec.tags or [],
+            data_sources=spec.data_sources or [],
         )
         await self._write_version(template)
         await self._heads.insert({"_id": template.id, **_to_doc(template)})
@@ -198,15 +213,22 @@ class TemplateRepository:
         self._remember(key, template)
         return template
 
-    async def update(self, tenant_id: str, template_id: str, spec: Spec) -> Template:
+    async def update(
+        self, tenant_id: str, template_id: str, spec: Spec,
+        *, check: Callable[[Template], None] | None = None,
+    ) -> Template:
         """Write version n+1, then move the head to it. The version's unique
         ``_id`` makes exactly one of concurrent updates win (the others are a
         Conflict). A head left behind by an update that failed between the two
-        writes is repaired here, so it cannot answer Conflict forever."""
+        writes is repaired here, so it cannot answer Conflict forever.
+        ``check`` sees the new version before it is written (rules across
+        fields the spec may leave out) and raises to refuse it."""
         for attempt in (1, 2):
             current = await self.latest(tenant_id, template_id)
             updated = replace(current.with_spec(spec), version=current.version + 1,
                               update_time=datetime.now(UTC))
+            if check is not None:
+                check(updated)
             try:
                 await self._write_version(updated)
             except DuplicateKey as exc:

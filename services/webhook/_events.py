@@ -133,12 +133,35 @@ def _batch_finished(name: str) -> Callable[[events_pb2.BatchFinished, Context], 
     return describe
 
 
+def _binding_updated(m: events_pb2.BindingUpdated, ctx: Context) -> Event:
+    fmt = formats.by_name(m.format)
+    extension = fmt.extension if fmt else (m.format or formats.DEFAULT.extension)
+    return Event(
+        type="binding.updated", tenant_id=m.tenant_id, template_id=m.template_id,
+        binding_id=m.binding_id, batch_id="", time=_time(m.time),
+        data={"bindingId": m.binding_id, "templateId": m.template_id,
+              "dataHash": m.data_hash, "source": m.source,
+              "fetchedAt": _iso_or_none(m.fetch_time),
+              # The binding's stable URL: it shows the new data from now on.
+              "imageUrl": f"{ctx.public_url}/b/{m.binding_id}.{extension}"})
+
+
+def _binding_failed(m: events_pb2.BindingFailed, ctx: Context) -> Event:
+    return Event(
+        type="binding.failed", tenant_id=m.tenant_id, template_id=m.template_id,
+        binding_id=m.binding_id, batch_id="", time=_time(m.time),
+        data={"bindingId": m.binding_id, "templateId": m.template_id, "error": m.error,
+              "status": m.status})
+
+
 #: Every event a subscription can select, in the order the API documents them.
 EVENTS: tuple[EventType, ...] = (
     EventType("render.completed", events_pb2.RenderCompleted, _render_completed),
     EventType("render.failed", events_pb2.RenderFailed, _render_failed),
     EventType("batch.completed", events_pb2.BatchFinished, _batch_finished("batch.completed")),
     EventType("batch.failed", events_pb2.BatchFinished, _batch_finished("batch.failed")),
+    EventType("binding.updated", events_pb2.BindingUpdated, _binding_updated),
+    EventType("binding.failed", events_pb2.BindingFailed, _binding_failed),
 )
 
 BY_NAME: Mapping[str, EventType] = {e.name: e for e in EVENTS}

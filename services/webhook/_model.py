@@ -21,6 +21,7 @@ from services.webhook._events import Event
 
 #: Longest id a filter may name (template and binding ids are far shorter).
 MAX_FILTER_ID_CHARS = 200
+_BINDING_ID = re.compile(r"bnd_[0-9a-f]{36}")
 MAX_BATCH_ID_CHARS = 200
 MAX_SECRET_CHARS = 500
 DEFAULT_PAGE_SIZE = 50
@@ -269,15 +270,18 @@ def check_description(text: str, max_chars: int) -> str:
 
 
 def check_filters(filters: Filters) -> Filters:
-    value = filters.template_id
-    if len(value) > MAX_FILTER_ID_CHARS:
-        raise invalid("filters.templateId",
-                      f"is {len(value)} characters; at most {MAX_FILTER_ID_CHARS}")
-    if not value.isprintable():
-        raise invalid("filters.templateId", "must not contain control characters")
-    if filters.binding_id:
-        # No event carries a binding yet: such a subscription would never match.
-        raise invalid("filters.bindingId", "binding events do not exist yet; leave it empty")
+    for field, value in (("filters.templateId", filters.template_id),
+                         ("filters.bindingId", filters.binding_id)):
+        if len(value) > MAX_FILTER_ID_CHARS:
+            raise invalid(field, f"is {len(value)} characters; at most {MAX_FILTER_ID_CHARS}")
+        if not value.isprintable():
+            raise invalid(field, "must not contain control characters")
+    if filters.binding_id and not _BINDING_ID.fullmatch(filters.binding_id):
+        # Only binding events carry a binding id, always of this form: any
+        # other value would make a subscription that never matches.
+        raise invalid("filters.bindingId",
+                      "must be a binding id (bnd_ and 36 hex digits); it matches "
+                      "binding.updated and binding.failed events of that binding")
     return filters
 
 

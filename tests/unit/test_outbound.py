@@ -565,6 +565,21 @@ async def test_credentials_are_dropped_when_a_redirect_changes_origin(server_a: 
     assert b'"x_test": "kept"' in cross.body
 
 
+async def test_named_secret_headers_are_dropped_across_origins_too(server_a: Server) -> None:
+    resolver = FakeResolver({"rebind.test": ["127.0.0.1"]})
+    other_origin = f"http://rebind.test:{server_a.port}/echo"
+    headers = {"X-Test": "api-key-value"}
+
+    async with OutboundGuard(_settings(f"127.0.0.1:{server_a.port}"), resolver=resolver) as guard:
+        same = await guard.fetch(server_a.url("/redirect?to=/echo"), headers=headers,
+                                 secret_headers=("X-Test",))
+        cross = await guard.fetch(server_a.url(f"/redirect?to={other_origin}"),
+                                  headers=headers, secret_headers=("x-test",))
+
+    assert b'"x_test": "api-key-value"' in same.body
+    assert b'"x_test": null' in cross.body
+
+
 async def test_unresolvable_name_is_an_outbound_error() -> None:
     async with OutboundGuard(_settings(), resolver=FakeResolver({})) as guard:
         with pytest.raises(OutboundError) as info:

@@ -76,11 +76,11 @@ def test_endpoints_come_from_the_registry_variables() -> None:
     env = {"LITHO_TEMPLATE_GRPC_TARGET": "template.svc:1", "LITHO_RENDERER_GRPC_ADDRESS": "[::]:9"}
     renderer = Endpoints.from_env(specs["renderer"], specs, env)
     assert renderer.listen == "[::]:9"
-    assert renderer.targets == {"template": "template.svc:1"}
+    assert renderer.targets == {"template": "template.svc:1", "binding": "127.0.0.1:50053"}
     gateway = Endpoints.from_env(specs["gateway"], specs, {})
     assert gateway.listen == ""
     assert gateway.targets == {"template": "127.0.0.1:50051", "renderer": "127.0.0.1:50052",
-                               "webhook": "127.0.0.1:50055"}
+                               "webhook": "127.0.0.1:50055", "binding": "127.0.0.1:50053"}
 
 
 # ------------------------------------------ a new service: only its own files ----

@@ -161,7 +161,7 @@ def field_of(exc: LithoError) -> str:
     ({"description": "d" * 501}, "description", "at most 500"),
     ({"filters": Filters(template_id="t" * 201)}, "filters.templateId", "at most 200"),
     ({"filters": Filters(template_id="a\nb")}, "filters.templateId", "control"),
-    ({"filters": Filters(binding_id="bnd_1")}, "filters.bindingId", "do not exist yet"),
+    ({"filters": Filters(binding_id="bnd_1")}, "filters.bindingId", "must be a binding id"),
     # Hosts IDNA cannot encode (review #3): a 422 naming the field, never a 500.
     ({"target_url": "http://" + "a" * 64 + ".com/"}, "targetUrl", "not a valid host"),
     ({"target_url": "http://a..b/"}, "targetUrl", "not a valid host"),

@@ -10,6 +10,7 @@ closures; nothing is ever ``eval``-ed, and every render is bounded by
 """
 
 from services.template._lang._engine import (
+    CompiledExpression,
     CompiledTemplate,
     Engine,
     discover_variables,
@@ -27,6 +28,7 @@ from services.template._lang._runtime import Clock
 __all__ = [
     "SETTING_NAMES",
     "Clock",
+    "CompiledExpression",
     "CompiledTemplate",
     "Engine",
     "FunctionInfo",

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from litho.errors import FieldError, InvalidArgument
+from services.template._lang._ast import For, If, Node, Output
 from services.template._lang._compiler import (
     TOO_DEEP,
     Emit,
@@ -100,6 +101,36 @@ class CompiledTemplate:
         return sink.text()
 
 
+class CompiledExpression:
+    """A parsed bare expression; evaluated with a caller's runtime, so several
+    can share one budget (``Engine.evaluate_all``)."""
+
+    __slots__ = ("_evaluate", "source")
+
+    def __init__(self, source: str, evaluate: Eval) -> None:
+        self.source = source
+        self._evaluate = evaluate
+
+    def evaluate(self, runtime: Runtime) -> Any:
+        return self._evaluate(runtime)
+
+
+def _unescaped(nodes: tuple[Node, ...]) -> tuple[Node, ...]:
+    """``nodes`` with every output raw, blocks included."""
+    out: list[Node] = []
+    for node in nodes:
+        if isinstance(node, Output):
+            node = Output(node.expr, True, node.offset)
+        elif isinstance(node, If):
+            node = If(tuple((test, _unescaped(body)) for test, body in node.branches),
+                      _unescaped(node.otherwise), node.offset)
+        elif isinstance(node, For):
+            node = For(node.item, node.index, node.iterable, _unescaped(node.body),
+                       _unescaped(node.otherwise), node.offset)
+        out.append(node)
+    return tuple(out)
+
+
 class Engine:
     def __init__(self, limits: Limits | None = None, *, clock: Clock | None = None) -> None:
         self._limits = limits or Limits()
@@ -127,7 +158,10 @@ class Engine:
         document = parse_document(source, self._registry, self._limits)
         return self._errors(source, [*document.problems, *document.foreign], _TEMPLATE_FIELD)
 
-    def compile(self, source: str) -> CompiledTemplate:
+    def compile(self, source: str, *, escape: bool = True) -> CompiledTemplate:
+        """The compiled template. With ``escape=False`` every output is
+        written as it is, as if each tag were ``raw``: for text that is not
+        HTML (a data source's URL, headers and body)."""
         too_large = self._too_large(source, "template")
         if too_large is not None:
             errors = self._errors(source, [too_large], _TEMPLATE_FIELD)
@@ -138,7 +172,8 @@ class Engine:
                 "the template has errors",
                 errors=self._errors(source, document.problems, _TEMPLATE_FIELD),
             )
-        body = compile_nodes(document.nodes, self._registry)
+        nodes = document.nodes if escape else _unescaped(document.nodes)
+        body = compile_nodes(nodes, self._registry)
         foreign = self._errors(source, document.foreign, _TEMPLATE_FIELD)
         return CompiledTemplate(source, body, document.variables, self._limits, self._clock,
                                 foreign)
@@ -158,6 +193,44 @@ class Engine:
         if problems or expr is None:
             return None, self._errors(source, problems, _EXPRESSION_FIELD)
         return compile_expr(expr, self._registry), []
+
+    def compile_expression(self, source: str) -> tuple[CompiledExpression | None, list[FieldError]]:
+        """The compiled bare expression, or None and every problem in it
+        (each ``line L, column C: …``, field ``expression``)."""
+        evaluate, errors = self._expression(source)
+        if evaluate is None:
+            return None, errors
+        return CompiledExpression(source, evaluate), []
+
+    def evaluate_all(
+        self, expressions: Mapping[str, CompiledExpression], variables: Mapping[str, Any], *,
+        timeout: float | None = None, deadline: float | None = None,
+    ) -> dict[str, Any]:
+        """Each expression's value, by its key, all under one render's
+        budget (steps, loop iterations, deadline), as if they were the tags of
+        one template. Raises InvalidArgument with one FieldError per failing
+        expression (field: its key), every one that fails, except that a
+        spent budget ends the evaluation at the expression that spent it."""
+        runtime = Runtime(variables, self._limits, self._clock, timeout=timeout,
+                          deadline=deadline)
+        values: dict[str, Any] = {}
+        errors: list[FieldError] = []
+        for key, expression in expressions.items():
+            try:
+                values[key] = expression.evaluate(runtime)
+            except LimitExceeded as exc:
+                errors.append(FieldError(key, located(expression.source, exc.offset,
+                                                      exc.message)))
+                break
+            except EvalError as exc:
+                errors.append(FieldError(key, located(expression.source, exc.offset,
+                                                      exc.message)))
+            except RecursionError:
+                errors.append(FieldError(key, TOO_DEEP))
+                break
+        if errors:
+            raise InvalidArgument(f"{errors[0].field}: {errors[0].message}", errors=errors)
+        return values
 
     def validate_expression(self, source: str) -> list[FieldError]:
         """Every problem in a bare expression (no braces), with its column."""

@@ -53,15 +53,21 @@ class LangExpander:
         with self._lock:
             return len(self._cache)
 
-    def compiled(self, source: str) -> CompiledTemplate:
-        """The compiled template; raises InvalidArgument listing every problem."""
-        key = hashlib.sha256(source.encode("utf-8", "surrogatepass")).digest()
+    def compiled(self, source: str, *, escape: bool = True) -> CompiledTemplate:
+        """The compiled template; raises InvalidArgument listing every problem.
+        ``escape=False`` compiles it for plain text (``Engine.compile``),
+        cached apart from the HTML one."""
+        digest = hashlib.sha256(source.encode("utf-8", "surrogatepass"))
+        if not escape:
+            digest.update(b"\x00plain")
+        key = digest.digest()
         with self._lock:
             entry = self._cache.get(key)
             if entry is not None:
                 self._cache.move_to_end(key)
                 return entry[0]
-        template = self._engine.compile(source)
+        template = (self._engine.compile(source) if escape
+                    else self._engine.compile(source, escape=False))
         weight = compiled_weight(source)
         if self._cache_size and weight <= self._max_bytes // 4:
             with self._lock:
@@ -86,7 +92,8 @@ class LangExpander:
         timeout: float | None = None,
         deadline: float | None = None,
         step_cap: int | None = None,
+        escape: bool = True,
     ) -> str:
-        return self.compiled(source).render(
+        return self.compiled(source, escape=escape).render(
             variables, max_output=max_output, timeout=timeout, deadline=deadline,
             step_cap=step_cap)

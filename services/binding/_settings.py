@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+from pydantic import Field
+
+from litho.config import BaseServiceSettings
+from litho.jsonlimits import DEFAULT_MAX_DEPTH, DEFAULT_MAX_NUMBER_CHARS, JsonLimits
+
+MIB = 1024 * 1024
+
+#: JSON limits when a caller passes none (the defaults of
+#: LITHO_BINDING_JSON_MAX_DEPTH and LITHO_BINDING_JSON_MAX_NUMBER_CHARS).
+DEFAULT_JSON_LIMITS = JsonLimits(
+    depth_setting="LITHO_BINDING_JSON_MAX_DEPTH",
+    number_setting="LITHO_BINDING_JSON_MAX_NUMBER_CHARS",
+)
+
+
+class BindingSettings(BaseServiceSettings):
+    #: Comma-separated keys that seal credentials and push secrets, each at
+    #: least 32 characters: the first seals, every one opens (add a new key in
+    #: front to rotate, drop the old one once everything is re-sealed).
+    #: Required: the service refuses to start without it.
+    binding_secret_key: str = Field(default="", max_length=10_000, repr=False)
+    #: Seconds one fetch of a data source may take, redirects included.
+    binding_fetch_timeout: float = Field(default=10.0, gt=0, le=120)
+    #: Largest answer of a data source read, in bytes; a longer one is a failed fetch.
+    binding_max_data_bytes: int = Field(default=MIB, ge=1024, le=64 * MIB)
+    #: Largest body pushed to ``/b/{id}/push``, in bytes (the gateway answers 413).
+    binding_max_push_bytes: int = Field(default=MIB, ge=1024, le=64 * MIB)
+    #: Shortest ``ttlSeconds`` a binding's refresh policy may ask for.
+    binding_min_ttl_seconds: int = Field(default=10, ge=1, le=24 * 3600)
+    #: Shortest gap, in seconds, between two fires of a binding's cron policy.
+    binding_min_cron_interval: float = Field(default=300.0, ge=60, le=7 * 24 * 3600)
+    #: Most bindings one tenant may have.
+    binding_max_per_tenant: int = Field(default=1000, ge=1, le=1_000_000)
+    #: Seconds between the scheduler's looks for cron bindings that are due.
+    binding_scheduler_interval: float = Field(default=1.0, gt=0, le=60)
+    #: Most data sources fetched for one render of a template.
+    binding_max_template_sources: int = Field(default=5, ge=1, le=50)
+    #: Seconds a template data source's cached answer is kept past its expiry
+    #: (for revalidation with ETag / Last-Modified) before it is swept.
+    binding_source_cache_retention: float = Field(default=86400.0, ge=0, le=30 * 24 * 3600)
+    #: Deepest nesting of objects and arrays in a source's data, a push or
+    #: defaults: the template service maps the data, and holds it to its own
+    #: limit (``LITHO_TEMPLATE_JSON_MAX_DEPTH``), so keep the two equal.
+    binding_json_max_depth: int = Field(default=DEFAULT_MAX_DEPTH, gt=0, le=90)
+    #: Longest number literal accepted in that JSON, in characters.
+    binding_json_max_number_chars: int = Field(default=DEFAULT_MAX_NUMBER_CHARS, gt=0, le=1000)
+
+    def json_limits(self) -> JsonLimits:
+        return JsonLimits(
+            max_depth=self.binding_json_max_depth,
+            max_number_chars=self.binding_json_max_number_chars,
+            depth_setting="LITHO_BINDING_JSON_MAX_DEPTH",
+            number_setting="LITHO_BINDING_JSON_MAX_NUMBER_CHARS",
+        )
