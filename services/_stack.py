@@ -331,8 +331,12 @@ class Stack:
         await self._spawn(name, [sys.executable, "-m", spec.module], child_env, spec=spec)
         # Back in its place, so that stop() keeps the reverse start order.
         self._children.insert(index, self._children.pop())
-        await self._wait_grpc(name, child_env[spec.address_env],
-                              time.monotonic() + self.start_timeout)
+        deadline = time.monotonic() + self.start_timeout
+        await self._wait_grpc(name, child_env[spec.address_env], deadline)
+        if any(c.name == "gateway" for c in self._children):
+            # Until the gateway's own channel has reconnected (its backoff
+            # may still be waiting), its callers would get 503s.
+            await self._wait_http(f"{self.url}/healthz", deadline)
 
     def kill(self, name: str) -> None:
         """SIGKILL one child (a test of a replica or NATS dying mid-work)."""

@@ -23,8 +23,12 @@ MAX_HEADER_NAME_CHARS: Final = 100
 
 # RFC 7230 section 3.2.6: token = 1*tchar.
 _TOKEN: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-# Control characters other than HTAB (field-content, RFC 7230 section 3.2).
-_CONTROL: Final = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+# Control characters other than HTAB (field-content, RFC 7230 section 3.2),
+# the C1 controls (U+0080-U+009F, NEL among them) and the Unicode line and
+# paragraph separators: none is framing on the wire (values go out as UTF-8
+# and CR/LF are refused), but a log or a client that reads them as line
+# breaks would split the value.
+_CONTROL: Final = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
 # Credentials have their own, encrypted field; a header would be stored in the clear.
 _SECRET: Final = frozenset({"authorization", "cookie", "proxy-authorization"})
 # Framing and routing are the HTTP client's business, not the caller's.
@@ -89,7 +93,8 @@ def _value_problem(value: str) -> str:
         return (f"the header value must be at most {MAX_HEADER_VALUE_CHARS} characters "
                 f"(got {len(value)})")
     if _CONTROL.search(value) is not None:
-        return "the header value must not contain CR, LF, NUL or other control characters"
+        return ("the header value must not contain CR, LF, NUL or other control characters "
+                "(C0 or C1), nor U+2028/U+2029 line or paragraph separators")
     unicode_problem = describe_text(value)
     if unicode_problem:
         return f"the header value {unicode_problem}"

@@ -48,9 +48,11 @@ def _timestamp(seconds: float) -> Timestamp:
     return ts
 
 
-def updated_msg_id(binding_id: str, data_hash: str) -> str:
-    """One event per binding and data: a re-publish of the same change is stored once."""
-    return f"binding-updated:{binding_id}:{data_hash}"
+def updated_msg_id(binding_id: str, data_hash: str, fetched_at: float) -> str:
+    """One event per change: a re-publish of the same change is stored once,
+    while data that goes A, B, A again within the stream's duplicate window is
+    three changes (the time the data came tells the two A apart)."""
+    return f"binding-updated:{binding_id}:{data_hash}:{round(fetched_at * 1000)}"
 
 
 def failed_msg_id(binding_id: str, error: str, at: float) -> str:
@@ -72,7 +74,7 @@ class NatsBindingEvents:
             binding_id=binding_id, tenant_id=tenant_id, template_id=template_id,
             data_hash=data_hash, format=format, source=source,
             fetch_time=_timestamp(fetched_at), time=_timestamp(at)),
-            msg_id=updated_msg_id(binding_id, data_hash))
+            msg_id=updated_msg_id(binding_id, data_hash, fetched_at))
 
     async def failed(self, *, binding_id: str, tenant_id: str, template_id: str,
                      error: str, status: str, at: float) -> None:

@@ -15,24 +15,21 @@ fetches and the others serve the data they have.
 
 from __future__ import annotations
 
-import base64
 import json
-import re
+import math
 import secrets
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from litho import jsonlimits
-from litho.docstore import Collection, DocumentStore
 from litho.errors import (
     Conflict,
     FailedPrecondition,
-    FieldError,
     InvalidArgument,
     LithoError,
-    NotFound,
     ResourceExhausted,
     Unauthenticated,
 )
@@ -47,352 +44,54 @@ from services.binding._fetch import (
     canonical_json,
     data_hash,
 )
+from services.binding._model import (
+    ACTIVE,
+    DEFAULT_PAGE_SIZE,
+    ERROR,
+    FETCH,
+    FETCHED_TYPES,
+    MAX_PAGE_SIZE,
+    PAUSED,
+    PUSH,
+    SERVE_DEFAULT,
+    SERVE_ERROR,
+    SERVE_STALE,
+    STATUSES,
+    Binding,
+    BindingData,
+    BindingSpec,
+    Clock,
+    Limits,
+    Output,
+    Resolved,
+    SourceInput,
+    Tested,
+    binding_from_doc,
+    deep_merge,
+    dumps,
+    invalid,
+    mapping_failure,
+    new_binding_id,
+    not_found,
+    opt_float,
+)
 from services.binding._ports import EventSink, TemplateMapping
 from services.binding._secrets import SecretBox, new_push_secret, push_authorized
-from services.binding._settings import DEFAULT_JSON_LIMITS
+from services.binding._store import BindingStore
 
 log = get_logger(__name__)
 
-COLLECTION = "bindings"
-ID_PREFIX = "bnd_"
-ID_PATTERN = re.compile(r"^bnd_[0-9a-f]{36}$")
-
-ACTIVE, PAUSED, ERROR = "active", "paused", "error"
-STATUSES = (ACTIVE, PAUSED, ERROR)
-#: Where the current data came from.
-FETCH, PUSH = "fetch", "push"
-FETCHED_TYPES = ("http", "static")
-SERVE_STALE, SERVE_ERROR, SERVE_DEFAULT = "serve_stale", "serve_error", "serve_default"
-
-DEFAULT_PAGE_SIZE = 50
-MAX_PAGE_SIZE = 100
-
-Clock = Callable[[], float]
-
-
-def new_binding_id(now: float) -> str:
-    """``bnd_`` + 12 hex of the time in ms (ids list in creation order) + 24
-    random hex: the id is the only credential of ``/b/{id}.{ext}``."""
-    return f"{ID_PREFIX}{int(now * 1000) % 16**12:012x}{secrets.token_hex(12)}"
-
-
-def _not_found(binding_id: str) -> NotFound:
-    return NotFound(f"binding {binding_id[:100]!r} not found")
-
-
-def _invalid(field_name: str, message: str) -> InvalidArgument:
-    return InvalidArgument(f"{field_name} {message}",
-                           errors=[FieldError(field_name, message)])
-
-
-def deep_merge(defaults: Any, mapped: Any) -> Any:
-    """``mapped`` where it gives a value, ``defaults`` where it gives null or
-    nothing; objects merge key by key."""
-    if mapped is None:
-        return defaults
-    if isinstance(defaults, dict) and isinstance(mapped, dict):
-        merged = dict(defaults)
-        for key, value in mapped.items():
-            merged[key] = deep_merge(defaults.get(key), value)
-        return merged
-    return mapped
-
-
-def dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-
-
-def encode_token(last_id: str) -> str:
-    return base64.urlsafe_b64encode(last_id.encode()).decode().rstrip("=")
-
-
-def decode_token(token: str) -> str:
-    try:
-        value = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
-    except ValueError:
-        value = ""
-    if not ID_PATTERN.match(value):
-        raise _invalid("pageToken", "is not a token this API issued")
-    return value
-
-
-def mapping_failure(exc: InvalidArgument) -> str:
-    """One line for a mapping that failed over data: each field and its problem."""
-    if exc.errors:
-        return "; ".join(f"{e.field}: {e.message}" for e in exc.errors)
-    return exc.message
-
-
-# ------------------------------------------------------------------ model ----
-
-@dataclass(frozen=True)
-class Output:
-    #: A format name of :mod:`litho.formats` (png, jpeg, webp, pdf, gif).
-    format: str = "png"
-    #: JSON text of the RenderOptions (``json_format.MessageToJson``).
-    options_json: str = "{}"
-
-
-@dataclass(frozen=True)
-class SourceInput:
-    """A data source as received; ``credentials`` is None when none came."""
-
-    type: str = ""
-    url: str = ""
-    method: str = ""
-    headers: Mapping[str, str] = field(default_factory=dict)
-    body: str = ""
-    credentials: Mapping[str, str] | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"type": self.type, "url": self.url, "method": self.method,
-                "headers": dict(self.headers), "body": self.body}
-
-
-@dataclass(frozen=True)
-class PolicyInput:
-    type: str = ""
-    ttl_seconds: int = 0
-    cron: str = ""
-    on_error: str = ""
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"type": self.type, "ttlSeconds": self.ttl_seconds, "cron": self.cron,
-                "onError": self.on_error}
-
-
-@dataclass(frozen=True)
-class BindingSpec:
-    """The editable fields; None keeps the stored value on update."""
-
-    name: str | None = None
-    template_id: str | None = None
-    data_source: SourceInput | None = None
-    clear_credentials: bool = False
-    mapping: Mapping[str, str] | None = None
-    defaults_json: str | None = None
-    refresh_policy: PolicyInput | None = None
-    output: Output | None = None
-
-
-@dataclass(frozen=True)
-class Binding:
-    """A binding as answered: never its credentials nor (but once) its push secret."""
-
-    id: str
-    tenant_id: str
-    name: str
-    template_id: str
-    #: type, url, method, headers, body.
-    data_source: Mapping[str, Any]
-    credentials_type: str
-    mapping: Mapping[str, str]
-    defaults_json: str
-    #: type, ttlSeconds, cron, onError.
-    refresh_policy: Mapping[str, Any]
-    output: Output
-    status: str
-    last_error: str
-    last_error_at: float | None
-    fetched_at: float | None
-    next_refresh_at: float | None
-    data_hash: str
-    created_at: float
-    updated_at: float
-    push_secret: str = ""
-
-
-@dataclass(frozen=True)
-class BindingData:
-    data_json: str
-    fetched_at: float | None
-    etag: str
-    last_modified: str
-    status: str
-    last_error: str
-    last_error_at: float | None
-    data_hash: str
-    #: fetch, push or none.
-    source: str
-    variables_json: str
-
-
-@dataclass(frozen=True)
-class Resolved:
-    binding_id: str
-    tenant_id: str
-    template_id: str
-    variables_json: str
-    output: Output
-    status: str
-    data_hash: str
-    #: Until when the data is fresh; None for push and manual bindings.
-    fresh_until: float | None
-
-
-@dataclass(frozen=True)
-class Tested:
-    success: bool
-    status: int
-    data_json: str
-    duration_ms: float
-    error: str
-
-
-@dataclass(frozen=True)
-class Limits:
-    max_per_tenant: int = 1000
-    min_ttl_seconds: int = 10
-    min_cron_interval: float = 300.0
-    max_push_bytes: int = 1024 * 1024
-    max_data_bytes: int = 1024 * 1024
-    #: Seconds a refresh holds its binding: the fetch's timeout and room to settle.
-    lease_seconds: float = 40.0
-    #: Limits of pushed and sample JSON (the fetcher holds fetched data to its own).
-    json_limits: jsonlimits.JsonLimits = DEFAULT_JSON_LIMITS
-
-
-def _opt_float(value: Any) -> float | None:
-    return float(value) if isinstance(value, int | float) and value else None
-
-
-def binding_from_doc(doc: Mapping[str, Any], *, push_secret: str = "") -> Binding:
-    policy = dict(doc.get("refreshPolicy") or {})
-    output = doc.get("output") or {}
-    next_refresh = _opt_float(doc.get("nextRefreshAt"))
-    fetched_at = _opt_float(doc.get("fetchedAt"))
-    if policy.get("type") == "ttl" and fetched_at is not None:
-        next_refresh = fetched_at + float(policy.get("ttlSeconds") or 0)
-    return Binding(
-        id=doc["_id"], tenant_id=doc["tenantId"], name=doc["name"],
-        template_id=doc["templateId"], data_source=dict(doc.get("dataSource") or {}),
-        credentials_type=str(doc.get("credentialsType") or ""),
-        mapping=dict(doc.get("mapping") or {}), defaults_json=doc.get("defaults") or "{}",
-        refresh_policy=policy,
-        output=Output(format=str(output.get("format") or "png"),
-                      options_json=str(output.get("options") or "{}")),
-        status=doc["status"], last_error=str(doc.get("lastError") or ""),
-        last_error_at=_opt_float(doc.get("lastErrorAt")), fetched_at=fetched_at,
-        next_refresh_at=next_refresh, data_hash=str(doc.get("dataHash") or ""),
-        created_at=float(doc["createdAt"]), updated_at=float(doc["updatedAt"]),
-        push_secret=push_secret)
-
-
-# ------------------------------------------------------------------ store ----
-
-class BindingStore:
-    """The ``bindings`` collection: every query the service makes is here."""
-
-    def __init__(self, store: DocumentStore) -> None:
-        self._docs: Collection = store.collection(COLLECTION)
-
-    async def prepare(self) -> None:
-        await self._docs.ensure_index(["tenantId"])
-        await self._docs.ensure_index(["tenantId", "templateId"])
-        await self._docs.ensure_index(["tenantId", "status"])
-        await self._docs.ensure_index(["refreshPolicy.type", "nextRefreshAt"])
-
-    async def count(self, tenant_id: str) -> int:
-        return await self._docs.count({"tenantId": tenant_id})
-
-    async def insert(self, doc: dict[str, Any]) -> None:
-        await self._docs.insert(doc)
-
-    async def find(self, binding_id: str) -> dict[str, Any] | None:
-        if not ID_PATTERN.match(binding_id):
-            return None
-        return await self._docs.get(binding_id)
-
-    async def get(self, tenant_id: str, binding_id: str) -> dict[str, Any]:
-        """The tenant's binding; another tenant's is as missing as none."""
-        doc = await self.find(binding_id)
-        if doc is None or doc.get("tenantId") != tenant_id:
-            raise _not_found(binding_id)
-        return doc
-
-    async def page(self, tenant_id: str, *, page_size: int, page_token: str,
-                   template_id: str, status: str) -> tuple[list[dict[str, Any]], str]:
-        """Newest first."""
-        flt: dict[str, Any] = {"tenantId": tenant_id}
-        if template_id:
-            flt["templateId"] = template_id
-        if status:
-            flt["status"] = status
-        if page_token:
-            flt["_id"] = {"$lt": decode_token(page_token)}
-        docs = await self._docs.find(flt, sort=[("_id", -1)], limit=page_size + 1)
-        token = encode_token(docs[page_size - 1]["_id"]) if len(docs) > page_size else ""
-        return docs[:page_size], token
-
-    async def replace_config(self, doc: dict[str, Any], revision: int,
-                             fields: Mapping[str, Any]) -> dict[str, Any] | None:
-        """Set ``fields`` and move the revision, if nobody changed it meanwhile."""
-        return await self._docs.find_one_and_update(
-            {"_id": doc["_id"], "revision": revision},
-            {"$set": {**fields, "revision": revision + 1}}, return_document="after")
-
-    async def set_status(self, tenant_id: str, binding_id: str, status: str,
-                         now: float, extra: Mapping[str, Any] | None = None
-                         ) -> dict[str, Any] | None:
-        return await self._docs.find_one_and_update(
-            {"_id": binding_id, "tenantId": tenant_id},
-            {"$set": {"status": status, "updatedAt": now, **(extra or {})}},
-            return_document="after")
-
-    async def delete(self, tenant_id: str, binding_id: str) -> bool:
-        return await self._docs.delete({"_id": binding_id, "tenantId": tenant_id}) > 0
-
-    async def settle(self, binding_id: str, revision: int, fields: Mapping[str, Any],
-                     status: str | None) -> bool:
-        """Store an outcome for ``revision``; the status changes unless the
-        binding is paused. False when the binding changed or went meanwhile."""
-        if not await self._docs.update({"_id": binding_id, "revision": revision},
-                                       {"$set": dict(fields)}):
-            return False
-        if status is not None:
-            await self._docs.update(
-                {"_id": binding_id, "revision": revision, "status": {"$in": [ACTIVE, ERROR]}},
-                {"$set": {"status": status}})
-        return True
-
-    async def mark_reported(self, binding_id: str, revision: int, error: str) -> None:
-        await self._docs.update({"_id": binding_id, "revision": revision, "lastError": error},
-                                {"$set": {"failureReported": True}})
-
-    # ------------------------------------------------------------ leases ----
-
-    async def claim(self, binding_id: str, now: float, until: float,
-                    token: str) -> dict[str, Any] | None:
-        """Take the binding's refresh lease unless someone holds it."""
-        return await self._docs.find_one_and_update(
-            {"_id": binding_id, "leaseUntil": {"$lt": now}},
-            {"$set": {"lease": token, "leaseUntil": until}}, return_document="after")
-
-    async def claim_fire(self, doc: Mapping[str, Any], now: float, until: float,
-                         token: str) -> dict[str, Any] | None:
-        """Take a due cron binding's lease, if its fire has not been taken."""
-        return await self._docs.find_one_and_update(
-            {"_id": doc["_id"], "nextRefreshAt": doc["nextRefreshAt"],
-             "leaseUntil": {"$lt": now}, "status": {"$in": [ACTIVE, ERROR]}},
-            {"$set": {"lease": token, "leaseUntil": until}}, return_document="after")
-
-    async def due(self, now: float, limit: int) -> list[dict[str, Any]]:
-        """Cron bindings, not paused, whose next fire has come and that nobody holds."""
-        return await self._docs.find(
-            {"refreshPolicy.type": "cron", "status": {"$in": [ACTIVE, ERROR]},
-             "nextRefreshAt": {"$lte": now}, "leaseUntil": {"$lt": now}},
-            sort=[("nextRefreshAt", 1)], limit=limit)
-
-    async def release(self, binding_id: str, token: str, *, revision: int,
-                      next_refresh_at: float | None = None) -> None:
-        """Give the lease back; a scheduled fire first moves ``nextRefreshAt``
-        (unless an update set a new schedule meanwhile)."""
-        free = {"lease": "", "leaseUntil": 0.0}
-        if next_refresh_at is not None and await self._docs.update(
-                {"_id": binding_id, "lease": token, "revision": revision},
-                {"$set": {**free, "nextRefreshAt": next_refresh_at}}):
-            return
-        await self._docs.update({"_id": binding_id, "lease": token}, {"$set": free})
+#: Said for every push not accepted, whatever the reason (no such binding,
+#: not a push binding, a wrong signature or secret): the answer tells nothing
+#: about the id to whoever does not hold its secret.
+PUSH_REFUSED = ("the push was not accepted: wrong binding id or secret (send "
+                "X-Litho-Signature: sha256=<hex HMAC-SHA256 of the body with the binding's push "
+                "secret>, or X-Litho-Push-Secret)")
+#: What a viewer of the public image learns of a failing source (the detail
+#: is the owner's, in GET /v1/bindings/{id}).
+SOURCE_FAILED = ("the binding's data source failed; its owner can see why in "
+                 "GET /v1/bindings/{id}")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 # ---------------------------------------------------------------- outcome ----
@@ -414,14 +113,14 @@ class _Outcome:
 class Bindings:
     def __init__(self, store: BindingStore, fetcher: Fetcher, templates: TemplateMapping,
                  events: EventSink, box: SecretBox, *, allow: AllowList,
-                 limits: Limits = Limits(), clock: Clock = time.time) -> None:
+                 limits: Limits | None = None, clock: Clock = time.time) -> None:
         self.store = store
         self._fetcher = fetcher
         self._templates = templates
         self._events = events
         self._box = box
         self._allow = allow
-        self._limits = limits
+        self._limits = limits or Limits()
         self.clock = clock
 
     # ---------------------------------------------------------- validation ----
@@ -433,22 +132,22 @@ class Bindings:
         cur = current or {}
         name = spec.name if spec.name is not None else cur.get("name")
         if name is None:
-            raise _invalid("name", "is required")
+            raise invalid("name", "is required")
         _validate.check_name(name)
         template_id = spec.template_id if spec.template_id is not None else cur.get("templateId")
         if not template_id:
-            raise _invalid("templateId", "is required")
+            raise invalid("templateId", "is required")
         if spec.data_source is not None:
             source = _validate.check_data_source(spec.data_source.as_dict(),
                                                  path="dataSource", allow=self._allow)
         elif "dataSource" in cur:
             source = dict(cur["dataSource"])
         else:
-            raise _invalid("dataSource", "is required")
+            raise invalid("dataSource", "is required")
         credentials, credentials_type = self._credentials(spec, source, cur)
         mapping = dict(spec.mapping) if spec.mapping is not None else cur.get("mapping")
         if mapping is None:
-            raise _invalid("mapping", "is required")
+            raise invalid("mapping", "is required")
         _validate.check_mapping_names(mapping)
         defaults_text = (spec.defaults_json if spec.defaults_json is not None
                          else cur.get("defaults", ""))
@@ -459,7 +158,7 @@ class Bindings:
                 cur["dataSource"]["type"] == PUSH):
             policy_in = dict(cur["refreshPolicy"])
         elif current is not None:
-            raise _invalid("refreshPolicy", "must be given when the source changes to or from push")
+            raise invalid("refreshPolicy", "must be given when the source changes to or from push")
         else:
             policy_in = {}
         policy = _validate.check_refresh_policy(
@@ -467,7 +166,7 @@ class Bindings:
             min_cron_interval=self._limits.min_cron_interval)
         output = spec.output or Output(**_stored_output(cur))
         if not await self._templates.template_exists(tenant_id, template_id):
-            raise _invalid("templateId", f"{template_id[:100]!r} is not a template of this tenant")
+            raise invalid("templateId", f"{template_id[:100]!r} is not a template of this tenant")
         await self._templates.evaluate(mapping, "", check_only=True)
         return {
             "name": name, "templateId": template_id, "dataSource": source,
@@ -483,12 +182,19 @@ class Bindings:
         given = spec.data_source.credentials if spec.data_source is not None else None
         if given is not None:
             if source["type"] == PUSH:
-                raise _invalid("dataSource.credentials", "is for http and static sources only")
+                raise invalid("dataSource.credentials", "is for http and static sources only")
             checked = _validate.check_credentials(given, path="dataSource.credentials")
             return self._box.seal(dumps(checked)), checked["type"]
         if spec.clear_credentials or source["type"] == PUSH:
             return None, ""
-        return cur.get("credentials"), str(cur.get("credentialsType") or "")
+        stored = cur.get("credentials")
+        if stored and _origin(source) != _origin(cur["dataSource"]):
+            # Kept credentials go only where they were given for: otherwise
+            # whoever may edit the binding could send them to a host of theirs.
+            raise invalid("dataSource.credentials",
+                          "must be given again when the source's origin (scheme, host, "
+                          "port) or type changes; the stored ones are not sent elsewhere")
+        return stored, str(cur.get("credentialsType") or "")
 
     # ---------------------------------------------------------------- CRUD ----
 
@@ -502,9 +208,7 @@ class Bindings:
         config = await self._configure(tenant_id, spec, None)
         count = await self.store.count(tenant_id)
         if count >= self._limits.max_per_tenant:
-            raise ResourceExhausted(
-                f"this tenant has {count} bindings; the limit is {self._limits.max_per_tenant} "
-                "(LITHO_BINDING_MAX_PER_TENANT): delete one first", retry_after=60.0)
+            raise _cap_reached(count, self._limits.max_per_tenant)
         now = self.clock()
         push_secret = new_push_secret() if config["dataSource"]["type"] == PUSH else ""
         doc: dict[str, Any] = {
@@ -522,7 +226,11 @@ class Bindings:
             doc.update(outcome.fields)
             if outcome.status:
                 doc["status"] = outcome.status
-        await self.store.insert(doc)
+        # The count above spares a fetch when the cap is reached; the slot
+        # taken here holds the cap against creates racing this one.
+        refused = await self.store.insert_within(doc, self._limits.max_per_tenant)
+        if refused:
+            raise _cap_reached(refused, self._limits.max_per_tenant)
         log.info("binding created", tenant=tenant_id, binding=doc["_id"],
                  source_type=config["dataSource"]["type"], status=doc["status"])
         if outcome is not None:
@@ -538,9 +246,9 @@ class Bindings:
                             ) -> tuple[list[Binding], str]:
         _check_tenant(tenant_id)
         if page_size < 0:
-            raise _invalid("pageSize", f"must be between 1 and {MAX_PAGE_SIZE}")
+            raise invalid("pageSize", f"must be between 1 and {MAX_PAGE_SIZE}")
         if status and status not in STATUSES:
-            raise _invalid("status", "must be active, paused or error")
+            raise invalid("status", "must be active, paused or error")
         docs, token = await self.store.page(
             tenant_id, page_size=min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE),
             page_token=page_token, template_id=template_id, status=status)
@@ -587,10 +295,12 @@ class Bindings:
             fields.update(outcome.fields)
             if outcome.status and current["status"] != PAUSED:
                 fields["status"] = outcome.status
-        updated = await self.store.replace_config(current, int(current.get("revision", 0)),
-                                                  fields)
+        # Only over what was read: data pushed or fetched meanwhile, a failure
+        # or a pause meanwhile is never overwritten; the caller retries.
+        updated = await self.store.replace_config(current, fields)
         if updated is None:
-            raise Conflict(f"binding {binding_id!r} changed meanwhile; read it and try again")
+            raise Conflict(f"binding {binding_id!r} changed while it was updated "
+                           "(new data, a failure, a pause or another update); retry")
         if outcome is not None:
             await self._publish(updated, outcome, FETCH, now)
         return binding_from_doc(updated, push_secret=push_secret)
@@ -598,7 +308,7 @@ class Bindings:
     async def delete(self, tenant_id: str, binding_id: str) -> None:
         _check_tenant(tenant_id)
         if not await self.store.delete(tenant_id, binding_id):
-            raise _not_found(binding_id)
+            raise not_found(binding_id)
         log.info("binding deleted", tenant=tenant_id, binding=binding_id)
 
     async def pause(self, tenant_id: str, binding_id: str) -> Binding:
@@ -607,7 +317,7 @@ class Bindings:
         await self.store.get(tenant_id, binding_id)
         doc = await self.store.set_status(tenant_id, binding_id, PAUSED, self.clock())
         if doc is None:
-            raise _not_found(binding_id)
+            raise not_found(binding_id)
         return binding_from_doc(doc)
 
     async def resume(self, tenant_id: str, binding_id: str) -> Binding:
@@ -622,7 +332,7 @@ class Bindings:
             tenant_id, binding_id, ERROR if current.get("failing") else ACTIVE, now,
             {"nextRefreshAt": self._next_fire(current["refreshPolicy"], now)})
         if doc is None:
-            raise _not_found(binding_id)
+            raise not_found(binding_id)
         return binding_from_doc(doc)
 
     # --------------------------------------------------------------- data ----
@@ -637,6 +347,16 @@ class Bindings:
             raise FailedPrecondition(
                 f"binding {binding_id!r} gets its data by push; there is nothing to fetch")
         now = self.clock()
+        # No more often than the shortest TTL: a manual refresh is no way
+        # around LITHO_BINDING_MIN_TTL_SECONDS for the source's sake.
+        last = max(float(doc.get("fetchedAt") or 0.0), float(doc.get("lastErrorAt") or 0.0))
+        floor = float(self._limits.min_ttl_seconds)
+        if now < last + floor:
+            wait = float(math.ceil(last + floor - now))
+            raise ResourceExhausted(
+                f"binding {binding_id!r} was fetched {now - last:.0f} s ago; it may be "
+                f"refreshed once every {floor:g} s (LITHO_BINDING_MIN_TTL_SECONDS): retry in "
+                f"{wait:.0f} s", retry_after=wait)
         token = secrets.token_hex(8)
         claimed = await self.store.claim(binding_id, now, now + self._limits.lease_seconds,
                                          token)
@@ -649,38 +369,39 @@ class Bindings:
         _check_tenant(tenant_id)
         doc = await self.store.get(tenant_id, binding_id)
         return BindingData(
-            data_json=str(doc.get("data") or ""), fetched_at=_opt_float(doc.get("fetchedAt")),
+            data_json=str(doc.get("data") or ""), fetched_at=opt_float(doc.get("fetchedAt")),
             etag=str(doc.get("etag") or ""), last_modified=str(doc.get("lastModified") or ""),
             status=doc["status"], last_error=str(doc.get("lastError") or ""),
-            last_error_at=_opt_float(doc.get("lastErrorAt")),
+            last_error_at=opt_float(doc.get("lastErrorAt")),
             data_hash=str(doc.get("dataHash") or ""), source=str(doc.get("source") or "none"),
             variables_json=str(doc.get("variables") or "") or self._defaults_text(doc))
 
     async def push(self, binding_id: str, body: bytes, *, signature: str,
                    secret: str) -> tuple[bool, str]:
         """Store pushed data (changed, data hash). Nothing is stored unless the
-        signature or the secret is the binding's."""
-        doc = await self.store.find(binding_id)
-        if doc is None:
-            raise _not_found(binding_id)
-        if doc["dataSource"]["type"] != PUSH or not doc.get("pushSecret"):
-            raise FailedPrecondition(f"binding {binding_id!r} does not take pushed data")
-        if len(body) > self._limits.max_push_bytes:
+        signature or the secret is the binding's; an unknown id, a binding that
+        takes no pushes and a wrong secret are the same 401, so that nothing
+        about the id shows before the secret is right."""
+        if len(body) > self._limits.max_push_bytes:  # the same for every binding
             raise InvalidArgument(
                 f"the pushed body is {len(body)} bytes; the limit is "
                 f"{self._limits.max_push_bytes} (LITHO_BINDING_MAX_PUSH_BYTES)")
-        if not (signature or secret) or not push_authorized(
-                self._push_secret(doc), body, signature=signature, presented=secret):
-            raise Unauthenticated(
-                "a push needs X-Litho-Signature (sha256=<hex HMAC-SHA256 of the body with the "
-                "binding's push secret>) or X-Litho-Push-Secret; neither matched")
+        doc = await self.store.find(binding_id)
+        takes_pushes = (doc is not None and doc["dataSource"]["type"] == PUSH
+                        and bool(doc.get("pushSecret")))
+        push_secret = self._push_secret(doc) if doc is not None and takes_pushes else ""
+        if doc is None or not push_secret or not (signature or secret) or not push_authorized(
+                push_secret, body, signature=signature, presented=secret):
+            raise Unauthenticated(PUSH_REFUSED)
         if doc["status"] == PAUSED:
             raise FailedPrecondition(f"binding {binding_id!r} is paused; resume it first")
         value = _parse_json(body, "body", self._limits.json_limits)
         text, digest = canonical_json(value), data_hash(value)
         now = self.clock()
         outcome = await self._data_outcome(doc, text, digest, source=PUSH, now=now, extra={})
-        await self._settle(doc, outcome, PUSH, now)
+        if not await self._settle(doc, outcome, PUSH, now):
+            raise Conflict(f"binding {binding_id!r} changed while the push was stored "
+                           "(an update, a pause or a delete); nothing was stored: push again")
         if outcome.fields.get("failing"):
             # Recorded (status error, binding.failed), and the pusher is told.
             raise InvalidArgument(str(outcome.fields["lastError"]))
@@ -696,20 +417,27 @@ class Bindings:
                       "LITHO_BINDING_SECRET_KEY?", binding=doc["_id"])
             return ""
 
-    async def resolve(self, binding_id: str) -> Resolved:
+    async def resolve(self, binding_id: str, *, refresh: bool = True) -> Resolved:
         """The binding's variables to render, refreshed first when its TTL has
-        passed (under the lease: who loses it serves the data there is)."""
+        passed (under the lease: who loses it serves the data there is) and
+        ``refresh`` allows it."""
         doc = await self.store.find(binding_id)
         if doc is None:
-            raise _not_found(binding_id)
+            raise not_found(binding_id)
         now = self.clock()
-        if self._stale(doc, now):
+        if refresh and self._stale(doc, now):
             token = secrets.token_hex(8)
             claimed = await self.store.claim(binding_id, now, now + self._limits.lease_seconds,
                                              token)
             if claimed is not None:
                 if self._stale(claimed, now):
-                    await self.run_claimed(claimed, token, event_source=FETCH)
+                    try:
+                        await self.run_claimed(claimed, token, event_source=FETCH)
+                    except ResourceExhausted:
+                        # The tenant's fetches are all busy: serve the data
+                        # there is now; the next GET asks again.
+                        log.info("refresh deferred: the tenant's fetches are busy",
+                                 binding=binding_id)
                 else:  # refreshed meanwhile by whoever held the lease
                     await self.store.release(binding_id, token, revision=claimed["revision"])
                 doc = await self.store.find(binding_id) or doc
@@ -735,8 +463,8 @@ class Bindings:
         if doc["status"] == ERROR:
             on_error = policy.get("onError") or SERVE_STALE
             if on_error == SERVE_ERROR:
-                raise FailedPrecondition(
-                    f"the binding's data source failed: {doc.get('lastError') or 'unknown error'}")
+                # Public (/b/{id}.{ext} serves it): the detail stays the owner's.
+                raise FailedPrecondition(SOURCE_FAILED)
             if on_error == SERVE_DEFAULT:
                 variables = defaults
         fresh_until: float | None = None
@@ -746,7 +474,7 @@ class Bindings:
                 fresh_until = (now if doc["status"] == ERROR or fetched is None
                                else float(fetched) + float(policy.get("ttlSeconds") or 0))
             elif policy.get("type") == "cron":
-                fresh_until = _opt_float(doc.get("nextRefreshAt"))
+                fresh_until = opt_float(doc.get("nextRefreshAt"))
         output = _stored_output(doc)
         return Resolved(
             binding_id=doc["_id"], tenant_id=doc["tenantId"], template_id=doc["templateId"],
@@ -766,30 +494,30 @@ class Bindings:
         or of the sample data, defaults included; and that data. Nothing is saved."""
         _check_tenant(tenant_id)
         if not template_id:
-            raise _invalid("templateId", "is required")
+            raise invalid("templateId", "is required")
         if (data_source is None) == (not sample_data_json):
-            raise _invalid("dataSource", "or sampleData is required (one of them, not both)")
+            raise invalid("dataSource", "or sampleData is required (one of them, not both)")
         _validate.check_mapping_names(dict(mapping))
         defaults = _validate.check_defaults(defaults_json or "", limits=self._limits.json_limits)
         if data_source is not None:
             request = self._checked_request(data_source)
             if not await self._templates.template_exists(tenant_id, template_id):
-                raise _invalid("templateId",
+                raise invalid("templateId",
                                f"{template_id[:100]!r} is not a template of this tenant")
             try:
-                fetched = await self._fetcher.fetch(request)
+                fetched = await self._fetcher.fetch(request, tenant=tenant_id)
             except FetchFailed as exc:
                 where = "dataSource.url" if exc.denied else "dataSource"
-                raise _invalid(where, exc.message) from exc
+                raise invalid(where, exc.message) from exc
             data_text = fetched.data_json
         else:
             if len(sample_data_json.encode()) > self._limits.max_data_bytes:
-                raise _invalid("sampleData", f"is larger than {self._limits.max_data_bytes} "
+                raise invalid("sampleData", f"is larger than {self._limits.max_data_bytes} "
                                "bytes (LITHO_BINDING_MAX_DATA_BYTES)")
             data_text = canonical_json(
                 _parse_json(sample_data_json, "sampleData", self._limits.json_limits))
             if not await self._templates.template_exists(tenant_id, template_id):
-                raise _invalid("templateId",
+                raise invalid("templateId",
                                f"{template_id[:100]!r} is not a template of this tenant")
         mapped = json.loads(await self._templates.evaluate(dict(mapping), data_text,
                                                            check_only=False))
@@ -801,7 +529,7 @@ class Bindings:
         request = self._checked_request(data_source)
         started = time.monotonic()
         try:
-            fetched = await self._fetcher.fetch(request)
+            fetched = await self._fetcher.fetch(request, tenant=tenant_id)
         except FetchFailed as exc:
             return Tested(success=False, status=exc.status or 0, data_json="",
                           duration_ms=(time.monotonic() - started) * 1000, error=exc.message)
@@ -812,7 +540,7 @@ class Bindings:
         source = _validate.check_data_source(data_source.as_dict(), path="dataSource",
                                              allow=self._allow)
         if source["type"] not in FETCHED_TYPES:
-            raise _invalid("dataSource.type",
+            raise invalid("dataSource.type",
                            "must be http or static: a push source is not fetched")
         creds: dict[str, str] = {}
         if data_source.credentials is not None:
@@ -831,13 +559,15 @@ class Bindings:
         try:
             now = self.clock()
             outcome = await self._fetch_outcome(doc, now)
-            return await self._settle(doc, outcome, event_source, now)
+            return await self._settle(doc, outcome, event_source, now) and outcome.changed
         finally:
             await self.store.release(doc["_id"], token, revision=int(doc.get("revision", 0)),
                                      next_refresh_at=next_refresh_at)
 
     async def _settle(self, doc: Mapping[str, Any], outcome: _Outcome, event_source: str,
                       now: float) -> bool:
+        """Store and publish ``outcome``; False (nothing stored) when the
+        binding changed or went since ``doc`` was read."""
         stored = await self.store.settle(doc["_id"], int(doc.get("revision", 0)),
                                          outcome.fields, outcome.status)
         if not stored:
@@ -847,7 +577,7 @@ class Bindings:
         status = doc["status"] if doc["status"] == PAUSED else (outcome.status or doc["status"])
         await self._publish({**doc, **outcome.fields, "status": status}, outcome,
                             event_source, now)
-        return outcome.changed
+        return True
 
     def _request(self, doc: Mapping[str, Any]) -> SourceRequest:
         source = doc["dataSource"]
@@ -867,10 +597,10 @@ class Bindings:
         try:
             fetched: Fetched = await self._fetcher.fetch(
                 request, etag=str(doc.get("etag") or ""),
-                last_modified=str(doc.get("lastModified") or ""))
+                last_modified=str(doc.get("lastModified") or ""), tenant=str(doc["tenantId"]))
         except FetchFailed as exc:
             if exc.denied and denied_is_invalid:
-                raise _invalid("dataSource.url", exc.message) from exc
+                raise invalid("dataSource.url", exc.message) from exc
             return self._failure(doc, exc.message, now)
         validators = {"etag": fetched.etag, "lastModified": fetched.last_modified}
         if fetched.not_modified:
@@ -950,15 +680,34 @@ def _stored_output(doc: Mapping[str, Any]) -> dict[str, str]:
             "options_json": str(output.get("options") or "{}")}
 
 
+def _origin(source: Mapping[str, Any]) -> tuple[str, str, str, int | None]:
+    """Where a source's requests go: its type, scheme, host and port."""
+    url = str(source.get("url") or "")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:  # checked at validation; a stored oddity is just unequal
+        return str(source.get("type") or ""), url, "", None
+    scheme = parts.scheme.lower()
+    return (str(source.get("type") or ""), scheme, (parts.hostname or "").lower(),
+            port if port is not None else _DEFAULT_PORTS.get(scheme))
+
+
+def _cap_reached(count: int, limit: int) -> ResourceExhausted:
+    return ResourceExhausted(
+        f"this tenant has {count} bindings; the limit is {limit} "
+        "(LITHO_BINDING_MAX_PER_TENANT): delete one first", retry_after=60.0)
+
+
 def _check_tenant(tenant_id: str) -> None:
     if not tenant_id:
-        raise _invalid("tenantId", "is required")
+        raise invalid("tenantId", "is required")
 
 
 def _parse_json(text: str | bytes, field_name: str, limits: jsonlimits.JsonLimits) -> Any:
     try:
         return jsonlimits.loads(text, limits)
     except jsonlimits.JsonLimitError as exc:
-        raise _invalid(field_name, f"is not JSON Litho accepts: {exc}") from exc
+        raise invalid(field_name, f"is not JSON Litho accepts: {exc}") from exc
     except (ValueError, UnicodeDecodeError) as exc:
-        raise _invalid(field_name, f"is not valid JSON: {exc}") from exc
+        raise invalid(field_name, f"is not valid JSON: {exc}") from exc

@@ -14,14 +14,8 @@ from litho.binding.v1 import binding_pb2 as pb
 from litho.binding.v1 import binding_pb2_grpc as pb_grpc
 from litho.errors import FieldError, InvalidArgument
 from litho.renderer.v1 import renderer_pb2
-from services.binding._bindings import (
-    Binding,
-    Bindings,
-    BindingSpec,
-    Output,
-    PolicyInput,
-    SourceInput,
-)
+from services.binding._bindings import Bindings
+from services.binding._model import Binding, BindingSpec, Output, PolicyInput, SourceInput
 from services.binding._sources import DataSources, SourceCall
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -190,7 +184,7 @@ class BindingServicer(pb_grpc.BindingServiceServicer):
 
     async def ResolveBinding(self, request: pb.ResolveBindingRequest,
                              context: Context) -> pb.ResolveBindingResponse:
-        r = await self._bindings.resolve(request.binding_id)
+        r = await self._bindings.resolve(request.binding_id, refresh=not request.no_refresh)
         return pb.ResolveBindingResponse(
             binding_id=r.binding_id, tenant_id=r.tenant_id, template_id=r.template_id,
             variables_json=r.variables_json, output=output_out(r.output), status=r.status,

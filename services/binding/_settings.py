@@ -37,9 +37,25 @@ class BindingSettings(BaseServiceSettings):
     binding_scheduler_interval: float = Field(default=1.0, gt=0, le=60)
     #: Most data sources fetched for one render of a template.
     binding_max_template_sources: int = Field(default=5, ge=1, le=50)
-    #: Seconds a template data source's cached answer is kept past its expiry
-    #: (for revalidation with ETag / Last-Modified) before it is swept.
-    binding_source_cache_retention: float = Field(default=86400.0, ge=0, le=30 * 24 * 3600)
+    #: Seconds a template data source's cached answer is kept past its
+    #: ``ttlSeconds`` (for revalidation with ETag / Last-Modified) before it is swept.
+    binding_source_cache_retention: float = Field(default=3600.0, ge=0, le=30 * 24 * 3600)
+    #: Most cached answers of template data sources kept for one tenant: past
+    #: it, new answers are served but not stored (until the sweep frees room).
+    binding_max_cache_entries_per_tenant: int = Field(default=10_000, ge=1, le=10_000_000)
+    #: Largest answer of a template's data source read, in bytes (a template
+    #: may fetch several per render, and for every page of a document).
+    binding_max_source_bytes: int = Field(default=256 * 1024, ge=1024, le=64 * MIB)
+    #: Most fetches of data sources one tenant has under way at once (bindings,
+    #: refreshes, tests, previews and template sources together); more wait
+    #: their turn, first come first served.
+    binding_tenant_fetches: int = Field(default=4, ge=1, le=1000)
+    #: Most fetches one tenant may have waiting for a turn; past it a fetch is
+    #: refused at once with 429.
+    binding_tenant_fetch_queue: int = Field(default=64, ge=0, le=100_000)
+    #: Most fetches of data sources under way at once for all tenants. Keep it
+    #: below the outbound guard's connection pool (100 connections).
+    binding_max_fetches: int = Field(default=32, ge=1, le=90)
     #: Deepest nesting of objects and arrays in a source's data, a push or
     #: defaults: the template service maps the data, and holds it to its own
     #: limit (``LITHO_TEMPLATE_JSON_MAX_DEPTH``), so keep the two equal.

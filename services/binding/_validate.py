@@ -19,6 +19,7 @@ from yarl import URL
 from litho import jsonlimits
 from litho.errors import FieldError, InvalidArgument, OutboundDenied
 from litho.outbound import AllowList, check_outbound_headers, check_url
+from services.binding._fetch import credential_headers
 from services.binding._schedule import check_cron
 from services.binding._settings import DEFAULT_JSON_LIMITS
 
@@ -42,9 +43,13 @@ POLICY_TYPES: Final = ("ttl", "cron", "push", "manual")
 ON_ERROR: Final = ("serve_stale", "serve_error", "serve_default")
 
 VARIABLE_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
-_HEADER_NAME: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+#: Control characters in a name, a URL or a header (HTAB aside).
 _CONTROL: Final = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
-_FRAMING_HEADERS: Final = frozenset({"host", "content-length", "transfer-encoding", "connection"})
+#: The header names a credential of type header may use though a source's
+#: own headers may not (they are sealed there): the ones bearer and basic
+#: credentials send.
+_SEALED_HEADERS: Final = frozenset(
+    name.lower() for name in credential_headers({"type": "bearer", "token": "x"}))
 _DENIED: Final = ("is not allowed: Litho does not fetch from private, loopback or other "
                   "non-public addresses unless LITHO_OUTBOUND_ALLOW lists them")
 
@@ -172,6 +177,13 @@ def _check_source_url(url: str, field: str, allow: AllowList | None,
     if not host:
         errors.append(FieldError(field, "must name a host"))
         return
+    if "@" in (parsed.raw_authority or ""):
+        # aiohttp would send it as Authorization: Basic, and the URL is stored
+        # and answered in the clear.
+        errors.append(FieldError(field, (
+            "must not hold a user name or password (user:password@): put credentials in "
+            "credentials, which are stored encrypted")))
+        return
     try:
         check_url(parsed, allow)
     except OutboundDenied:
@@ -214,12 +226,13 @@ def check_credentials(c: Any, *, path: str) -> dict[str, str]:
         name = required("headerName", "header_name")
         out["headerName"] = name
         out["headerValue"] = required("headerValue", "header_value")
-        if name and _HEADER_NAME.fullmatch(name) is None:
-            errors.append(FieldError(f"{path}.headerName", (
-                "may hold only letters, digits and !#$%&'*+-.^_`|~ (an RFC 7230 token)")))
-        elif name.lower() in _FRAMING_HEADERS:
-            errors.append(FieldError(f"{path}.headerName",
-                                     f"cannot be {name}: it is set by Litho"))
+        if name and name.lower() not in _SEALED_HEADERS:
+            # The name rules of every header Litho sends for a user (the
+            # value may be longer here: tokens are).
+            try:
+                check_outbound_headers({name: ""}, path=f"{path}.headerName")
+            except InvalidArgument as exc:
+                errors.extend(FieldError(f"{path}.headerName", e.message) for e in exc.errors)
     if errors:
         raise _fail(errors)
     return out

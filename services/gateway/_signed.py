@@ -107,10 +107,17 @@ async def render_signed(request: web.Request) -> web.StreamResponse:
     # An output with warnings (an asset did not load) must not be kept by a
     # CDN or browser: once the cause is fixed, the same URL renders it right.
     warnings = response.warnings
+    if warnings:
+        cache_control = "no-store"
+    elif response.data_sources:
+        # The image follows live data: caches ask again every time (a 304
+        # by ETag while the data is unchanged), never keep it for an hour.
+        cache_control = "public, no-cache"
+    else:
+        cache_control = deps(request).signed_cache_control
     found = await image_response(request, response.render_id,
                                  response_format(response.format).extension,
-                                 cache_control="no-store" if warnings
-                                 else deps(request).signed_cache_control)
+                                 cache_control=cache_control)
     if found is None:
         raise NotFound("the rendered image disappeared; retry")
     if warnings:

@@ -39,8 +39,9 @@ class GrpcBindingClient:
                               fetch_time=_seconds(r.fetch_time), from_cache=r.from_cache)
                 for r in response.results]
 
-    async def resolve(self, binding_id: str) -> ResolvedBinding:
-        r = await self._stub.ResolveBinding(pb.ResolveBindingRequest(binding_id=binding_id))
+    async def resolve(self, binding_id: str, *, refresh: bool = True) -> ResolvedBinding:
+        r = await self._stub.ResolveBinding(pb.ResolveBindingRequest(
+            binding_id=binding_id, no_refresh=not refresh))
         fmt = formats.by_enum(r.output.format)
         return ResolvedBinding(
             binding_id=r.binding_id or binding_id, tenant_id=r.tenant_id,

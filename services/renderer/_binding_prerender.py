@@ -38,7 +38,8 @@ class Prerenderer:
             raise Poison("a binding.updated event without a binding id")
         fmt = formats.parse(event.format.lower()) if event.format else None
         try:
-            await self.renders.prerender(event.binding_id, fmt.name if fmt else "")
+            await self.renders.prerender(event.binding_id, fmt.name if fmt else "",
+                                         event.data_hash)
         except TRANSIENT as exc:
             delay = exc.retry_after if isinstance(exc, ResourceExhausted) else None
             raise Retry(exc.message, delay=delay) from exc

@@ -50,9 +50,10 @@ class ResolvedBinding:
 
 
 class BindingResolver(Protocol):
-    async def resolve(self, binding_id: str) -> ResolvedBinding:
-        """The binding's current variables and output; NotFound for an
-        unknown binding, FailedPrecondition when it serves its errors."""
+    async def resolve(self, binding_id: str, *, refresh: bool = True) -> ResolvedBinding:
+        """The binding's current variables and output (refreshed first when
+        stale, unless ``refresh`` is off); NotFound for an unknown binding,
+        FailedPrecondition when it serves its errors."""
 
 
 @dataclass(frozen=True)
@@ -71,11 +72,14 @@ class BindingRenders:
         self._resolver = resolver
         self._render = render
 
-    async def render(self, binding_id: str, format: str = "", *,
-                     background: bool = False) -> BindingRender:
+    async def render(self, binding_id: str, format: str = "") -> BindingRender:
         """The binding's image in ``format`` (a format name; empty: the
         binding's own). Errors of the binding service pass through."""
-        binding = await self._resolver.resolve(binding_id)
+        return await self._rendered(await self._resolver.resolve(binding_id), format,
+                                    background=False)
+
+    async def _rendered(self, binding: ResolvedBinding, format: str, *,
+                        background: bool) -> BindingRender:
         name = format or binding.format or formats.DEFAULT.name
         result = await self._render(RenderRequest(
             tenant_id=binding.tenant_id, template_id=binding.template_id, version=0,
@@ -87,13 +91,20 @@ class BindingRenders:
         return BindingRender(result=result, tenant_id=binding.tenant_id,
                              fresh_until=binding.fresh_until, data_hash=binding.data_hash)
 
-    async def prerender(self, binding_id: str, format: str = "") -> bool:
+    async def prerender(self, binding_id: str, format: str = "", data_hash: str = "") -> bool:
         """Render the binding's image at background priority, so that the
         next GET is a hit. False when there is nothing to render and trying
         again cannot change that (the binding is gone, serves its error, or
         its template does not render); transient failures raise."""
         try:
-            done = await self.render(binding_id, format, background=True)
+            # The data as it is, never refreshed from a queued event; and
+            # nothing when it moved on since the event: a later one renders it.
+            binding = await self._resolver.resolve(binding_id, refresh=False)
+            if data_hash and binding.data_hash != data_hash:
+                log.info("pre-render skipped: the binding's data changed again",
+                         binding=binding_id)
+                return False
+            done = await self._rendered(binding, format, background=True)
         except TRANSIENT:
             raise
         except NotFound:

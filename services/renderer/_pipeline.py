@@ -442,6 +442,12 @@ class RenderPipeline:
                     return _Stored(render_id, stored)
             pending = self._inflight.get(render_id)
             if pending is None:
+                if request.reuse_warned and not request.refresh:
+                    recent = await self._recent_warned(render_id, spec, request)
+                    if recent is not None:
+                        return recent
+                    if render_id in self._inflight:
+                        continue  # another render of it began meanwhile: share it
                 break
             # Share the owner's outcome: its error is ours too. If it was
             # cancelled, or refused its output (strict) while we would take it
@@ -454,10 +460,6 @@ class RenderPipeline:
             if not shared.render_id:
                 continue
             return replace(shared, rendered=False)
-        if request.reuse_warned and not request.refresh:
-            recent = await self._recent_warned(render_id, spec, request)
-            if recent is not None:
-                return recent
         done: asyncio.Future[_Stored | None] = asyncio.get_running_loop().create_future()
         done.add_done_callback(_consume_exception)
         self._inflight[render_id] = done
@@ -477,7 +479,8 @@ class RenderPipeline:
                 raise _strict_refusal(outcome.warnings)
             return outcome
         finally:
-            del self._inflight[render_id]
+            if self._inflight.get(render_id) is done:
+                del self._inflight[render_id]
 
     async def _store(self, render_id: str, spec: CaptureSpec, output: Output,
                      request: RenderRequest) -> _Stored:

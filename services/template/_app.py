@@ -6,6 +6,7 @@ from __future__ import annotations
 from litho.docstore import DocumentStore
 from litho.jsonlimits import JsonLimits
 from litho.logs import get_logger
+from litho.outbound import AllowList
 from litho.service import Host
 from litho.template.v1 import template_pb2, template_pb2_grpc
 from services.template._fonts import FontLibrary, FontLimits, Sandbox
@@ -57,14 +58,19 @@ async def build(host: Host[TemplateSettings]) -> None:
         Templates(repo, expander, limits,
                   max_pattern_input=settings.template_max_pattern_input,
                   max_pattern_work=settings.template_max_pattern_work,
-                  expand_timeout=settings.template_expand_timeout, fonts=fonts),
+                  expand_timeout=settings.template_expand_timeout, fonts=fonts,
+                  outbound_allow=AllowList.parse(settings.outbound.allow)),
         max_variables_bytes=settings.template_max_variables_bytes,
         json_limits=limits.json, fonts=fonts, max_data_sources=settings.template_max_data_sources,
     )
     await host.serve_grpc(
         [(template_pb2_grpc.add_TemplateServiceServicer_to_server, servicer, SERVICE_NAME)],
-        # A CreateFont request carries the whole file.
-        max_receive_message_bytes=settings.template_max_font_bytes + _FONT_REQUEST_OVERHEAD)
+        # A CreateFont carries the whole file; ExpandTemplate and
+        # EvaluateMapping carry data from sources.
+        max_receive_message_bytes=max(settings.template_max_font_bytes,
+                                      settings.template_max_data_bytes
+                                      + settings.template_max_variables_bytes)
+        + _FONT_REQUEST_OVERHEAD)
 
 
 #: Room for a CreateFont request's other fields and framing.

@@ -8,9 +8,14 @@ sources::
 
 ``url``, header values and ``body`` are template strings of the language:
 their tags are checked when the template is saved, and expanded with the
-render's variables, as plain text (no HTML escaping), when a render needs
-the source. The template then reads the fetched JSON as ``data.<name>``: a
-template with data sources owns the root variable ``data``.
+render's variables when a render needs the source. Header values and the
+body are expanded as plain text (no HTML escaping). In the URL every
+output is percent-encoded as a URI component (``uri_component``: only
+``A-Z a-z 0-9 - . _ ~`` are kept), so a variable stays inside the path
+segment, query value or host label its tag is in; ``{{ raw x }}`` or
+``{{ x | raw }}`` writes a value that carries URL syntax as it is. The
+template then reads the fetched JSON as ``data.<name>``: a template with
+data sources owns the root variable ``data``.
 
 ``parse_data_sources`` validates and normalises the declarations on save
 (``dataSources[i].<field>`` paths); ``pending_source`` expands one for the
@@ -26,9 +31,10 @@ from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import quote, unquote, urlsplit
 
-from litho.errors import FieldError, InvalidArgument
+from litho.errors import FieldError, InvalidArgument, OutboundDenied
 from litho.jsonlimits import safe_text
-from litho.outbound import check_outbound_headers
+from litho.outbound import AllowList, check_outbound_headers, check_url
+from services.template._lang import UrlTemplate, outside_tags
 
 #: The root variable the data sources' data is given under.
 DATA_VARIABLE: Final = "data"
@@ -61,8 +67,16 @@ _BYTES_PER_SOURCE: Final = 160 * 1024
 #: messages that start ``line L, column C: `` (``LangExpander.check``).
 Check = Callable[[str], list[FieldError]]
 #: Expands a template string as plain text with the render's variables;
-#: raises InvalidArgument naming ``field`` (its second argument).
+#: raises InvalidArgument naming ``field`` (its second argument). A
+#: :class:`UrlTemplate` is expanded with each output URI-encoded
+#: (``LangExpander``).
 Render = Callable[[str, str], str]
+_USERINFO: Final = ("must not hold a user name or password (user:password@host): a URL is "
+                    "stored and shown in the clear; send a key in a header instead")
+_DOT_SEGMENT: Final = ("has a '.' or '..' path segment, which the client would resolve "
+                       "into another path; write the path it stands for")
+_DENIED: Final = ("is not allowed: Litho does not fetch from private, loopback or other "
+                  "non-public addresses unless LITHO_OUTBOUND_ALLOW lists them")
 
 
 def max_json_bytes(max_sources: int) -> int:
@@ -81,10 +95,15 @@ class PendingSource:
     ttl_seconds: int
 
 
-def parse_data_sources(raw: Any, check: Check, *, max_sources: int) -> list[dict[str, Any]]:
+def parse_data_sources(raw: Any, check: Check, *, max_sources: int,
+                       allow: AllowList | None = None) -> list[dict[str, Any]]:
     """The normalised declarations (``name``, ``url``, ``method``,
     ``headers``, ``ttlSeconds``, and ``body`` for a POST that has one);
-    raises InvalidArgument with every problem, each at ``dataSources[i].<field>``."""
+    raises InvalidArgument with every problem, each at ``dataSources[i].<field>``.
+    With ``allow`` (the service's ``LITHO_OUTBOUND_ALLOW``), a URL whose
+    scheme, host and port have no tag is also put to ``check_url`` (an IP
+    literal that is not public, a ``localhost`` name); without it that is
+    left to the guard at fetch time."""
     if not isinstance(raw, list):
         raise InvalidArgument("dataSources must be an array",
                               errors=[FieldError("dataSources", "must be an array")])
@@ -97,7 +116,7 @@ def parse_data_sources(raw: Any, check: Check, *, max_sources: int) -> list[dict
     seen: set[str] = set()
     for index, item in enumerate(raw):
         path = f"dataSources[{index}]"
-        source = _source(item, path, check, errors)
+        source = _source(item, path, check, errors, allow)
         if source is None:
             continue
         if source["name"] in seen:
@@ -110,8 +129,8 @@ def parse_data_sources(raw: Any, check: Check, *, max_sources: int) -> list[dict
     return parsed
 
 
-def _source(item: Any, path: str, check: Check,
-            errors: list[FieldError]) -> dict[str, Any] | None:
+def _source(item: Any, path: str, check: Check, errors: list[FieldError],
+            allow: AllowList | None) -> dict[str, Any] | None:
     if not isinstance(item, dict):
         errors.append(FieldError(path, "must be an object"))
         return None
@@ -130,7 +149,7 @@ def _source(item: Any, path: str, check: Check,
         errors.append(FieldError(f"{path}.url", "is required: an http(s) URL, which may use "
                                                 "{{ }} tags of the variables"))
     else:
-        errors.extend(_url_problems(url, f"{path}.url", check))
+        errors.extend(_url_problems(url, f"{path}.url", check, allow))
     method = item.get("method", "GET")
     if method not in METHODS:
         errors.append(FieldError(f"{path}.method", "must be GET or POST"))
@@ -180,20 +199,49 @@ def _headers(raw: Any, path: str, check: Check,
     return headers
 
 
-def _url_problems(url: str, field: str, check: Check) -> list[FieldError]:
+def _url_problems(url: str, field: str, check: Check,
+                  allow: AllowList | None) -> list[FieldError]:
     if len(url) > MAX_URL_CHARS:
         return [FieldError(field, f"must be at most {MAX_URL_CHARS} characters")]
     literal = url.split("{{", 1)[0]
     if not literal.lower().startswith(_SCHEMES):
         return [FieldError(field, "must start with http:// or https:// (before any {{ }} tag)")]
-    if _CONTROL.search(literal) is not None:
+    if _CONTROL.search(outside_tags(url)) is not None:
         return [FieldError(field, "must not contain control characters or line breaks")]
     problems = _tag_problems(url, field, check)
-    if not problems and "{{" not in url:
+    if problems:
+        return problems
+    # A tag's output cannot hold "@" (it is URI-encoded), so the text around
+    # the tags tells whether the URL has userinfo; a raw tag is checked once
+    # expanded.
+    if "@" in urlsplit(encoded_url(outside_tags(url, "x"))).netloc:
+        return [FieldError(field, _USERINFO)]
+    if "{{" not in url:
         problem = _absolute_url_problem(encoded_url(url))
         if problem:
-            problems.append(FieldError(field, problem))
-    return problems
+            return [FieldError(field, problem)]
+    authority = (_literal_authority(literal, whole="{{" not in url)
+                 if allow is not None else "")
+    if allow is not None and authority:
+        try:
+            check_url(authority, allow)
+        except OutboundDenied:
+            return [FieldError(field, _DENIED)]
+        except (ValueError, TypeError, UnicodeError):
+            return [FieldError(field, "is not a valid URL")]
+    return []
+
+
+def _literal_authority(literal: str, *, whole: bool) -> str:
+    """``scheme://host[:port]/`` of a URL whose text before its first tag
+    is ``literal`` (the whole URL when ``whole``), or ``""`` when a tag
+    writes part of the host or port."""
+    scheme, _, rest = literal.partition("://")
+    end = min((i for i in (rest.find(c) for c in "/?#\\") if i >= 0), default=-1)
+    if end < 0 and not whole:
+        return ""
+    authority = rest if end < 0 else rest[:end]
+    return encoded_url(f"{scheme}://{authority}/")
 
 
 def _tag_problems(text: str, field: str, check: Check) -> list[FieldError]:
@@ -204,7 +252,7 @@ def _tag_problems(text: str, field: str, check: Check) -> list[FieldError]:
 
 def _absolute_url_problem(url: str) -> str:
     """Why ``url`` (as ``encoded_url`` leaves it) is not an absolute http(s)
-    URL with a host, or ``""``."""
+    URL with a host, without userinfo or dot segments, or ``""``."""
     if len(url) > MAX_EXPANDED_URL_CHARS:
         return f"is longer than {MAX_EXPANDED_URL_CHARS} characters"
     try:
@@ -215,12 +263,16 @@ def _absolute_url_problem(url: str) -> str:
         return f"is not a valid URL: {exc}"
     if parts.scheme.lower() not in ("http", "https"):
         return "must be an http:// or https:// URL"
+    if "@" in parts.netloc:
+        return _USERINFO
     if not host:
         return "must name a host"
     if _HOST.fullmatch(host) is None:
         return (f"names the host {safe_text(unquote(host))[:100]!r}, which is not a host name "
                 "(ASCII letters, digits, '-' and '.'; write an international name in its "
                 "xn-- form)")
+    if any(unquote(segment) in (".", "..") for segment in parts.path.split("/")):
+        return _DOT_SEGMENT
     return ""
 
 
@@ -228,21 +280,26 @@ def encoded_url(url: str) -> str:
     """``url`` with the characters a URL cannot hold (spaces, control
     characters, quotes, ``<>``, non-ASCII, …) percent-encoded as a browser
     does; reserved characters (``/?#&=+:@``) and existing ``%XX`` escapes are
-    kept, so a value that holds them keeps their meaning."""
+    kept: the URL template's own text, and a ``raw`` output, keep their
+    meaning (a tag's other outputs are already URI-encoded)."""
     return quote(url, safe=_URL_SAFE)
 
 
 def pending_source(source: dict[str, Any], render: Render) -> PendingSource:
-    """``source`` with its URL, header values and body expanded by ``render``.
-    The expanded URL must be an absolute http(s) URL, the headers must still
-    meet the outbound rules (a variable may hold a line break) and the body
-    its size: each refused naming ``dataSources.<name>.<field>``."""
+    """``source`` with its URL (every output URI-encoded but ``raw`` ones),
+    header values and body (as plain text) expanded by ``render``.
+    The expanded URL must be an absolute http(s) URL without userinfo or dot
+    segments, the headers must still meet the outbound rules (a variable may
+    hold a line break) and the body its size: each refused naming
+    ``dataSources.<name>.<field>``."""
     name = source["name"]
     path = f"dataSources.{name}"
-    url = encoded_url(render(source["url"], f"{path}.url"))
+    url = encoded_url(render(UrlTemplate(source["url"]), f"{path}.url"))
     problem = _absolute_url_problem(url)
     if problem:
-        message = f"the expanded URL {_clipped(url)!r} {problem}"
+        # A URL with userinfo holds a secret: not echoed.
+        shown = "" if problem == _USERINFO else f" {_clipped(url)!r}"
+        message = f"the expanded URL{shown} {problem}"
         raise InvalidArgument(f"data source {name!r}: {message}",
                               errors=[FieldError(f"{path}.url", message)])
     headers = {key: render(value, f"{path}.headers.{key}")

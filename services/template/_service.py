@@ -14,6 +14,7 @@ from opentelemetry import trace
 
 from litho.errors import FieldError, InvalidArgument
 from litho.lru import Lru
+from litho.outbound import AllowList
 from services.template._data_sources import (
     DATA_VARIABLE,
     PendingSource,
@@ -85,8 +86,11 @@ class Templates:
         expand_timeout: float,
         max_pattern_work: int = DEFAULT_MAX_PATTERN_WORK,
         fonts: FontsInUse | None = None,
+        outbound_allow: AllowList | None = None,
     ) -> None:
         self._repo = repo
+        #: Data source URLs with a literal host are checked against it on save.
+        self._outbound_allow = outbound_allow
         self._fonts = fonts
         self._expander = expander
         self._engine: Engine = expander.engine
@@ -126,7 +130,8 @@ class Templates:
         if spec.data_sources is not None:
             try:
                 sources = parse_data_sources(spec.data_sources, self._expander.check,
-                                             max_sources=self._limits.max_data_sources)
+                                             max_sources=self._limits.max_data_sources,
+                                             allow=self._outbound_allow)
             except InvalidArgument as exc:
                 problems += exc.errors
             else:

@@ -10,6 +10,7 @@ import json
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -34,7 +35,7 @@ from litho.streams import EVENTS_STREAM, JOBS_STREAM
 from litho.template.v1 import template_pb2 as tpb
 from litho.template.v1 import template_pb2_grpc as tpb_grpc
 from services import _registry
-from services.binding._adapters import SUBJECT_FAILED, SUBJECT_UPDATED
+from services.binding._adapters import SUBJECT_FAILED, SUBJECT_UPDATED, updated_msg_id
 from services.binding._secrets import sign_push
 from services.binding._settings import BindingSettings
 from services.template._settings import TemplateSettings
@@ -66,6 +67,14 @@ class Service:
 @pytest_asyncio.fixture
 async def service(server: DataServer, nats_server: NatsServer,
                   tmp_path: Path) -> AsyncIterator[Service]:
+    async with run_service(server, nats_server, tmp_path) as running_service:
+        yield running_service
+
+
+@contextlib.asynccontextmanager
+async def run_service(server: DataServer, nats_server: NatsServer, tmp_path: Path,
+                      **overrides: Any) -> AsyncIterator[Service]:
+    """The template and binding services, the latter with ``overrides`` of its settings."""
     async with contextlib.AsyncExitStack() as stack:
         nc = await messaging.connect(stack, nats_server.url, name="binding-test")
         js = nc.jetstream()
@@ -91,7 +100,8 @@ async def service(server: DataServer, nats_server: NatsServer,
         settings = BindingSettings(
             data_dir=tmp_path / "binding", nats_url=nats_server.url,
             outbound=OutboundSettings(allow=f"127.0.0.1:{server.port}"),
-            binding_secret_key=KEY, binding_scheduler_interval=0.05, shutdown_grace=2.0)
+            binding_secret_key=KEY, binding_scheduler_interval=0.05, shutdown_grace=2.0,
+            **overrides)
         host = await stack.enter_async_context(running(
             binding_spec, settings, binding_root.build,
             endpoints=Endpoints(listen="127.0.0.1:0", targets={"template": template_target})))
@@ -137,7 +147,9 @@ async def test_create_maps_through_the_template_service_and_publishes(
     msg = await next_event(service.events)
     assert msg.subject == SUBJECT_UPDATED
     assert msg.headers is not None
-    assert msg.headers["Nats-Msg-Id"] == f"binding-updated:{created.id}:{created.data_hash}"
+    assert msg.headers["Nats-Msg-Id"] == (
+        f"binding-updated:{created.id}:{created.data_hash}:"
+        f"{round(created.fetch_time.ToNanoseconds() / 1e6)}")
     event = events_pb2.BindingUpdated.FromString(msg.data)
     assert (event.binding_id, event.format, event.source) == (created.id, "webp", "fetch")
     resolved = await service.stub.ResolveBinding(pb.ResolveBindingRequest(
@@ -191,6 +203,25 @@ async def test_push_over_the_wire(service: Service, server: DataServer) -> None:
             binding_id=created.id, body=body, secret=created.push_secret))
 
 
+async def test_the_server_takes_a_push_as_large_as_the_setting_allows(
+        server: DataServer, nats_server: NatsServer, tmp_path: Path) -> None:
+    """Over gRPC's 4 MiB default: the push reaches the domain (and its
+    refusal comes back), not a RESOURCE_EXHAUSTED of the transport."""
+    limit = 6 * 1024 * 1024
+    async with run_service(server, nats_server, tmp_path, binding_max_push_bytes=limit,
+                           binding_max_data_bytes=limit) as running_service:
+        body = b'{"x": "' + b"a" * (5 * 1024 * 1024) + b'"}'
+        with pytest.raises(Unauthenticated, match="wrong binding id or secret"):
+            await running_service.stub.PushBindingData(pb.PushBindingDataRequest(
+                binding_id="bnd_" + "0" * 36, body=body, secret="lps_wrong"))
+        sample = json.dumps({"x": "b" * (5 * 1024 * 1024)})
+        with pytest.raises(InvalidArgument) as caught:  # read whole, then checked
+            await running_service.stub.PreviewBinding(pb.PreviewBindingRequest(
+                tenant_id=TENANT, template_id="tpl_missing", sample_data_json=sample,
+                mapping={"x": "x"}))
+        assert caught.value.errors[0].field == "templateId"
+
+
 async def test_a_failing_source_publishes_binding_failed(service: Service,
                                                          server: DataServer) -> None:
     server.status = 500
@@ -223,3 +254,13 @@ async def test_the_service_refuses_to_start_without_its_key(tmp_path: Path,
                            root.build, endpoints=Endpoints(listen="127.0.0.1:0",
                                                            targets={"template": "127.0.0.1:1"})):
             pass
+
+
+def test_binding_updated_ids_tell_a_return_to_earlier_data_apart() -> None:
+    """A, B, A within JetStream's duplicate window: three events, while the
+    same change published twice is one."""
+    a1 = updated_msg_id("bnd_1", "hash-a", 1_700_000_000.0)
+    b = updated_msg_id("bnd_1", "hash-b", 1_700_000_010.0)
+    a2 = updated_msg_id("bnd_1", "hash-a", 1_700_000_020.0)
+    assert len({a1, b, a2}) == 3
+    assert updated_msg_id("bnd_1", "hash-a", 1_700_000_000.0) == a1

@@ -21,6 +21,7 @@ from aiohttp.test_utils import TestServer
 from litho.config import OutboundSettings
 from litho.docstore import DocumentStore, open_document_store
 from litho.errors import (
+    Conflict,
     FailedPrecondition,
     FieldError,
     InvalidArgument,
@@ -29,23 +30,25 @@ from litho.errors import (
     Unauthenticated,
 )
 from litho.outbound import AllowList, OutboundGuard
-from services.binding._bindings import (
+from services.binding._bindings import PUSH_REFUSED, SOURCE_FAILED, Bindings
+from services.binding._fetch import Fetcher
+from services.binding._model import (
     ACTIVE,
     ERROR,
-    ID_PATTERN,
     PAUSED,
-    Bindings,
     BindingSpec,
-    BindingStore,
     Limits,
     Output,
     PolicyInput,
     SourceInput,
+    decode_token,
     deep_merge,
+    encode_token,
+    is_binding_id,
 )
-from services.binding._fetch import Fetcher
 from services.binding._secrets import SecretBox, sign_push
 from services.binding._sources import DataSources, SourceCall
+from services.binding._store import BindingStore
 
 T1, T2 = "tenant-1", "tenant-2"
 TEMPLATE = "tpl_1"
@@ -102,6 +105,26 @@ class FakeTemplates:
 
     async def template_exists(self, tenant_id: str, template_id: str) -> bool:
         return (tenant_id, template_id) in self.templates
+
+
+class GatedTemplates(FakeTemplates):
+    """Holds its calls while ``gate`` is clear: the syntax checks of an update
+    (or, with ``gate_mapping``, the mapping of data), so that something else
+    can happen in the meantime; ``waiting`` is set when one waits."""
+
+    def __init__(self, *, gate_mapping: bool = False) -> None:
+        super().__init__()
+        self.gate_mapping = gate_mapping
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.waiting = asyncio.Event()
+
+    async def evaluate(self, mapping: Mapping[str, str], data_json: str, *,
+                       check_only: bool) -> str:
+        if check_only != self.gate_mapping and not self.gate.is_set():
+            self.waiting.set()
+            await self.gate.wait()
+        return await super().evaluate(mapping, data_json, check_only=check_only)
 
 
 class FakeEvents:
@@ -265,7 +288,7 @@ async def stored_count(world: World) -> int:
 
 async def test_create_fetches_maps_merges_defaults_and_publishes(world: World) -> None:
     binding = await world.bindings.create(T1, spec(world))
-    assert ID_PATTERN.match(binding.id)
+    assert is_binding_id(binding.id)
     assert binding.status == ACTIVE and binding.fetched_at == START
     assert binding.data_hash and binding.push_secret == ""
     resolved = await world.bindings.resolve(binding.id)
@@ -361,6 +384,81 @@ async def test_the_tenant_cap_is_a_429_naming_the_setting(world: World) -> None:
     await world.bindings.create(T2, spec(world))  # another tenant's count is its own
 
 
+async def test_concurrent_creates_hold_the_tenant_cap(world: World) -> None:
+    # Each create counts, then waits at the source before its insert.
+    store = world.bindings.store
+    count = store.count
+    counted: list[str] = []
+    all_counted = asyncio.Event()
+
+    async def counting(tenant_id: str) -> int:
+        n = await count(tenant_id)
+        counted.append(tenant_id)
+        if len(counted) == 12:
+            all_counted.set()
+        return n
+
+    store.count = counting  # type: ignore[method-assign]
+    world.server.gate.clear()
+    creating = [asyncio.create_task(world.bindings.create(T1, spec(world, name=f"b{n}")))
+                for n in range(12)]
+    await asyncio.wait_for(all_counted.wait(), 5)  # all 12 saw room for one more
+    world.server.gate.set()
+    done = await asyncio.gather(*creating, return_exceptions=True)
+    refused = [d for d in done if isinstance(d, ResourceExhausted)]
+    assert len(refused) == 7 and all("LITHO_BINDING_MAX_PER_TENANT" in r.message
+                                     for r in refused)
+    assert await world.bindings.store.count(T1) == 5
+    slots = {d["slot"] for d in await world.store.collection("bindings").find({})}
+    assert slots == {0, 1, 2, 3, 4}
+    # A delete frees a slot for the next create.
+    made = [d for d in done if not isinstance(d, BaseException)]
+    await world.bindings.delete(T1, made[2].id)
+    await world.bindings.create(T1, spec(world, name="again"))
+    with pytest.raises(ResourceExhausted):
+        await world.bindings.create(T1, spec(world, name="one too many"))
+
+
+async def test_bindings_stored_before_slots_get_one_each(tmp_path: Path) -> None:
+    store = await open_document_store(f"sqlite:///{tmp_path / 'old.db'}", "litho")
+    try:
+        docs = store.collection("bindings")
+        for n, tenant in enumerate([T1, T1, T2, T1]):
+            await docs.insert({"_id": f"bnd_{n:036x}", "tenantId": tenant})
+        await docs.insert({"_id": "bnd_" + "f" * 36, "tenantId": T1, "slot": 1})
+        await BindingStore(store).prepare()
+        slots: dict[str, list[int]] = {}
+        for doc in await docs.find({}):
+            slots.setdefault(doc["tenantId"], []).append(doc["slot"])
+        assert sorted(slots[T1]) == [0, 1, 2, 3] and slots[T2] == [0]
+    finally:
+        await store.close()
+
+
+async def test_every_fetch_takes_a_turn_of_the_bindings_tenant(world: World) -> None:
+    fetcher = world.bindings._fetcher
+    fetch = fetcher.fetch
+    tenants: list[str] = []
+
+    async def spying(*args: Any, **kwargs: Any) -> Any:
+        tenants.append(kwargs.get("tenant", ""))
+        return await fetch(*args, **kwargs)
+
+    fetcher.fetch = spying  # type: ignore[method-assign]
+    binding = await world.bindings.create(T2, spec(world))
+    world.clock.now += 3600
+    await world.bindings.resolve(binding.id)
+    world.clock.now += 3600
+    await world.bindings.refresh(T2, binding.id)
+    await world.bindings.update(T2, binding.id, BindingSpec(data_source=SourceInput(
+        type="http", url=world.url("/items?v=2"))))
+    await world.bindings.test_source(T2, SourceInput(type="http", url=world.url("/items")))
+    await world.bindings.preview(
+        T2, template_id=TEMPLATE, data_source=SourceInput(type="http", url=world.url("/items")),
+        sample_data_json="", mapping={"p": "price"}, defaults_json="")
+    assert tenants == [T2] * 6
+
+
 async def test_credentials_are_sealed_sent_and_never_answered(world: World) -> None:
     binding = await world.bindings.create(T1, spec(world, data_source=SourceInput(
         type="http", url=world.url("/items"), credentials={"type": "bearer",
@@ -371,6 +469,53 @@ async def test_credentials_are_sealed_sent_and_never_answered(world: World) -> N
     assert doc is not None and "tok-123" not in json.dumps(doc)
     again = await world.bindings.get(T1, binding.id)
     assert "tok-123" not in repr(again)
+
+
+@pytest_asyncio.fixture
+async def elsewhere() -> AsyncIterator[DataServer]:
+    """A second data server: another origin (another port)."""
+    data = DataServer()
+    async with TestServer(data.app(), host="127.0.0.1") as test_server:
+        data.port = test_server.port or 0
+        data.base = f"http://127.0.0.1:{data.port}"
+        yield data
+
+
+async def test_kept_credentials_never_follow_the_source_to_another_origin(
+        world: World, elsewhere: DataServer) -> None:
+    allow = f"127.0.0.1:{world.server.port},127.0.0.1:{elsewhere.port}"
+    async with OutboundGuard(OutboundSettings(allow=allow)) as guard:
+        bindings = build_bindings(world.store, guard, AllowList.parse(allow), FakeTemplates(),
+                                  FakeEvents(), world.clock)
+        binding = await bindings.create(T1, spec(world, data_source=SourceInput(
+            type="http", url=world.url("/items"),
+            credentials={"type": "bearer", "token": "TOPSECRET"})))
+        moves = [SourceInput(type="http", url=elsewhere.url("/items")),
+                 SourceInput(type="http", url=world.url("/items").replace("http:", "https:")),
+                 SourceInput(type="static", url=world.url("/items"))]
+        for moved in moves:
+            with pytest.raises(InvalidArgument) as caught:
+                await bindings.update(T1, binding.id, BindingSpec(data_source=moved))
+            assert caught.value.errors[0].field == "dataSource.credentials"
+            assert "given again" in caught.value.errors[0].message
+        assert elsewhere.hits["/items"] == 0 and world.server.hits["/items"] == 1
+        kept = await bindings.get(T1, binding.id)
+        assert kept.data_source["url"] == world.url("/items")
+        assert kept.credentials_type == "bearer"
+        # The same origin keeps them (a new path, the host's case, the explicit port)...
+        same = world.url("/items?page=2").replace("127.0.0.1", "127.0.0.1")
+        await bindings.update(T1, binding.id, BindingSpec(data_source=SourceInput(
+            type="http", url=same)))
+        assert world.server.headers[-1]["Authorization"] == "Bearer TOPSECRET"
+        # ...and another origin takes new ones, or none.
+        await bindings.update(T1, binding.id, BindingSpec(data_source=SourceInput(
+            type="http", url=elsewhere.url("/items"),
+            credentials={"type": "bearer", "token": "THEIRS"})))
+        assert elsewhere.headers[-1]["Authorization"] == "Bearer THEIRS"
+        await bindings.update(T1, binding.id, BindingSpec(data_source=SourceInput(
+            type="http", url=world.url("/items")), clear_credentials=True))
+        assert "Authorization" not in world.server.headers[-1]
+        assert (await bindings.get(T1, binding.id)).credentials_type == ""
 
 
 # ---------------------------------------------------------- freshness ----
@@ -409,12 +554,54 @@ async def test_etag_revalidation_304_keeps_data_and_publishes_nothing(world: Wor
 async def test_same_data_without_etag_publishes_nothing(world: World) -> None:
     world.server.etag = False
     binding = await world.bindings.create(T1, spec(world))
+    world.clock.now += 10  # LITHO_BINDING_MIN_TTL_SECONDS between refreshes
     refreshed, changed = await world.bindings.refresh(T1, binding.id)
     assert not changed and refreshed.data_hash == binding.data_hash
     assert len(world.events.updates) == 1
     world.server.payload = {"price": 11, "name": "Lamp"}
+    world.clock.now += 10
     refreshed, changed = await world.bindings.refresh(T1, binding.id)
     assert changed and [e["source"] for e in world.events.updates] == ["fetch", "refresh"]
+
+
+async def test_resolve_without_refresh_never_fetches(world: World) -> None:
+    binding = await world.bindings.create(T1, spec(world, policy=PolicyInput(
+        type="ttl", ttl_seconds=30)))
+    world.server.payload = {"price": 12, "name": "Lamp"}
+    world.clock.now += 3600  # long stale
+    resolved = await world.bindings.resolve(binding.id, refresh=False)
+    assert world.server.hits["/items"] == 1
+    assert json.loads(resolved.variables_json)["price"] == 10
+    assert resolved.fresh_until == START + 30  # already past: no caching
+    # Nor for a failing source, nor with the lease free.
+    world.server.status = 503
+    await world.bindings.resolve(binding.id)
+    assert world.server.hits["/items"] == 2
+    world.clock.now += 3600
+    await world.bindings.resolve(binding.id, refresh=False)
+    assert world.server.hits["/items"] == 2
+
+
+async def test_a_manual_refresh_waits_the_shortest_ttl(world: World) -> None:
+    binding = await world.bindings.create(T1, spec(world, policy=PolicyInput(type="manual")))
+    world.clock.now += 4
+    with pytest.raises(ResourceExhausted) as caught:
+        await world.bindings.refresh(T1, binding.id)
+    assert "LITHO_BINDING_MIN_TTL_SECONDS" in caught.value.message
+    assert caught.value.retry_after == 6
+    assert world.server.hits["/items"] == 1
+    world.clock.now += 6
+    world.server.status = 500
+    refreshed, _ = await world.bindings.refresh(T1, binding.id)
+    assert refreshed.status == ERROR and world.server.hits["/items"] == 2
+    # A failed fetch counts as one: the source is not asked again at once.
+    world.clock.now += 9
+    with pytest.raises(ResourceExhausted):
+        await world.bindings.refresh(T1, binding.id)
+    world.clock.now += 1
+    world.server.status = 200
+    refreshed, _ = await world.bindings.refresh(T1, binding.id)
+    assert refreshed.status == ACTIVE and world.server.hits["/items"] == 3
 
 
 async def test_a_ttl_resolve_that_loses_the_lease_serves_the_current_data(
@@ -450,10 +637,15 @@ async def test_on_error_serve_stale_serves_the_last_good_data(world: World) -> N
     assert failed["error"] == "the source answered 503" and failed["status"] == ERROR
 
 
-async def test_on_error_serve_error_refuses(world: World) -> None:
+async def test_on_error_serve_error_refuses_and_keeps_the_detail_for_the_owner(
+        world: World) -> None:
     binding_id = await _failing(world, "serve_error")
-    with pytest.raises(FailedPrecondition, match="data source failed: the source answered 503"):
+    with pytest.raises(FailedPrecondition) as caught:
         await world.bindings.resolve(binding_id)
+    # Resolve answers the public /b/{id}.{ext}: what failed is not said there.
+    assert caught.value.message == SOURCE_FAILED
+    assert "503" not in caught.value.message and "127.0.0.1" not in caught.value.message
+    assert (await world.bindings.get(T1, binding_id)).last_error == "the source answered 503"
 
 
 async def test_on_error_serve_default_serves_the_defaults(world: World) -> None:
@@ -521,12 +713,7 @@ async def test_push_with_a_bad_signature_stores_nothing(world: World) -> None:
 async def test_push_rules(world: World) -> None:
     pushed = await world.bindings.create(T1, spec(world, source_type="push",
                                                   policy=PolicyInput(type="push")))
-    fetched = await world.bindings.create(T1, spec(world))
     body = b'{"price": 1}'
-    with pytest.raises(FailedPrecondition):
-        await world.bindings.push(fetched.id, body, signature="", secret="x")
-    with pytest.raises(NotFound):
-        await world.bindings.push("bnd_" + "0" * 36, body, signature="", secret="x")
     await world.bindings.pause(T1, pushed.id)
     with pytest.raises(FailedPrecondition, match="paused"):
         await world.bindings.push(pushed.id, body, signature="", secret=pushed.push_secret)
@@ -535,6 +722,53 @@ async def test_push_rules(world: World) -> None:
         await world.bindings.push(pushed.id, b"{not json", signature="",
                                   secret=pushed.push_secret)
     assert (await world.bindings.data(T1, pushed.id)).data_json == ""
+
+
+async def test_a_refused_push_says_nothing_about_the_id(world: World) -> None:
+    """No such binding, not a push binding, a wrong secret, a paused binding
+    with a wrong secret: one 401, the same words."""
+    pushed = await world.bindings.create(T1, spec(world, source_type="push",
+                                                  policy=PolicyInput(type="push")))
+    fetched = await world.bindings.create(T1, spec(world))
+    body = b'{"price": 1}'
+    attempts = [("bnd_" + "0" * 36, sign_push(pushed.push_secret, body), ""),
+                ("not-an-id", "", pushed.push_secret),
+                (fetched.id, sign_push(pushed.push_secret, body), ""),
+                (fetched.id, "", pushed.push_secret),
+                (pushed.id, "", "lps_wrong"),
+                (pushed.id, "", "")]
+    messages = set()
+    for binding_id, signature, secret in attempts:
+        with pytest.raises(Unauthenticated) as caught:
+            await world.bindings.push(binding_id, body, signature=signature, secret=secret)
+        messages.add(caught.value.message)
+    await world.bindings.pause(T1, pushed.id)
+    with pytest.raises(Unauthenticated) as caught:
+        await world.bindings.push(pushed.id, body, signature="sha256=00", secret="")
+    messages.add(caught.value.message)
+    assert messages == {PUSH_REFUSED}
+    assert "wrong binding id or secret" in PUSH_REFUSED
+    assert world.events.updates[1:] == []  # the fetched binding's create only
+
+
+async def test_a_push_that_loses_to_a_pause_is_a_conflict_and_stores_nothing(
+        world: World) -> None:
+    templates = GatedTemplates(gate_mapping=True)
+    world.bindings._templates = templates
+    pushed = await world.bindings.create(T1, spec(world, source_type="push",
+                                                  policy=PolicyInput(type="push")))
+    templates.gate.clear()
+    body = b'{"price": 5}'
+    pushing = asyncio.create_task(world.bindings.push(
+        pushed.id, body, signature="", secret=pushed.push_secret))
+    await asyncio.wait_for(templates.waiting.wait(), 5)  # mapping the pushed data
+    await world.bindings.pause(T1, pushed.id)
+    templates.gate.set()
+    with pytest.raises(Conflict, match="push again"):
+        await pushing
+    data = await world.bindings.data(T1, pushed.id)
+    assert data.data_json == "" and data.status == PAUSED
+    assert world.events.updates == []
 
 
 # --------------------------------------------------- lifecycle and CRUD ----
@@ -553,6 +787,19 @@ async def test_pause_stops_refreshes_and_resume_restarts_them(world: World) -> N
     assert (await world.bindings.resume(T1, binding.id)).status == ACTIVE
     await world.bindings.resolve(binding.id)
     assert world.server.hits["/items"] == 2
+
+
+async def test_ids_and_page_tokens_are_checked_whole(world: World) -> None:
+    binding = await world.bindings.create(T1, spec(world))
+    assert is_binding_id(binding.id)
+    assert not is_binding_id(binding.id + "\n") and not is_binding_id(" " + binding.id)
+    assert not is_binding_id(binding.id + "0")
+    assert decode_token(encode_token(binding.id)) == binding.id
+    with pytest.raises(InvalidArgument) as caught:  # "$" alone let the newline by
+        decode_token(encode_token(binding.id + "\n"))
+    assert caught.value.errors[0].field == "pageToken"
+    with pytest.raises(NotFound):
+        await world.bindings.resolve(binding.id + "\n")
 
 
 async def test_tenants_are_isolated_and_list_is_newest_first(world: World) -> None:
@@ -615,6 +862,52 @@ async def test_a_fetch_for_an_older_configuration_is_dropped(world: World) -> No
     resolved = await resolving
     assert json.loads(resolved.variables_json)["price"] == 10  # the old data, remapped
     assert len(world.events.updates) == 1  # only the create's
+
+
+async def test_an_update_never_undoes_a_push_that_lands_meanwhile(world: World) -> None:
+    templates = GatedTemplates()
+    world.bindings._templates = templates
+    binding = await world.bindings.create(T1, spec(world, source_type="push",
+                                                   policy=PolicyInput(type="push")))
+    secret = binding.push_secret
+    old = b'{"price": 1, "name": "old"}'
+    await world.bindings.push(binding.id, old, signature=sign_push(secret, old), secret="")
+    templates.gate.clear()
+    updating = asyncio.create_task(world.bindings.update(
+        T1, binding.id, BindingSpec(mapping={"price": "price"})))
+    await asyncio.wait_for(templates.waiting.wait(), 5)  # the update has read the binding
+    new = b'{"price": 999, "name": "new"}'
+    await world.bindings.push(binding.id, new, signature=sign_push(secret, new), secret="")
+    templates.gate.set()
+    with pytest.raises(Conflict, match="retry"):
+        await updating
+    data = await world.bindings.data(T1, binding.id)
+    assert json.loads(data.data_json)["price"] == 999
+    assert json.loads(data.variables_json)["product"]["name"] == "new"  # the old mapping
+    # Done again, the update maps the new data.
+    await world.bindings.update(T1, binding.id, BindingSpec(mapping={"price": "price"}))
+    assert json.loads((await world.bindings.data(T1, binding.id)).variables_json) == {
+        "price": 999, "product": {"name": "?", "colour": "red"}}
+
+
+async def test_an_update_never_resumes_a_binding_paused_meanwhile(world: World) -> None:
+    templates = GatedTemplates()
+    world.bindings._templates = templates
+    binding = await world.bindings.create(T1, spec(world))
+    templates.gate.clear()
+    updating = asyncio.create_task(world.bindings.update(
+        T1, binding.id, BindingSpec(mapping={"price": "price"})))
+    await asyncio.wait_for(templates.waiting.wait(), 5)
+    await world.bindings.pause(T1, binding.id)
+    templates.gate.set()
+    with pytest.raises(Conflict):
+        await updating
+    after = await world.bindings.get(T1, binding.id)
+    assert after.status == PAUSED and after.mapping == {"price": "price",
+                                                        "product.name": "name"}
+    updated = await world.bindings.update(T1, binding.id, BindingSpec(
+        mapping={"price": "price"}))
+    assert updated.status == PAUSED and updated.mapping == {"price": "price"}
 
 
 async def test_a_source_that_becomes_push_gets_a_secret_once(world: World) -> None:

@@ -4,6 +4,7 @@ a real outbound guard that allow-lists that server's port only."""
 from __future__ import annotations
 
 import asyncio
+import bz2
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -13,10 +14,13 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from litho.config import OutboundSettings
+from litho.errors import ResourceExhausted
 from litho.outbound import OutboundGuard
 from services.binding._fetch import (
+    DENIED_TEXT,
     Fetcher,
     FetchFailed,
+    FetchSlots,
     SourceRequest,
     canonical_json,
     credential_headers,
@@ -33,12 +37,14 @@ class Source:
     port: int
     seen: list[dict[str, str]] = field(default_factory=list)
     release: asyncio.Event = field(default_factory=asyncio.Event)
+    entered: asyncio.Event = field(default_factory=asyncio.Event)
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
 
 
-def _app(seen: list[dict[str, str]], release: asyncio.Event) -> web.Application:
+def _app(seen: list[dict[str, str]], release: asyncio.Event,
+         entered: asyncio.Event | None = None) -> web.Application:
     async def record(request: web.Request, handler: object) -> web.StreamResponse:
         seen.append({**request.headers, ":path": request.path_qs,
                      ":method": request.method, ":body": (await request.text())})
@@ -87,8 +93,26 @@ def _app(seen: list[dict[str, str]], release: asyncio.Event) -> web.Application:
         return web.Response(status=302, headers={"Location": request.query["to"]})
 
     async def slow(request: web.Request) -> web.Response:
+        if entered is not None:
+            entered.set()
         await release.wait()
         return web.json_response({})
+
+    async def charset(request: web.Request) -> web.Response:
+        name = request.match_info["charset"]
+        try:
+            body = '{"n": "é"}'.encode(name)
+        except LookupError:  # bytes-to-bytes and str-to-str codecs, unknown names
+            body = b'{"n": 1}'
+        if name == "bz2":  # 1 MB of JSON in 50-odd bytes
+            body = bz2.compress(b'["' + b"a" * 1_000_000 + b'"]')
+        return web.Response(body=body, headers={
+            "Content-Type": f"application/json; charset={name}"})
+
+    async def floats(request: web.Request) -> web.Response:
+        # 50 KB here, 190 KB once written out canonically (1e15 is 1000000000000000.0).
+        return web.Response(text="[" + ",".join(["1e15"] * 10_000) + "]",
+                            content_type="application/json")
 
     async def fail(request: web.Request) -> web.Response:
         return web.Response(status=int(request.match_info["status"]), text="nope")
@@ -101,7 +125,8 @@ def _app(seen: list[dict[str, str]], release: asyncio.Event) -> web.Application:
                           ("/html", html), ("/plain", plain), ("/huge", huge),
                           ("/invalid", invalid), ("/bad-utf8", bad_utf8), ("/deep", deep),
                           ("/redirect", redirect), ("/slow", slow),
-                          ("/status/{status}", fail)):
+                          ("/status/{status}", fail), ("/charset/{charset}", charset),
+                          ("/floats", floats)):
         app.router.add_get(path, handler)
     app.router.add_route("*", "/echo", echo)
     return app
@@ -110,10 +135,10 @@ def _app(seen: list[dict[str, str]], release: asyncio.Event) -> web.Application:
 @pytest.fixture
 async def source() -> AsyncIterator[Source]:
     seen: list[dict[str, str]] = []
-    release = asyncio.Event()
-    async with TestServer(_app(seen, release), host="127.0.0.1") as server:
+    release, entered = asyncio.Event(), asyncio.Event()
+    async with TestServer(_app(seen, release, entered), host="127.0.0.1") as server:
         assert server.port is not None
-        yield Source(server.port, seen, release)
+        yield Source(server.port, seen, release, entered)
         release.set()
 
 
@@ -246,19 +271,32 @@ async def test_a_header_credential_is_not_sent_across_origins(source: Source) ->
         async with OutboundGuard(settings) as guard:
             fetcher = Fetcher(guard, timeout=5, max_bytes=MAX_BYTES)
             to = f"http://127.0.0.1:{other.port}/price"
-            request = SourceRequest(source.url(f"/redirect?to={to}"), credentials={
-                "type": "header", "headerName": "X-Api-Key", "headerValue": "secret"})
+            request = SourceRequest(
+                source.url(f"/redirect?to={to}"), headers={"X-Shop-Key": "shop-secret"},
+                credentials={"type": "header", "headerName": "X-Api-Key",
+                             "headerValue": "secret"})
             got = await fetcher.fetch(request)
     assert got.data["price"] == 12.5
     assert source.seen[-1]["X-Api-Key"] == "secret"
+    assert source.seen[-1]["X-Shop-Key"] == "shop-secret"
     assert [seen[":path"] for seen in other_seen] == ["/price"]
+    # Neither the credential nor the source's own headers follow to another origin.
     assert "X-Api-Key" not in other_seen[-1]
+    assert "X-Shop-Key" not in other_seen[-1]
 
 
-async def test_unresolvable_host_is_a_failure_not_a_denial(fetcher: Fetcher) -> None:
-    with pytest.raises(FetchFailed) as caught:
+async def test_an_unresolvable_host_reads_as_a_denied_one(fetcher: Fetcher,
+                                                          source: Source) -> None:
+    # Else a tenant could tell the operator's internal names from names that
+    # do not exist (review-b #15).
+    with pytest.raises(FetchFailed) as unresolved:
         await fetcher.fetch(SourceRequest("http://no-such-host.invalid/"))
-    assert not caught.value.denied and caught.value.status == 0
+    to = f"http://127.0.0.2:{source.port}/price"
+    with pytest.raises(FetchFailed) as denied:
+        await fetcher.fetch(SourceRequest(source.url(f"/redirect?to={to}")))
+    assert unresolved.value.message == denied.value.message == DENIED_TEXT
+    assert unresolved.value.denied and unresolved.value.status == 0
+    assert "no-such-host" not in unresolved.value.message
 
 
 def test_canonical_json_and_hash_ignore_key_order() -> None:
@@ -286,3 +324,120 @@ async def test_a_huge_body_is_parsed_off_the_loop(fetcher: Fetcher, source: Sour
     got = await Fetcher(fetcher._guard, timeout=5, max_bytes=1024 * 1024).fetch(
         SourceRequest(source.url("/echo"), method="POST", body=json.dumps(big)))
     assert json.loads(got.data["body"]) == big
+
+
+# --- charsets ---------------------------------------------------------------
+
+@pytest.mark.parametrize("charset", ["bz2", "zlib", "base64", "hex", "rot13", "punycode",
+                                     "unicode_escape", "no-such-charset"])
+async def test_only_text_charsets_are_read(fetcher: Fetcher, source: Source,
+                                           charset: str) -> None:
+    # bz2 was a decompression bomb past the byte limit, rot13 a 500 (review-b #1, #2).
+    with pytest.raises(FetchFailed) as caught:
+        await fetcher.fetch(SourceRequest(source.url(f"/charset/{charset}")))
+    assert "not a text encoding Litho reads; send UTF-8" in caught.value.message
+
+
+@pytest.mark.parametrize("charset", ["utf-16", "iso-8859-1", "windows-1252", "gb18030"])
+async def test_text_charsets_are_decoded(fetcher: Fetcher, source: Source,
+                                         charset: str) -> None:
+    got = await fetcher.fetch(SourceRequest(source.url(f"/charset/{charset}")))
+    assert got.data == {"n": "é"}
+
+
+async def test_the_stored_text_is_held_to_the_byte_limit(fetcher: Fetcher,
+                                                          source: Source) -> None:
+    with pytest.raises(FetchFailed) as caught:
+        await fetcher.fetch(SourceRequest(source.url("/floats")))
+    assert "canonical JSON" in caught.value.message
+    assert f"{MAX_BYTES} bytes (LITHO_BINDING_MAX_DATA_BYTES)" in caught.value.message
+
+
+async def test_a_per_fetch_byte_limit_names_its_setting(fetcher: Fetcher,
+                                                         source: Source) -> None:
+    with pytest.raises(FetchFailed) as caught:
+        await fetcher.fetch(SourceRequest(source.url("/huge")), max_bytes=2048,
+                            max_bytes_setting="LITHO_BINDING_MAX_SOURCE_BYTES")
+    assert caught.value.message == ("the source's answer is larger than 2048 bytes "
+                                    "(LITHO_BINDING_MAX_SOURCE_BYTES)")
+
+
+# --- turns ------------------------------------------------------------------
+
+async def _enter(slots: FetchSlots, tenant: str, log: list[str], name: str,
+                 done: asyncio.Event, *, wait: float | None = None) -> None:
+    async with slots.turn(tenant, wait=wait):
+        log.append(name)
+        await done.wait()
+
+
+async def test_a_tenant_at_its_limit_waits_first_come_first_served() -> None:
+    slots = FetchSlots(per_tenant=1, total=10, queue=5)
+    log: list[str] = []
+    hold, free = asyncio.Event(), asyncio.Event()
+    free.set()
+    holder = asyncio.create_task(_enter(slots, "a", log, "holder", hold))
+    waiters = [asyncio.create_task(_enter(slots, "a", log, f"w{n}", free)) for n in range(3)]
+    await asyncio.sleep(0)  # one loop turn: every task has run to its first wait
+    assert log == ["holder"] and slots.waiting("a") == 3
+    # Another tenant is not held up.
+    await _enter(slots, "b", log, "other", free)
+    hold.set()
+    await asyncio.gather(holder, *waiters)
+    assert log == ["holder", "other", "w0", "w1", "w2"]
+    assert slots.busy("a") == slots.waiting("a") == 0
+
+
+async def test_past_the_queue_a_fetch_is_refused_naming_the_setting() -> None:
+    slots = FetchSlots(per_tenant=1, total=10, queue=1)
+    log: list[str] = []
+    hold = asyncio.Event()
+    tasks = [asyncio.create_task(_enter(slots, "a", log, f"t{n}", hold)) for n in range(2)]
+    await asyncio.sleep(0)
+    with pytest.raises(ResourceExhausted, match="LITHO_BINDING_TENANT_FETCH_QUEUE"):
+        await _enter(slots, "a", log, "refused", hold)
+    hold.set()
+    await asyncio.gather(*tasks)
+    assert log == ["t0", "t1"]
+
+
+async def test_a_wait_is_bounded_and_gives_its_place_up() -> None:
+    slots = FetchSlots(per_tenant=1, total=1, queue=5)
+    log: list[str] = []
+    hold, free = asyncio.Event(), asyncio.Event()
+    free.set()
+    holder = asyncio.create_task(_enter(slots, "a", log, "holder", hold))
+    await asyncio.sleep(0)
+    with pytest.raises(ResourceExhausted, match="LITHO_BINDING_TENANT_FETCHES"):
+        await _enter(slots, "a", log, "late", free, wait=0.01)
+    # The total is full too: another tenant waits on LITHO_BINDING_MAX_FETCHES.
+    with pytest.raises(ResourceExhausted, match="LITHO_BINDING_MAX_FETCHES"):
+        await _enter(slots, "b", log, "late-b", free, wait=0.01)
+    cancelled = asyncio.create_task(_enter(slots, "a", log, "cancelled", free))
+    await asyncio.sleep(0)
+    cancelled.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await cancelled
+    assert slots.waiting("a") == 0
+    hold.set()
+    await holder
+    await _enter(slots, "a", log, "after", free)
+    assert log == ["holder", "after"]
+    assert slots.busy("a") == 0
+
+
+async def test_the_fetcher_takes_turns_per_tenant(source: Source) -> None:
+    settings = OutboundSettings(allow=f"127.0.0.1:{source.port}")
+    async with OutboundGuard(settings) as guard:
+        fetcher = Fetcher(guard, timeout=5, max_bytes=MAX_BYTES,
+                          slots=FetchSlots(per_tenant=1, total=10, queue=0))
+        slow = asyncio.create_task(fetcher.fetch(SourceRequest(source.url("/slow")),
+                                                 tenant="a"))
+        await source.entered.wait()
+        with pytest.raises(ResourceExhausted, match="LITHO_BINDING_TENANT_FETCH_QUEUE"):
+            await fetcher.fetch(SourceRequest(source.url("/price")), tenant="a")
+        got = await fetcher.fetch(SourceRequest(source.url("/price")), tenant="b")
+        assert got.data["price"] == 12.5
+        source.release.set()
+        assert (await slow).data == {}
+        assert fetcher.slots.busy("a") == 0

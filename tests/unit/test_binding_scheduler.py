@@ -15,7 +15,8 @@ import pytest_asyncio
 from litho.config import OutboundSettings
 from litho.docstore import DocumentStore, open_document_store
 from litho.outbound import AllowList, OutboundGuard
-from services.binding._bindings import Bindings, PolicyInput
+from services.binding._bindings import Bindings
+from services.binding._model import PolicyInput
 from services.binding._scheduler import Scheduler
 from tests.unit.test_binding_domain import (
     T1,

@@ -237,3 +237,28 @@ def test_defaults() -> None:
 def test_bad_defaults(text: str, field: str, words: str) -> None:
     fields = _fields(check_defaults, text)
     assert words in fields[field], fields
+
+
+@pytest.mark.parametrize("url", [
+    "https://user:pass@api.example.com/items",
+    "https://user@api.example.com/items",
+    "https://:pass@api.example.com/items",
+])
+def test_credentials_in_the_url_are_refused(url: str) -> None:
+    message = _fields(check_data_source, {"type": "http", "url": url})["dataSource.url"]
+    assert "put credentials in credentials" in message
+    assert "pass" not in message.replace("password", "")  # the secret is not echoed
+
+
+def test_an_at_sign_in_the_path_or_query_is_no_userinfo() -> None:
+    url = "https://api.example.com/users/@me?mail=a@b.c"
+    assert check_data_source({"type": "http", "url": url})["url"] == url
+
+
+def test_a_header_credential_may_be_authorization_but_follows_the_shared_name_rules() -> None:
+    assert check_credentials({"type": "header", "headerName": "Authorization",
+                              "headerValue": "Token abc"}, path="c")["headerName"] == (
+        "Authorization")
+    # The shared rule (litho.outbound.check_outbound_headers) also bounds the length.
+    assert "100" in _fields(check_credentials, {"type": "header", "headerName": "X" * 101,
+                                                "headerValue": "v"}, path="c")["c.headerName"]

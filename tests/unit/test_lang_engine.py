@@ -94,9 +94,9 @@ def _counting(compiled: list[str]) -> type[Engine]:
     """An engine that notes every source it compiles."""
 
     class CountingEngine(Engine):
-        def compile(self, source: str, *, escape: bool = True) -> Any:
+        def compile(self, source: str, *, escape: bool = True, url: bool = False) -> Any:
             compiled.append(source)
-            return super().compile(source, escape=escape)
+            return super().compile(source, escape=escape, url=url)
 
     return CountingEngine
 

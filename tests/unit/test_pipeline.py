@@ -182,6 +182,35 @@ async def test_identical_concurrent_renders_share_one_capture(parts) -> None:  #
     assert sorted(r.cached for r in results) == [False, True, True, True, True]
 
 
+async def test_a_get_shares_a_render_that_began_while_it_looked(parts) -> None:  # type: ignore[no-untyped-def]
+    # A GET (reuse_warned) looks for a recent warned output; meanwhile a
+    # background render of the same input begins. The GET shares that
+    # render instead of starting its own (which used to end in a KeyError).
+    _, _, _, capture, pipeline = parts
+    capture.gate = asyncio.Event()
+    looking = asyncio.Event()
+    go_on = asyncio.Event()
+    original = pipeline._recent_warned
+
+    async def slow_lookup(*args: object, **kwargs: object) -> object:
+        looking.set()
+        await go_on.wait()
+        return await original(*args, **kwargs)
+
+    pipeline._recent_warned = slow_lookup
+    get = asyncio.create_task(pipeline.render(request(reuse_warned=True)))
+    await looking.wait()
+    background = asyncio.create_task(pipeline.render(request(background=True)))
+    await settle()
+    go_on.set()
+    await settle()
+    capture.gate.set()
+    results = await asyncio.gather(get, background)
+    assert len(capture.calls) == 1
+    assert results[0].render_id == results[1].render_id
+    assert pipeline._inflight == {}
+
+
 async def test_invalid_options_are_rejected_before_any_work(parts) -> None:  # type: ignore[no-untyped-def]
     _, _, _, capture, pipeline = parts
     with pytest.raises(InvalidArgument) as info:

@@ -3,6 +3,7 @@ binding resolver and a fake render behind the ports."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -33,6 +34,8 @@ BINDING = "bnd_" + "0" * 12 + "a" * 24
 class Resolver:
     def __init__(self) -> None:
         self.calls: list[str] = []
+        #: ``refresh`` of each call.
+        self.refreshes: list[bool] = []
         self.error: Exception | None = None
         self.binding = ResolvedBinding(
             binding_id=BINDING, tenant_id="tenant-b", template_id="tpl_1",
@@ -40,8 +43,9 @@ class Resolver:
             options=RenderOptions(width=300, quality=80), strict_assets=True,
             data_hash="ab" * 32, fresh_until=1_800_000_060.0)
 
-    async def resolve(self, binding_id: str) -> ResolvedBinding:
+    async def resolve(self, binding_id: str, *, refresh: bool = True) -> ResolvedBinding:
         self.calls.append(binding_id)
+        self.refreshes.append(refresh)
         if self.error:
             raise self.error
         return self.binding
@@ -135,13 +139,28 @@ def event(binding_id: str = BINDING, fmt: str = "png") -> events_pb2.BindingUpda
 
 
 async def test_prerender_renders_at_background_priority_in_the_events_format() -> None:
-    _, render, renders = make()
+    resolver, render, renders = make()
     await Prerenderer(renders).handle(event(fmt="jpeg"))
     (request,) = render.requests
     assert request.background is True and request.reuse_warned is False
     assert request.format == "jpeg" and request.tenant_id == "tenant-b"
     await Prerenderer(renders).handle(event(fmt=""))
     assert render.requests[1].format == "webp"  # the binding's own
+    # A queued event never makes the binding service fetch again.
+    assert resolver.refreshes == [False, False]
+
+
+async def test_prerender_skips_an_event_whose_data_was_replaced() -> None:
+    resolver, render, renders = make()
+    resolver.binding = replace(resolver.binding, data_hash="cd" * 32)
+    await Prerenderer(renders).handle(event())  # acked: a later event renders it
+    assert render.requests == []
+
+
+async def test_a_get_refreshes_stale_data_first() -> None:
+    resolver, _, renders = make()
+    await renders.render(BINDING, "png")
+    assert resolver.refreshes == [True]
 
 
 @pytest.mark.parametrize("error", [

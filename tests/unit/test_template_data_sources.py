@@ -12,13 +12,16 @@ import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
 from litho.docstore import open_document_store
 from litho.errors import InvalidArgument
+from litho.outbound import AllowList
 from litho.template.v1 import template_pb2 as pb
-from services.template._lang import Engine, LangExpander
+from services.template._data_sources import parse_data_sources
+from services.template._lang import Engine, LangExpander, UrlTemplate, outside_tags
 from services.template._lang import Limits as LangLimits
 from services.template._model import Limits, Spec
 from services.template._service import Templates
@@ -242,8 +245,8 @@ async def test_the_first_expansion_answers_the_sources_to_fetch(
     expansion = await templates.expand("t1", template_id, 0, json.dumps(variables))
     assert expansion.html == "" and expansion.template.version == 1
     inventory, prices = expansion.pending
-    # Expanded as plain text: no HTML escaping in a URL, header or body; in
-    # the URL, what a URL cannot hold is percent-encoded (as a browser does).
+    # No HTML escaping in a URL, header or body; in the URL each value is
+    # percent-encoded as a URI component.
     assert inventory.url == "https://api.example.com/items/a1?q=%3Cb%20c%3E&n=3"
     assert inventory.method == "GET" and inventory.ttl_seconds == 30
     assert inventory.headers == {"X-Sku": "A1", "Accept": "application/json"}
@@ -252,13 +255,148 @@ async def test_the_first_expansion_answers_the_sources_to_fetch(
     assert json.loads(prices.body) == {"sku": "a1", "tags": ["x", "y"]}
 
 
-async def test_a_url_keeps_its_reserved_characters_and_escapes(
-    templates: Templates,
-) -> None:
+async def test_a_value_is_encoded_as_a_uri_component(templates: Templates) -> None:
     template_id = await create(templates, [dict(INVENTORY, url="https://x.test/{{ p }}")])
     expansion = await templates.expand(
-        "t1", template_id, 0, json.dumps({"p": "a/b?c=1&d=%2F#f é\n"}))
-    assert expansion.pending[0].url == "https://x.test/a/b?c=1&d=%2F#f%20%C3%A9%0A"
+        "t1", template_id, 0, json.dumps({"p": "a/b?c=1&d=%2F#f é\n+@:~._-"}))
+    # Only A-Z a-z 0-9 - . _ ~ are kept; a value's "/" or "?" is no path or query.
+    assert (expansion.pending[0].url
+            == "https://x.test/a%2Fb%3Fc%3D1%26d%3D%252F%23f%20%C3%A9%0A%2B%40%3A~._-")
+
+
+async def test_raw_writes_a_value_with_its_url_syntax(templates: Templates) -> None:
+    template_id = await create(templates, [dict(
+        INVENTORY, url="https://x.test/{{ raw p }}?q={{ q | raw }}&r={{ q }}")])
+    expansion = await templates.expand(
+        "t1", template_id, 0, json.dumps({"p": "a/b", "q": "c=1&d=%2F é"}))
+    # As the template's own text: reserved characters and escapes kept, what
+    # a URL cannot hold percent-encoded as a browser does.
+    assert (expansion.pending[0].url
+            == "https://x.test/a/b?q=c=1&d=%2F%20%C3%A9&r=c%3D1%26d%3D%252F%20%C3%A9")
+
+
+async def test_the_template_s_own_text_keeps_its_meaning(templates: Templates) -> None:
+    template_id = await create(templates, [dict(
+        INVENTORY, url="https://x.test/a b/é?k=v&w=%2F#top{{ if on }}/on{{ end }}")])
+    expansion = await templates.expand("t1", template_id, 0, '{"on": true}')
+    assert expansion.pending[0].url == "https://x.test/a%20b/%C3%A9?k=v&w=%2F#top/on"
+
+
+@pytest.mark.parametrize(("url", "value", "expected"), [
+    ("https://api.example.com/items/{{ sku }}?key=1", "../../admin",
+     "https://api.example.com/items/..%2F..%2Fadmin?key=1"),
+    ("https://api.example.com/items/{{ sku }}?key=1", "1?admin=true#",
+     "https://api.example.com/items/1%3Fadmin%3Dtrue%23?key=1"),
+    ("https://api.example.com/items/{{ sku }}?key=1", "%2e%2e",
+     "https://api.example.com/items/%252e%252e?key=1"),
+    ("https://api.example.com/items/{{ sku }}?key=1", "a b",
+     "https://api.example.com/items/a%20b?key=1"),
+    ("https://api.example.com/items/{{ sku }}?key=1", "bücher/☃",
+     "https://api.example.com/items/b%C3%BCcher%2F%E2%98%83?key=1"),
+    ("https://api.example.com/items?q={{ sku }}&key=1", "x&key=2#",
+     "https://api.example.com/items?q=x%26key%3D2%23&key=1"),
+    ("https://api.example.com/items#{{ sku }}", "a/b?c",
+     "https://api.example.com/items#a%2Fb%3Fc"),
+])
+async def test_a_value_stays_inside_its_component(
+    templates: Templates, url: str, value: str, expected: str,
+) -> None:
+    template_id = await create(templates, [dict(INVENTORY, url=url)])
+    expansion = await templates.expand("t1", template_id, 0, json.dumps({"sku": value}))
+    [pending] = expansion.pending
+    assert pending.url == expected
+    parts = urlsplit(pending.url)
+    assert parts.hostname == "api.example.com"
+    assert parts.query in ("", "key=1") or parts.query.endswith("&key=1")
+
+
+@pytest.mark.parametrize("value", ["evil.com/?", "evil.com#", "u:p@evil.com/", "a b"])
+async def test_a_value_cannot_move_the_host(templates: Templates, value: str) -> None:
+    template_id = await create(templates, [dict(
+        INVENTORY, url="https://{{ sub }}.api.example.com/x")])
+    with pytest.raises(InvalidArgument) as info:
+        await templates.expand("t1", template_id, 0, json.dumps({"sku": 1, "sub": value}))
+    [error] = info.value.errors
+    assert error.field == "dataSources.inventory.url"
+    assert "not a host name" in error.message
+    # A value that is a host label stays one.
+    ok = await templates.expand("t1", template_id, 0, '{"sub": "eu-1"}')
+    assert urlsplit(ok.pending[0].url).hostname == "eu-1.api.example.com"
+
+
+@pytest.mark.parametrize("value", ["..", ".", "%2e%2E", ".%2e"])
+async def test_a_dot_segment_is_refused(templates: Templates, value: str) -> None:
+    # ".." is all unreserved characters: encoded or not, a client resolves
+    # it, so an expanded URL with a dot segment is refused (a raw one too).
+    template_id = await create(templates, [dict(
+        INVENTORY, url="https://x.test/items/{{ raw sku }}/price")])
+    with pytest.raises(InvalidArgument) as info:
+        await templates.expand("t1", template_id, 0, json.dumps({"sku": value}))
+    [error] = info.value.errors
+    assert error.field == "dataSources.inventory.url"
+    assert "'..' path segment" in error.message
+
+
+async def test_an_unencoded_dot_segment_value_is_refused(templates: Templates) -> None:
+    template_id = await create(templates, [INVENTORY])
+    with pytest.raises(InvalidArgument) as info:
+        await templates.expand("t1", template_id, 0, '{"sku": ".."}')
+    assert "path segment" in info.value.errors[0].message
+
+
+@pytest.mark.parametrize("url", [
+    "https://user:pass@api.example.com/x",
+    "https://key@api.example.com/{{ sku }}",
+    "https://{{ creds }}@api.example.com/x",
+    "https://{{ raw creds }}@{{ host }}/x",
+    "https://api.example.com@{{ host }}/x",
+])
+async def test_userinfo_is_refused_on_save(templates: Templates, url: str) -> None:
+    errors = await refused(templates, [dict(INVENTORY, url=url)])
+    assert "user name or password" in errors["dataSources[0].url"]
+    assert "header" in errors["dataSources[0].url"]
+
+
+async def test_userinfo_from_a_raw_value_is_refused_without_echoing_it(
+    templates: Templates,
+) -> None:
+    template_id = await create(templates, [dict(INVENTORY, url="https://{{ raw host }}/x")])
+    with pytest.raises(InvalidArgument) as info:
+        await templates.expand("t1", template_id, 0,
+                               '{"host": "user:s3cret@api.example.com"}')
+    [error] = info.value.errors
+    assert error.field == "dataSources.inventory.url"
+    assert "user name or password" in error.message
+    assert "s3cret" not in error.message and "s3cret" not in info.value.message
+    # Encoded, the same value is no userinfo: it is refused as a host.
+    template_id = await create(templates, [dict(INVENTORY, url="https://{{ host }}/x")])
+    with pytest.raises(InvalidArgument) as info:
+        await templates.expand("t1", template_id, 0,
+                               '{"host": "user:s3cret@api.example.com"}')
+    assert "not a host name" in info.value.errors[0].message
+
+
+@pytest.mark.parametrize("url", [
+    "https://a.test/{{ x }}\r\nHost: b",
+    "https://a.test/{{ x }}/\x00",
+    "https://a.test/{{ x }}\t",
+    "https://a.test/{{ if x }}\n{{ end }}",
+])
+async def test_control_characters_outside_tags_are_refused_on_save(
+    templates: Templates, url: str,
+) -> None:
+    errors = await refused(templates, [dict(INVENTORY, url=url)])
+    assert "control characters" in errors["dataSources[0].url"]
+
+
+async def test_a_control_character_in_a_tag_s_string_is_not_outside_it(
+    templates: Templates,
+) -> None:
+    # "}}" in a string does not end the tag; "\n" there is written as %0A.
+    template_id = await create(templates, [dict(
+        INVENTORY, url="https://a.test/{{ '}}\n' + sku }}")])
+    expansion = await templates.expand("t1", template_id, 0, '{"sku": "a"}')
+    assert expansion.pending[0].url == "https://a.test/%7D%7D%0Aa"
 
 
 async def test_then_it_expands_with_the_data(templates: Templates) -> None:
@@ -318,6 +456,8 @@ async def test_a_data_variable_that_is_not_an_object_gives_no_source(
     (dict(INVENTORY, url="https://{{ host }}/x"), {"host": "bücher.example"},
      "dataSources.inventory.url", "xn--"),
     (dict(INVENTORY, url="https://{{ host }}/x"), {"host": "x:99999"},
+     "dataSources.inventory.url", "'x:99999', which is not a host name"),
+    (dict(INVENTORY, url="https://{{ raw host }}/x"), {"host": "x:99999"},
      "dataSources.inventory.url", "not a valid URL"),
     (dict(INVENTORY, url="https://x/{{ items * 2 }}"), {"items": [1]},
      "dataSources.inventory.url", "line 1, column 20: cannot apply"),
@@ -325,6 +465,8 @@ async def test_a_data_variable_that_is_not_an_object_gives_no_source(
      "dataSources.inventory.url", "8000"),
     (dict(INVENTORY, headers={"X-V": "{{ v }}"}), {"v": "a\r\nEvil: 1"},
      "dataSources.inventory.headers.X-V", "CR, LF"),
+    (dict(INVENTORY, headers={"X-V": "{{ v }}"}), {"v": "x\u2028y\u0085z"},
+     "dataSources.inventory.headers.X-V", "U+2028"),
     (dict(INVENTORY, headers={"X-V": "{{ v }}"}), {"v": "a" * 1001},
      "dataSources.inventory.headers.X-V", "1000"),
     (dict(INVENTORY, method="POST", body="{{ for i in xs }}{{ b }}{{ end }}"),
@@ -410,3 +552,94 @@ async def test_expand_template_answers_pending_data_sources_on_the_wire(
         tenant_id="t1", template_id=template_id, version=first.version,
         variables_json='{"sku": "k9"}', data_json='{"inventory": {"price": 3}}'), context)
     assert not second.pending_data_sources and second.html == "<p>3 k9</p>"
+
+
+# ------------------------------------------------- URL encoding and save rules
+
+async def test_headers_and_body_are_not_url_encoded(templates: Templates) -> None:
+    template_id = await create(templates, [dict(
+        INVENTORY, url="https://x.test/{{ sku }}", method="POST",
+        headers={"X-Sku": "{{ sku }}"}, body='{"sku": "{{ sku }}"}')])
+    expansion = await templates.expand("t1", template_id, 0, '{"sku": "a/b?c=1 é"}')
+    [pending] = expansion.pending
+    assert pending.url == "https://x.test/a%2Fb%3Fc%3D1%20%C3%A9"
+    assert pending.headers == {"X-Sku": "a/b?c=1 é"}
+    assert pending.body == '{"sku": "a/b?c=1 é"}'
+
+
+def test_the_url_mode_encodes_every_output_but_raw_ones() -> None:
+    engine = Engine()
+    source = ("{{ a }}|{{ raw a }}|{{ a | raw }}|{{ if t }}{{ a }}{{ else }}-{{ end }}|"
+              "{{ for x in xs }}{{ x }},{{ end }}|{{ n }}")
+    variables = {"a": "<&/ ?>", "t": True, "xs": ["a b", "c/d"], "n": 1.5}
+    out = engine.compile(source, url=True).render(variables, max_output=10_000)
+    assert out == ("%3C%26%2F%20%3F%3E|<&/ ?>|<&/ ?>|%3C%26%2F%20%3F%3E|"
+                   "a%20b,c%2Fd,|1.5")
+    plain = engine.compile(source, escape=False).render(variables, max_output=10_000)
+    assert plain == "<&/ ?>|<&/ ?>|<&/ ?>|<&/ ?>|a b,c/d,|1.5"
+    html = engine.compile(source).render(variables, max_output=10_000)
+    assert html.startswith("&lt;&amp;/ ?&gt;|<&/ ?>|<&/ ?>|&lt;&amp;/ ?&gt;|")
+
+
+def test_a_url_template_is_compiled_and_cached_apart() -> None:
+    expander = LangExpander(Engine())
+    variables = {"a": "x/y"}
+    assert expander.expand("{{ a }}", variables, max_output=100, escape=False) == "x/y"
+    assert expander.expand(UrlTemplate("{{ a }}"), variables, max_output=100,
+                           escape=False) == "x%2Fy"
+    assert expander.expand("{{ a }}", variables, max_output=100, url=True) == "x%2Fy"
+    assert expander.expand("{{ a }}", variables, max_output=100) == "x/y"
+    assert expander.cached() == 3
+
+
+@pytest.mark.parametrize(("source", "placeholder", "expected"), [
+    ("https://a/{{ x }}/b", "", "https://a//b"),
+    ("{{ '}}' }}t{{ \"{{\" }}", "_", "_t_"),
+    ("a{{ if x }}b{{ else }}c{{ end }}d", "", "abcd"),
+    ("a{{ x", "_", "a_"),
+    ("a{{ ( }}b", "", "ab"),
+    ("a{{{ x }}}b", "", "ab"),
+])
+def test_outside_tags(source: str, placeholder: str, expected: str) -> None:
+    assert outside_tags(source, placeholder) == expected
+
+
+def _parse(url: str, allow: AllowList | None) -> list[dict[str, Any]]:
+    return parse_data_sources([{"name": "s", "url": url}], LangExpander(Engine()).check,
+                              max_sources=5, allow=allow)
+
+
+@pytest.mark.parametrize("url", [
+    "http://127.0.0.1/",
+    "http://169.254.169.254/latest/meta-data/{{ path }}",
+    "http://[::1]:8080/x?{{ q }}",
+    "http://10.0.0.1#{{ f }}",
+    "https://localhost/{{ x }}",
+    "http://2130706433/",
+])
+def test_a_literal_private_host_is_refused_on_save(url: str) -> None:
+    with pytest.raises(InvalidArgument) as info:
+        _parse(url, AllowList())
+    [error] = info.value.errors
+    assert error.field == "dataSources[0].url"
+    assert "LITHO_OUTBOUND_ALLOW" in error.message
+
+
+@pytest.mark.parametrize("url", [
+    "https://api.example.com/{{ x }}",
+    "https://{{ host }}/x",
+    "https://{{ sub }}.internal/x",
+    "http://127.0.0.1{{ x }}/",  # a tag writes part of the host or port: checked at fetch
+    "http://127.0.0.1:{{ port }}/",
+])
+def test_a_public_or_tagged_host_passes_on_save(url: str) -> None:
+    assert _parse(url, AllowList())[0]["url"] == url
+
+
+def test_the_allow_list_admits_a_private_host_on_save() -> None:
+    url = "http://127.0.0.1:8081/items/{{ sku }}"
+    with pytest.raises(InvalidArgument):
+        _parse(url, AllowList())
+    assert _parse(url, AllowList.parse("127.0.0.1:8081"))[0]["url"] == url
+    # Without an allow-list (the service gave none) the guard decides at fetch.
+    assert _parse(url, None)[0]["url"] == url

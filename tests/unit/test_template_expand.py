@@ -29,10 +29,10 @@ class RecordingExpander(LangExpander):
 
     def expand(self, source: str, variables: Mapping[str, Any], *, max_output: int,
                timeout: float | None = None, deadline: float | None = None,
-               step_cap: int | None = None, escape: bool = True) -> str:
+               step_cap: int | None = None, escape: bool = True, url: bool = False) -> str:
         self.calls.append((threading.current_thread() is threading.main_thread(), step_cap))
         return super().expand(source, variables, max_output=max_output, timeout=timeout,
-                              deadline=deadline, step_cap=step_cap, escape=escape)
+                              deadline=deadline, step_cap=step_cap, escape=escape, url=url)
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ closures; nothing is ever ``eval``-ed, and every render is bounded by
 :class:`Limits`. ``docs/template-language.md`` is the reference.
 """
 
+from services.template._lang._document import outside_tags
 from services.template._lang._engine import (
     CompiledExpression,
     CompiledTemplate,
@@ -17,10 +18,11 @@ from services.template._lang._engine import (
     evaluate_expression,
     list_functions,
     result_type,
+    uri_component,
     validate_expression,
 )
 from services.template._lang._errors import StepCapReached, deadline_message
-from services.template._lang._expander import LangExpander
+from services.template._lang._expander import LangExpander, UrlTemplate
 from services.template._lang._functions import FunctionInfo
 from services.template._lang._limits import SETTING_NAMES, Limits
 from services.template._lang._runtime import Clock
@@ -35,10 +37,13 @@ __all__ = [
     "LangExpander",
     "Limits",
     "StepCapReached",
+    "UrlTemplate",
     "deadline_message",
     "discover_variables",
     "evaluate_expression",
     "list_functions",
+    "outside_tags",
     "result_type",
+    "uri_component",
     "validate_expression",
 ]

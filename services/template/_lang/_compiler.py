@@ -9,7 +9,7 @@ author is told where it happened.
 from __future__ import annotations
 
 from collections.abc import Callable
-from html import escape
+from html import escape as html_escape
 from time import monotonic
 from typing import Any
 
@@ -38,6 +38,9 @@ from services.template._lang._values import describe, display, truthy
 
 Eval = Callable[[Runtime], Any]
 Emit = Callable[[Runtime, "Sink"], None]
+#: How an output tag's text is written (``{{ raw … }}`` and ``| raw`` are
+#: always written as they are): HTML-escaped by default.
+Escape = Callable[[str], str]
 _MISSING = object()
 TOO_DEEP = "a value is nested too deeply to work with"
 
@@ -297,8 +300,11 @@ _EXPRESSIONS: dict[type, Callable[..., Eval]] = {
 }
 
 
-def compile_nodes(nodes: tuple[Node, ...], registry: Registry) -> Emit:
-    emitters = [_node(node, registry) for node in nodes]
+def compile_nodes(nodes: tuple[Node, ...], registry: Registry,
+                  escape: Escape = html_escape) -> Emit:
+    """``nodes`` as one emitter; every output that is not raw, in blocks
+    too, is written through ``escape``."""
+    emitters = [_node(node, registry, escape) for node in nodes]
     if len(emitters) == 1:
         return emitters[0]
 
@@ -309,14 +315,14 @@ def compile_nodes(nodes: tuple[Node, ...], registry: Registry) -> Emit:
     return sequence
 
 
-def _node(node: Node, registry: Registry) -> Emit:
+def _node(node: Node, registry: Registry, escape: Escape) -> Emit:
     if isinstance(node, Text):
         return _text(node)
     if isinstance(node, Output):
-        return _output(node, registry)
+        return _output(node, registry, escape)
     if isinstance(node, If):
-        return _if(node, registry)
-    return _for(node, registry)
+        return _if(node, registry, escape)
+    return _for(node, registry, escape)
 
 
 def _text(node: Text) -> Emit:
@@ -329,7 +335,7 @@ def _text(node: Text) -> Emit:
     return emit_text
 
 
-def _output(node: Output, registry: Registry) -> Emit:
+def _output(node: Output, registry: Registry, escape: Escape) -> Emit:
     evaluate, raw, offset = compile_expr(node.expr, registry), node.raw, node.expr.offset
 
     def emit_output(rt: Runtime, sink: Sink) -> None:
@@ -345,12 +351,12 @@ def _output(node: Output, registry: Registry) -> Emit:
     return emit_output
 
 
-def _if(node: If, registry: Registry) -> Emit:
+def _if(node: If, registry: Registry, escape: Escape) -> Emit:
     branches = [
-        (compile_expr(test, registry), compile_nodes(body, registry), test.offset)
+        (compile_expr(test, registry), compile_nodes(body, registry, escape), test.offset)
         for test, body in node.branches
     ]
-    otherwise = compile_nodes(node.otherwise, registry) if node.otherwise else None
+    otherwise = compile_nodes(node.otherwise, registry, escape) if node.otherwise else None
 
     def emit_if(rt: Runtime, sink: Sink) -> None:
         for test, body, offset in branches:
@@ -372,10 +378,10 @@ def _entries(value: dict[str, Any]) -> list[Any]:
     return [{"key": key, "value": item} for key, item in value.items()]
 
 
-def _for(node: For, registry: Registry) -> Emit:
+def _for(node: For, registry: Registry, escape: Escape) -> Emit:
     iterable = compile_expr(node.iterable, registry)
-    body = compile_nodes(node.body, registry)
-    otherwise = compile_nodes(node.otherwise, registry) if node.otherwise else None
+    body = compile_nodes(node.body, registry, escape)
+    otherwise = compile_nodes(node.otherwise, registry, escape) if node.otherwise else None
     item_name, index_name, offset = node.item, node.index, node.offset
 
     def emit_for(rt: Runtime, sink: Sink) -> None:

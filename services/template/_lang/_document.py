@@ -134,6 +134,33 @@ def parse_document(source: str, registry: Registry, limits: Limits) -> Document:
     return _Builder(source, registry, limits).build()
 
 
+def outside_tags(source: str, placeholder: str = "") -> str:
+    """``source`` with each ``{{ … }}`` tag replaced by ``placeholder``: the
+    text the template writes as it is. Tags end where the parser ends them
+    (a ``}}`` in a string literal does not end one); a tag that does not
+    lex ends at the next ``}}``, and an unterminated one takes the rest."""
+    parts: list[str] = []
+    pos = 0
+    while True:
+        start = source.find("{{", pos)
+        if start < 0:
+            parts.append(source[pos:])
+            break
+        parts += (source[pos:start], placeholder)
+        foreign = _handlebars(source, start) is not None
+        if not foreign:
+            try:
+                _, pos = lex(source, start + 2, tag_start=start)
+                continue
+            except LexError:
+                pass
+        close = source.find("}}", start + 2)
+        if close < 0:
+            break
+        pos = close + (3 if foreign and source.startswith("}}}", close) else 2)
+    return "".join(parts)
+
+
 def _handlebars(source: str, start: int) -> str | None:
     """The hint for a Handlebars tag at ``start`` (``{{#if``, ``{{/if}}``,
     ``{{{html}}}``, …), or None when the tag is not one."""

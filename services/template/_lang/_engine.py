@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
 from litho.errors import FieldError, InvalidArgument
-from services.template._lang._ast import For, If, Node, Output
 from services.template._lang._compiler import (
     TOO_DEEP,
     Emit,
@@ -115,20 +115,18 @@ class CompiledExpression:
         return self._evaluate(runtime)
 
 
-def _unescaped(nodes: tuple[Node, ...]) -> tuple[Node, ...]:
-    """``nodes`` with every output raw, blocks included."""
-    out: list[Node] = []
-    for node in nodes:
-        if isinstance(node, Output):
-            node = Output(node.expr, True, node.offset)
-        elif isinstance(node, If):
-            node = If(tuple((test, _unescaped(body)) for test, body in node.branches),
-                      _unescaped(node.otherwise), node.offset)
-        elif isinstance(node, For):
-            node = For(node.item, node.index, node.iterable, _unescaped(node.body),
-                       _unescaped(node.otherwise), node.offset)
-        out.append(node)
-    return tuple(out)
+def uri_component(text: str) -> str:
+    """``text`` percent-encoded as one URI component, as RFC 6570's simple
+    expansion (and JavaScript's ``encodeURIComponent``, less ``!'()*``) does:
+    the unreserved characters ``A-Z a-z 0-9 - . _ ~`` are kept and every
+    other one is written as the ``%XX`` escapes of its UTF-8 bytes, ``/ ? # @
+    & = + : %`` included. Such text cannot end a path segment, start a query
+    or fragment, or change the host."""
+    return quote(text, safe="", errors="surrogatepass")
+
+
+def _as_is(text: str) -> str:
+    return text
 
 
 class Engine:
@@ -158,10 +156,14 @@ class Engine:
         document = parse_document(source, self._registry, self._limits)
         return self._errors(source, [*document.problems, *document.foreign], _TEMPLATE_FIELD)
 
-    def compile(self, source: str, *, escape: bool = True) -> CompiledTemplate:
+    def compile(self, source: str, *, escape: bool = True, url: bool = False) -> CompiledTemplate:
         """The compiled template. With ``escape=False`` every output is
         written as it is, as if each tag were ``raw``: for text that is not
-        HTML (a data source's URL, headers and body)."""
+        HTML (a data source's headers and body). With ``url=True`` (a data
+        source's URL) every output is encoded by :func:`uri_component`, so
+        a value stays inside the part of the URL its tag is in; ``{{ raw x }}``
+        and ``{{ x | raw }}`` are written as they are (``escape`` is then
+        not used)."""
         too_large = self._too_large(source, "template")
         if too_large is not None:
             errors = self._errors(source, [too_large], _TEMPLATE_FIELD)
@@ -172,8 +174,12 @@ class Engine:
                 "the template has errors",
                 errors=self._errors(source, document.problems, _TEMPLATE_FIELD),
             )
-        nodes = document.nodes if escape else _unescaped(document.nodes)
-        body = compile_nodes(nodes, self._registry)
+        if url:
+            body = compile_nodes(document.nodes, self._registry, uri_component)
+        elif escape:
+            body = compile_nodes(document.nodes, self._registry)
+        else:
+            body = compile_nodes(document.nodes, self._registry, _as_is)
         foreign = self._errors(source, document.foreign, _TEMPLATE_FIELD)
         return CompiledTemplate(source, body, document.variables, self._limits, self._clock,
                                 foreign)

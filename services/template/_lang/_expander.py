@@ -16,6 +16,15 @@ from services.template._lang._engine import CompiledTemplate, Engine
 BYTES_PER_TAG = 800
 
 
+class UrlTemplate(str):
+    """A data source's URL template. Expanded (``LangExpander.expand``, with
+    or without ``escape``) with every output encoded as a URI component
+    (``Engine.compile(url=True)``): the type carries that through callers
+    that only pass text along."""
+
+    __slots__ = ()
+
+
 def compiled_weight(source: str) -> int:
     """An estimate of the memory a compiled ``source`` takes: its text plus a
     fixed cost per tag, which is what grows the tree."""
@@ -53,12 +62,17 @@ class LangExpander:
         with self._lock:
             return len(self._cache)
 
-    def compiled(self, source: str, *, escape: bool = True) -> CompiledTemplate:
+    def compiled(self, source: str, *, escape: bool = True,
+                 url: bool = False) -> CompiledTemplate:
         """The compiled template; raises InvalidArgument listing every problem.
-        ``escape=False`` compiles it for plain text (``Engine.compile``),
+        ``escape=False`` compiles it for plain text, ``url=True`` (or a
+        :class:`UrlTemplate` source) for a URL (``Engine.compile``), each
         cached apart from the HTML one."""
+        url = url or isinstance(source, UrlTemplate)
         digest = hashlib.sha256(source.encode("utf-8", "surrogatepass"))
-        if not escape:
+        if url:
+            digest.update(b"\x00url")
+        elif not escape:
             digest.update(b"\x00plain")
         key = digest.digest()
         with self._lock:
@@ -66,7 +80,8 @@ class LangExpander:
             if entry is not None:
                 self._cache.move_to_end(key)
                 return entry[0]
-        template = (self._engine.compile(source) if escape
+        template = (self._engine.compile(source, url=True) if url
+                    else self._engine.compile(source) if escape
                     else self._engine.compile(source, escape=False))
         weight = compiled_weight(source)
         if self._cache_size and weight <= self._max_bytes // 4:
@@ -93,7 +108,8 @@ class LangExpander:
         deadline: float | None = None,
         step_cap: int | None = None,
         escape: bool = True,
+        url: bool = False,
     ) -> str:
-        return self.compiled(source, escape=escape).render(
+        return self.compiled(source, escape=escape, url=url).render(
             variables, max_output=max_output, timeout=timeout, deadline=deadline,
             step_cap=step_cap)
