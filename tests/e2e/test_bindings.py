@@ -350,3 +350,32 @@ async def test_new_data_is_rendered_at_once_and_announced(live: Live) -> None:
     assert delivered["type"] == "binding.updated"
     assert delivered["data"]["bindingId"] == created["id"]
     assert delivered["data"]["imageUrl"].endswith(f"/b/{created['id']}.png")
+
+
+async def test_preview_maps_and_renders_without_saving(live: Live) -> None:
+    tid = await template(live)
+    _, before = await call(live, "GET", "/v1/bindings?pageSize=100")
+    status, preview = await call(live, "POST", "/v1/bindings/preview", json={
+        "templateId": tid, "sampleData": {"name": "Vase", "price": 65}, "mapping": MAPPING})
+    assert status == 200, preview
+    assert preview["variables"] == {"color": "#ff0000", "label": "Vase: 65"}
+    colour, _ = await pixel(live, preview["imageUrl"])
+    assert near(colour, RED)
+    live.data.items["sku-preview"] = {"name": "Jug", "price": 5}
+    status, fetched = await call(live, "POST", "/v1/bindings/preview", json={
+        "templateId": tid, "mapping": MAPPING,
+        "dataSource": {"type": "http", "url": live.data.url("/items/sku-preview")}})
+    assert status == 200 and fetched["data"] == {"name": "Jug", "price": 5}, fetched
+    colour, _ = await pixel(live, fetched["imageUrl"])
+    assert near(colour, BLUE)
+    # Another tenant's template reads exactly as one that does not exist.
+    answers = []
+    for template_id in (tid, "tpl_" + "0" * 24):
+        status, problem = await call(live, "POST", "/v1/bindings/preview", key=live.other_key,
+                                     json={"templateId": template_id,
+                                           "sampleData": {"price": 1}, "mapping": MAPPING})
+        answers.append((status, json.dumps(problem).replace(template_id, "<id>")))
+    assert answers[0] == answers[1] and answers[0][0] in (404, 422), answers
+    # Nothing was saved either way.
+    _, after = await call(live, "GET", "/v1/bindings?pageSize=100")
+    assert len(after["bindings"]) == len(before["bindings"])
