@@ -81,6 +81,14 @@ from services.binding._store import BindingStore
 
 log = get_logger(__name__)
 
+#: Seconds a GET of ``/b/`` waits for its tenant's turn to refetch stale
+#: data before it serves the data there is (the next GET asks again).
+RESOLVE_FETCH_WAIT = 2.0
+#: Seconds a cron fire waits for its tenant's turn; past it the fire stays
+#: due and the next look of the scheduler takes it again, so one tenant's
+#: slow sources never hold a round (nor outlast the lease).
+SCHEDULED_FETCH_WAIT = 1.0
+
 #: Said for every push not accepted, whatever the reason (no such binding,
 #: not a push binding, a wrong signature or secret): the answer tells nothing
 #: about the id to whoever does not hold its secret.
@@ -297,7 +305,8 @@ class Bindings:
                 fields["status"] = outcome.status
         # Only over what was read: data pushed or fetched meanwhile, a failure
         # or a pause meanwhile is never overwritten; the caller retries.
-        updated = await self.store.replace_config(current, fields)
+        updated = await self.store.replace_config(current, fields,
+                                                  writes_data=outcome is not None)
         if updated is None:
             raise Conflict(f"binding {binding_id!r} changed while it was updated "
                            "(new data, a failure, a pause or another update); retry")
@@ -432,7 +441,8 @@ class Bindings:
             if claimed is not None:
                 if self._stale(claimed, now):
                     try:
-                        await self.run_claimed(claimed, token, event_source=FETCH)
+                        await self.run_claimed(claimed, token, event_source=FETCH,
+                                               wait=RESOLVE_FETCH_WAIT)
                     except ResourceExhausted:
                         # The tenant's fetches are all busy: serve the data
                         # there is now; the next GET asks again.
@@ -553,16 +563,23 @@ class Bindings:
     # ---------------------------------------------------------- refreshes ----
 
     async def run_claimed(self, doc: Mapping[str, Any], token: str, *, event_source: str,
-                          next_refresh_at: float | None = None) -> bool:
+                          next_refresh_at: float | None = None,
+                          wait: float | None = None) -> bool:
         """Fetch a binding whose lease ``token`` holds, store what came, give
-        the lease back; True when the data changed."""
+        the lease back; True when the data changed. ``wait`` bounds the wait
+        for the tenant's turn to fetch: past it, ResourceExhausted, and a
+        scheduled fire stays due (the next look takes it again)."""
+        moved = next_refresh_at
         try:
             now = self.clock()
-            outcome = await self._fetch_outcome(doc, now)
+            outcome = await self._fetch_outcome(doc, now, wait=wait)
             return await self._settle(doc, outcome, event_source, now) and outcome.changed
+        except ResourceExhausted:
+            moved = None
+            raise
         finally:
             await self.store.release(doc["_id"], token, revision=int(doc.get("revision", 0)),
-                                     next_refresh_at=next_refresh_at)
+                                     next_refresh_at=moved)
 
     async def _settle(self, doc: Mapping[str, Any], outcome: _Outcome, event_source: str,
                       now: float) -> bool:
@@ -588,7 +605,8 @@ class Bindings:
 
     async def _fetch_outcome(self, doc: Mapping[str, Any], now: float, *,
                              denied_is_invalid: bool = False,
-                             force_map: bool = False) -> _Outcome:
+                             force_map: bool = False,
+                             wait: float | None = None) -> _Outcome:
         try:
             request = self._request(doc)
         except ValueError:
@@ -597,7 +615,8 @@ class Bindings:
         try:
             fetched: Fetched = await self._fetcher.fetch(
                 request, etag=str(doc.get("etag") or ""),
-                last_modified=str(doc.get("lastModified") or ""), tenant=str(doc["tenantId"]))
+                last_modified=str(doc.get("lastModified") or ""), tenant=str(doc["tenantId"]),
+                wait=wait)
         except FetchFailed as exc:
             if exc.denied and denied_is_invalid:
                 raise invalid("dataSource.url", exc.message) from exc

@@ -17,9 +17,10 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from litho.errors import ResourceExhausted
 from litho.logs import get_logger
 from services.binding import _schedule
-from services.binding._bindings import Bindings
+from services.binding._bindings import SCHEDULED_FETCH_WAIT, Bindings
 
 log = get_logger(__name__)
 
@@ -58,7 +59,11 @@ class Scheduler:
         try:
             await self._bindings.run_claimed(
                 doc, token, event_source="fetch",
-                next_refresh_at=_schedule.next_fire(cron, self._clock()))
+                next_refresh_at=_schedule.next_fire(cron, self._clock()),
+                wait=SCHEDULED_FETCH_WAIT)
+        except ResourceExhausted:
+            log.info("scheduled refresh deferred: the tenant's fetches are busy",
+                     binding=doc["_id"])
         except Exception as exc:  # one binding's trouble never stops the others
             log.warning("scheduled refresh failed", binding=doc["_id"],
                                 error=str(exc) or type(exc).__name__)

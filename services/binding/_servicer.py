@@ -192,10 +192,12 @@ class BindingServicer(pb_grpc.BindingServiceServicer):
 
     async def FetchDataSources(self, request: pb.FetchDataSourcesRequest,
                                context: Context) -> pb.FetchDataSourcesResponse:
+        # A turn to fetch is waited for no longer than the caller waits.
+        left = context.time_remaining()
         results = await self._sources.fetch(request.tenant_id, [
             SourceCall(name=s.name, url=s.url, method=s.method or "GET",
                        headers=dict(s.headers), body=s.body, ttl_seconds=s.ttl_seconds)
-            for s in request.sources])
+            for s in request.sources], wait=left if left is not None and left > 0 else None)
         return pb.FetchDataSourcesResponse(results=[
             pb.DataSourceResult(name=r.name, data_json=r.data_json,
                                 fetch_time=_timestamp(r.fetched_at), from_cache=r.from_cache)

@@ -115,17 +115,20 @@ class BindingStore:
         token = encode_token(docs[page_size - 1]["_id"]) if len(docs) > page_size else ""
         return docs[:page_size], token
 
-    async def replace_config(self, doc: Mapping[str, Any],
-                             fields: Mapping[str, Any]) -> dict[str, Any] | None:
+    async def replace_config(self, doc: Mapping[str, Any], fields: Mapping[str, Any], *,
+                             writes_data: bool = False) -> dict[str, Any] | None:
         """Set ``fields`` and move the revision, if the binding is as ``doc``
-        was read: the same revision (no update, pause or resume since), the
-        same data (no fetch or push settled since) and the same status (no
-        failure since). None when it changed."""
+        was read: the same revision (no update, pause or resume since) and,
+        when the update ``writes_data`` (its data or status), the same data
+        (no fetch or push settled since) and the same status (no failure
+        since). None when it changed. An update of the name or the policy
+        alone never conflicts with a push."""
         revision = int(doc.get("revision", 0))
+        match: dict[str, Any] = {"_id": doc["_id"], "revision": revision}
+        if writes_data:
+            match.update(dataHash=doc.get("dataHash"), status=doc["status"])
         return await self._docs.find_one_and_update(
-            {"_id": doc["_id"], "revision": revision, "dataHash": doc.get("dataHash"),
-             "status": doc["status"]},
-            {"$set": {**fields, "revision": revision + 1}}, return_document="after")
+            match, {"$set": {**fields, "revision": revision + 1}}, return_document="after")
 
     async def set_status(self, tenant_id: str, binding_id: str, status: str,
                          now: float, extra: Mapping[str, Any] | None = None

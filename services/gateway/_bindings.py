@@ -350,6 +350,9 @@ async def get_binding_image(request: web.Request) -> web.StreamResponse:
     if warnings:
         # As for signed URLs: an output an asset was missing from is never kept.
         cache_control = "no-store"
+    elif render.data_sources:
+        # The template's own sources have freshness of their own: ask again.
+        cache_control = "public, no-cache"
     elif response.HasField("fresh_until"):
         left = response.fresh_until.ToNanoseconds() / 1e9 - time.time()
         cache_control = f"public, max-age={max(0, math.floor(left))}"

@@ -890,6 +890,27 @@ async def test_an_update_never_undoes_a_push_that_lands_meanwhile(world: World) 
         "price": 999, "product": {"name": "?", "colour": "red"}}
 
 
+async def test_a_rename_while_a_push_lands_is_no_conflict(world: World) -> None:
+    # Only an update that writes data or status guards them: a client that
+    # renames a busy push binding must not get a 409 it did nothing to cause.
+    templates = GatedTemplates()
+    world.bindings._templates = templates
+    binding = await world.bindings.create(T1, spec(world, source_type="push",
+                                                   policy=PolicyInput(type="push")))
+    templates.gate.clear()
+    renaming = asyncio.create_task(world.bindings.update(
+        T1, binding.id, BindingSpec(name="renamed")))
+    await asyncio.wait_for(templates.waiting.wait(), 5)  # the update has read the binding
+    body = b'{"price": 7, "name": "pushed"}'
+    await world.bindings.push(binding.id, body, signature=sign_push(binding.push_secret, body),
+                              secret="")
+    templates.gate.set()
+    renamed = await renaming
+    assert renamed.name == "renamed"
+    data = await world.bindings.data(T1, binding.id)
+    assert json.loads(data.data_json)["price"] == 7  # the push is kept
+
+
 async def test_an_update_never_resumes_a_binding_paused_meanwhile(world: World) -> None:
     templates = GatedTemplates()
     world.bindings._templates = templates

@@ -15,7 +15,8 @@ import pytest_asyncio
 from litho.config import OutboundSettings
 from litho.docstore import DocumentStore, open_document_store
 from litho.outbound import AllowList, OutboundGuard
-from services.binding._bindings import Bindings
+from services.binding._bindings import SCHEDULED_FETCH_WAIT, Bindings
+from services.binding._fetch import FetchSlots
 from services.binding._model import PolicyInput
 from services.binding._scheduler import Scheduler
 from tests.unit.test_binding_domain import (
@@ -150,3 +151,28 @@ async def test_a_failing_cron_fetch_is_recorded_and_the_schedule_goes_on(
     assert stored.next_refresh_at == FIRST_FIRE + 300
     failures = [e for r in cluster.replicas for e in r.events.failures]
     assert len(failures) == 1
+
+
+async def test_a_busy_tenant_defers_its_fire_and_keeps_it_due(cluster: Cluster) -> None:
+    # One fetch per tenant at a time: while the first fire's fetch hangs, the
+    # second binding's fire waits at most SCHEDULED_FETCH_WAIT for its turn,
+    # then stays due (no error, no event) instead of holding the round.
+    first = cluster.replicas[0]
+    first.bindings._fetcher._slots = FetchSlots(per_tenant=1)
+    first.bindings._fetcher._timeout = 10.0  # the held fetch outlasts the wait
+    a = await first.bindings.create(T1, spec(cluster.server, policy=EVERY_5_MIN))
+    b = await first.bindings.create(T1, spec(cluster.server, policy=EVERY_5_MIN))
+    cluster.clock.now = FIRST_FIRE + 1
+    cluster.server.gate.clear()
+    tick = asyncio.create_task(first.scheduler.tick())
+    await asyncio.wait_for(cluster.server.waiting.wait(), 5)
+    await asyncio.sleep(SCHEDULED_FETCH_WAIT + 0.3)  # the second fire gave up its wait
+    cluster.server.gate.set()
+    assert await tick == 2
+    done = {x.id: await first.bindings.get(T1, x.id) for x in (a, b)}
+    moved = [i for i, d in done.items() if d.next_refresh_at == FIRST_FIRE + 300]
+    kept = [i for i, d in done.items() if d.next_refresh_at == FIRST_FIRE]
+    assert len(moved) == 1 and len(kept) == 1, done
+    assert all(d.status == "active" and not d.last_error for d in done.values())
+    assert await first.scheduler.tick() == 1  # the deferred fire, taken again
+    assert (await first.bindings.get(T1, kept[0])).next_refresh_at == FIRST_FIRE + 300

@@ -592,6 +592,18 @@ def test_a_url_template_is_compiled_and_cached_apart() -> None:
     assert expander.cached() == 3
 
 
+def test_no_source_text_shares_a_cache_key_with_another_mode() -> None:
+    # An HTML source that ends like a mode marker must not fill the slot of
+    # the URL compile of its prefix (which would then expand unencoded).
+    expander = LangExpander(Engine())
+    variables = {"a": "x?admin=1#"}
+    for suffix in ("\x00url", "\x00plain", "u", "h", "p"):
+        expander.expand("https://h/{{ a }}" + suffix, variables, max_output=200)
+        expander.expand(suffix + "https://h/{{ a }}", variables, max_output=200)
+    assert expander.expand("https://h/{{ a }}", variables, max_output=200,
+                           url=True) == "https://h/x%3Fadmin%3D1%23"
+
+
 @pytest.mark.parametrize(("source", "placeholder", "expected"), [
     ("https://a/{{ x }}/b", "", "https://a//b"),
     ("{{ '}}' }}t{{ \"{{\" }}", "_", "_t_"),

@@ -69,12 +69,11 @@ class LangExpander:
         :class:`UrlTemplate` source) for a URL (``Engine.compile``), each
         cached apart from the HTML one."""
         url = url or isinstance(source, UrlTemplate)
-        digest = hashlib.sha256(source.encode("utf-8", "surrogatepass"))
-        if url:
-            digest.update(b"\x00url")
-        elif not escape:
-            digest.update(b"\x00plain")
-        key = digest.digest()
+        # The mode comes first, one fixed byte: no source text can make its
+        # key collide with another mode's (a suffix could be written into
+        # a source, and a URL would get an HTML compile without encoding).
+        mode = b"u" if url else b"h" if escape else b"p"
+        key = hashlib.sha256(mode + source.encode("utf-8", "surrogatepass")).digest()
         with self._lock:
             entry = self._cache.get(key)
             if entry is not None:
