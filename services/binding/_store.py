@@ -22,9 +22,6 @@ from services.binding._model import (
     not_found,
 )
 
-#: Documents numbered per look when slots are given to bindings stored before them.
-_NUMBER_BATCH = 100
-
 
 class BindingStore:
     """The ``bindings`` collection: every query the service makes is here."""
@@ -37,19 +34,7 @@ class BindingStore:
         await self._docs.ensure_index(["tenantId", "templateId"])
         await self._docs.ensure_index(["tenantId", "status"])
         await self._docs.ensure_index(["refreshPolicy.type", "nextRefreshAt"])
-        await self._number_slots()
         await self._docs.ensure_index(["tenantId", "slot"], unique=True)
-
-    async def _number_slots(self) -> None:
-        """Give bindings stored before slots were kept one each."""
-        while docs := await self._docs.find({"slot": None}, limit=_NUMBER_BATCH):
-            for doc in docs:
-                tenant = str(doc.get("tenantId") or "")
-                # Fewer slots are held than the tenant has bindings: one is free.
-                total = await self.count(tenant)
-                slot = await self._free_slot(tenant, total + 1)
-                await self._docs.update({"_id": doc["_id"], "slot": None},
-                                        {"$set": {"slot": total if slot is None else slot}})
 
     async def count(self, tenant_id: str) -> int:
         return await self._docs.count({"tenantId": tenant_id})

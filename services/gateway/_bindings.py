@@ -208,7 +208,9 @@ async def update_binding(request: web.Request) -> web.Response:
     tenant, binding = _ids(request)
     response = await _stub(request).UpdateBinding(pb.UpdateBindingRequest(
         tenant_id=tenant, binding_id=binding, spec=binding_spec(json_body(request))))
-    return web.json_response(binding_json(response.binding, deps(request).base_url))
+    # An update that makes a push binding answers its new secret, this once.
+    return web.json_response(binding_json(response.binding, deps(request).base_url,
+                                          with_secret=True))
 
 
 async def delete_binding(request: web.Request) -> web.Response:

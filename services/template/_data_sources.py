@@ -28,13 +28,13 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Protocol
 from urllib.parse import quote, unquote, urlsplit
 
 from litho.errors import FieldError, InvalidArgument, OutboundDenied
 from litho.jsonlimits import safe_text
 from litho.outbound import AllowList, check_outbound_headers, check_url
-from services.template._lang import UrlTemplate, outside_tags
+from services.template._lang import outside_tags
 
 #: The root variable the data sources' data is given under.
 DATA_VARIABLE: Final = "data"
@@ -66,11 +66,12 @@ _BYTES_PER_SOURCE: Final = 160 * 1024
 #: Checks a template string; answers its problems with field ``html`` and
 #: messages that start ``line L, column C: `` (``LangExpander.check``).
 Check = Callable[[str], list[FieldError]]
-#: Expands a template string as plain text with the render's variables;
-#: raises InvalidArgument naming ``field`` (its second argument). A
-#: :class:`UrlTemplate` is expanded with each output URI-encoded
-#: (``LangExpander``).
-Render = Callable[[str, str], str]
+class Render(Protocol):
+    """Expands a template string as plain text with the render's variables
+    (with ``url``, each output but ``raw`` ones URI-encoded); raises
+    InvalidArgument naming ``field``."""
+
+    def __call__(self, text: str, field: str, *, url: bool = False) -> str: ...
 _USERINFO: Final = ("must not hold a user name or password (user:password@host): a URL is "
                     "stored and shown in the clear; send a key in a header instead")
 _DOT_SEGMENT: Final = ("has a '.' or '..' path segment, which the client would resolve "
@@ -294,7 +295,7 @@ def pending_source(source: dict[str, Any], render: Render) -> PendingSource:
     ``dataSources.<name>.<field>``."""
     name = source["name"]
     path = f"dataSources.{name}"
-    url = encoded_url(render(UrlTemplate(source["url"]), f"{path}.url"))
+    url = encoded_url(render(source["url"], f"{path}.url", url=True))
     problem = _absolute_url_problem(url)
     if problem:
         # A URL with userinfo holds a secret: not echoed.

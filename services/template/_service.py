@@ -327,8 +327,9 @@ class Templates:
         missing = [s for s in template.data_sources
                    if s["name"] not in explicit and s["name"] not in data]
         if missing:
-            def render(text: str, field: str) -> str:
-                return self._render_plain(text, field, variables, step_cap, deadline)
+            def render(text: str, field: str, *, url: bool = False) -> str:
+                return self._render_plain(text, field, variables, step_cap, deadline,
+                                          url=url)
 
             return tuple(pending_source(source, render) for source in missing)
         variables[DATA_VARIABLE] = {**data, **explicit}
@@ -338,16 +339,16 @@ class Templates:
         )
 
     def _render_plain(self, text: str, field: str, variables: dict[str, Any],
-                      step_cap: int | None, deadline: float) -> str:
+                      step_cap: int | None, deadline: float, *, url: bool = False) -> str:
         """``text`` (a data source's URL, header value or body) expanded as
-        plain text; an error names ``field``."""
+        plain text (a URL's outputs URI-encoded); an error names ``field``."""
         if "{{" not in text:
             return text
         try:
             return self._expander.expand(
                 text, variables, max_output=self._limits.max_output_bytes,
                 timeout=self._expand_timeout, deadline=deadline, step_cap=step_cap,
-                escape=False)
+                escape=False, url=url)
         except InvalidArgument as exc:
             errors = [FieldError(field, e.message) for e in exc.errors]
             raise InvalidArgument(f"{field}: {errors[0].message if errors else exc.message}",

@@ -30,8 +30,9 @@ from litho.errors import (
     Unauthenticated,
 )
 from litho.outbound import AllowList, OutboundGuard
+from services.binding import _bindings as _bindings_module
 from services.binding._bindings import PUSH_REFUSED, SOURCE_FAILED, Bindings
-from services.binding._fetch import Fetcher
+from services.binding._fetch import Fetcher, FetchSlots
 from services.binding._model import (
     ACTIVE,
     ERROR,
@@ -419,22 +420,6 @@ async def test_concurrent_creates_hold_the_tenant_cap(world: World) -> None:
         await world.bindings.create(T1, spec(world, name="one too many"))
 
 
-async def test_bindings_stored_before_slots_get_one_each(tmp_path: Path) -> None:
-    store = await open_document_store(f"sqlite:///{tmp_path / 'old.db'}", "litho")
-    try:
-        docs = store.collection("bindings")
-        for n, tenant in enumerate([T1, T1, T2, T1]):
-            await docs.insert({"_id": f"bnd_{n:036x}", "tenantId": tenant})
-        await docs.insert({"_id": "bnd_" + "f" * 36, "tenantId": T1, "slot": 1})
-        await BindingStore(store).prepare()
-        slots: dict[str, list[int]] = {}
-        for doc in await docs.find({}):
-            slots.setdefault(doc["tenantId"], []).append(doc["slot"])
-        assert sorted(slots[T1]) == [0, 1, 2, 3] and slots[T2] == [0]
-    finally:
-        await store.close()
-
-
 async def test_every_fetch_takes_a_turn_of_the_bindings_tenant(world: World) -> None:
     fetcher = world.bindings._fetcher
     fetch = fetcher.fetch
@@ -534,6 +519,28 @@ async def test_ttl_expiry_refetches_on_resolve(world: World) -> None:
     assert json.loads(resolved.variables_json)["price"] == 12
     assert resolved.fresh_until == world.clock.now + 30
     assert len(world.events.updates) == 2
+
+
+async def test_a_stale_get_serves_the_data_there_is_while_the_tenant_is_busy(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    # One fetch per tenant, and it hangs: a GET of a stale binding waits its
+    # bounded turn, then serves the data it has (no error, no failure event).
+    monkeypatch.setattr(_bindings_module, "RESOLVE_FETCH_WAIT", 0.2)
+    world.bindings._fetcher._slots = FetchSlots(per_tenant=1)
+    world.bindings._fetcher._timeout = 10.0
+    stale = await world.bindings.create(T1, spec(world, policy=PolicyInput(
+        type="ttl", ttl_seconds=30)))
+    busy = await world.bindings.create(T1, spec(world))
+    world.clock.now += 61
+    world.server.gate.clear()
+    holding = asyncio.create_task(world.bindings.resolve(busy.id))
+    await asyncio.wait_for(world.server.waiting.wait(), 5)
+    resolved = await asyncio.wait_for(world.bindings.resolve(stale.id), 5)
+    assert json.loads(resolved.variables_json)["price"] == 10  # the data it had
+    world.server.gate.set()
+    await holding
+    assert (await world.bindings.get(T1, stale.id)).status == "active"
+    assert world.events.failures == []
 
 
 async def test_etag_revalidation_304_keeps_data_and_publishes_nothing(world: World) -> None:

@@ -288,6 +288,16 @@ async def test_create_answers_201_with_the_secret_and_get_never_shows_it(edge: E
     assert edge.bindings.only("GetBinding").binding_id == BND
 
 
+async def test_an_update_into_a_push_binding_answers_its_new_secret(edge: Edge) -> None:
+    made_push = _binding(data_source=pb.DataSource(type="push"), credentials_type="",
+                         refresh_policy=pb.RefreshPolicy(type="push"), push_secret="lps_new")
+    edge.bindings.answers["UpdateBinding"] = pb.UpdateBindingResponse(binding=made_push)
+    status, out, _ = await _call(edge, "PATCH", f"/v1/bindings/{BND}", json={
+        "dataSource": {"type": "push"}, "refreshPolicy": {"type": "push"}})
+    assert status == 200, out
+    assert out["pushSecret"] == "lps_new"  # the only time it is shown
+
+
 async def test_list_passes_its_filters(edge: Edge) -> None:
     edge.bindings.answers["ListBindings"] = pb.ListBindingsResponse(
         bindings=[_binding()], next_page_token="next")

@@ -21,7 +21,7 @@ from litho.errors import InvalidArgument
 from litho.outbound import AllowList
 from litho.template.v1 import template_pb2 as pb
 from services.template._data_sources import parse_data_sources
-from services.template._lang import Engine, LangExpander, UrlTemplate, outside_tags
+from services.template._lang import Engine, LangExpander, outside_tags
 from services.template._lang import Limits as LangLimits
 from services.template._model import Limits, Spec
 from services.template._service import Templates
@@ -585,8 +585,8 @@ def test_a_url_template_is_compiled_and_cached_apart() -> None:
     expander = LangExpander(Engine())
     variables = {"a": "x/y"}
     assert expander.expand("{{ a }}", variables, max_output=100, escape=False) == "x/y"
-    assert expander.expand(UrlTemplate("{{ a }}"), variables, max_output=100,
-                           escape=False) == "x%2Fy"
+    assert expander.expand("{{ a }}", variables, max_output=100, escape=False,
+                           url=True) == "x%2Fy"
     assert expander.expand("{{ a }}", variables, max_output=100, url=True) == "x%2Fy"
     assert expander.expand("{{ a }}", variables, max_output=100) == "x/y"
     assert expander.cached() == 3

@@ -22,7 +22,7 @@ from services.template._lang._engine import (
     validate_expression,
 )
 from services.template._lang._errors import StepCapReached, deadline_message
-from services.template._lang._expander import LangExpander, UrlTemplate
+from services.template._lang._expander import LangExpander
 from services.template._lang._functions import FunctionInfo
 from services.template._lang._limits import SETTING_NAMES, Limits
 from services.template._lang._runtime import Clock
@@ -37,7 +37,6 @@ __all__ = [
     "LangExpander",
     "Limits",
     "StepCapReached",
-    "UrlTemplate",
     "deadline_message",
     "discover_variables",
     "evaluate_expression",

@@ -16,15 +16,6 @@ from services.template._lang._engine import CompiledTemplate, Engine
 BYTES_PER_TAG = 800
 
 
-class UrlTemplate(str):
-    """A data source's URL template. Expanded (``LangExpander.expand``, with
-    or without ``escape``) with every output encoded as a URI component
-    (``Engine.compile(url=True)``): the type carries that through callers
-    that only pass text along."""
-
-    __slots__ = ()
-
-
 def compiled_weight(source: str) -> int:
     """An estimate of the memory a compiled ``source`` takes: its text plus a
     fixed cost per tag, which is what grows the tree."""
@@ -65,10 +56,8 @@ class LangExpander:
     def compiled(self, source: str, *, escape: bool = True,
                  url: bool = False) -> CompiledTemplate:
         """The compiled template; raises InvalidArgument listing every problem.
-        ``escape=False`` compiles it for plain text, ``url=True`` (or a
-        :class:`UrlTemplate` source) for a URL (``Engine.compile``), each
-        cached apart from the HTML one."""
-        url = url or isinstance(source, UrlTemplate)
+        ``escape=False`` compiles it for plain text, ``url=True`` for a URL
+        (``Engine.compile``), each cached apart from the HTML one."""
         # The mode comes first, one fixed byte: no source text can make its
         # key collide with another mode's (a suffix could be written into
         # a source, and a URL would get an HTML compile without encoding).
