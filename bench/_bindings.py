@@ -2,10 +2,13 @@
 
 - ``GET /b/{id}.png`` of a binding whose data is fresh, against a plain warm
   hit (``POST /v1/templates/{id}/render`` of stored output) in the same run:
-  both should be a few milliseconds (target p50 ≤ 5 ms);
+  "a warm hit, as for rendered images", so the target is the ratio (≤ 1.1);
 - a warm render of a template that declares a data source, within its TTL,
   against the same render of a template without one: the cached source
-  should add next to nothing.
+  should add nothing (≤ 1.1).
+
+The three are measured in turn, one request of each per round, so that the
+shared machine's drift touches all three alike.
 
 The data comes from ``/data.json`` on the bench's own loopback server
 (allow-listed), so no fetch leaves the machine.
@@ -68,27 +71,27 @@ async def bindings_section(c: Client, data_url: str, n: int) -> dict[str, Any]:
     plain = await _template(c, CARD)
     render_path = f"/v1/templates/{plain}/render"
     body = {"variables": {"title": "Lamp", "price": 49}}
-    for _ in range(20):
-        await _timed_post(c, render_path, body)
-    warm = [await _timed_post(c, render_path, body) for _ in range(n)]
-
     binding = await _post(c, "/v1/bindings", {
         "name": "bench", "templateId": plain,
         "dataSource": {"type": "http", "url": data_url},
         "mapping": {"title": "product.name", "price": "product.price"},
         "refreshPolicy": {"type": "ttl", "ttlSeconds": 3600}, "output": {"format": "png"}})
-    for _ in range(20):
-        await _timed_get(c, binding["imageUrl"])
-    image = [await _timed_get(c, binding["imageUrl"]) for _ in range(n)]
-
     sourced = await _template(c, SOURCED, dataSources=[
         {"name": "shop", "url": data_url.replace("/data.json", "/shop.json"),
          "ttlSeconds": 3600}])
     sourced_path = f"/v1/templates/{sourced}/render"
     sourced_body = {"variables": {"title": "Lamp"}}
-    for _ in range(20):
-        await _timed_post(c, sourced_path, sourced_body)
-    with_source = [await _timed_post(c, sourced_path, sourced_body) for _ in range(n)]
+    warm: list[float] = []
+    image: list[float] = []
+    with_source: list[float] = []
+    for i in range(20 + n):
+        times = (await _timed_post(c, render_path, body),
+                 await _timed_get(c, binding["imageUrl"]),
+                 await _timed_post(c, sourced_path, sourced_body))
+        if i >= 20:  # the first rounds warm pages, channels and caches
+            warm.append(times[0])
+            image.append(times[1])
+            with_source.append(times[2])
 
     warm_ms, image_ms, source_ms = summary_ms(warm), summary_ms(image), summary_ms(with_source)
     return {"warmHit": warm_ms, "bindingImage": image_ms, "dataSourceHit": source_ms,
@@ -101,13 +104,16 @@ def markdown(b: dict[str, Any]) -> list[str]:
         "## Live data bindings", "",
         "Warm hits in one run: a stored render over HTTP, `GET /b/{id}.png` of a binding "
         "whose data is fresh (TTL 1 h), and a render of a template that declares a data "
-        "source, within its TTL (both sources on a loopback server).", "",
+        "source, within its TTL (both sources on a loopback server), measured in turn "
+        "(one of each per round). Each replica memoises a fresh binding's variables "
+        "(until a change note from the binding service) and a fresh source's data, so "
+        "neither adds a hop to the binding service.", "",
         "| measure | result | target |", "| --- | --- | --- |",
         f"| `GET /b/{{id}}.png`, data fresh | p50 {b['bindingImage']['p50']} ms, "
         f"p99 {b['bindingImage']['p99']} ms ({b['imageRatio']}× the plain warm hit, "
-        f"{b['warmHit']['p50']} ms) | p50 ≤ 5 ms |",
+        f"{b['warmHit']['p50']} ms) | ≤ 1.1× (a warm hit) |",
         f"| warm render with a data source within its TTL | p50 "
         f"{b['dataSourceHit']['p50']} ms ({b['dataSourceRatio']}× the same without a "
-        "source) | no more than the fetch |",
+        "source) | ≤ 1.1× (nothing added within the TTL) |",
         "",
     ]

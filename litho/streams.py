@@ -36,6 +36,10 @@ EVENTS_STREAM = "LITHO_EVENTS"
 EVENTS_SUBJECTS = ("litho.events.v1.>",)
 JOBS_STREAM = "LITHO_JOBS"
 JOBS_SUBJECTS = ("litho.jobs.v1.>",)
+#: Not a stream (core NATS, nothing kept, no stream may capture it): the id
+#: of a binding whose document changed, so that every renderer replica drops
+#: what it memoised of it. A replica that was disconnected forgets everything.
+BINDING_CHANGED_SUBJECT = "litho.binding.v1.changed"
 
 
 @dataclass(frozen=True)

@@ -8,15 +8,22 @@ from collections.abc import Mapping
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
+from nats.aio.client import Client as Nats
 
 from litho.errors import NotFound
 from litho.events.v1 import events_pb2
+from litho.logs import get_logger
 from litho.messaging import Publisher
+from litho.streams import BINDING_CHANGED_SUBJECT
 from litho.template.v1 import template_pb2 as pb
 from litho.template.v1 import template_pb2_grpc as pb_grpc
 
 SUBJECT_UPDATED = "litho.events.v1.binding.updated"
 SUBJECT_FAILED = "litho.events.v1.binding.failed"
+#: How long a change note may wait for the server to have it.
+CHANGED_FLUSH_TIMEOUT = 1
+
+log = get_logger(__name__)
 
 
 class GrpcTemplateMapping:
@@ -62,10 +69,21 @@ def failed_msg_id(binding_id: str, error: str, at: float) -> str:
 
 class NatsBindingEvents:
     """Publishes and waits for the stream's ack, so the domain knows whether a
-    failure was reported (it reports it again at the next failure if not)."""
+    failure was reported (it reports it again at the next failure if not).
+    Change notes are core NATS: flushed before the write answers, so that a
+    replica has dropped its memo before the writer's next GET can arrive."""
 
-    def __init__(self, publisher: Publisher) -> None:
+    def __init__(self, publisher: Publisher, nc: Nats) -> None:
         self._publisher = publisher
+        self._nc = nc
+
+    async def changed(self, binding_id: str) -> None:
+        try:
+            await self._nc.publish(BINDING_CHANGED_SUBJECT, binding_id.encode())
+            await self._nc.flush(timeout=CHANGED_FLUSH_TIMEOUT)
+        except Exception as exc:
+            log.warning("binding change note not sent; replicas' memos expire on their own",
+                        binding=binding_id, error=str(exc)[:200])
 
     async def updated(self, *, binding_id: str, tenant_id: str, template_id: str,
                       data_hash: str, format: str, source: str, fetched_at: float,

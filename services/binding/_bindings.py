@@ -310,6 +310,7 @@ class Bindings:
         if updated is None:
             raise Conflict(f"binding {binding_id!r} changed while it was updated "
                            "(new data, a failure, a pause or another update); retry")
+        await self._events.changed(binding_id)
         if outcome is not None:
             await self._publish(updated, outcome, FETCH, now)
         return binding_from_doc(updated, push_secret=push_secret)
@@ -318,6 +319,7 @@ class Bindings:
         _check_tenant(tenant_id)
         if not await self.store.delete(tenant_id, binding_id):
             raise not_found(binding_id)
+        await self._events.changed(binding_id)
         log.info("binding deleted", tenant=tenant_id, binding=binding_id)
 
     async def pause(self, tenant_id: str, binding_id: str) -> Binding:
@@ -327,6 +329,7 @@ class Bindings:
         doc = await self.store.set_status(tenant_id, binding_id, PAUSED, self.clock())
         if doc is None:
             raise not_found(binding_id)
+        await self._events.changed(binding_id)
         return binding_from_doc(doc)
 
     async def resume(self, tenant_id: str, binding_id: str) -> Binding:
@@ -342,6 +345,7 @@ class Bindings:
             {"nextRefreshAt": self._next_fire(current["refreshPolicy"], now)})
         if doc is None:
             raise not_found(binding_id)
+        await self._events.changed(binding_id)
         return binding_from_doc(doc)
 
     # --------------------------------------------------------------- data ----
@@ -591,6 +595,7 @@ class Bindings:
             log.info("binding changed during a refresh; its outcome is dropped",
                      binding=doc["_id"])
             return False
+        await self._events.changed(str(doc["_id"]))
         status = doc["status"] if doc["status"] == PAUSED else (outcome.status or doc["status"])
         await self._publish({**doc, **outcome.fields, "status": status}, outcome,
                             event_source, now)

@@ -25,7 +25,14 @@ class TemplateMapping(Protocol):
 
 
 class EventSink(Protocol):
-    """``litho.events.v1.binding.updated`` and ``binding.failed``."""
+    """``litho.events.v1.binding.updated`` and ``binding.failed``, and the
+    core-NATS note that a binding's document changed."""
+
+    async def changed(self, binding_id: str) -> None:
+        """The binding's configuration, status or data changed: renderer
+        replicas drop what they memoised of it. Never raises (a note that is
+        lost costs at most the memo's time to live)."""
+        ...
 
     async def updated(self, *, binding_id: str, tenant_id: str, template_id: str,
                       data_hash: str, format: str, source: str, fetched_at: float,

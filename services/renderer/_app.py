@@ -23,6 +23,7 @@ from services.renderer._batch_queue import NatsBatchEvents, NatsItemQueue
 from services.renderer._batch_queue import consumer as batch_consumer
 from services.renderer._batches import Batches, BatchLimits
 from services.renderer._binding_client import GrpcBindingClient
+from services.renderer._binding_memo import BindingMemo, NatsLink, following_changes
 from services.renderer._binding_prerender import Prerenderer
 from services.renderer._binding_prerender import consumer as prerender_consumer
 from services.renderer._bindings import BindingRenders
@@ -34,6 +35,7 @@ from services.renderer._pipeline import CaptureSpec, Output, RenderPipeline
 from services.renderer._pool import PagePool
 from services.renderer._servicer import RendererServicer, options_from_proto
 from services.renderer._settings import RendererSettings
+from services.renderer._source_memo import SourceMemo
 from services.renderer._spec import Limits
 from services.renderer._subresources import SubresourceFetcher
 from services.renderer._template_client import GrpcTemplateSource
@@ -120,8 +122,13 @@ async def build(host: Host[RendererSettings]) -> None:
         render_id_secret=settings.renderer_render_id_secret.get_secret_value().encode(),
         reuse_warned_seconds=settings.renderer_warned_reuse_seconds,
         data_sources=binding_service,
+        source_cache=SourceMemo(max_bytes=settings.renderer_data_source_memo_bytes),
     )
-    bindings = BindingRenders(binding_service, pipeline.render)
+    memo = BindingMemo(binding_service, NatsLink(nc),
+                       max_age=settings.renderer_binding_memo_seconds,
+                       max_bytes=settings.renderer_binding_memo_bytes)
+    await stack.enter_async_context(following_changes(nc, memo))
+    bindings = BindingRenders(memo, pipeline.render)
     publisher = messaging.Publisher(js)
     batches = Batches(
         await host.document_store(), queue=NatsItemQueue(publisher),

@@ -202,6 +202,18 @@ class FetchedSource:
     from_cache: bool
 
 
+@dataclass(frozen=True)
+class KnownSource:
+    """Fresh data this replica holds for a request a template made before,
+    offered with its next expansion (see ``SourceCache``)."""
+
+    name: str
+    #: ``litho.datasources.source_key`` of the request.
+    key: str
+    data_json: str
+    fetch_time: float
+
+
 #: Origins of a source's data in a render.
 FETCHED, CACHE = "fetched", "cache"
 
@@ -226,14 +238,29 @@ class Expanded:
     fonts: tuple[FontFace, ...] = ()
     #: Declared data sources to fetch before expanding again (html is empty).
     pending: tuple[PendingSource, ...] = ()
+    #: The names of the offered known sources the document was expanded with.
+    known_used: tuple[str, ...] = ()
 
 
 class TemplateSource(Protocol):
     async def expand(
         self, tenant_id: str, template_id: str, version: int, variables_json: str,
         *, coerce_strings: bool = False, inline: InlineSource | None = None,
-        data_json: str = "",
+        data_json: str = "", known: Sequence[KnownSource] = (),
     ) -> Expanded: ...
+
+
+class SourceCache(Protocol):
+    """This replica's data of templates' sources while it is fresh."""
+
+    def known(self, tenant_id: str, template_id: str) -> tuple[KnownSource, ...]:
+        """What to offer with the template's expansion."""
+        ...
+
+    def lookup(self, tenant_id: str, source: PendingSource) -> FetchedSource | None: ...
+
+    def keep(self, tenant_id: str, template_id: str, pending: Sequence[PendingSource],
+             fetched: dict[str, FetchedSource]) -> None: ...
 
 
 class DataSources(Protocol):
@@ -273,6 +300,7 @@ class RenderPipeline:
         render_id_secret: bytes,
         reuse_warned_seconds: float = 10.0,
         data_sources: DataSources | None = None,
+        source_cache: SourceCache | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if len(render_id_secret) < 32:
@@ -286,6 +314,7 @@ class RenderPipeline:
         self._events = events
         self._limits = limits
         self._data_sources = data_sources
+        self._source_cache = source_cache
         self._clock = clock
         # One render per render id at a time: identical concurrent requests of
         # one tenant share it (ids differ between tenants, so never across them).
@@ -383,23 +412,40 @@ class RenderPipeline:
     async def _expand_one(
         self, request: RenderRequest, variables_json: str,
     ) -> tuple[Expanded, tuple[DataSourceUse, ...]]:
+        cache = self._source_cache
+        known = (cache.known(request.tenant_id, request.template_id)
+                 if cache is not None and request.inline is None else ())
         expanded = await self._templates.expand(
             request.tenant_id, request.template_id, request.version, variables_json,
-            coerce_strings=request.coerce_strings, inline=request.inline)
+            coerce_strings=request.coerce_strings, inline=request.inline, known=known)
         if not expanded.pending:
-            return expanded, ()
+            return expanded, self._uses([
+                FetchedSource(name=k.name, data_json="", fetch_time=k.fetch_time,
+                              from_cache=True)
+                for k in known if k.name in expanded.known_used])
         if self._data_sources is None:
             raise LithoError("this renderer has no binding service to fetch the "
                              "template's data sources from")
-        with _tracer.start_as_current_span("fetch data sources", attributes={
-                "litho.data_sources": len(expanded.pending)}):
-            fetched = await self._data_sources.fetch(request.tenant_id, expanded.pending)
-        wanted = {p.name for p in expanded.pending}
-        got = {f.name: f for f in fetched if f.name in wanted}
-        if len(got) != len(wanted):
-            log.error("the binding service left data sources out",
-                      wanted=sorted(wanted), got=sorted(got))
-            raise LithoError("the template's data sources were not all fetched")
+        got: dict[str, FetchedSource] = {}
+        if cache is not None:
+            for p in expanded.pending:
+                hit = cache.lookup(request.tenant_id, p)
+                if hit is not None:
+                    got[p.name] = hit
+        missing = [p for p in expanded.pending if p.name not in got]
+        if missing:
+            with _tracer.start_as_current_span("fetch data sources", attributes={
+                    "litho.data_sources": len(missing)}):
+                fetched = await self._data_sources.fetch(request.tenant_id, missing)
+            wanted = {p.name for p in missing}
+            got.update((f.name, f) for f in fetched if f.name in wanted)
+            if not wanted <= got.keys():
+                log.error("the binding service left data sources out",
+                          wanted=sorted(wanted), got=sorted(got))
+                raise LithoError("the template's data sources were not all fetched")
+        if cache is not None:
+            cache.keep(request.tenant_id, "" if request.inline else request.template_id,
+                       expanded.pending, got)
         # The binding service answers JSON text; the template service parses
         # the object, so the (up to MiBs of) data is not parsed twice here.
         data_json = "{" + ",".join(f"{json.dumps(name)}:{source.data_json or 'null'}"
@@ -407,12 +453,15 @@ class RenderPipeline:
         # The version that declared the sources, even if a newer one lands meanwhile.
         pinned = replace(request, version=expanded.version) if expanded.version else request
         again = await self._expand_again(pinned, variables_json, data_json)
+        return again, self._uses(list(got.values()))
+
+    def _uses(self, sources: Sequence[FetchedSource]) -> tuple[DataSourceUse, ...]:
         now = self._clock()
-        return again, tuple(
+        return tuple(
             DataSourceUse(name=s.name, fetch_time=s.fetch_time,
                           age_seconds=max(0.0, now - s.fetch_time),
                           origin=CACHE if s.from_cache else FETCHED)
-            for s in got.values())
+            for s in sources)
 
     async def _expand_again(self, request: RenderRequest, variables_json: str,
                             data_json: str) -> Expanded:

@@ -111,6 +111,16 @@ class RendererSettings(BaseServiceSettings, BatchSettings):
     #: (the pool full, a peer away) before its pre-render is given up; the
     #: next GET of the image renders it then.
     renderer_prerender_max_deliver: int = Field(default=5, ge=1, le=100)
+    #: Seconds a replica keeps a binding's resolved variables for
+    #: ``GET /b/{id}.{ext}`` (never past the data's freshness; a change note
+    #: from the binding service drops it at once); 0 asks every time.
+    renderer_binding_memo_seconds: float = Field(default=30.0, ge=0, le=3600)
+    #: Bytes of resolved bindings a replica keeps (their variables' text).
+    renderer_binding_memo_bytes: int = Field(default=16 * 2**20, ge=0, le=2**32)
+    #: Bytes of templates' data sources a replica keeps while their data is
+    #: fresh (within each source's ttlSeconds), so such a render needs no
+    #: hop to the binding service; 0 asks it every time.
+    renderer_data_source_memo_bytes: int = Field(default=32 * 2**20, ge=0, le=2**34)
 
     @field_validator("renderer_base_url")
     @classmethod

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import grpc
 
 from litho.template.v1 import template_pb2 as pb
 from litho.template.v1 import template_pb2_grpc as pb_grpc
-from services.renderer._pipeline import Expanded, FontFace, InlineSource, PendingSource
+from services.renderer._pipeline import (
+    Expanded,
+    FontFace,
+    InlineSource,
+    KnownSource,
+    PendingSource,
+)
 
 
 class GrpcTemplateSource:
@@ -16,7 +24,7 @@ class GrpcTemplateSource:
     async def expand(
         self, tenant_id: str, template_id: str, version: int, variables_json: str,
         *, coerce_strings: bool = False, inline: InlineSource | None = None,
-        data_json: str = "",
+        data_json: str = "", known: Sequence[KnownSource] = (),
     ) -> Expanded:
         response = await self._stub.ExpandTemplate(pb.ExpandTemplateRequest(
             tenant_id=tenant_id, template_id=template_id, version=version,
@@ -24,6 +32,8 @@ class GrpcTemplateSource:
             inline=pb.TemplateSpec(html=inline.html, width=inline.width, height=inline.height)
             if inline else None,
             data_json=data_json,
+            known_data_sources=[pb.KnownDataSource(name=k.name, key=k.key,
+                                                   data_json=k.data_json) for k in known],
         ))
         return Expanded(
             template_id=response.template_id, version=response.version, html=response.html,
@@ -36,6 +46,7 @@ class GrpcTemplateSource:
                                         headers=tuple(sorted(p.headers.items())), body=p.body,
                                         ttl_seconds=p.ttl_seconds)
                           for p in response.pending_data_sources),
+            known_used=tuple(response.known_data_sources_used),
         )
 
     async def latest_version(self, tenant_id: str, template_id: str) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -12,6 +13,7 @@ from typing import Any, Protocol
 
 from opentelemetry import trace
 
+from litho.datasources import source_key
 from litho.errors import FieldError, InvalidArgument
 from litho.lru import Lru
 from litho.outbound import AllowList
@@ -63,6 +65,17 @@ class Expansion:
     #: Declared data sources neither the variables nor the data give: the
     #: caller fetches them and expands again with their data (html is "").
     pending: tuple[PendingSource, ...] = ()
+    #: The caller's known data sources the document was expanded with.
+    known_used: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class _WithSources:
+    """A document expanded with data sources' data, and which of the
+    caller's known sources gave some of it."""
+
+    html: str
+    known_used: tuple[str, ...] = ()
 
 
 class FontsInUse(Protocol):
@@ -175,10 +188,13 @@ class Templates:
     async def expand(
         self, tenant_id: str, template_id: str, version: int, variables_json: str,
         *, coerce: bool = False, data_json: str = "",
+        known: Mapping[str, tuple[str, str]] | None = None,
     ) -> Expansion:
         """The expanded version; for a version that declares data sources the
         variables and ``data_json`` do not all give, the sources to fetch
-        (``Expansion.pending``) and no html."""
+        (``Expansion.pending``) and no html. ``known`` (name: (request key,
+        data JSON), consulted when ``data_json`` is empty) gives a source
+        whose expanded request has that key."""
         if version < 0:
             raise InvalidArgument("version must be 1 or more",
                                   errors=[FieldError("version", "must be 1 or more")])
@@ -195,10 +211,13 @@ class Templates:
             )
             span.set_attribute("litho.template.version", template.version)
             expand: Callable[[Template, str, bool, int | None, float],
-                             str | tuple[PendingSource, ...]]
+                             str | _WithSources | tuple[PendingSource, ...]]
+            known = {} if data_json else dict(known or {})
             if template.data_sources:
-                expand = partial(self._expand_with_sources_sync, data_json=data_json)
-                size = len(template.html) + len(variables_json) + len(data_json)
+                expand = partial(self._expand_with_sources_sync, data_json=data_json,
+                                 known=known)
+                size = (len(template.html) + len(variables_json) + len(data_json)
+                        + sum(len(text) for _, text in known.values()))
             else:
                 expand = self._expand_sync
                 size = len(template.html) + len(variables_json)
@@ -217,17 +236,19 @@ class Templates:
             else:
                 result = await asyncio.to_thread(
                     expand, template, variables_json, coerce, None, deadline)
-            if not isinstance(result, str):
+            if isinstance(result, tuple):
                 span.set_attributes({"litho.template.expanded_in": where,
                                      "litho.template.pending_data_sources": len(result)})
                 return Expansion(template=template, html="", pending=result)
-            html = result
+            html, known_used = ((result.html, result.known_used)
+                                if isinstance(result, _WithSources) else (result, ()))
             span.set_attributes({"litho.template.expanded_in": where,
-                                 "litho.template.html_chars": len(html)})
+                                 "litho.template.html_chars": len(html),
+                                 "litho.template.known_data_sources": len(known_used)})
             fonts = await self._fonts_in(tenant_id, html)
             if fonts:
                 span.set_attribute("litho.template.fonts", len(fonts))
-        return Expansion(template=template, html=html, fonts=fonts)
+        return Expansion(template=template, html=html, fonts=fonts, known_used=known_used)
 
     async def expand_inline(self, tenant_id: str, spec: Spec,
                             variables_json: str) -> Expansion:
@@ -311,13 +332,14 @@ class Templates:
 
     def _expand_with_sources_sync(
         self, template: Template, variables_json: str, coerce: bool, step_cap: int | None,
-        deadline: float, *, data_json: str,
-    ) -> str | tuple[PendingSource, ...]:
+        deadline: float, *, data_json: str, known: Mapping[str, tuple[str, str]],
+    ) -> _WithSources | tuple[PendingSource, ...]:
         """As ``_expand_sync`` for a version with data sources: the sources
         that neither ``variables["data"]`` (an object) nor ``data_json`` give,
-        expanded with the variables, or else the document, rendered with
-        ``data`` = the data overlaid with the variables' own ``data`` (the
-        render's explicit variables win, source by source)."""
+        expanded with the variables, unless ``known`` gives every one of them
+        for the very request it expands to; or else the document, rendered
+        with ``data`` = the data overlaid with the variables' own ``data``
+        (the render's explicit variables win, source by source)."""
         variables = self._variables(template, variables_json, coerce, deadline)
         data: dict[str, Any] = parse_json_object(
             data_json, field=DATA_VARIABLE, max_bytes=self._limits.max_data_bytes,
@@ -326,17 +348,26 @@ class Templates:
         explicit: dict[str, Any] = given if isinstance(given, dict) else {}
         missing = [s for s in template.data_sources
                    if s["name"] not in explicit and s["name"] not in data]
+        known_used: tuple[str, ...] = ()
         if missing:
             def render(text: str, field: str, *, url: bool = False) -> str:
                 return self._render_plain(text, field, variables, step_cap, deadline,
                                           url=url)
 
-            return tuple(pending_source(source, render) for source in missing)
+            pending = tuple(pending_source(source, render) for source in missing)
+            given = _known_for(pending, known)
+            if given is None:
+                return pending
+            data = parse_json_object(
+                "{" + ",".join(f"{json.dumps(name)}:{text}" for name, text in given.items())
+                + "}", field=DATA_VARIABLE, max_bytes=self._limits.max_data_bytes,
+                json_limits=self._limits.json, setting=DATA_BYTES_SETTING)
+            known_used = tuple(given)
         variables[DATA_VARIABLE] = {**data, **explicit}
-        return self._expander.expand(
+        return _WithSources(self._expander.expand(
             template.html, variables, max_output=self._limits.max_output_bytes,
             timeout=self._expand_timeout, deadline=deadline, step_cap=step_cap,
-        )
+        ), known_used)
 
     def _render_plain(self, text: str, field: str, variables: dict[str, Any],
                       step_cap: int | None, deadline: float, *, url: bool = False) -> str:
@@ -456,3 +487,17 @@ def _version_key(template: Template) -> tuple[str, str, int]:
 
 def _page_size(requested: int) -> int:
     return min(requested if requested > 0 else 50, 100)
+
+
+def _known_for(pending: tuple[PendingSource, ...],
+               known: Mapping[str, tuple[str, str]]) -> dict[str, str] | None:
+    """Each pending source's known data (name: JSON text), or None unless the
+    caller knows every one for exactly the request it expands to."""
+    given: dict[str, str] = {}
+    for p in pending:
+        entry = known.get(p.name)
+        if entry is None or entry[0] != source_key(p.url, p.method, p.headers.items(),
+                                                   p.body, p.ttl_seconds):
+            return None
+        given[p.name] = entry[1]
+    return given

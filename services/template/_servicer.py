@@ -201,6 +201,7 @@ class TemplateServicer(pb_grpc.TemplateServiceServicer):
                 request.tenant_id, request.template_id, request.version,
                 request.variables_json, coerce=request.coerce_strings,
                 data_json=request.data_json,
+                known={k.name: (k.key, k.data_json) for k in request.known_data_sources},
             )
         return pb.ExpandTemplateResponse(
             template_id=result.template.id, version=result.template.version,
@@ -211,6 +212,7 @@ class TemplateServicer(pb_grpc.TemplateServiceServicer):
                                      headers=p.headers, body=p.body,
                                      ttl_seconds=p.ttl_seconds)
                 for p in result.pending],
+            known_data_sources_used=result.known_used,
         )
 
     async def EvaluateMapping(

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import Counter
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -132,6 +132,10 @@ class FakeEvents:
     def __init__(self) -> None:
         self.updates: list[dict[str, Any]] = []
         self.failures: list[dict[str, Any]] = []
+        self.changes: list[str] = []
+
+    async def changed(self, binding_id: str) -> None:
+        self.changes.append(binding_id)
 
     async def updated(self, *, binding_id: str, tenant_id: str, template_id: str,
                       data_hash: str, format: str, source: str, fetched_at: float,
@@ -794,6 +798,42 @@ async def test_pause_stops_refreshes_and_resume_restarts_them(world: World) -> N
     assert (await world.bindings.resume(T1, binding.id)).status == ACTIVE
     await world.bindings.resolve(binding.id)
     assert world.server.hits["/items"] == 2
+
+
+async def test_every_write_that_changes_what_renders_notes_the_change(world: World) -> None:
+    """Renderer replicas memoise resolved bindings until a change note: every
+    write a resolve would see sends one, and reads send none."""
+    ttl = await world.bindings.create(T1, spec(world, policy=PolicyInput(
+        type="ttl", ttl_seconds=30)))
+    push = await world.bindings.create(T1, spec(world, source_type="push",
+                                                policy=PolicyInput(type="push")))
+    world.events.changes.clear()
+    await world.bindings.get(T1, ttl.id)
+    await world.bindings.resolve(ttl.id)  # fresh: nothing written
+    await world.bindings.data(T1, ttl.id)
+    assert world.events.changes == []
+    steps: list[tuple[str, Callable[[], Awaitable[object]]]] = [
+        ("update", lambda: world.bindings.update(T1, ttl.id, spec(world, name="renamed"))),
+        ("pause", lambda: world.bindings.pause(T1, ttl.id)),
+        ("resume", lambda: world.bindings.resume(T1, ttl.id)),
+        ("push", lambda: world.bindings.push(push.id, b'{"price": 3}', signature="",
+                                             secret=push.push_secret)),
+    ]
+    for name, step in steps:
+        world.events.changes.clear()
+        await step()
+        assert world.events.changes, name
+    world.clock.now += 100  # stale: the resolve refreshes and stores
+    world.events.changes.clear()
+    await world.bindings.resolve(ttl.id)
+    assert world.events.changes == [ttl.id]
+    world.clock.now += 100
+    world.events.changes.clear()
+    await world.bindings.refresh(T1, ttl.id)
+    assert world.events.changes == [ttl.id]
+    world.events.changes.clear()
+    await world.bindings.delete(T1, ttl.id)
+    assert world.events.changes == [ttl.id]
 
 
 async def test_ids_and_page_tokens_are_checked_whole(world: World) -> None:

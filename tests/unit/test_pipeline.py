@@ -67,7 +67,8 @@ class Templates:
 
     async def expand(self, tenant_id: str, template_id: str, version: int,
                      variables_json: str, *, coerce_strings: bool = False,
-                     inline: object = None, data_json: str = "") -> Expanded:
+                     inline: object = None, data_json: str = "",
+                     known: object = ()) -> Expanded:
         if template_id == "missing":
             raise NotFound("template 'missing' not found")
         return Expanded(template_id, version or 3, self.html.format(v=variables_json), 100, 50)

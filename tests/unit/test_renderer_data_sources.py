@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -15,11 +16,13 @@ from litho.renderer.v1 import renderer_pb2 as pb
 from services.renderer._pipeline import (
     Expanded,
     FetchedSource,
+    KnownSource,
     PendingSource,
     RenderPipeline,
     RenderRequest,
 )
 from services.renderer._servicer import RendererServicer
+from services.renderer._source_memo import MAX_KNOWN_BYTES, SourceMemo, key_of
 from tests.unit.test_pipeline import LIMITS, SECRET, Capture, Events, MemoryBlobs
 
 NOW = 1_800_000_000.0
@@ -33,30 +36,46 @@ class Templates:
 
     def __init__(self) -> None:
         self.calls: list[dict[str, Any]] = []
+        self.alerts_ttl = 0
 
     async def expand(self, tenant_id: str, template_id: str, version: int,
                      variables_json: str, *, coerce_strings: bool = False,
-                     inline: object = None, **kwargs: str) -> Expanded:
-        self.calls.append({"template": template_id, "version": version,
-                           "variables": variables_json, **kwargs})
+                     inline: object = None, data_json: str = "",
+                     known: Sequence[KnownSource] = ()) -> Expanded:
+        call: dict[str, Any] = {"template": template_id, "version": version,
+                                "variables": variables_json}
+        if data_json:
+            call["data_json"] = data_json
+        if known:
+            call["known"] = [k.name for k in known]
+        self.calls.append(call)
         variables = json.loads(variables_json)
         if template_id != "weather":
             return Expanded(template_id, version or 2, f"<p>{variables_json}</p>", 100, 50)
         given = dict(variables.get("data") or {})
-        fetched = json.loads(kwargs.get("data_json") or "{}")
+        fetched = json.loads(data_json or "{}")
         declared = {
             "forecast": PendingSource("forecast", f"https://api.example/f?city={variables['city']}",
                                       headers=(("Accept", "application/json"),), ttl_seconds=60),
             "alerts": PendingSource("alerts", "https://api.example/alerts", method="POST",
-                                    body="{}", ttl_seconds=0),
+                                    body="{}", ttl_seconds=self.alerts_ttl),
         }
         pending = tuple(s for name, s in declared.items()
                         if name not in given and name not in fetched)
+        # As the template service: known data stands in for every pending
+        # source whose request it answered, or for none.
+        offered = {k.name: k for k in known}
+        used: tuple[str, ...] = ()
+        if pending and all(p.name in offered and offered[p.name].key == key_of(p)
+                           for p in pending):
+            fetched = {p.name: json.loads(offered[p.name].data_json) for p in pending}
+            used, pending = tuple(fetched), ()
         if pending:
             return Expanded(template_id, version or 7, "", 100, 50, pending=pending)
         data = {**fetched, **given}
         return Expanded(template_id, version or 7,
-                        f"<p>{variables['city']}: {json.dumps(data, sort_keys=True)}</p>", 100, 50)
+                        f"<p>{variables['city']}: {json.dumps(data, sort_keys=True)}</p>", 100, 50,
+                        known_used=used)
 
 
 class Sources:
@@ -85,11 +104,11 @@ class NoSources:
 
 
 def pipeline(templates: Templates, sources: object, capture: Capture | None = None,
-             ) -> RenderPipeline:
+             memo: SourceMemo | None = None) -> RenderPipeline:
     return RenderPipeline(templates, MemoryBlobs(), capture or Capture(), Events(),
                           limits=LIMITS, base_url="http://document.invalid/",
                           render_id_secret=SECRET, data_sources=sources,  # type: ignore[arg-type]
-                          clock=lambda: NOW)
+                          source_cache=memo, clock=lambda: NOW)
 
 
 def request(template: str = "weather", *variable_sets: str, **fields: Any) -> RenderRequest:
@@ -198,3 +217,97 @@ async def test_render_template_answers_the_data_sources() -> None:
     assert uses["forecast"].origin == "fetched"
     assert uses["forecast"].fetch_time.ToNanoseconds() == int((NOW - 0.5) * 1e9)
     assert uses["alerts"].age_seconds == pytest.approx(30)
+
+
+# ------------------------------------------------- the replica's memo ----
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = NOW
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def memoised(*, alerts_ttl: int = 30) -> tuple[Templates, Sources, RenderPipeline, Clock]:
+    templates, sources, clock = Templates(), Sources(), Clock()
+    templates.alerts_ttl = alerts_ttl
+    sources.from_cache = {"forecast": False, "alerts": False}
+    sources.fetched_at = {"forecast": NOW, "alerts": NOW}
+    memo = SourceMemo(max_bytes=2**20, clock=clock)
+    return templates, sources, pipeline(templates, sources, memo=memo), clock
+
+
+async def test_within_the_ttl_a_render_is_one_expansion_and_no_fetch() -> None:
+    templates, sources, renderer, clock = memoised()
+    first = await renderer.render(request())
+    assert len(sources.calls) == 1 and len(templates.calls) == 2
+    clock.now += 29
+    again = await renderer.render(request())
+    # The memo's data went with the first expansion, which answered the document.
+    assert len(sources.calls) == 1 and len(templates.calls) == 3
+    assert templates.calls[2]["known"] == ["forecast", "alerts"]
+    assert again.render_id == first.render_id and again.cached is True
+    assert {(u.name, u.origin, u.fetch_time) for u in again.data_sources} == {
+        ("forecast", "cache", NOW), ("alerts", "cache", NOW)}
+    clock.now += 1.5  # past the sources' 30 s: asked again, nothing offered
+    sources.fetched_at = {"forecast": clock.now, "alerts": clock.now}
+    await renderer.render(request())
+    assert len(sources.calls) == 2 and "known" not in templates.calls[3]
+
+
+async def test_new_variables_that_move_a_request_fetch_it() -> None:
+    _, sources, renderer, _ = memoised()
+    await renderer.render(request())
+    sources.data["forecast"] = {"t": 5}
+    bergen = await renderer.render(request("weather", '{"city":"Bergen"}'))
+    # Oslo's data was offered and refused (another URL); only Bergen's forecast
+    # is fetched, the alerts (the same request) come from the memo.
+    assert [[s.name for s in asked] for _, asked in sources.calls] == [
+        ["forecast", "alerts"], ["forecast"]]
+    assert {u.name: u.origin for u in bergen.data_sources} == {
+        "forecast": "fetched", "alerts": "cache"}
+    oslo = await renderer.render(request())
+    # Bergen's requests were offered and refused; Oslo's data is still kept.
+    assert len(sources.calls) == 2 and oslo.cached is True
+    assert {u.origin for u in oslo.data_sources} == {"cache"}
+
+
+async def test_a_source_without_a_ttl_is_never_kept() -> None:
+    templates, sources, renderer, _ = memoised(alerts_ttl=0)
+    await renderer.render(request())
+    await renderer.render(request())
+    assert [[s.name for s in asked] for _, asked in sources.calls] == [
+        ["forecast", "alerts"], ["alerts"]]
+    assert all("known" not in c for c in templates.calls)
+
+
+async def test_the_memo_is_kept_per_tenant() -> None:
+    templates, sources, renderer, _ = memoised()
+    await renderer.render(request())
+    other = await renderer.render(replace(request(), tenant_id="t2"))
+    assert [tenant for tenant, _ in sources.calls] == ["t1", "t2"]
+    assert "known" not in templates.calls[2]
+    assert {u.origin for u in other.data_sources} == {"fetched"}
+
+
+def test_the_memo_is_bounded_in_bytes() -> None:
+    clock = Clock()
+    memo = SourceMemo(max_bytes=3000, clock=clock)
+    sources = [PendingSource(f"s{i}", f"https://api.example/{i}", ttl_seconds=60)
+               for i in range(3)]
+    for s in sources:
+        memo.keep("t1", "tpl", [s], {s.name: FetchedSource(s.name, "x" * 1000, NOW, False)})
+    assert len(memo) == 2
+    assert memo.lookup("t1", sources[0]) is None
+    assert memo.lookup("t1", sources[2]) is not None
+    assert memo.known("t1", "tpl")[0].name == "s2"  # the template's last requests
+    big = [PendingSource(f"b{i}", f"https://api.example/b{i}", ttl_seconds=60)
+           for i in range(2)]
+    roomy = SourceMemo(max_bytes=4 * MAX_KNOWN_BYTES, clock=clock)
+    roomy.keep("t1", "big", big, {s.name: FetchedSource(s.name, "x" * (MAX_KNOWN_BYTES // 2 + 1),
+                                                         NOW, False) for s in big})
+    assert len(roomy) == 2 and roomy.known("t1", "big") == ()  # too much to offer at once
+    off = SourceMemo(max_bytes=0, clock=clock)
+    off.keep("t1", "tpl", sources[:1], {"s0": FetchedSource("s0", "1", NOW, False)})
+    assert len(off) == 0 and off.known("t1", "tpl") == ()

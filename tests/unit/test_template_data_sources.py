@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from litho.datasources import source_key
 from litho.docstore import open_document_store
 from litho.errors import InvalidArgument
 from litho.outbound import AllowList
@@ -552,6 +553,63 @@ async def test_expand_template_answers_pending_data_sources_on_the_wire(
         tenant_id="t1", template_id=template_id, version=first.version,
         variables_json='{"sku": "k9"}', data_json='{"inventory": {"price": 3}}'), context)
     assert not second.pending_data_sources and second.html == "<p>3 k9</p>"
+
+
+async def test_known_data_for_the_same_requests_expands_in_one_answer(
+    templates: Templates,
+) -> None:
+    """The renderer offers fresh data it holds for the requests this template
+    made before: taken only for exactly the request each source expands to,
+    and only when every missing source is given so."""
+    template_id = await create(templates, [
+        INVENTORY, {"name": "rates", "url": "https://rates.example.com/", "ttlSeconds": 30}],
+        html="{{ data.inventory.price }}/{{ data.rates.eur }}")
+    first = await templates.expand("t1", template_id, 0, '{"sku": "a1"}')
+    keys = {p.name: source_key(p.url, p.method, p.headers.items(), p.body, p.ttl_seconds)
+            for p in first.pending}
+    known = {"inventory": (keys["inventory"], '{"price": 9}'),
+             "rates": (keys["rates"], '{"eur": 2}')}
+    done = await templates.expand("t1", template_id, 0, '{"sku": "a1"}', known=known)
+    assert done.pending == () and done.html == "9/2"
+    assert sorted(done.known_used) == ["inventory", "rates"]
+    # Another SKU is another request: both sources pending, nothing used.
+    moved = await templates.expand("t1", template_id, 0, '{"sku": "b2"}', known=known)
+    assert [p.name for p in moved.pending] == ["inventory", "rates"] and not moved.known_used
+    # One source unknown: all pending (the caller fetches and expands again).
+    partial = await templates.expand("t1", template_id, 0, '{"sku": "a1"}',
+                                     known={"rates": known["rates"]})
+    assert len(partial.pending) == 2
+    # The variables' own data still wins; a source they give is not needed.
+    mine = await templates.expand(
+        "t1", template_id, 0, json.dumps({"sku": "a1", "data": {"rates": {"eur": 7}}}),
+        known=known)
+    assert mine.html == "9/7" and mine.known_used == ("inventory",)
+    # Known data is bounded as data_json is.
+    with pytest.raises(InvalidArgument) as info:
+        await templates.expand("t1", template_id, 0, '{"sku": "a1"}', known={
+            "inventory": (keys["inventory"], json.dumps("x" * MAX_DATA)),
+            "rates": known["rates"]})
+    assert "LITHO_TEMPLATE_MAX_DATA_BYTES" in str(info.value.errors) + info.value.message
+
+
+async def test_known_data_travels_on_the_wire(templates: Templates) -> None:
+    template_id = await create(templates, [INVENTORY])
+    servicer = TemplateServicer(templates, max_variables_bytes=MAX_VARIABLES)
+    context: Any = None
+    first = await servicer.ExpandTemplate(pb.ExpandTemplateRequest(
+        tenant_id="t1", template_id=template_id, variables_json='{"sku": "k9"}'), context)
+    [p] = first.pending_data_sources
+    key = source_key(p.url, p.method, p.headers.items(), p.body, p.ttl_seconds)
+    answer = await servicer.ExpandTemplate(pb.ExpandTemplateRequest(
+        tenant_id="t1", template_id=template_id, variables_json='{"sku": "k9"}',
+        known_data_sources=[pb.KnownDataSource(name="inventory", key=key,
+                                               data_json='{"price": 4}')]), context)
+    assert answer.html == "<p>4 k9</p>" and list(answer.known_data_sources_used) == ["inventory"]
+    wrong = await servicer.ExpandTemplate(pb.ExpandTemplateRequest(
+        tenant_id="t1", template_id=template_id, variables_json='{"sku": "k9"}',
+        known_data_sources=[pb.KnownDataSource(name="inventory", key="0" * 64,
+                                               data_json='{"price": 4}')]), context)
+    assert wrong.html == "" and len(wrong.pending_data_sources) == 1
 
 
 # ------------------------------------------------- URL encoding and save rules

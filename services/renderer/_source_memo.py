@@ -1,0 +1,138 @@
+"""A replica's memo of templates' data sources while their data is fresh, so
+that a render within a source's TTL costs one template expansion and no hop
+to the binding service, as a render without sources does.
+
+Data is kept by tenant and request key (:func:`litho.datasources.source_key`:
+the expanded URL, method, headers, body and TTL) until ``fetch_time +
+ttlSeconds``, the freshness the template asked for; the binding service's
+cache would answer the same data until then. For each template the memo
+also remembers the requests its last expansion needed, and offers their
+data with the next expansion (``known_data_sources``): when the template
+service expands the same requests, it answers the document at once. When
+the variables change a source's URL, the keys differ, the sources come
+back pending, and the render goes the long way (memo, then the binding
+service) as before.
+
+Bounded in bytes (the data's text), least recently used first out. Keys
+carry the tenant, so one tenant's renders never see another's data; one
+tenant's many sources can only push others' entries out (a slower render,
+never a wrong one).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from litho.datasources import source_key
+from litho.lru import Lru
+from services.renderer._pipeline import FetchedSource, KnownSource, PendingSource
+
+#: What one entry is charged beyond its data's text (key, name, times).
+ENTRY_OVERHEAD = 256
+#: Templates whose last requests are remembered.
+MAX_TEMPLATES = 10_000
+#: The most data offered with one expansion (LITHO_TEMPLATE_MAX_DATA_BYTES'
+#: default): more would only make the request larger than the long way's.
+MAX_KNOWN_BYTES = 2**20
+
+
+def key_of(source: PendingSource) -> str:
+    return source_key(source.url, source.method, source.headers, source.body,
+                      source.ttl_seconds)
+
+
+@dataclass(frozen=True)
+class _Entry:
+    name: str
+    data_json: str
+    fetch_time: float
+    until: float
+    cost: int
+
+
+class SourceMemo:
+    """The renderer pipeline's ``SourceCache``; ``max_bytes`` 0 turns it off."""
+
+    def __init__(self, *, max_bytes: int, clock: Callable[[], float] = time.time) -> None:
+        self._max_bytes = max_bytes
+        self._clock = clock
+        self._entries: OrderedDict[tuple[str, str], _Entry] = OrderedDict()
+        self._bytes = 0
+        self._requests: Lru[tuple[str, str], tuple[tuple[str, str], ...]] = Lru(MAX_TEMPLATES)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def known(self, tenant_id: str, template_id: str) -> tuple[KnownSource, ...]:
+        """The data of every request the template's last expansion needed,
+        when all of it is still fresh (otherwise none: the template service
+        would answer them pending anyway)."""
+        if not template_id:
+            return ()
+        requests = self._requests.get((tenant_id, template_id))
+        if not requests:
+            return ()
+        known = []
+        size = 0
+        for name, key in requests:
+            entry = self._fresh((tenant_id, key))
+            size += len(entry.data_json) if entry is not None else 0
+            if entry is None or size > MAX_KNOWN_BYTES:
+                return ()
+            known.append(KnownSource(name=name, key=key, data_json=entry.data_json,
+                                     fetch_time=entry.fetch_time))
+        return tuple(known)
+
+    def lookup(self, tenant_id: str, source: PendingSource) -> FetchedSource | None:
+        entry = self._fresh((tenant_id, key_of(source)))
+        if entry is None:
+            return None
+        return FetchedSource(name=source.name, data_json=entry.data_json,
+                             fetch_time=entry.fetch_time, from_cache=True)
+
+    def keep(self, tenant_id: str, template_id: str, pending: Sequence[PendingSource],
+             fetched: dict[str, FetchedSource]) -> None:
+        """Keep each source's data until its TTL runs out, and remember the
+        requests as the template's (a one-shot template, without an id, has
+        none to remember)."""
+        if self._max_bytes <= 0:
+            return
+        requests = []
+        for source in pending:
+            key = key_of(source)
+            requests.append((source.name, key))
+            got = fetched.get(source.name)
+            if got is not None:
+                self._put((tenant_id, key), source, got)
+        if template_id:
+            self._requests.put((tenant_id, template_id), tuple(requests))
+
+    def _put(self, key: tuple[str, str], source: PendingSource, got: FetchedSource) -> None:
+        until = got.fetch_time + source.ttl_seconds
+        cost = len(got.data_json) + ENTRY_OVERHEAD
+        if until <= self._clock() or cost > self._max_bytes:
+            return
+        self._drop(key)
+        self._entries[key] = _Entry(source.name, got.data_json, got.fetch_time, until, cost)
+        self._bytes += cost
+        while self._bytes > self._max_bytes:
+            _, oldest = self._entries.popitem(last=False)
+            self._bytes -= oldest.cost
+
+    def _fresh(self, key: tuple[str, str]) -> _Entry | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        if self._clock() >= entry.until:
+            self._drop(key)
+            return None
+        self._entries.move_to_end(key)
+        return entry
+
+    def _drop(self, key: tuple[str, str]) -> None:
+        entry = self._entries.pop(key, None)
+        if entry is not None:
+            self._bytes -= entry.cost
