@@ -35,6 +35,10 @@ class Lru(Generic[K, V]):
             while len(self._items) > self._size:
                 self._items.popitem(last=False)
 
+    def pop(self, key: K) -> V | None:
+        with self._lock:
+            return self._items.pop(key, None)
+
     def __len__(self) -> int:
         with self._lock:
             return len(self._items)

@@ -70,14 +70,20 @@ def failed_msg_id(binding_id: str, error: str, at: float) -> str:
 class NatsBindingEvents:
     """Publishes and waits for the stream's ack, so the domain knows whether a
     failure was reported (it reports it again at the next failure if not).
-    Change notes are core NATS: flushed before the write answers, so that a
-    replica has dropped its memo before the writer's next GET can arrive."""
+    Change notes are core NATS, flushed to the server before the write
+    answers (so replicas usually have them within milliseconds)."""
 
     def __init__(self, publisher: Publisher, nc: Nats) -> None:
         self._publisher = publisher
         self._nc = nc
 
     async def changed(self, binding_id: str) -> None:
+        if not self._nc.is_connected:
+            # Replicas that miss notes while the connection is down forget
+            # everything when it is back; a buffered note would only wait.
+            log.warning("binding change note not sent: NATS is not connected",
+                        binding=binding_id)
+            return
         try:
             await self._nc.publish(BINDING_CHANGED_SUBJECT, binding_id.encode())
             await self._nc.flush(timeout=CHANGED_FLUSH_TIMEOUT)

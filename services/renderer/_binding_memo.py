@@ -19,6 +19,7 @@ serves its error) are never memoised.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
@@ -35,8 +36,8 @@ from services.renderer._bindings import BindingResolver, ResolvedBinding
 
 log = get_logger(__name__)
 
-#: What one entry is charged beyond its variables' text (ids, options).
-ENTRY_OVERHEAD = 512
+#: What one entry is charged beyond its variables' text (ids, options, dataclasses).
+ENTRY_OVERHEAD = 1024
 
 
 class Link(Protocol):
@@ -67,7 +68,8 @@ class _Entry:
 
 class BindingMemo:
     """A :class:`BindingResolver` in front of another, bounded by
-    ``max_bytes`` (least recently used first out) and by ``max_age``
+    ``max_bytes`` (the variables' text as Python holds it, plus a fixed
+    overhead per entry; least recently used first out) and by ``max_age``
     seconds per entry; ``max_age`` 0 turns it off."""
 
     def __init__(self, resolver: BindingResolver, link: Link, *, max_age: float,
@@ -145,7 +147,7 @@ class BindingMemo:
         until = now + self._max_age
         if value.fresh_until is not None:
             until = min(until, value.fresh_until)
-        cost = len(value.variables_json) + ENTRY_OVERHEAD
+        cost = sys.getsizeof(value.variables_json) + ENTRY_OVERHEAD
         if until <= now or cost > self._max_bytes:
             return
         self._drop(binding_id)

@@ -253,14 +253,17 @@ class TemplateSource(Protocol):
 class SourceCache(Protocol):
     """This replica's data of templates' sources while it is fresh."""
 
-    def known(self, tenant_id: str, template_id: str) -> tuple[KnownSource, ...]:
-        """What to offer with the template's expansion."""
+    def known(self, tenant_id: str, template_id: str,
+              variables_json: str) -> tuple[KnownSource, ...]:
+        """What to offer with the expansion of the template with these variables."""
         ...
 
     def lookup(self, tenant_id: str, source: PendingSource) -> FetchedSource | None: ...
 
-    def keep(self, tenant_id: str, template_id: str, pending: Sequence[PendingSource],
-             fetched: dict[str, FetchedSource]) -> None: ...
+    def keep(self, tenant_id: str, template_id: str, variables_json: str,
+             pending: Sequence[PendingSource], fetched: dict[str, FetchedSource]) -> None: ...
+
+    def forget(self, tenant_id: str, template_id: str, variables_json: str) -> None: ...
 
 
 class DataSources(Protocol):
@@ -413,12 +416,14 @@ class RenderPipeline:
         self, request: RenderRequest, variables_json: str,
     ) -> tuple[Expanded, tuple[DataSourceUse, ...]]:
         cache = self._source_cache
-        known = (cache.known(request.tenant_id, request.template_id)
+        known = (cache.known(request.tenant_id, request.template_id, variables_json)
                  if cache is not None and request.inline is None else ())
         expanded = await self._templates.expand(
             request.tenant_id, request.template_id, request.version, variables_json,
             coerce_strings=request.coerce_strings, inline=request.inline, known=known)
         if not expanded.pending:
+            if known and not expanded.known_used and cache is not None:
+                cache.forget(request.tenant_id, request.template_id, variables_json)
             return expanded, self._uses([
                 FetchedSource(name=k.name, data_json="", fetch_time=k.fetch_time,
                               from_cache=True)
@@ -445,7 +450,7 @@ class RenderPipeline:
                 raise LithoError("the template's data sources were not all fetched")
         if cache is not None:
             cache.keep(request.tenant_id, "" if request.inline else request.template_id,
-                       expanded.pending, got)
+                       variables_json, expanded.pending, got)
         # The binding service answers JSON text; the template service parses
         # the object, so the (up to MiBs of) data is not parsed twice here.
         data_json = "{" + ",".join(f"{json.dumps(name)}:{source.data_json or 'null'}"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -358,16 +357,27 @@ class Templates:
             given = _known_for(pending, known)
             if given is None:
                 return pending
-            data = parse_json_object(
-                "{" + ",".join(f"{json.dumps(name)}:{text}" for name, text in given.items())
-                + "}", field=DATA_VARIABLE, max_bytes=self._limits.max_data_bytes,
-                json_limits=self._limits.json, setting=DATA_BYTES_SETTING)
+            data = self._known_data(given)
             known_used = tuple(given)
         variables[DATA_VARIABLE] = {**data, **explicit}
         return _WithSources(self._expander.expand(
             template.html, variables, max_output=self._limits.max_output_bytes,
             timeout=self._expand_timeout, deadline=deadline, step_cap=step_cap,
         ), known_used)
+
+    def _known_data(self, given: Mapping[str, str]) -> dict[str, Any]:
+        """The caller's known data, each source parsed apart (one level down,
+        as ``data_json`` would hold it) and bounded in all by the data limit."""
+        limit = self._limits.max_data_bytes
+        size = sum(len(text.encode("utf-8", "surrogatepass")) for text in given.values())
+        if size > limit:
+            raise InvalidArgument(
+                f"{DATA_VARIABLE} is larger than {limit} bytes ({DATA_BYTES_SETTING})",
+                errors=[FieldError(DATA_VARIABLE, f"at most {limit} bytes ({DATA_BYTES_SETTING})")])
+        nested = replace(self._limits.json, max_depth=max(1, self._limits.json.max_depth - 1))
+        return {name: parse_json_value(text, field=f"{DATA_VARIABLE}.{name}", max_bytes=limit,
+                                       json_limits=nested, setting=DATA_BYTES_SETTING)
+                for name, text in given.items()}
 
     def _render_plain(self, text: str, field: str, variables: dict[str, Any],
                       step_cap: int | None, deadline: float, *, url: bool = False) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
@@ -182,7 +183,7 @@ async def test_bounded_by_bytes_least_recently_used_first(parts: Parts) -> None:
     big = '{"text": "' + "x" * 1000 + '"}'
     for name in ("a", "b", "c"):
         resolver.answers[name] = resolved(name, variables=big)
-    memo = memo_of(parts, max_bytes=2 * (len(big) + ENTRY_OVERHEAD))
+    memo = memo_of(parts, max_bytes=2 * (sys.getsizeof(big) + ENTRY_OVERHEAD))
     await memo.resolve("a")
     await memo.resolve("b")
     await memo.resolve("a")  # a is the most recently used

@@ -5,6 +5,7 @@ behind the pipeline's ports."""
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
@@ -22,7 +23,7 @@ from services.renderer._pipeline import (
     RenderRequest,
 )
 from services.renderer._servicer import RendererServicer
-from services.renderer._source_memo import MAX_KNOWN_BYTES, SourceMemo, key_of
+from services.renderer._source_memo import ENTRY_OVERHEAD, MAX_KNOWN_BYTES, SourceMemo, key_of
 from tests.unit.test_pipeline import LIMITS, SECRET, Capture, Events, MemoryBlobs
 
 NOW = 1_800_000_000.0
@@ -37,6 +38,8 @@ class Templates:
     def __init__(self) -> None:
         self.calls: list[dict[str, Any]] = []
         self.alerts_ttl = 0
+        #: Off: a new version of "weather" that declares no sources.
+        self.declares = True
 
     async def expand(self, tenant_id: str, template_id: str, version: int,
                      variables_json: str, *, coerce_strings: bool = False,
@@ -52,6 +55,8 @@ class Templates:
         variables = json.loads(variables_json)
         if template_id != "weather":
             return Expanded(template_id, version or 2, f"<p>{variables_json}</p>", 100, 50)
+        if not self.declares:
+            return Expanded(template_id, version or 8, f"<p>{variables['city']}</p>", 100, 50)
         given = dict(variables.get("data") or {})
         fetched = json.loads(data_json or "{}")
         declared = {
@@ -257,20 +262,32 @@ async def test_within_the_ttl_a_render_is_one_expansion_and_no_fetch() -> None:
 
 
 async def test_new_variables_that_move_a_request_fetch_it() -> None:
-    _, sources, renderer, _ = memoised()
+    templates, sources, renderer, _ = memoised()
     await renderer.render(request())
     sources.data["forecast"] = {"t": 5}
     bergen = await renderer.render(request("weather", '{"city":"Bergen"}'))
-    # Oslo's data was offered and refused (another URL); only Bergen's forecast
-    # is fetched, the alerts (the same request) come from the memo.
+    # Variables never seen offer nothing; only Bergen's forecast is fetched,
+    # the alerts (the same request) come from the memo.
+    assert "known" not in templates.calls[2]
     assert [[s.name for s in asked] for _, asked in sources.calls] == [
         ["forecast", "alerts"], ["forecast"]]
     assert {u.name: u.origin for u in bergen.data_sources} == {
         "forecast": "fetched", "alerts": "cache"}
+    calls = len(templates.calls)
     oslo = await renderer.render(request())
-    # Bergen's requests were offered and refused; Oslo's data is still kept.
+    # Each set of variables is offered its own requests' data: one expansion.
     assert len(sources.calls) == 2 and oslo.cached is True
+    assert len(templates.calls) == calls + 1 and templates.calls[-1]["known"]
     assert {u.origin for u in oslo.data_sources} == {"cache"}
+
+
+async def test_data_no_longer_needed_is_offered_no_more() -> None:
+    templates, _, renderer, _ = memoised()
+    await renderer.render(request())
+    templates.declares = False  # a new version without sources
+    await renderer.render(request())
+    await renderer.render(request())
+    assert [bool(c.get("known")) for c in templates.calls[2:]] == [True, False]
 
 
 async def test_a_source_without_a_ttl_is_never_kept() -> None:
@@ -293,21 +310,29 @@ async def test_the_memo_is_kept_per_tenant() -> None:
 
 def test_the_memo_is_bounded_in_bytes() -> None:
     clock = Clock()
-    memo = SourceMemo(max_bytes=3000, clock=clock)
+    text = "x" * 1000
+    memo = SourceMemo(max_bytes=2 * (sys.getsizeof(text) + ENTRY_OVERHEAD) + 10, clock=clock)
     sources = [PendingSource(f"s{i}", f"https://api.example/{i}", ttl_seconds=60)
                for i in range(3)]
     for s in sources:
-        memo.keep("t1", "tpl", [s], {s.name: FetchedSource(s.name, "x" * 1000, NOW, False)})
+        memo.keep("t1", "tpl", "{}", [s], {s.name: FetchedSource(s.name, text, NOW, False)})
     assert len(memo) == 2
     assert memo.lookup("t1", sources[0]) is None
     assert memo.lookup("t1", sources[2]) is not None
-    assert memo.known("t1", "tpl")[0].name == "s2"  # the template's last requests
+    assert memo.known("t1", "tpl", "{}")[0].name == "s2"  # the last requests of these variables
+    assert memo.known("t1", "tpl", '{"a": 1}') == ()
+    # Charged as Python holds the text: 1,000 emoji (four bytes each) do not
+    # fit where two entries of 1,000 ASCII characters do.
+    wide = SourceMemo(max_bytes=2 * (sys.getsizeof(text) + ENTRY_OVERHEAD) + 10, clock=clock)
+    wide.keep("t1", "tpl", "{}", sources[:1],
+              {"s0": FetchedSource("s0", "\U0001F600" * 1000, NOW, False)})
+    assert len(wide) == 0
     big = [PendingSource(f"b{i}", f"https://api.example/b{i}", ttl_seconds=60)
            for i in range(2)]
     roomy = SourceMemo(max_bytes=4 * MAX_KNOWN_BYTES, clock=clock)
-    roomy.keep("t1", "big", big, {s.name: FetchedSource(s.name, "x" * (MAX_KNOWN_BYTES // 2 + 1),
-                                                         NOW, False) for s in big})
-    assert len(roomy) == 2 and roomy.known("t1", "big") == ()  # too much to offer at once
+    roomy.keep("t1", "big", "{}", big, {s.name: FetchedSource(
+        s.name, "x" * (MAX_KNOWN_BYTES // 2 + 1), NOW, False) for s in big})
+    assert len(roomy) == 2 and roomy.known("t1", "big", "{}") == ()  # too much at once
     off = SourceMemo(max_bytes=0, clock=clock)
-    off.keep("t1", "tpl", sources[:1], {"s0": FetchedSource("s0", "1", NOW, False)})
-    assert len(off) == 0 and off.known("t1", "tpl") == ()
+    off.keep("t1", "tpl", "{}", sources[:1], {"s0": FetchedSource("s0", "1", NOW, False)})
+    assert len(off) == 0 and off.known("t1", "tpl", "{}") == ()

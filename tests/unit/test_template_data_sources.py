@@ -590,6 +590,11 @@ async def test_known_data_for_the_same_requests_expands_in_one_answer(
             "inventory": (keys["inventory"], json.dumps("x" * MAX_DATA)),
             "rates": known["rates"]})
     assert "LITHO_TEMPLATE_MAX_DATA_BYTES" in str(info.value.errors) + info.value.message
+    # Each source's data is one JSON value: nothing spliced in beside it.
+    with pytest.raises(InvalidArgument):
+        await templates.expand("t1", template_id, 0, '{"sku": "a1"}', known={
+            "inventory": (keys["inventory"], '{"price": 9}, "x": "injected"'),
+            "rates": known["rates"]})
 
 
 async def test_known_data_travels_on_the_wire(templates: Templates) -> None:
