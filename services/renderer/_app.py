@@ -14,6 +14,7 @@ from playwright.async_api import async_playwright
 from litho import lifecycle, messaging
 from litho.consumers import ConsumerOptions
 from litho.logs import get_logger
+from litho.notes import NatsLink
 from litho.outbound import OutboundGuard
 from litho.renderer.v1 import renderer_pb2, renderer_pb2_grpc
 from litho.service import Host
@@ -23,7 +24,7 @@ from services.renderer._batch_queue import NatsBatchEvents, NatsItemQueue
 from services.renderer._batch_queue import consumer as batch_consumer
 from services.renderer._batches import Batches, BatchLimits
 from services.renderer._binding_client import GrpcBindingClient
-from services.renderer._binding_memo import BindingMemo, NatsLink, following_changes
+from services.renderer._binding_memo import BindingMemo, following_changes
 from services.renderer._binding_prerender import Prerenderer
 from services.renderer._binding_prerender import consumer as prerender_consumer
 from services.renderer._bindings import BindingRenders

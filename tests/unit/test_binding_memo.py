@@ -16,8 +16,9 @@ from nats.aio.client import Client as Nats
 
 from litho import messaging
 from litho.errors import FailedPrecondition
+from litho.notes import NatsLink
 from services.binding._adapters import NatsBindingEvents
-from services.renderer._binding_memo import ENTRY_OVERHEAD, BindingMemo, NatsLink, following_changes
+from services.renderer._binding_memo import ENTRY_OVERHEAD, BindingMemo, following_changes
 from services.renderer._bindings import ResolvedBinding
 from tests.support.nats_server import NatsServer, start_nats
 

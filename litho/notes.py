@@ -1,0 +1,184 @@
+"""A replica's memo of another service's answers, kept until change notes say
+otherwise.
+
+The owning service publishes a key on a core NATS subject (no stream:
+nothing kept) after every write that changes the answer for it, and flushes
+it to the server before the write answers; every replica subscribes (no
+queue group) and drops that key. An entry is otherwise kept until the first
+of its own end (``until``: when the answer stops being true by itself) and
+the memo's time to live. Notes are not kept by the server, so a replica
+whose connection dropped may have missed some: it forgets everything, and
+keeps nothing while it is disconnected. A load that was under way when a
+note for its key came is not kept (it may have read the state before the
+write). Errors are never kept.
+
+Users: the renderer's memo of resolved bindings (``GET /b/``) and the
+gateway's memo of experiments (``GET /s/``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
+from typing import Generic, Protocol, TypeVar
+
+from nats.aio.client import Client as Nats
+from nats.aio.msg import Msg
+
+from litho.logs import get_logger
+
+log = get_logger(__name__)
+
+V = TypeVar("V")
+
+
+class Link(Protocol):
+    def generation(self) -> int | None:
+        """Which connection the notes arrive on: None while disconnected, and
+        a new number after every reconnect (notes may have been missed)."""
+        ...
+
+
+class NatsLink:
+    """:class:`Link` of a nats-py client: its reconnect count."""
+
+    def __init__(self, nc: Nats) -> None:
+        self._nc = nc
+
+    def generation(self) -> int | None:
+        if not self._nc.is_connected:
+            return None
+        return int(self._nc.stats["reconnects"])
+
+
+@dataclass(frozen=True)
+class _Entry(Generic[V]):
+    value: V
+    until: float
+    cost: int
+
+
+class NotedMemo(Generic[V]):
+    """Answers by key, bounded by ``max_bytes`` (``cost`` of each; least
+    recently used first out) and by ``max_age`` seconds per entry (and by
+    ``until`` of the answer, when it gives one); ``max_age`` 0 keeps
+    nothing."""
+
+    def __init__(self, link: Link, *, name: str, max_age: float, max_bytes: int,
+                 cost: Callable[[V], int],
+                 until: Callable[[V], float | None] = lambda _: None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self._link = link
+        self._name = name
+        self.max_age = max_age
+        self._max_bytes = max_bytes
+        self._cost = cost
+        self._until = until
+        self._clock = clock
+        self._entries: OrderedDict[str, _Entry[V]] = OrderedDict()
+        self._bytes = 0
+        #: Loads under way per key, and the keys a note came for meanwhile
+        #: (their answers are not kept).
+        self._loading: dict[str, int] = {}
+        self._noted: set[str] = set()
+        self._generation: int | None = None
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    async def get(self, key: str, load: Callable[[], Awaitable[V]]) -> V:
+        """The kept answer for ``key``, or ``load()``'s (kept when it may be)."""
+        if self.max_age <= 0:
+            return await load()
+        generation = self._current_generation()
+        entry = self._entries.get(key)
+        if entry is not None and generation is not None:
+            if self._clock() < entry.until:
+                self._entries.move_to_end(key)
+                return entry.value
+            self._drop(key)
+        self._loading[key] = self._loading.get(key, 0) + 1
+        try:
+            value = await load()
+        finally:
+            noted = self._done_loading(key)
+        if (generation is not None and not noted
+                and self._current_generation() == generation):
+            self._keep(key, value)
+        return value
+
+    def changed(self, key: str) -> None:
+        """A change note: forget the key, and any answer under way for it."""
+        self._drop(key)
+        if key in self._loading:
+            self._noted.add(key)
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self._bytes = 0
+        self._noted.update(self._loading)
+
+    def _current_generation(self) -> int | None:
+        """The link's generation; everything is forgotten when it moved."""
+        generation = self._link.generation()
+        if generation != self._generation:
+            if self._entries:
+                log.info("memo cleared: the change notes' connection dropped",
+                         memo=self._name, entries=len(self._entries))
+            self.clear()
+            self._generation = generation
+        return generation
+
+    def _done_loading(self, key: str) -> bool:
+        noted = key in self._noted
+        left = self._loading[key] - 1
+        if left:
+            self._loading[key] = left
+        else:
+            del self._loading[key]
+            self._noted.discard(key)
+        return noted
+
+    def _keep(self, key: str, value: V) -> None:
+        now = self._clock()
+        until = now + self.max_age
+        own = self._until(value)
+        if own is not None:
+            until = min(until, own)
+        cost = self._cost(value)
+        if until <= now or cost > self._max_bytes:
+            return
+        self._drop(key)
+        self._entries[key] = _Entry(value, until, cost)
+        self._bytes += cost
+        while self._bytes > self._max_bytes:
+            _, oldest = self._entries.popitem(last=False)
+            self._bytes -= oldest.cost
+
+    def _drop(self, key: str) -> None:
+        entry = self._entries.pop(key, None)
+        if entry is not None:
+            self._bytes -= entry.cost
+
+
+def following(nc: Nats, subject: str,
+              on_note: Callable[[str], None]) -> AbstractAsyncContextManager[None]:
+    """Call ``on_note`` with each note's text on ``subject`` while entered
+    (a plain subscription, no queue group: every replica gets every note)."""
+
+    @asynccontextmanager
+    async def running() -> AsyncIterator[None]:
+        async def on_msg(msg: Msg) -> None:
+            on_note(msg.data.decode("utf-8", "replace"))
+
+        subscription = await nc.subscribe(subject, cb=on_msg)
+        try:
+            yield
+        finally:
+            if nc.is_connected:
+                await subscription.unsubscribe()
+
+    return running()
