@@ -28,7 +28,7 @@ import aiohttp
 from aiohttp import web
 from PIL import Image, ImageChops, ImageStat
 
-from bench import _batch, _bindings, _satori, _spans
+from bench import _batch, _bindings, _experiments, _satori, _spans
 from bench._card import CARD_HTML
 from bench._procs import tree_pss_bytes
 from bench._stats import summary_ms
@@ -334,8 +334,8 @@ def expansion() -> dict[str, Any]:
             "p95Us": round(result.p95_us, 1), "minUs": round(result.min_us, 1)}
 
 
-SECTIONS = ("warm", "bindings", "cold", "floor", "peer", "throughput", "tracing", "soak",
-            "stages", "batch")
+SECTIONS = ("warm", "bindings", "experiments", "cold", "floor", "peer", "throughput", "tracing",
+            "soak", "stages", "batch")
 
 
 async def main(only: Sequence[str] = SECTIONS) -> None:
@@ -386,6 +386,11 @@ async def _main_stack(b: Bench, report: dict[str, Any], only: Sequence[str], *, 
         print("bindings: warm hits through live data…", flush=True)
         report["bindings"] = await _bindings.bindings_section(
             b, avatar.replace("/avatar.png", "/data.json"), 300)
+    if "experiments" in only:
+        print("experiments: GET /s/ warm, under load, counted…", flush=True)
+        report["experiments"] = await _experiments.experiments_section(
+            b, 300, seconds=tp_seconds,
+            pids={name: stack.pid(name) for name in ("gateway", "nats", "experiment")})
     if "cold" in only:
         print("cold renders…", flush=True)
         report["cold"] = await cold_renders(b, samples)
@@ -518,6 +523,8 @@ def _markdown(r: dict[str, Any]) -> str:
         ]
     if "bindings" in r:
         lines += _bindings.markdown(r["bindings"])
+    if "experiments" in r:
+        lines += _experiments.markdown(r["experiments"])
     if "batch" in r:
         lines += _batch.markdown(r["batch"])
     lines += [

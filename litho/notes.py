@@ -8,9 +8,10 @@ queue group) and drops that key. An entry is otherwise kept until the first
 of its own end (``until``: when the answer stops being true by itself) and
 the memo's time to live. Notes are not kept by the server, so a replica
 whose connection dropped may have missed some: it forgets everything, and
-keeps nothing while it is disconnected. A load that was under way when a
-note for its key came is not kept (it may have read the state before the
-write). Errors are never kept.
+keeps nothing while it is disconnected. Concurrent misses of one key share
+one load. A load that was under way when a note for its key came is not
+kept (it may have read the state before the write), and callers that come
+after the note do not share it. Errors are never kept.
 
 Users: the renderer's memo of resolved bindings (``GET /b/``) and the
 gateway's memo of experiments (``GET /s/``).
@@ -18,6 +19,7 @@ gateway's memo of experiments (``GET /s/``).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -84,6 +86,8 @@ class NotedMemo(Generic[V]):
         #: (their answers are not kept).
         self._loading: dict[str, int] = {}
         self._noted: set[str] = set()
+        #: The load under way per key, shared by every miss until a note.
+        self._shared: dict[str, asyncio.Future[V]] = {}
         self._generation: int | None = None
 
     def __len__(self) -> int:
@@ -100,11 +104,31 @@ class NotedMemo(Generic[V]):
                 self._entries.move_to_end(key)
                 return entry.value
             self._drop(key)
+        shared = self._shared.get(key)
+        if shared is not None:
+            try:
+                return await asyncio.shield(shared)
+            except asyncio.CancelledError:
+                if not shared.cancelled():
+                    raise  # this caller was cancelled
+                # The owner was cancelled: load ourselves.
+        future: asyncio.Future[V] = asyncio.get_running_loop().create_future()
+        future.add_done_callback(_consume)
+        self._shared[key] = future
         self._loading[key] = self._loading.get(key, 0) + 1
         try:
             value = await load()
+        except Exception as exc:
+            future.set_exception(exc)
+            raise
+        except BaseException:
+            future.cancel()
+            raise
         finally:
             noted = self._done_loading(key)
+            if self._shared.get(key) is future:
+                del self._shared[key]
+        future.set_result(value)
         if (generation is not None and not noted
                 and self._current_generation() == generation):
             self._keep(key, value)
@@ -113,12 +137,14 @@ class NotedMemo(Generic[V]):
     def changed(self, key: str) -> None:
         """A change note: forget the key, and any answer under way for it."""
         self._drop(key)
+        self._shared.pop(key, None)
         if key in self._loading:
             self._noted.add(key)
 
     def clear(self) -> None:
         self._entries.clear()
         self._bytes = 0
+        self._shared.clear()
         self._noted.update(self._loading)
 
     def _current_generation(self) -> int | None:
@@ -162,6 +188,12 @@ class NotedMemo(Generic[V]):
         entry = self._entries.pop(key, None)
         if entry is not None:
             self._bytes -= entry.cost
+
+
+def _consume(future: asyncio.Future[V]) -> None:
+    # A failure nobody else waited for is not "never retrieved".
+    if not future.cancelled():
+        future.exception()
 
 
 def following(nc: Nats, subject: str,

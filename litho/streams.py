@@ -4,6 +4,7 @@
 | -------------- | ------------------- | ---------- | -------------------------------------- |
 | LITHO_EVENTS   | litho.events.v1.>   | limits     | 7 days; every consumer can read it     |
 | LITHO_JOBS     | litho.jobs.v1.>     | work queue | until one worker acks (or terms) it    |
+| LITHO_COUNTS   | litho.counts.v1.>   | work queue | until the counter acks it              |
 
 Both are file-backed and de-duplicate by ``Nats-Msg-Id`` inside their
 duplicate window. The jobs stream is bounded and discards *new* messages when
@@ -36,10 +37,18 @@ EVENTS_STREAM = "LITHO_EVENTS"
 EVENTS_SUBJECTS = ("litho.events.v1.>",)
 JOBS_STREAM = "LITHO_JOBS"
 JOBS_SUBJECTS = ("litho.jobs.v1.>",)
+COUNTS_STREAM = "LITHO_COUNTS"
+COUNTS_SUBJECTS = ("litho.counts.v1.>",)
+#: One experiment event to count (``litho.events.v1.ExperimentCount``).
+EXPERIMENT_COUNT_SUBJECT = "litho.counts.v1.experiment"
 #: Not a stream (core NATS, nothing kept, no stream may capture it): the id
 #: of a binding whose document changed, so that every renderer replica drops
 #: what it memoised of it. A replica that was disconnected forgets everything.
 BINDING_CHANGED_SUBJECT = "litho.binding.v1.changed"
+#: Not a stream either: ``"{tenantHandle}/{slug}"`` of an experiment whose
+#: document changed in a way ``ResolveExperiment`` would answer differently
+#: (the gateway's memo keys), so every gateway replica drops what it kept.
+EXPERIMENT_CHANGED_SUBJECT = "litho.experiment.v1.changed"
 
 
 @dataclass(frozen=True)
@@ -109,8 +118,32 @@ def jobs_stream(
     )
 
 
+def counts_stream(
+    *,
+    max_age: float = 7 * DAY,
+    max_msgs: int = 10_000_000,
+    max_bytes: int = 1024**3,
+) -> StreamSpec:
+    """Experiment events to count (views, clicks, conversions): many small
+    messages at the rate of an image's views, kept until the counter has
+    them. Apart from the jobs so that a counter that falls behind never
+    fills the batch queue; when this one is full a view is served and not
+    counted (logged by the publisher), never refused."""
+    return StreamSpec(
+        name=COUNTS_STREAM,
+        subjects=COUNTS_SUBJECTS,
+        retention=RetentionPolicy.WORK_QUEUE,
+        max_age=max_age,
+        duplicate_window=120.0,
+        max_msgs=max_msgs,
+        max_bytes=max_bytes,
+        discard=DiscardPolicy.NEW,
+        description="Litho experiment events to count; each is removed once counted",
+    )
+
+
 def default_streams() -> tuple[StreamSpec, ...]:
-    return (events_stream(), jobs_stream())
+    return (events_stream(), jobs_stream(), counts_stream())
 
 
 def _drifted(current: StreamConfig, wanted: StreamConfig) -> list[str]:

@@ -44,6 +44,13 @@ SERVICES: tuple[ServiceSpec, ...] = (
         calls=("template",),
     ),
     ServiceSpec(
+        name="experiment", module="services.experiment",
+        summary="A/B experiments on images (`experiments`: variants, weights, state) and "
+                "their counters (`experiment_counters`); statistics (Beta-Bernoulli)",
+        grpc_service="litho.experiment.v1.ExperimentService", default_port=50054,
+        calls=("template",),
+    ),
+    ServiceSpec(
         name="webhook", module="services.webhook",
         summary="webhook subscriptions (`webhook_subscriptions`), their delivery logs "
                 "(`webhook_deliveries`) and batches' own webhooks (`batch_webhooks`); "
@@ -54,7 +61,7 @@ SERVICES: tuple[ServiceSpec, ...] = (
         name="gateway", module="services.gateway",
         summary="the public HTTP API; API keys (`api_keys`, SHA-256 of each key, "
                 "one tenant per key)",
-        calls=("template", "renderer", "webhook", "binding"),
+        calls=("template", "renderer", "webhook", "binding", "experiment"),
         http_listens="HTTP `LITHO_GATEWAY_HOST:LITHO_GATEWAY_PORT` (127.0.0.1:8080)",
     ),
 )

@@ -40,9 +40,14 @@ RENDER_ID_SECRET_ENV = "LITHO_RENDERER_RENDER_ID_SECRET"
 #: the same way: a new one would leave every stored secret unreadable.
 BINDING_SECRET_KEY_FILE = "binding-secret-key"
 BINDING_SECRET_KEY_ENV = "LITHO_BINDING_SECRET_KEY"
+#: The key of tenants' public experiment handles: a new one moves every
+#: experiment's public URL.
+EXPERIMENT_HANDLE_KEY_FILE = "experiment-handle-key"
+EXPERIMENT_HANDLE_KEY_ENV = "LITHO_EXPERIMENT_HANDLE_KEY"
 #: Each secret setting the stack generates once into the data dir, by file name.
 _KEPT_SECRETS = ((RENDER_ID_SECRET_ENV, RENDER_ID_SECRET_FILE),
-                 (BINDING_SECRET_KEY_ENV, BINDING_SECRET_KEY_FILE))
+                 (BINDING_SECRET_KEY_ENV, BINDING_SECRET_KEY_FILE),
+                 (EXPERIMENT_HANDLE_KEY_ENV, EXPERIMENT_HANDLE_KEY_FILE))
 
 
 def die_with_parent() -> None:

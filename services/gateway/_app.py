@@ -4,20 +4,27 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from litho import messaging
 from litho.binding.v1 import binding_pb2_grpc
 from litho.errors import ConfigError
+from litho.experiment.v1 import experiment_pb2_grpc
 from litho.logs import get_logger
+from litho.notes import NatsLink, NotedMemo, following
 from litho.outbound import AllowList
 from litho.renderer.v1 import renderer_pb2_grpc
 from litho.service import Host
+from litho.streams import EXPERIMENT_CHANGED_SUBJECT
 from litho.template.v1 import template_pb2_grpc
 from litho.webhook.v1 import webhook_pb2_grpc
 from services.gateway import _batches as batches
 from services.gateway import _bindings as bindings
+from services.gateway import _experiment_images as experiment_images
+from services.gateway import _experiments as experiments
 from services.gateway import _fonts as fonts
 from services.gateway import _handlers as h
 from services.gateway import _signed as signed
 from services.gateway import _webhooks as webhooks
+from services.gateway._experiment_images import EXPERIMENT_IMAGES, ExperimentImages, Served
 from services.gateway._images import get_image
 from services.gateway._keys import KeyStore
 from services.gateway._middleware import (
@@ -32,10 +39,12 @@ from services.gateway._state import DEPS, MAX_BODY_BYTES, Deps
 from services.gateway._validation import validation_middleware
 
 log = get_logger(__name__)
+#: Seconds a view waits for JetStream to store its count before it is served uncounted.
+COUNT_PUBLISH_TIMEOUT = 0.5
 
 
-def create_app(deps: Deps, *, max_body_bytes: int,
-               trust_client_trace: bool = False) -> web.Application:
+def create_app(deps: Deps, *, max_body_bytes: int, trust_client_trace: bool = False,
+               images: ExperimentImages | None = None) -> web.Application:
     app = web.Application(
         middlewares=[*tracing_middlewares(trust_client_trace=trust_client_trace),
                      errors_middleware, url_text_middleware, auth_middleware,
@@ -44,6 +53,8 @@ def create_app(deps: Deps, *, max_body_bytes: int,
     )
     app[DEPS] = deps
     app[MAX_BODY_BYTES] = max_body_bytes
+    if images is not None:
+        app[EXPERIMENT_IMAGES] = images
     r = app.router
     r.add_post("/v1/templates", h.create_template)
     r.add_get("/v1/templates", h.list_templates, allow_head=False)
@@ -86,6 +97,21 @@ def create_app(deps: Deps, *, max_body_bytes: int,
     r.add_post("/v1/data-sources/test", bindings.test_data_source)
     r.add_get("/b/{bindingFile}", bindings.get_binding_image)  # also answers HEAD
     r.add_post("/b/{bindingId}/push", bindings.push_binding_data)
+    r.add_post("/v1/experiments", experiments.create_experiment)
+    r.add_get("/v1/experiments", experiments.list_experiments, allow_head=False)
+    r.add_get("/v1/experiments/{experimentId}", experiments.get_experiment, allow_head=False)
+    r.add_patch("/v1/experiments/{experimentId}", experiments.update_experiment)
+    r.add_delete("/v1/experiments/{experimentId}", experiments.delete_experiment)
+    r.add_post("/v1/experiments/{experimentId}/start", experiments.start_experiment)
+    r.add_post("/v1/experiments/{experimentId}/pause", experiments.pause_experiment)
+    r.add_post("/v1/experiments/{experimentId}/complete", experiments.complete_experiment)
+    r.add_post("/v1/experiments/{experimentId}/archive", experiments.archive_experiment)
+    r.add_post("/v1/events", experiments.record_events)
+    r.add_get("/s/{tenantHandle}/{experimentFile}", experiment_images.get_experiment_image)
+    r.add_get("/s/{tenantHandle}/{slug}/click", experiment_images.click_experiment,
+              allow_head=False)
+    r.add_get("/v1/experiments/{experimentId}/stats", experiments.get_experiment_stats,
+              allow_head=False)
     r.add_post("/v1/fonts", fonts.create_font)
     r.add_get("/v1/fonts", fonts.list_fonts, allow_head=False)
     r.add_delete("/v1/fonts/{fontId}", fonts.delete_font)
@@ -148,10 +174,16 @@ async def build(host: Host[GatewaySettings]) -> None:
         bindings=(binding_pb2_grpc.BindingServiceStub(backends["binding"])
                   if "binding" in backends else None),
         binding_max_push_bytes=settings.binding_max_push_bytes,
+        experiments=(experiment_pb2_grpc.ExperimentServiceStub(backends["experiment"])
+                     if "experiment" in backends else None),
     )
+    images = (await _experiment_images(host, deps, settings)
+              if deps.experiments is not None else None)
     app = create_app(deps, max_body_bytes=settings.gateway_max_body_bytes,
-                     trust_client_trace=settings.gateway_trust_client_trace)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+                     trust_client_trace=settings.gateway_trust_client_trace, images=images)
+    # Request lines up to 16 KiB, so that a long query (a 10 KB vid) reaches
+    # the validation and gets a 422 naming it, not aiohttp's bare 400.
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, max_line_size=16_384)
     await runner.setup()
     stack.push_async_callback(runner.cleanup)
     site = web.TCPSite(runner, settings.gateway_host, settings.gateway_port)
@@ -159,3 +191,27 @@ async def build(host: Host[GatewaySettings]) -> None:
     host.http_port = runner.addresses[0][1]
     deps.base_url = settings.base_url(host.http_port)
     log.info("gateway listening", url=deps.base_url)
+    if images is not None:
+        images.secure_cookie = deps.base_url.startswith("https://")
+
+
+async def _experiment_images(host: Host[GatewaySettings], deps: Deps,
+                             settings: GatewaySettings) -> ExperimentImages:
+    """What ``/s/`` needs: NATS (counts go to JetStream; the experiment
+    service's change notes drop the memo) and the memo itself."""
+    assert deps.experiments is not None
+    nc = await host.nats()
+    js = nc.jetstream()
+    await messaging.ensure_streams(js)
+    memo: NotedMemo[Served] = NotedMemo(
+        NatsLink(nc), name="experiments", max_age=settings.gateway_experiment_memo_seconds,
+        max_bytes=settings.gateway_experiment_memo_bytes, cost=lambda s: s.cost)
+    images = ExperimentImages(
+        experiments=deps.experiments, renderer=deps.renderer, blobs=deps.blobs,
+        counts=messaging.Publisher(js, timeout=COUNT_PUBLISH_TIMEOUT), memo=memo,
+        bots=settings.bot_pattern(), render_seconds=settings.gateway_experiment_render_seconds,
+        max_image_bytes=settings.gateway_experiment_image_bytes,
+        connected=lambda: bool(nc.is_connected))
+    await host.stack.enter_async_context(
+        following(nc, EXPERIMENT_CHANGED_SUBJECT, images.changed))
+    return images

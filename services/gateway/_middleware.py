@@ -24,6 +24,9 @@ PUBLIC_PREFIXES = ("/images/", "/r/", "/openapi.json", "/healthz")
 _PUBLIC_BINDING_PATHS = (
     (frozenset({"GET", "HEAD"}), re.compile(r"/b/[^/]+")),
     (frozenset({"POST"}), re.compile(r"/b/[^/]+/push")),
+    # An experiment's image and click URL: a tenant's public handle and a slug.
+    (frozenset({"GET", "HEAD"}), re.compile(r"/s/[^/]+/[^/]+")),
+    (frozenset({"GET"}), re.compile(r"/s/[^/]+/[^/]+/click")),
 )
 
 

@@ -1,9 +1,22 @@
 from __future__ import annotations
 
-from pydantic import Field
+import re
+
+from pydantic import Field, field_validator
 
 from litho.config import BaseServiceSettings, BatchSettings
 from litho.jsonlimits import DEFAULT_MAX_DEPTH, DEFAULT_MAX_NUMBER_CHARS, JsonLimits
+
+#: Crawlers, search engines and link previewers (chat apps, social networks,
+#: embedders) that fetch images without a person looking at them.
+DEFAULT_BOT_USER_AGENTS = (
+    r"(?<!cu)bot(?:[/;_ (-]|$)|crawler|spider|crawling|slurp|facebookexternalhit|"
+    r"facebookcatalog|"
+    r"meta-externalagent|slack-imgproxy|slackbot|twitterbot|linkedinbot|discordbot|"
+    r"telegrambot|whatsapp|pinterest|redditbot|applebot|googlebot|google-pagerenderer|"
+    r"googleother|bingbot|bingpreview|duckduckbot|yandex|baiduspider|embedly|iframely|"
+    r"skypeuripreview|vkshare|mastodon|bluesky|headlesschrome|preview"
+)
 
 
 class GatewaySettings(BaseServiceSettings, BatchSettings):
@@ -36,6 +49,35 @@ class GatewaySettings(BaseServiceSettings, BatchSettings):
     gateway_json_max_depth: int = Field(default=DEFAULT_MAX_DEPTH, gt=0, le=100)
     #: Longest number literal accepted in a JSON body, in characters.
     gateway_json_max_number_chars: int = Field(default=DEFAULT_MAX_NUMBER_CHARS, gt=0, le=1000)
+
+    #: Experiments' public images (``/s/``): a User-Agent this regular
+    #: expression finds (case-insensitive) is a known crawler or link-preview
+    #: bot, served the control and counted as ``botImpressions``, never as an
+    #: impression, and given no cookie. Replace it whole to change the list.
+    gateway_bot_user_agents: str = Field(default=DEFAULT_BOT_USER_AGENTS, min_length=1,
+                                         max_length=10_000)
+    #: Seconds a replica keeps an experiment for its public URLs (a change
+    #: note from the experiment service drops it at once); 0 asks every time.
+    gateway_experiment_memo_seconds: float = Field(default=30.0, ge=0, le=3600)
+    #: Bytes of experiments a replica keeps (their variants' variables).
+    gateway_experiment_memo_bytes: int = Field(default=16 * 2**20, ge=0, le=2**32)
+    #: Seconds a variant's render is reused before the renderer is asked again
+    #: (a new template version shows after at most this long).
+    gateway_experiment_render_seconds: float = Field(default=10.0, ge=0, le=3600)
+    #: Bytes of experiment images a replica keeps in memory (by render id).
+    gateway_experiment_image_bytes: int = Field(default=64 * 2**20, ge=0, le=2**34)
+
+    def bot_pattern(self) -> re.Pattern[str]:
+        return re.compile(self.gateway_bot_user_agents, re.IGNORECASE)
+
+    @field_validator("gateway_bot_user_agents")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        try:
+            re.compile(value, re.IGNORECASE)
+        except re.error as exc:
+            raise ValueError(f"not a regular expression: {exc}") from exc
+        return value
 
     def json_limits(self) -> JsonLimits:
         return JsonLimits(

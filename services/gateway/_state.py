@@ -17,6 +17,7 @@ from services.gateway._openapi import RequestValidator
 
 if TYPE_CHECKING:
     from litho.binding.v1.binding_pb2_grpc import BindingServiceAsyncStub
+    from litho.experiment.v1.experiment_pb2_grpc import ExperimentServiceAsyncStub
     from litho.renderer.v1.renderer_pb2_grpc import RendererServiceAsyncStub
     from litho.template.v1.template_pb2_grpc import TemplateServiceAsyncStub
     from litho.webhook.v1.webhook_pb2_grpc import WebhookServiceAsyncStub
@@ -55,6 +56,8 @@ class Deps:
     bindings: BindingServiceAsyncStub | None = None
     #: Most bytes of a push to a binding read before a 413 (LITHO_BINDING_MAX_PUSH_BYTES).
     binding_max_push_bytes: int = 1024 * 1024
+    #: The experiment service (None where a test leaves it out: a 503).
+    experiments: ExperimentServiceAsyncStub | None = None
 
 
 DEPS = web.AppKey("deps", Deps)

@@ -154,6 +154,16 @@ def _binding_failed(m: events_pb2.BindingFailed, ctx: Context) -> Event:
               "status": m.status})
 
 
+def _winner_ready(m: events_pb2.ExperimentWinnerReady, ctx: Context) -> Event:
+    return Event(
+        type="experiment.winner_ready", tenant_id=m.tenant_id, template_id="", binding_id="",
+        batch_id="", time=_time(m.time),
+        data={"experimentId": m.experiment_id, "slug": m.slug,
+              "recommendedWinnerVariantId": m.variant_id,
+              "probabilityToBeBest": m.probability_to_be_best, "impressions": m.impressions,
+              "statsUrl": f"{ctx.public_url}/v1/experiments/{m.experiment_id}/stats"})
+
+
 #: Every event a subscription can select, in the order the API documents them.
 EVENTS: tuple[EventType, ...] = (
     EventType("render.completed", events_pb2.RenderCompleted, _render_completed),
@@ -162,6 +172,7 @@ EVENTS: tuple[EventType, ...] = (
     EventType("batch.failed", events_pb2.BatchFinished, _batch_finished("batch.failed")),
     EventType("binding.updated", events_pb2.BindingUpdated, _binding_updated),
     EventType("binding.failed", events_pb2.BindingFailed, _binding_failed),
+    EventType("experiment.winner_ready", events_pb2.ExperimentWinnerReady, _winner_ready),
 )
 
 BY_NAME: Mapping[str, EventType] = {e.name: e for e in EVENTS}

@@ -149,16 +149,35 @@ async def test_a_resolve_a_note_overtook_is_not_kept(parts: Parts) -> None:
     resolver.gate = asyncio.Event()
     under_way = asyncio.create_task(memo.resolve("a"))
     second = asyncio.create_task(memo.resolve("a"))
-    await asyncio.sleep(0)  # both tasks run up to the gate
+    await asyncio.sleep(0)  # both up to the gate: concurrent misses share one resolve
+    assert len(resolver.calls) == 1
+    memo.changed("a")  # the write landed after that resolve read the document
+    after = asyncio.create_task(memo.resolve("a"))  # asks anew, sharing nothing
+    await asyncio.sleep(0)
     assert len(resolver.calls) == 2
-    memo.changed("a")  # the write landed after these resolves read the document
     resolver.gate.set()
-    await asyncio.gather(under_way, second)
-    assert len(memo) == 0
+    await asyncio.gather(under_way, second, after)
+    assert len(memo) == 0  # both loads were under way when the note came
     resolver.gate = None
     await memo.resolve("a")
     await memo.resolve("a")
     assert len(resolver.calls) == 3 and len(memo) == 1
+
+
+async def test_a_cancelled_first_caller_leaves_the_others_their_answer(parts: Parts) -> None:
+    resolver, _, _ = parts
+    memo = memo_of(parts)
+    resolver.gate = asyncio.Event()
+    first = asyncio.create_task(memo.resolve("a"))
+    await asyncio.sleep(0)
+    waiter = asyncio.create_task(memo.resolve("a"))
+    await asyncio.sleep(0)
+    first.cancel()
+    await asyncio.sleep(0)
+    resolver.gate.set()
+    assert (await waiter).binding_id == "a"  # loaded again, never a CancelledError
+    with pytest.raises(asyncio.CancelledError):
+        await first
 
 
 async def test_a_dropped_connection_forgets_everything(parts: Parts) -> None:

@@ -277,10 +277,14 @@ def test_every_route_is_an_operation_and_every_operation_a_route() -> None:
 _VALID_PATH_VALUES = {"templateId": "tpl_" + "0" * 24, "file": "tpl_" + "0" * 24 + ".png",
                       "imageFile": "ab" * 32 + ".png", "batchId": "bat_" + "0" * 24,
                       "subscriptionId": "whs_" + "0" * 24, "deliveryId": "whd_" + "0" * 24,
-                      "bindingId": "bnd_" + "0" * 36, "bindingFile": "bnd_" + "0" * 36 + ".png"}
+                      "bindingId": "bnd_" + "0" * 36, "bindingFile": "bnd_" + "0" * 36 + ".png",
+                      "experimentId": "exp_" + "0" * 22, "tenantHandle": "a" * 16,
+                      "experimentFile": "spring-sale.png", "slug": "spring-sale"}
 #: A binding image's file that is no binding id is a 404, as an unknown one
 #: (test_gateway_bindings.py); any JSON value is valid pushed data.
-_NOT_FOUND_WHEN_MALFORMED = frozenset({"getBindingImage", "headBindingImage"})
+_NOT_FOUND_WHEN_MALFORMED = frozenset({"getBindingImage", "headBindingImage",
+                                       "getExperimentImage", "headExperimentImage",
+                                       "clickExperiment"})
 _ANY_JSON_BODY = frozenset({"pushBindingData"})
 
 

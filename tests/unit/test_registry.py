@@ -22,8 +22,18 @@ from litho.errors import ConfigError
 from litho.service import Endpoints, ServiceSpec, running
 from services import _registry
 from services.gateway._settings import GatewaySettings
+from tests.support.nats_server import NatsServer, start_nats
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
+    started = start_nats(tmp_path_factory.mktemp("nats-registry"))
+    try:
+        yield started
+    finally:
+        started.stop()
 
 
 def test_every_service_package_is_registered() -> None:
@@ -80,7 +90,8 @@ def test_endpoints_come_from_the_registry_variables() -> None:
     gateway = Endpoints.from_env(specs["gateway"], specs, {})
     assert gateway.listen == ""
     assert gateway.targets == {"template": "127.0.0.1:50051", "renderer": "127.0.0.1:50052",
-                               "webhook": "127.0.0.1:50055", "binding": "127.0.0.1:50053"}
+                               "webhook": "127.0.0.1:50055", "binding": "127.0.0.1:50053",
+                               "experiment": "127.0.0.1:50054"}
 
 
 # ------------------------------------------ a new service: only its own files ----
@@ -230,12 +241,13 @@ async def test_a_channel_only_to_a_declared_callee_with_a_target(tmp_path: Path)
 
 @pytest.mark.parametrize("trusted", [False, True])
 async def test_the_gateway_joins_a_client_trace_only_when_its_setting_says(
-    tmp_path: Path, trusted: bool,
+    tmp_path: Path, trusted: bool, nats_server: NatsServer,
 ) -> None:
     specs = _registry.registry()
     gateway = specs["gateway"]
     root = _registry.app(gateway)
-    settings = GatewaySettings(data_dir=tmp_path, gateway_port=0,
+    # NATS: the gateway publishes experiment counts and follows change notes.
+    settings = GatewaySettings(data_dir=tmp_path, gateway_port=0, nats_url=nats_server.url,
                                gateway_trust_client_trace=trusted)
     client_trace = "0af7651916cd43dd8448eb211c80319c"
     async with running(gateway, settings, root.build,

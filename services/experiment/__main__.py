@@ -1,0 +1,3 @@
+from services._registry import main
+
+main("experiment")
