@@ -82,7 +82,8 @@ def test_during_a_rotation_each_secret_verifies_on_its_own() -> None:
 
 def test_the_event_table_is_one_row_per_event_on_its_subject() -> None:
     assert _events.names() == ("render.completed", "render.failed", "batch.completed",
-                               "batch.failed", "binding.updated", "binding.failed")
+                               "batch.failed", "binding.updated", "binding.failed",
+                               "experiment.winner_ready")
     assert _events.BY_SUBJECT["litho.events.v1.batch.failed"].name == "batch.failed"
 
 
