@@ -67,13 +67,19 @@ class NotedMemo(Generic[V]):
     """Answers by key, bounded by ``max_bytes`` (``cost`` of each; least
     recently used first out) and by ``max_age`` seconds per entry (and by
     ``until`` of the answer, when it gives one); ``max_age`` 0 keeps
-    nothing."""
+    nothing. With ``stale_on``, an entry past its time whose reload fails
+    with one of those errors (the owner away) is still answered for up to
+    ``max_stale`` seconds past its end; a note or a dropped connection
+    forgets it all the same."""
 
     def __init__(self, link: Link, *, name: str, max_age: float, max_bytes: int,
                  cost: Callable[[V], int],
                  until: Callable[[V], float | None] = lambda _: None,
+                 stale_on: tuple[type[Exception], ...] = (), max_stale: float = 0.0,
                  clock: Callable[[], float] = time.time) -> None:
         self._link = link
+        self._stale_on = stale_on
+        self._max_stale = max_stale
         self._name = name
         self.max_age = max_age
         self._max_bytes = max_bytes
@@ -103,7 +109,26 @@ class NotedMemo(Generic[V]):
             if self._clock() < entry.until:
                 self._entries.move_to_end(key)
                 return entry.value
-            self._drop(key)
+            if not self._stale_on:
+                self._drop(key)
+        try:
+            return await self._load(key, load, generation)
+        except Exception as exc:
+            stale = self._entries.get(key)
+            if stale is None:
+                raise
+            now = self._clock()
+            if (isinstance(exc, self._stale_on) and generation is not None
+                    and now < stale.until + self._max_stale):
+                log.warning("answering a stale entry: its reload failed", memo=self._name,
+                            stale_seconds=round(now - stale.until, 1))
+                return stale.value
+            if now >= stale.until:
+                self._drop(key)
+            raise
+
+    async def _load(self, key: str, load: Callable[[], Awaitable[V]],
+                    generation: int | None) -> V:
         shared = self._shared.get(key)
         if shared is not None:
             try:

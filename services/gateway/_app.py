@@ -6,7 +6,7 @@ from aiohttp import web
 
 from litho import messaging
 from litho.binding.v1 import binding_pb2_grpc
-from litho.errors import ConfigError
+from litho.errors import ConfigError, DeadlineExceeded, Unavailable
 from litho.experiment.v1 import experiment_pb2_grpc
 from litho.logs import get_logger
 from litho.notes import NatsLink, NotedMemo, following
@@ -41,6 +41,9 @@ from services.gateway._validation import validation_middleware
 log = get_logger(__name__)
 #: Seconds a view waits for JetStream to store its count before it is served uncounted.
 COUNT_PUBLISH_TIMEOUT = 0.5
+#: Seconds past its time a known experiment is served while the experiment
+#: service cannot be reached (a change note still ends it at once).
+EXPERIMENT_MAX_STALE = 300.0
 
 
 def create_app(deps: Deps, *, max_body_bytes: int, trust_client_trace: bool = False,
@@ -205,7 +208,9 @@ async def _experiment_images(host: Host[GatewaySettings], deps: Deps,
     await messaging.ensure_streams(js)
     memo: NotedMemo[Served] = NotedMemo(
         NatsLink(nc), name="experiments", max_age=settings.gateway_experiment_memo_seconds,
-        max_bytes=settings.gateway_experiment_memo_bytes, cost=lambda s: s.cost)
+        max_bytes=settings.gateway_experiment_memo_bytes, cost=lambda s: s.cost,
+        # The experiment service away (a restart): keep serving what was known.
+        stale_on=(Unavailable, DeadlineExceeded), max_stale=EXPERIMENT_MAX_STALE)
     images = ExperimentImages(
         experiments=deps.experiments, renderer=deps.renderer, blobs=deps.blobs,
         counts=messaging.Publisher(js, timeout=COUNT_PUBLISH_TIMEOUT), memo=memo,
