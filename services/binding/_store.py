@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from litho.docstore import Collection, DocumentStore, DuplicateKey
+from litho.docstore import Collection, DocumentStore, slots
 from services.binding._model import (
     ACTIVE,
     COLLECTION,
@@ -39,40 +39,10 @@ class BindingStore:
     async def count(self, tenant_id: str) -> int:
         return await self._docs.count({"tenantId": tenant_id})
 
-    async def _free_slot(self, tenant_id: str, limit: int) -> int | None:
-        """The lowest slot below ``limit`` no binding of the tenant holds, or
-        None. Slots are distinct, so "fewer than k bindings hold a slot below
-        k" says one below k is free: a binary search over counts (the index
-        answers them), never a read of the documents, which carry their data."""
-        async def holds_all_below(k: int) -> bool:
-            return await self._docs.count({"tenantId": tenant_id, "slot": {"$lt": k}}) >= k
-
-        if limit <= 0 or await holds_all_below(limit):
-            return None
-        low, high = 0, limit  # every slot below low is held; one below high is free
-        while high - low > 1:
-            middle = (low + high) // 2
-            if await holds_all_below(middle):
-                low = middle
-            else:
-                high = middle
-        return low
-
     async def insert_within(self, doc: dict[str, Any], limit: int) -> int:
         """Insert ``doc`` unless its tenant has ``limit`` bindings; 0 when
-        inserted, else the count that refused it."""
-        tenant_id = doc["tenantId"]
-        for _ in range(limit + 10):
-            slot = await self._free_slot(tenant_id, limit)
-            if slot is None:
-                return max(await self.count(tenant_id), limit)
-            try:
-                await self._docs.insert({**doc, "slot": slot})
-            except DuplicateKey:
-                continue  # taken meanwhile: look again
-            doc["slot"] = slot
-            return 0
-        return limit
+        inserted, else the count that refused it (:mod:`litho.docstore.slots`)."""
+        return await slots.insert_within(self._docs, doc, limit)
 
     async def find(self, binding_id: str) -> dict[str, Any] | None:
         if not is_binding_id(binding_id):

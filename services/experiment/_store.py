@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from litho.docstore import Collection, DocumentStore, DuplicateKey
+from litho.docstore import Collection, DocumentStore, DuplicateKey, slots
 from litho.errors import AlreadyExists, FieldError
 from services.experiment._model import (
     COLLECTION,
@@ -58,42 +58,16 @@ class ExperimentStore:
         doc = await self._docs.find_one({"tenantId": tenant_id, "slug": slug})
         return doc is not None and doc["_id"] != other_than
 
-    async def _free_slot(self, tenant_id: str, limit: int) -> int | None:
-        """The lowest slot below ``limit`` no experiment of the tenant holds, or
-        None: a binary search over counts ("fewer than k experiments hold a
-        slot below k" says one below k is free), which the index answers."""
-        async def holds_all_below(k: int) -> bool:
-            return await self._docs.count({"tenantId": tenant_id, "slot": {"$lt": k}}) >= k
-
-        if limit <= 0 or await holds_all_below(limit):
-            return None
-        low, high = 0, limit  # every slot below low is held; one below high is free
-        while high - low > 1:
-            middle = (low + high) // 2
-            if await holds_all_below(middle):
-                low = middle
-            else:
-                high = middle
-        return low
-
     async def insert_within(self, doc: dict[str, Any], limit: int) -> int:
         """Insert ``doc`` unless its tenant has ``limit`` experiments; 0 when
-        inserted, else the count that refused it. A slug taken by another
-        experiment of the tenant raises :class:`AlreadyExists` naming ``slug``."""
-        tenant_id = doc["tenantId"]
-        for _ in range(limit + 10):
-            slot = await self._free_slot(tenant_id, limit)
-            if slot is None:
-                return max(await self.count(tenant_id), limit)
-            try:
-                await self._docs.insert({**doc, "slot": slot})
-            except DuplicateKey:
-                if await self.has_slug(tenant_id, doc["slug"]):
-                    raise slug_taken(doc["slug"]) from None
-                continue  # the slot was taken meanwhile: look again
-            doc["slot"] = slot
-            return 0
-        return limit
+        inserted, else the count that refused it (:mod:`litho.docstore.slots`).
+        A slug taken by another experiment of the tenant raises
+        :class:`AlreadyExists` naming ``slug``."""
+        async def slug_clash() -> None:
+            if await self.has_slug(doc["tenantId"], doc["slug"]):
+                raise slug_taken(doc["slug"])
+
+        return await slots.insert_within(self._docs, doc, limit, on_clash=slug_clash)
 
     async def get(self, tenant_id: str, experiment_id: str) -> dict[str, Any]:
         """The tenant's experiment; another tenant's is as missing as none."""

@@ -24,7 +24,12 @@ from services.gateway import _fonts as fonts
 from services.gateway import _handlers as h
 from services.gateway import _signed as signed
 from services.gateway import _webhooks as webhooks
-from services.gateway._experiment_images import EXPERIMENT_IMAGES, ExperimentImages, Served
+from services.gateway._experiment_images import (
+    EXPERIMENT_IMAGES,
+    ExperimentImages,
+    Served,
+    render_memo,
+)
 from services.gateway._images import get_image
 from services.gateway._keys import KeyStore
 from services.gateway._middleware import (
@@ -214,7 +219,8 @@ async def _experiment_images(host: Host[GatewaySettings], deps: Deps,
     images = ExperimentImages(
         experiments=deps.experiments, renderer=deps.renderer, blobs=deps.blobs,
         counts=messaging.Publisher(js, timeout=COUNT_PUBLISH_TIMEOUT), memo=memo,
-        bots=settings.bot_pattern(), render_seconds=settings.gateway_experiment_render_seconds,
+        bots=settings.bot_pattern(),
+        renders=render_memo(settings.gateway_experiment_render_seconds),
         max_image_bytes=settings.gateway_experiment_image_bytes,
         connected=lambda: bool(nc.is_connected))
     await host.stack.enter_async_context(

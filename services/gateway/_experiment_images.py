@@ -23,7 +23,6 @@ browsers: a revalidation is a view too) and ``Vary: Cookie``.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import re
 import sys
@@ -47,6 +46,7 @@ from litho.messaging import Publisher
 from litho.notes import NotedMemo
 from litho.renderer.v1 import renderer_pb2
 from litho.streams import EXPERIMENT_COUNT_SUBJECT
+from services.gateway._images import etag_matches
 from services.gateway._validation import query as query_of
 
 if TYPE_CHECKING:
@@ -138,7 +138,28 @@ class _Render:
     render_id: str
     blob_key: str
     content_type: str
-    until: float
+    #: An asset did not load: the render is not reused.
+    warned: bool = False
+
+
+class _Always:
+    """The link of a memo no notes end (only its time)."""
+
+    def generation(self) -> int | None:
+        return 0
+
+
+#: What one remembered render is charged (its ids and the key).
+RENDER_COST = 512
+MAX_RENDERS = 10_000
+
+
+def render_memo(seconds: float, clock: Callable[[], float] = time.time) -> NotedMemo[_Render]:
+    """Each variant's last render, for ``seconds``; concurrent first views
+    of a variant share one render."""
+    return NotedMemo(_Always(), name="experiment renders", max_age=seconds,
+                     max_bytes=MAX_RENDERS * RENDER_COST, cost=lambda _: RENDER_COST,
+                     until=lambda r: 0.0 if r.warned else None, clock=clock)
 
 
 @dataclass
@@ -151,7 +172,6 @@ class ExperimentImages:
     counts: Publisher | None
     memo: NotedMemo[Served]
     bots: re.Pattern[str]
-    render_seconds: float = 10.0
     max_image_bytes: int = 64 * 2**20
     secure_cookie: bool = False
     #: Whether NATS is connected now (a count is not even tried when not).
@@ -160,9 +180,7 @@ class ExperimentImages:
     #: Handles and slugs found to name nothing, until when (a create's
     #: change note drops one at once).
     _missing: OrderedDict[str, float] = field(default_factory=OrderedDict)
-    _renders: dict[tuple[str, str, int, float], _Render] = field(default_factory=dict)
-    _pending: dict[tuple[str, str, int, float], asyncio.Future[_Render]] = field(
-        default_factory=dict)
+    renders: NotedMemo[_Render] = field(default_factory=lambda: render_memo(10.0))
     _bytes: OrderedDict[str, bytes] = field(default_factory=OrderedDict)
     _bytes_total: int = 0
 
@@ -197,43 +215,17 @@ class ExperimentImages:
     async def render(self, served: Served, variant_id: str, fmt: formats.Format) -> _Render:
         """The variant's image: its last render while recent, else rendered
         (a warm hit of the render cache, unless the template changed)."""
-        key = (served.experiment_id, variant_id, fmt.enum, served.updated)
-        known = self._renders.get(key)
-        if known is not None and self.clock() < known.until:
-            return known
-        pending = self._pending.get(key)
-        if pending is not None:
-            try:
-                return await asyncio.shield(pending)
-            except asyncio.CancelledError:
-                if not pending.cancelled():
-                    raise  # this view was cancelled
-                # The first view was cancelled: render ourselves.
-        future: asyncio.Future[_Render] = asyncio.get_running_loop().create_future()
-        future.add_done_callback(lambda f: f.cancelled() or f.exception())
-        self._pending[key] = future
-        try:
+        async def load() -> _Render:
             variant = served.variants[variant_id]
             response = await self.renderer.RenderTemplate(renderer_pb2.RenderTemplateRequest(
                 tenant_id=served.tenant_id, template_id=variant.template_id,
                 variables_json=variant.variables_json, format=fmt.enum,
                 options=served.options))
-            done = _Render(response.render_id, response.blob_key, response.content_type,
-                           self.clock() + self.render_seconds)
-            # A render that missed an asset is not reused.
-            if not response.warnings and self.render_seconds > 0:
-                self._forget_old_renders()
-                self._renders[key] = done
-            future.set_result(done)
-            return done
-        except Exception as exc:
-            future.set_exception(exc)
-            raise
-        except BaseException:
-            future.cancel()
-            raise
-        finally:
-            self._pending.pop(key, None)
+            return _Render(response.render_id, response.blob_key, response.content_type,
+                           warned=bool(response.warnings))
+
+        key = f"{served.experiment_id}/{variant_id}/{fmt.enum}/{served.updated}"
+        return await self.renders.get(key, load)
 
     async def image(self, render: _Render) -> bytes | None:
         """The image's bytes, kept in memory by render id (content-addressed,
@@ -272,14 +264,6 @@ class ExperimentImages:
                         kind=kind, error=exc.message[:200])
             return False
         return True
-
-    def _forget_old_renders(self) -> None:
-        if len(self._renders) >= 10_000:
-            now = self.clock()
-            for key in [k for k, r in self._renders.items() if r.until <= now]:
-                del self._renders[key]
-            while len(self._renders) >= 10_000:
-                del self._renders[next(iter(self._renders))]
 
 
 EXPERIMENT_IMAGES = web.AppKey("experiment_images", ExperimentImages)
@@ -323,7 +307,7 @@ async def get_experiment_image(request: web.Request) -> web.StreamResponse:
     variant_id, kind = served.pick(vid, bot=bot)
     render = await state.render(served, variant_id, fmt)
     etag = f'"{render.render_id}"'
-    not_modified = _etag_matches(request.headers.get("If-None-Match", ""), etag)
+    not_modified = etag_matches(request.headers.get("If-None-Match", ""), etag)
     data = b""
     if not not_modified:
         # The bytes first: a view that cannot be served is not counted.
@@ -380,7 +364,3 @@ def _set_vid(response: web.StreamResponse, vid: str, state: ExperimentImages) ->
 def _digest(vid: str) -> str:
     return hashlib.sha256(vid.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
-
-def _etag_matches(header: str, etag: str) -> bool:
-    candidates = [c.strip().removeprefix("W/") for c in header.split(",") if c.strip()]
-    return "*" in candidates or etag in candidates

@@ -20,7 +20,7 @@ async def image_response(
     ``etag``, when given, is the answer's ETag instead of the blob's, and a
     request that matches it is answered 304 without reading the blob."""
     headers = {"ETag": etag or "", "Cache-Control": cache_control}
-    if etag is not None and _etag_matches(request.headers.get("If-None-Match", ""), etag):
+    if etag is not None and etag_matches(request.headers.get("If-None-Match", ""), etag):
         return web.Response(status=304, headers=headers)
     blobs = deps(request).blobs
     key = renders.blob_key(render_id, ext)
@@ -33,7 +33,7 @@ async def image_response(
     if info is None:
         return None
     headers["ETag"] = etag or info.etag
-    if _etag_matches(request.headers.get("If-None-Match", ""), headers["ETag"]):
+    if etag_matches(request.headers.get("If-None-Match", ""), headers["ETag"]):
         return web.Response(status=304, headers=headers)
     if request.method == "HEAD":
         headers["Content-Length"] = str(info.size)
@@ -51,7 +51,8 @@ async def get_image(request: web.Request) -> web.StreamResponse:
     raise NotFound("no such image")
 
 
-def _etag_matches(header: str, etag: str) -> bool:
+def etag_matches(header: str, etag: str) -> bool:
+    """Whether an ``If-None-Match`` header names ``etag`` (weakly, or ``*``)."""
     if not header:
         return False
     candidates = [c.strip() for c in header.split(",")]

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from litho.docstore import DocumentStore, DuplicateKey
+from litho.docstore import DocumentStore, DuplicateKey, slots
 from litho.errors import InvalidArgument, NotFound
 from litho.logs import get_logger
 from services.webhook._model import (
@@ -114,20 +114,8 @@ class SubscriptionStore:
 
     async def insert_within(self, s: Subscription, limit: int) -> int:
         """Insert ``s`` unless its tenant has ``limit`` subscriptions; 0 when
-        inserted, else the count that refused it. Atomic without a
-        transaction: each subscription holds a numbered slot below the limit,
-        unique per tenant, so of creates racing for the last slot one wins."""
-        for _ in range(limit + 10):
-            used = {d.get("slot") for d in await self._docs.find({"tenantId": s.tenant_id})}
-            free = next((k for k in range(limit) if k not in used), None)
-            if free is None:
-                return len(used)
-            try:
-                await self._docs.insert({**subscription_doc(s), "slot": free})
-            except DuplicateKey:
-                continue  # taken meanwhile: look again
-            return 0
-        return limit
+        inserted, else the count that refused it (:mod:`litho.docstore.slots`)."""
+        return await slots.insert_within(self._docs, subscription_doc(s), limit)
 
     async def find(self, subscription_id: str) -> Subscription | None:
         doc = await self._docs.get(subscription_id)

@@ -98,13 +98,15 @@ class _Renderer:
     def __init__(self) -> None:
         self.calls = 0
         self.gate = asyncio.Event()
+        self.warnings: list[renderer_pb2.AssetWarning] = []
 
     async def RenderTemplate(self, request: renderer_pb2.RenderTemplateRequest,
                              **_: Any) -> renderer_pb2.RenderTemplateResponse:
         self.calls += 1
         await self.gate.wait()
         return renderer_pb2.RenderTemplateResponse(
-            render_id="r" * 64, blob_key=f"outputs/rr/{'r' * 64}.webp", content_type="image/webp")
+            render_id="r" * 64, blob_key=f"outputs/rr/{'r' * 64}.webp", content_type="image/webp",
+            warnings=self.warnings)
 
 
 class _Blobs:
@@ -120,7 +122,7 @@ async def test_concurrent_first_views_share_one_render_and_bytes_are_kept() -> N
     renderer, blobs = _Renderer(), _Blobs()
     images = ExperimentImages(
         experiments=None, renderer=renderer, blobs=blobs, counts=None,  # type: ignore[arg-type]
-        memo=None, bots=re.compile("bot"), render_seconds=10.0)  # type: ignore[arg-type]
+        memo=None, bots=re.compile("bot"))  # type: ignore[arg-type]
     served: Served = served_from_proto(resolved())
     webp = formats.by_name("webp")
     assert webp is not None
@@ -134,3 +136,18 @@ async def test_concurrent_first_views_share_one_render_and_bytes_are_kept() -> N
     assert await images.image(again) == b"abc" and await images.image(again) == b"abc"
     assert blobs.reads == 1
     assert await images.count(served, "a", IMPRESSION) is False  # no NATS: not counted
+
+
+async def test_a_render_that_missed_an_asset_is_not_reused() -> None:
+    renderer = _Renderer()
+    renderer.gate.set()
+    renderer.warnings = [renderer_pb2.AssetWarning(url="https://x.example/a.png")]
+    images = ExperimentImages(
+        experiments=None, renderer=renderer, blobs=_Blobs(), counts=None,  # type: ignore[arg-type]
+        memo=None, bots=re.compile("bot"))  # type: ignore[arg-type]
+    served = served_from_proto(resolved())
+    webp = formats.by_name("webp")
+    assert webp is not None
+    await images.render(served, "a", webp)
+    await images.render(served, "a", webp)
+    assert renderer.calls == 2
