@@ -24,7 +24,7 @@ import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Generic, Protocol, TypeVar
 
 from nats.aio.client import Client as Nats
@@ -35,6 +35,8 @@ from litho.logs import get_logger
 log = get_logger(__name__)
 
 V = TypeVar("V")
+#: Seconds between reloads of an entry answered stale.
+STALE_RETRY = 5.0
 
 
 class Link(Protocol):
@@ -61,6 +63,8 @@ class _Entry(Generic[V]):
     value: V
     until: float
     cost: int
+    #: When the entry first went past its time (stale answers count from it).
+    ended: float | None = None
 
 
 class NotedMemo(Generic[V]):
@@ -69,8 +73,9 @@ class NotedMemo(Generic[V]):
     ``until`` of the answer, when it gives one); ``max_age`` 0 keeps
     nothing. With ``stale_on``, an entry past its time whose reload fails
     with one of those errors (the owner away) is still answered for up to
-    ``max_stale`` seconds past its end; a note or a dropped connection
-    forgets it all the same."""
+    ``max_stale`` seconds past its end, and asked again at most every
+    ``STALE_RETRY`` seconds meanwhile (other callers get the stale answer at
+    once); a note or a dropped connection forgets it all the same."""
 
     def __init__(self, link: Link, *, name: str, max_age: float, max_bytes: int,
                  cost: Callable[[V], int],
@@ -118,10 +123,14 @@ class NotedMemo(Generic[V]):
             if stale is None:
                 raise
             now = self._clock()
+            ended = stale.until if stale.ended is None else stale.ended
             if (isinstance(exc, self._stale_on) and generation is not None
-                    and now < stale.until + self._max_stale):
-                log.warning("answering a stale entry: its reload failed", memo=self._name,
-                            stale_seconds=round(now - stale.until, 1))
+                    and now < ended + self._max_stale):
+                if stale.ended is None:
+                    log.warning("answering a stale entry: its reload failed", memo=self._name,
+                                key=key[:200], error=str(exc)[:200])
+                # Asked again only after a while; answered stale until then.
+                self._entries[key] = replace(stale, until=now + STALE_RETRY, ended=ended)
                 return stale.value
             if now >= stale.until:
                 self._drop(key)
@@ -219,6 +228,28 @@ def _consume(future: asyncio.Future[V]) -> None:
     # A failure nobody else waited for is not "never retrieved".
     if not future.cancelled():
         future.exception()
+
+
+#: How long a change note may wait for the server to have it.
+NOTE_FLUSH_TIMEOUT = 1
+
+
+async def send_note(nc: Nats, subject: str, key: str) -> None:
+    """Publish a change note and flush it to the server, so that replicas
+    usually have it before the write answers. Never raises: a note that
+    cannot be sent is logged (replicas' entries end by their own time), and
+    none is tried while disconnected (replicas that miss notes then forget
+    everything when they reconnect; a buffered note would only wait)."""
+    if not nc.is_connected:
+        log.warning("change note not sent: NATS is not connected", subject=subject,
+                    key=key[:200])
+        return
+    try:
+        await nc.publish(subject, key.encode())
+        await nc.flush(timeout=NOTE_FLUSH_TIMEOUT)
+    except Exception as exc:
+        log.warning("change note not sent; replicas' entries end by their own time",
+                    subject=subject, key=key[:200], error=str(exc)[:200])
 
 
 def following(nc: Nats, subject: str,

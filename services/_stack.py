@@ -40,8 +40,8 @@ RENDER_ID_SECRET_ENV = "LITHO_RENDERER_RENDER_ID_SECRET"
 #: the same way: a new one would leave every stored secret unreadable.
 BINDING_SECRET_KEY_FILE = "binding-secret-key"
 BINDING_SECRET_KEY_ENV = "LITHO_BINDING_SECRET_KEY"
-#: The key of tenants' public experiment handles: a new one moves every
-#: experiment's public URL.
+#: The key of tenants' public experiment handles: with a new one, a tenant's
+#: new experiments live under another handle than its old ones.
 EXPERIMENT_HANDLE_KEY_FILE = "experiment-handle-key"
 EXPERIMENT_HANDLE_KEY_ENV = "LITHO_EXPERIMENT_HANDLE_KEY"
 #: Each secret setting the stack generates once into the data dir, by file name.

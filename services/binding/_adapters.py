@@ -12,18 +12,14 @@ from nats.aio.client import Client as Nats
 
 from litho.errors import NotFound
 from litho.events.v1 import events_pb2
-from litho.logs import get_logger
 from litho.messaging import Publisher
+from litho.notes import send_note
 from litho.streams import BINDING_CHANGED_SUBJECT
 from litho.template.v1 import template_pb2 as pb
 from litho.template.v1 import template_pb2_grpc as pb_grpc
 
 SUBJECT_UPDATED = "litho.events.v1.binding.updated"
 SUBJECT_FAILED = "litho.events.v1.binding.failed"
-#: How long a change note may wait for the server to have it.
-CHANGED_FLUSH_TIMEOUT = 1
-
-log = get_logger(__name__)
 
 
 class GrpcTemplateMapping:
@@ -78,18 +74,7 @@ class NatsBindingEvents:
         self._nc = nc
 
     async def changed(self, binding_id: str) -> None:
-        if not self._nc.is_connected:
-            # Replicas that miss notes while the connection is down forget
-            # everything when it is back; a buffered note would only wait.
-            log.warning("binding change note not sent: NATS is not connected",
-                        binding=binding_id)
-            return
-        try:
-            await self._nc.publish(BINDING_CHANGED_SUBJECT, binding_id.encode())
-            await self._nc.flush(timeout=CHANGED_FLUSH_TIMEOUT)
-        except Exception as exc:
-            log.warning("binding change note not sent; replicas' memos expire on their own",
-                        binding=binding_id, error=str(exc)[:200])
+        await send_note(self._nc, BINDING_CHANGED_SUBJECT, binding_id)
 
     async def updated(self, *, binding_id: str, tenant_id: str, template_id: str,
                       data_hash: str, format: str, source: str, fetched_at: float,

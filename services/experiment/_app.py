@@ -35,6 +35,7 @@ def limits(settings: ExperimentSettings) -> Limits:
         max_per_tenant=settings.experiment_max_per_tenant,
         max_variants=settings.experiment_max_variants,
         max_variables_bytes=settings.experiment_max_variables_bytes,
+        max_total_variables_bytes=settings.experiment_max_total_variables_bytes,
         stats_draws=settings.experiment_stats_draws,
         max_epochs=settings.experiment_max_epochs,
         json_limits=settings.json_limits())

@@ -60,14 +60,13 @@ class Bandit:
         """Reweight what is due; how many experiments got a new epoch."""
         reweighted, after = 0, ""
         while True:
-            docs = await self._store.running(after=after, limit=BATCH)
+            docs = await self._store.running(after=after, limit=BATCH, bandit=True)
             for doc in docs:
-                if (doc.get("bandit") or {}).get("enabled"):
-                    try:
-                        reweighted += await self.reweight(doc["_id"])
-                    except Exception as exc:
-                        log.warning("bandit reweighting failed", experiment=doc["_id"],
-                                    error=str(exc)[:200] or type(exc).__name__)
+                try:
+                    reweighted += await self.reweight(doc["_id"])
+                except Exception as exc:
+                    log.warning("bandit reweighting failed", experiment=doc["_id"],
+                                error=str(exc)[:200] or type(exc).__name__)
             if len(docs) < BATCH:
                 return reweighted
             after = docs[-1]["_id"]

@@ -10,16 +10,13 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from nats.aio.client import Client as Nats
 
 from litho.events.v1 import events_pb2
-from litho.logs import get_logger
 from litho.messaging import Publisher
+from litho.notes import send_note
 from litho.streams import EXPERIMENT_CHANGED_SUBJECT, EXPERIMENT_COUNT_SUBJECT
 from services.experiment._ports import Count, WinnerReady
 
 WINNER_READY_SUBJECT = "litho.events.v1.experiment.winner_ready"
 #: How long a change note may wait for the server to have it.
-CHANGED_FLUSH_TIMEOUT = 1
-
-log = get_logger(__name__)
 
 
 def _timestamp(seconds: float) -> Timestamp:
@@ -56,18 +53,7 @@ class NatsExperimentEvents:
         self._nc = nc
 
     async def changed(self, tenant_handle: str, slug: str) -> None:
-        key = f"{tenant_handle}/{slug}"
-        if not self._nc.is_connected:
-            # Replicas that miss notes while the connection is down forget
-            # everything when it is back; a buffered note would only wait.
-            log.warning("experiment change note not sent: NATS is not connected", key=key)
-            return
-        try:
-            await self._nc.publish(EXPERIMENT_CHANGED_SUBJECT, key.encode())
-            await self._nc.flush(timeout=CHANGED_FLUSH_TIMEOUT)
-        except Exception as exc:
-            log.warning("experiment change note not sent; replicas' memos expire on their "
-                        "own", key=key, error=str(exc)[:200])
+        await send_note(self._nc, EXPERIMENT_CHANGED_SUBJECT, f"{tenant_handle}/{slug}")
 
     async def count(self, count: Count) -> None:
         await self._publisher.publish(EXPERIMENT_COUNT_SUBJECT, count_message(count),

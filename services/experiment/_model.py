@@ -176,6 +176,7 @@ class Limits:
     max_per_tenant: int = 1000
     max_variants: int = 10
     max_variables_bytes: int = 64 * 1024
+    max_total_variables_bytes: int = 256 * 1024
     stats_draws: int = 100_000
     max_epochs: int = 1000
     json_limits: jsonlimits.JsonLimits = DEFAULT_JSON_LIMITS

@@ -26,6 +26,10 @@ class ExperimentSettings(BaseServiceSettings):
     experiment_max_variants: int = Field(default=10, ge=2, le=100)
     #: Largest ``variables`` of one variant, in UTF-8 bytes of JSON.
     experiment_max_variables_bytes: int = Field(default=64 * KIB, ge=KIB, le=MIB)
+    #: Largest sum of all variants' ``variables``, in UTF-8 bytes: a listing
+    #: page of 100 experiments stays well under gRPC's message limits, and a
+    #: document under MongoDB's 16 MB.
+    experiment_max_total_variables_bytes: int = Field(default=256 * KIB, ge=KIB, le=2 * MIB)
     #: Monte Carlo draws per variant behind the statistics' probabilities.
     experiment_stats_draws: int = Field(default=100_000, ge=1000, le=1_000_000)
     #: Deepest nesting of objects and arrays in a variant's variables: the
@@ -40,7 +44,7 @@ class ExperimentSettings(BaseServiceSettings):
     #: one); past it the second and third merge (the second's start, the
     #: third's weights). The first is never merged: visitor ids a caller gives
     #: (``?vid=``) are assigned with it for as long as the experiment runs.
-    experiment_max_epochs: int = Field(default=1000, ge=2, le=100_000)
+    experiment_max_epochs: int = Field(default=1000, ge=2, le=10_000)
     #: Seconds from a bandit reweighting to the start of its epoch, so that
     #: every gateway has learnt of the epoch before visitors are first seen in
     #: it. Keep it above LITHO_GATEWAY_EXPERIMENT_MEMO_SECONDS (how long a
@@ -49,7 +53,8 @@ class ExperimentSettings(BaseServiceSettings):
     #: Key of the tenants' public handles (/s/{handle}/…): an HMAC of the
     #: tenant id, so nobody can compute a tenant's handle from its name. Set it
     #: once (at least 32 characters; the dev stack generates one into the data
-    #: directory) and keep it: a new key moves every experiment's public URL.
+    #: directory) and keep it: an experiment keeps the handle it was created with,
+    #: so after a new key a tenant's new experiments live under another handle.
     #: Empty: plain hashes (logged as a warning).
     experiment_handle_key: str = Field(default="", max_length=10_000, repr=False)
 

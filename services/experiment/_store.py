@@ -49,6 +49,7 @@ class ExperimentStore:
         await self._docs.ensure_index(["tenantId", "status"])
         await self._docs.ensure_index(["tenantId", "createdAt"])
         await self._docs.ensure_index(["status", "_id"])
+        await self._docs.ensure_index(["status", "bandit.enabled", "_id"])
         await self._counters.ensure_index(["experimentId"])
 
     async def count(self, tenant_id: str) -> int:
@@ -141,10 +142,14 @@ class ExperimentStore:
         """Any tenant's experiment (the counter checks the tenant itself)."""
         return await self._docs.get(experiment_id) if is_experiment_id(experiment_id) else None
 
-    async def running(self, *, after: str, limit: int) -> list[dict[str, Any]]:
-        """Running experiments by id, from just after ``after``."""
-        return await self._docs.find({"status": RUNNING, "_id": {"$gt": after}},
-                                     sort=[("_id", 1)], limit=limit)
+    async def running(self, *, after: str, limit: int,
+                      bandit: bool = False) -> list[dict[str, Any]]:
+        """Running experiments by id, from just after ``after`` (with
+        ``bandit``, only those whose bandit is on)."""
+        flt: dict[str, Any] = {"status": RUNNING, "_id": {"$gt": after}}
+        if bandit:
+            flt["bandit.enabled"] = True
+        return await self._docs.find(flt, sort=[("_id", 1)], limit=limit)
 
     async def claim(self, experiment_id: str, lease_field: str, *, now: float,
                     until: float, where: Mapping[str, Any]) -> dict[str, Any] | None:

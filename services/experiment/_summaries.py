@@ -12,6 +12,7 @@ without a named winner and the winner checks share one per process.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Final
@@ -27,9 +28,13 @@ Compute = Callable[..., Summary]
 
 
 class Summaries:
-    def __init__(self, *, size: int = DEFAULT_SIZE, compute: Compute = summarise) -> None:
+    def __init__(self, *, size: int = DEFAULT_SIZE, compute: Compute = summarise,
+                 at_once: int | None = None) -> None:
         self._size = max(1, size)
         self._compute = compute
+        #: Computations running at once (a tenant polling the stats of a
+        #: busy experiment asks for a new one at every flush): one per core.
+        self._slots = asyncio.Semaphore(at_once or os.cpu_count() or 1)
         self._done: OrderedDict[Key, Summary] = OrderedDict()
         self._running: dict[Key, asyncio.Future[Summary]] = {}
 
@@ -46,13 +51,20 @@ class Summaries:
             return done
         running = self._running.get(key)
         if running is None:
-            running = asyncio.ensure_future(asyncio.to_thread(
-                self._compute, key[0], minimum_sample_size=minimum_sample_size,
+            running = asyncio.ensure_future(self._computed(
+                key[0], minimum_sample_size=minimum_sample_size,
                 confidence_threshold=confidence_threshold, draws=draws))
             self._running[key] = running
             running.add_done_callback(lambda future: self._finished(key, future))
         # A caller that is cancelled leaves the computation to the others.
         return await asyncio.shield(running)
+
+    async def _computed(self, arms: tuple[Arm, ...], *, minimum_sample_size: int,
+                        confidence_threshold: float, draws: int) -> Summary:
+        async with self._slots:
+            return await asyncio.to_thread(
+                self._compute, arms, minimum_sample_size=minimum_sample_size,
+                confidence_threshold=confidence_threshold, draws=draws)
 
     def _finished(self, key: Key, future: asyncio.Future[Summary]) -> None:
         self._running.pop(key, None)

@@ -154,7 +154,12 @@ def check_variables(text: Any, path: str, errors: list[FieldError], limits: Limi
     if not isinstance(value, dict):
         errors.append(FieldError(path, "must be a JSON object of the template's variables"))
         return "{}"
-    return canonical_json(value)
+    stored = canonical_json(value)
+    if len(stored.encode("utf-8", "surrogatepass")) > cap:  # numbers can grow when written
+        errors.append(FieldError(path, (
+            f"must be at most {cap} bytes of JSON (LITHO_EXPERIMENT_MAX_VARIABLES_BYTES)")))
+        return "{}"
+    return stored
 
 
 def check_variants(variants: Sequence[VariantInput], errors: list[FieldError],
@@ -200,6 +205,11 @@ def check_variants(variants: Sequence[VariantInput], errors: list[FieldError],
                     "variables": check_variables(v.variables_json, f"{path}.variables",
                                                  errors, limits),
                     "weight": weight, "control": bool(v.control)})
+    stored = sum(len(v["variables"].encode("utf-8", "surrogatepass")) for v in out)
+    if stored > limits.max_total_variables_bytes:
+        errors.append(FieldError("variants", (
+            f"the variants' variables take {stored} bytes in all; at most "
+            f"{limits.max_total_variables_bytes} (LITHO_EXPERIMENT_MAX_TOTAL_VARIABLES_BYTES)")))
     total = sum(v["weight"] for v in out)
     if weights_ok and total != TOTAL_WEIGHT:
         errors.append(FieldError("variants", (

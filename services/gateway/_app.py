@@ -6,10 +6,10 @@ from aiohttp import web
 
 from litho import messaging
 from litho.binding.v1 import binding_pb2_grpc
-from litho.errors import ConfigError, DeadlineExceeded, Unavailable
+from litho.errors import ConfigError
 from litho.experiment.v1 import experiment_pb2_grpc
 from litho.logs import get_logger
-from litho.notes import NatsLink, NotedMemo, following
+from litho.notes import NatsLink, following
 from litho.outbound import AllowList
 from litho.renderer.v1 import renderer_pb2_grpc
 from litho.service import Host
@@ -27,7 +27,7 @@ from services.gateway import _webhooks as webhooks
 from services.gateway._experiment_images import (
     EXPERIMENT_IMAGES,
     ExperimentImages,
-    Served,
+    experiment_memo,
     render_memo,
 )
 from services.gateway._images import get_image
@@ -46,9 +46,6 @@ from services.gateway._validation import validation_middleware
 log = get_logger(__name__)
 #: Seconds a view waits for JetStream to store its count before it is served uncounted.
 COUNT_PUBLISH_TIMEOUT = 0.5
-#: Seconds past its time a known experiment is served while the experiment
-#: service cannot be reached (a change note still ends it at once).
-EXPERIMENT_MAX_STALE = 300.0
 
 
 def create_app(deps: Deps, *, max_body_bytes: int, trust_client_trace: bool = False,
@@ -199,8 +196,6 @@ async def build(host: Host[GatewaySettings]) -> None:
     host.http_port = runner.addresses[0][1]
     deps.base_url = settings.base_url(host.http_port)
     log.info("gateway listening", url=deps.base_url)
-    if images is not None:
-        images.secure_cookie = deps.base_url.startswith("https://")
 
 
 async def _experiment_images(host: Host[GatewaySettings], deps: Deps,
@@ -211,18 +206,17 @@ async def _experiment_images(host: Host[GatewaySettings], deps: Deps,
     nc = await host.nats()
     js = nc.jetstream()
     await messaging.ensure_streams(js)
-    memo: NotedMemo[Served] = NotedMemo(
-        NatsLink(nc), name="experiments", max_age=settings.gateway_experiment_memo_seconds,
-        max_bytes=settings.gateway_experiment_memo_bytes, cost=lambda s: s.cost,
-        # The experiment service away (a restart): keep serving what was known.
-        stale_on=(Unavailable, DeadlineExceeded), max_stale=EXPERIMENT_MAX_STALE)
+    link = NatsLink(nc)
+    memo = experiment_memo(link, seconds=settings.gateway_experiment_memo_seconds,
+                           max_bytes=settings.gateway_experiment_memo_bytes)
     images = ExperimentImages(
         experiments=deps.experiments, renderer=deps.renderer, blobs=deps.blobs,
         counts=messaging.Publisher(js, timeout=COUNT_PUBLISH_TIMEOUT), memo=memo,
         bots=settings.bot_pattern(),
         renders=render_memo(settings.gateway_experiment_render_seconds),
         max_image_bytes=settings.gateway_experiment_image_bytes,
-        connected=lambda: bool(nc.is_connected))
+        connected=lambda: link.generation() is not None,
+        secure_cookie=settings.base_url(settings.gateway_port).startswith("https://"))
     await host.stack.enter_async_context(
         following(nc, EXPERIMENT_CHANGED_SUBJECT, images.changed))
     return images

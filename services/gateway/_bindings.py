@@ -36,6 +36,7 @@ from services.gateway._problems import problem
 from services.gateway._requests import (
     TooLarge,
     integer,
+    json_or,
     optional_time,
     parse_json,
     read_limited,
@@ -90,7 +91,7 @@ def binding_json(b: pb.Binding, base_url: str, *, with_secret: bool = False
     policy["onError"] = b.refresh_policy.on_error or "serve_stale"
     out: dict[str, Any] = {
         "id": b.id, "name": b.name, "templateId": b.template_id, "dataSource": source,
-        "mapping": dict(b.mapping), "defaults": _json_or(b.defaults_json, {}),
+        "mapping": dict(b.mapping), "defaults": json_or(b.defaults_json, {}),
         "refreshPolicy": policy,
         "output": {"format": fmt.name, **options_to_json(b.output.options)},
         "status": b.status, "lastError": b.last_error or None,
@@ -108,9 +109,6 @@ def binding_json(b: pb.Binding, base_url: str, *, with_secret: bool = False
             out["pushSecret"] = b.push_secret
     return out
 
-
-def _json_or(text: str, empty: Any) -> Any:
-    return json.loads(text) if text else empty
 
 
 def data_source(value: dict[str, Any]) -> pb.DataSource:
@@ -165,7 +163,7 @@ def binding_output(value: dict[str, Any]) -> pb.BindingOutput:
 
 def _data_json(r: pb.GetBindingDataResponse) -> dict[str, Any]:
     return {
-        "data": _json_or(r.data_json, None), "variables": _json_or(r.variables_json, None),
+        "data": json_or(r.data_json, None), "variables": json_or(r.variables_json, None),
         "fetchedAt": optional_time(r, "fetch_time"), "etag": r.etag or None,
         "lastModified": r.last_modified or None, "status": r.status,
         "lastError": r.last_error or None, "lastErrorAt": optional_time(r, "last_error_time"),
@@ -270,8 +268,8 @@ async def preview_binding(request: web.Request) -> web.Response:
         format=output.format or formats.DEFAULT.enum, options=output.options))
     fmt = response_format(render.format)
     return web.json_response({
-        "variables": _json_or(preview.variables_json, {}),
-        "data": _json_or(preview.data_json, None),
+        "variables": json_or(preview.variables_json, {}),
+        "data": json_or(preview.data_json, None),
         "imageUrl": f"{deps(request).base_url}/images/{render.render_id}.{fmt.extension}",
         "width": render.width, "height": render.height, "cached": render.cached,
         "warnings": warnings_json(render),
@@ -284,7 +282,7 @@ async def test_data_source(request: web.Request) -> web.Response:
         tenant_id=caller(request).tenant_id, data_source=data_source(json_body(request))))
     return web.json_response({
         "success": response.success, "status": response.status,
-        "data": _json_or(response.data_json, None),
+        "data": json_or(response.data_json, None),
         "durationMs": round(response.duration_ms, 3), "error": response.error or None,
     })
 

@@ -38,12 +38,19 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from litho import assignment, formats
 from litho.blobstore import BlobStore
-from litho.errors import FieldError, InvalidArgument, LithoError, NotFound, Unavailable
+from litho.errors import (
+    DeadlineExceeded,
+    FieldError,
+    InvalidArgument,
+    LithoError,
+    NotFound,
+    Unavailable,
+)
 from litho.events.v1 import events_pb2
 from litho.experiment.v1 import experiment_pb2 as pb
 from litho.logs import get_logger
 from litho.messaging import Publisher
-from litho.notes import NotedMemo
+from litho.notes import Link, NotedMemo
 from litho.renderer.v1 import renderer_pb2
 from litho.streams import EXPERIMENT_COUNT_SUBJECT
 from services.gateway._images import etag_matches
@@ -66,7 +73,14 @@ _CLICK = re.compile(_SLUG, re.ASCII)
 _NO_EXPERIMENT = "no such experiment image"
 #: Seconds a handle and slug that named nothing are a 404 without a call.
 MISSING_SECONDS = 5.0
-MAX_MISSING = 10_000
+#: What a remembered "nothing here" is charged.
+MISSING_COST = 256
+#: Seconds a view waits for the experiment service to resolve an experiment
+#: (past it, an experiment known before is served stale).
+RESOLVE_TIMEOUT = 2.0
+#: Seconds past its time a known experiment is served while the experiment
+#: service cannot be reached (a change note still ends it at once).
+MAX_STALE = 300.0
 #: What one memoised experiment is charged beyond its variables' text.
 EXPERIMENT_OVERHEAD = 4096
 
@@ -170,47 +184,39 @@ class ExperimentImages:
     renderer: RendererServiceAsyncStub
     blobs: BlobStore
     counts: Publisher | None
-    memo: NotedMemo[Served]
+    #: Experiments by ``<handle>/<slug>``; None for a name that named nothing.
+    memo: NotedMemo[Served | None]
     bots: re.Pattern[str]
     max_image_bytes: int = 64 * 2**20
     secure_cookie: bool = False
     #: Whether NATS is connected now (a count is not even tried when not).
     connected: Callable[[], bool] = lambda: True
     clock: Callable[[], float] = time.time
-    #: Handles and slugs found to name nothing, until when (a create's
-    #: change note drops one at once).
-    _missing: OrderedDict[str, float] = field(default_factory=OrderedDict)
     renders: NotedMemo[_Render] = field(default_factory=lambda: render_memo(10.0))
     _bytes: OrderedDict[str, bytes] = field(default_factory=OrderedDict)
     _bytes_total: int = 0
 
     async def served(self, handle: str, slug: str) -> Served:
         """The experiment at ``handle/slug``: from the memo, else resolved. A
-        name that resolved to nothing is a 404 without a call for
-        MISSING_SECONDS (made-up slugs cost one call each, not one per GET)."""
-        key = f"{handle}/{slug}"
-        until = self._missing.get(key)
-        if until is not None:
-            if self.clock() < until:
-                raise NotFound(_NO_EXPERIMENT)
-            del self._missing[key]
+        name that resolves to nothing is remembered as such for
+        MISSING_SECONDS (made-up slugs cost one call each, not one per GET;
+        a create's change note ends it at once)."""
+        async def load() -> Served | None:
+            try:
+                return served_from_proto(await self.experiments.ResolveExperiment(
+                    pb.ResolveExperimentRequest(tenant_handle=handle, slug=slug),
+                    timeout=RESOLVE_TIMEOUT))
+            except NotFound:
+                return None
 
-        async def load() -> Served:
-            return served_from_proto(await self.experiments.ResolveExperiment(
-                pb.ResolveExperimentRequest(tenant_handle=handle, slug=slug)))
-
-        try:
-            return await self.memo.get(key, load)
-        except NotFound:
-            self._missing[key] = self.clock() + MISSING_SECONDS
-            while len(self._missing) > MAX_MISSING:
-                self._missing.popitem(last=False)
-            raise
+        found = await self.memo.get(f"{handle}/{slug}", load)
+        if found is None:
+            raise NotFound(_NO_EXPERIMENT)
+        return found
 
     def changed(self, key: str) -> None:
         """A change note from the experiment service (``<handle>/<slug>``)."""
         self.memo.changed(key)
-        self._missing.pop(key, None)
 
     async def render(self, served: Served, variant_id: str, fmt: formats.Format) -> _Render:
         """The variant's image: its last render while recent, else rendered
@@ -364,3 +370,15 @@ def _set_vid(response: web.StreamResponse, vid: str, state: ExperimentImages) ->
 def _digest(vid: str) -> str:
     return hashlib.sha256(vid.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
+
+def experiment_memo(link: Link, *, seconds: float, max_bytes: int,
+                    clock: Callable[[], float] = time.time) -> NotedMemo[Served | None]:
+    """The gateway's memo of experiments: each until a change note or
+    ``seconds``; a name that named nothing for MISSING_SECONDS; while the
+    experiment service cannot be reached, one known before is served for up
+    to MAX_STALE seconds past its time."""
+    return NotedMemo(
+        link, name="experiments", max_age=seconds, max_bytes=max_bytes,
+        cost=lambda s: MISSING_COST if s is None else s.cost,
+        until=lambda s: clock() + MISSING_SECONDS if s is None else None,
+        stale_on=(Unavailable, DeadlineExceeded), max_stale=MAX_STALE, clock=clock)

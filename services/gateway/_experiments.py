@@ -18,7 +18,7 @@ from litho.errors import Unavailable
 from litho.experiment.v1 import experiment_pb2 as pb
 from litho.renderer.v1 import renderer_pb2
 from services.gateway._formats import format_enum, options_from_json, options_to_json
-from services.gateway._requests import integer, optional_time
+from services.gateway._requests import integer, json_or, optional_time
 from services.gateway._state import caller, deps
 from services.gateway._validation import body as json_body
 from services.gateway._validation import query as query_of
@@ -44,13 +44,10 @@ def _stub(request: web.Request) -> ExperimentServiceAsyncStub:
 
 # ---------------------------------------------------------------- JSON ----
 
-def _json_or(text: str, empty: Any) -> Any:
-    return json.loads(text) if text else empty
-
 
 def variant_json(v: pb.Variant) -> dict[str, Any]:
     return {"id": v.id, "name": v.name or v.id, "templateId": v.template_id or None,
-            "variables": _json_or(v.variables_json, {}), "weight": v.weight,
+            "variables": json_or(v.variables_json, {}), "weight": v.weight,
             "control": v.control}
 
 
@@ -117,7 +114,8 @@ def variant(value: dict[str, Any]) -> pb.Variant:
     return pb.Variant(
         id=value.get("id", ""), name=value.get("name", ""),
         template_id=value.get("templateId") or "",
-        variables_json=json.dumps(value["variables"]) if "variables" in value else "",
+        variables_json=(json.dumps(value["variables"], ensure_ascii=False, separators=(",", ":"))
+                        if "variables" in value else ""),
         weight=integer(value.get("weight", 0)), control=bool(value.get("control", False)))
 
 

@@ -21,7 +21,7 @@ log = get_logger(__name__)
 PUBLIC_PREFIXES = ("/images/", "/r/", "/openapi.json", "/healthz")
 #: A binding's image (its unguessable id is the credential) and its push
 #: endpoint (the binding's push secret is): exactly these shapes, by method.
-_PUBLIC_BINDING_PATHS = (
+_PUBLIC_PATHS = (
     (frozenset({"GET", "HEAD"}), re.compile(r"/b/[^/]+")),
     (frozenset({"POST"}), re.compile(r"/b/[^/]+/push")),
     # An experiment's image and click URL: a tenant's public handle and a slug.
@@ -35,7 +35,7 @@ def is_public(method: str, path: str) -> bool:
     if path.startswith(PUBLIC_PREFIXES):
         return True
     return any(method in methods and pattern.fullmatch(path)
-               for methods, pattern in _PUBLIC_BINDING_PATHS)
+               for methods, pattern in _PUBLIC_PATHS)
 
 
 def tracing_middlewares(*, trust_client_trace: bool = False) -> list[Middleware]:

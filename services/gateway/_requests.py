@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import datetime
 from typing import Any
 from urllib.parse import unquote_to_bytes
@@ -121,3 +122,9 @@ async def read_limited(source: Any, limit: int) -> bytes:
         if size > limit:
             raise TooLarge()
         chunks.append(chunk)
+
+
+def json_or(text: str, empty: Any) -> Any:
+    """JSON text from a service (already checked there) as a value; ``empty``
+    for no text."""
+    return json.loads(text) if text else empty

@@ -74,6 +74,9 @@ class SourceMemo:
         self._bytes = 0
         self._requests: Lru[tuple[str, str, str], tuple[tuple[str, str], ...]] = Lru(
             MAX_REQUEST_SETS)
+        #: Templates with any remembered requests: the others (most renders)
+        #: are answered without hashing their variables.
+        self._templates: Lru[tuple[str, str], bool] = Lru(MAX_REQUEST_SETS)
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -83,7 +86,8 @@ class SourceMemo:
         """The data of every request the template's last expansion of these
         variables needed, when all of it is still fresh (otherwise none: the
         template service would answer them pending anyway)."""
-        if not template_id or self._max_bytes <= 0:
+        if (not template_id or self._max_bytes <= 0
+                or self._templates.get((tenant_id, template_id)) is None):
             return ()
         requests = self._requests.get(_variables_key(tenant_id, template_id, variables_json))
         if not requests:
@@ -121,6 +125,7 @@ class SourceMemo:
             if got is not None:
                 self._put((tenant_id, key), source, got)
         if template_id:
+            self._templates.put((tenant_id, template_id), True)
             self._requests.put(_variables_key(tenant_id, template_id, variables_json),
                                tuple(requests))
 

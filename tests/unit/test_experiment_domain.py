@@ -10,6 +10,8 @@ import dataclasses
 import hashlib
 import json
 import re
+import threading
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,7 +51,9 @@ from services.experiment._model import (
     tenant_handle,
 )
 from services.experiment._settings import ExperimentSettings
+from services.experiment._stats import Arm
 from services.experiment._store import ExperimentStore
+from services.experiment._summaries import Summaries
 
 T1, T2 = "tenant-1", "tenant-2"
 TEMPLATE, OTHER_TEMPLATE, FOREIGN = "tpl_main", "tpl_other", "tpl_of_t2"
@@ -818,3 +822,50 @@ def test_a_handle_key_makes_handles_no_one_can_compute_from_a_tenant_name() -> N
     assert keyed != _model.tenant_handle("acme2", b"k" * 32)
     with pytest.raises(ValueError, match="32 characters"):
         ExperimentSettings(experiment_handle_key="short")
+
+
+async def test_the_variants_variables_are_bounded_in_all_and_as_stored(
+        tmp_path: Path) -> None:
+    store = await open_document_store(f"sqlite:///{tmp_path / 'e.db'}", "litho")
+    try:
+        experiments = build(store, FakeTemplates(), Clock(), max_variables_bytes=4000,
+                            max_total_variables_bytes=6000)
+        await experiments.store.prepare()
+        big = json.dumps({"t": "x" * 3500})
+        with pytest.raises(InvalidArgument) as info:
+            await experiments.create(T1, spec(variants=[
+                VariantInput(id="a", variables_json=big, weight=5000),
+                VariantInput(id="b", variables_json=big, weight=5000)]))
+        assert "LITHO_EXPERIMENT_MAX_TOTAL_VARIABLES_BYTES" in str(info.value.errors)
+        # Numbers can be written back longer than they came.
+        grown = "{\"n\": [" + ",".join(["1e300"] * 600) + "]}"
+        assert len(grown) < 4000
+        with pytest.raises(InvalidArgument) as info:
+            await experiments.create(T1, spec(variants=[
+                VariantInput(id="a", variables_json=grown, weight=5000),
+                VariantInput(id="b", weight=5000)]))
+        assert "variants[0].variables" in str(info.value.errors)
+        assert await store.collection("experiments").count({}) == 0
+    finally:
+        await store.close()
+
+
+async def test_statistics_are_computed_a_few_at_a_time() -> None:
+    running = peak = 0
+    lock = threading.Lock()
+
+    def compute(arms: Any, **_: Any) -> Any:
+        nonlocal running, peak
+        with lock:
+            running += 1
+            peak = max(peak, running)
+        time.sleep(0.05)
+        with lock:
+            running -= 1
+        return object()
+
+    summaries = Summaries(compute=compute, at_once=2)
+    await asyncio.gather(*(summaries.summarise(
+        [Arm("a", True, n, 0), Arm("b", False, n, 0)], minimum_sample_size=1,
+        confidence_threshold=0.95, draws=1000) for n in range(8)))
+    assert peak == 2

@@ -13,13 +13,19 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from litho import assignment, formats
 from litho.blobstore import Blob, BlobInfo
+from litho.errors import DeadlineExceeded, NotFound, Unavailable
 from litho.experiment.v1 import experiment_pb2 as pb
 from litho.renderer.v1 import renderer_pb2
 from services.gateway._experiment_images import (
     BOT_IMPRESSION,
+    CLICK,
     IMPRESSION,
+    MAX_STALE,
+    MISSING_SECONDS,
     ExperimentImages,
     Served,
+    _Render,
+    experiment_memo,
     served_from_proto,
 )
 from services.gateway._settings import GatewaySettings
@@ -151,3 +157,122 @@ async def test_a_render_that_missed_an_asset_is_not_reused() -> None:
     await images.render(served, "a", webp)
     await images.render(served, "a", webp)
     assert renderer.calls == 2
+
+
+class _Resolver:
+    def __init__(self) -> None:
+        self.calls = 0
+        self.error: Exception | None = None
+
+    async def ResolveExperiment(self, request: pb.ResolveExperimentRequest,
+                                **_: Any) -> pb.ResolveExperimentResponse:
+        self.calls += 1
+        if self.error is not None:
+            raise self.error
+        if request.slug != "hero":
+            raise NotFound("no such experiment")
+        return resolved()
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class _Up:
+    def generation(self) -> int | None:
+        return 0
+
+
+def _images(resolver: _Resolver, clock: _Clock, **fields: Any) -> ExperimentImages:
+    return ExperimentImages(
+        experiments=resolver, renderer=None, blobs=_Blobs(),  # type: ignore[arg-type]
+        counts=fields.pop("counts", None), bots=re.compile("bot"), clock=clock,
+        memo=experiment_memo(_Up(), seconds=30, max_bytes=2**20, clock=clock), **fields)
+
+
+async def test_a_name_that_named_nothing_is_a_404_without_a_call_for_a_while() -> None:
+    resolver, clock = _Resolver(), _Clock()
+    images = _images(resolver, clock)
+    for _ in range(3):
+        with pytest.raises(NotFound):
+            await images.served("a" * 16, "nope")
+    assert resolver.calls == 1
+    clock.now += MISSING_SECONDS
+    with pytest.raises(NotFound):
+        await images.served("a" * 16, "nope")
+    assert resolver.calls == 2
+    images.changed(f"{'a' * 16}/nope")  # a create's note: asked again at once
+    with pytest.raises(NotFound):
+        await images.served("a" * 16, "nope")
+    assert resolver.calls == 3
+
+
+async def test_a_known_experiment_is_served_while_its_service_is_away() -> None:
+    resolver, clock = _Resolver(), _Clock()
+    images = _images(resolver, clock)
+    assert (await images.served("a" * 16, "hero")).experiment_id == "exp_1"
+    clock.now += 31
+    resolver.error = Unavailable("the experiment service is away")
+    assert (await images.served("a" * 16, "hero")).experiment_id == "exp_1"
+    resolver.error = DeadlineExceeded("too slow")
+    clock.now += 60
+    assert (await images.served("a" * 16, "hero")).experiment_id == "exp_1"
+    clock.now += MAX_STALE
+    with pytest.raises(DeadlineExceeded):
+        await images.served("a" * 16, "hero")
+
+
+async def test_image_bytes_are_kept_within_their_budget() -> None:
+    blobs = _Blobs()
+    images = ExperimentImages(
+        experiments=None, renderer=None, blobs=blobs, counts=None,  # type: ignore[arg-type]
+        memo=None, bots=re.compile("bot"), max_image_bytes=12)  # type: ignore[arg-type]
+    renders = [_Render(f"r{i}", f"k{i}", "image/webp") for i in range(5)]
+    for r in renders:
+        assert await images.image(r) == b"abc"  # 3 bytes each: four fit in 12
+    reads = blobs.reads
+    await images.image(renders[4])
+    await images.image(renders[1])
+    assert blobs.reads == reads  # kept
+    await images.image(renders[0])
+    assert blobs.reads == reads + 1  # the oldest went
+    small = ExperimentImages(
+        experiments=None, renderer=None, blobs=blobs, counts=None,  # type: ignore[arg-type]
+        memo=None, bots=re.compile("bot"), max_image_bytes=8)  # type: ignore[arg-type]
+    await small.image(renders[0])
+    await small.image(renders[0])
+    assert blobs.reads == reads + 3  # over a quarter of the budget: never kept
+
+
+class _Publisher:
+    def __init__(self) -> None:
+        self.ids: list[str] = []
+        self.fail = False
+
+    async def publish(self, subject: str, message: object, *, msg_id: str) -> object:
+        if self.fail:
+            raise Unavailable("JetStream refused it")
+        self.ids.append(msg_id)
+        return object()
+
+
+async def test_counts_say_whether_they_were_stored_and_clicks_name_the_visitor() -> None:
+    publisher, clock = _Publisher(), _Clock()
+    up = True
+    images = _images(_Resolver(), clock, counts=publisher, connected=lambda: up)
+    served = served_from_proto(resolved())
+    assert await images.count(served, "a", IMPRESSION) is True
+    assert await images.count(served, "a", IMPRESSION) is True
+    assert await images.count(served, "a", CLICK, "v1") is True
+    assert await images.count(served, "a", CLICK, "v1") is True
+    assert publisher.ids[0] != publisher.ids[1]  # every view counts
+    assert publisher.ids[2] == publisher.ids[3]  # a visitor's clicks share one id
+    publisher.fail = True
+    assert await images.count(served, "a", IMPRESSION) is False
+    publisher.fail, up = False, False
+    assert await images.count(served, "a", IMPRESSION) is False  # not even tried
+    assert len(publisher.ids) == 4

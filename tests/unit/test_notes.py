@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from litho.errors import NotFound, Unavailable
-from litho.notes import NotedMemo
+from litho.notes import STALE_RETRY, NotedMemo
 
 
 class Clock:
@@ -86,3 +86,26 @@ async def test_another_failure_is_raised_and_drops_the_stale_entry() -> None:
         await m.get("k", gone)
     with pytest.raises(Unavailable):
         await m.get("k", away)  # nothing left to answer
+
+
+async def test_a_stale_entry_is_asked_again_only_every_few_seconds() -> None:
+    clock, link = Clock(), Link()
+    m = memo(clock, link)
+    await m.get("k", lambda: answer("v1"))
+    clock.now += 31
+    calls = 0
+
+    async def counted_away() -> str:
+        nonlocal calls
+        calls += 1
+        raise Unavailable("away")
+
+    for _ in range(5):
+        assert await m.get("k", counted_away) == "v1"
+    assert calls == 1  # the others answered stale at once
+    clock.now += STALE_RETRY
+    assert await m.get("k", counted_away) == "v1" and calls == 2
+    # max_stale counts from when the entry first ended, not from the retries.
+    clock.now = 1000.0 + 30 + 300
+    with pytest.raises(Unavailable):
+        await m.get("k", counted_away)
