@@ -21,15 +21,25 @@ through JetStream and the experiment service's counter consumer:
 
 The CPU each process used during the load (from /proc) says where the
 requests' time goes on a machine this small.
+
+The floor: the same 64 clients for the same time against a bare aiohttp
+server in a process of its own that answers every request with the same
+image bytes (no lookup, no count, no tracing). It is what one Python process
+on this machine can serve at all, measured in the same run, so the
+throughput is also given as a ratio to it: machines here vary by 2× or more
+from hour to hour, and the ratio does not.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
+import sys
+import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +127,67 @@ def _cpu(pids: Mapping[str, int]) -> dict[str, float]:
     return {**out, "bench client": times.user + times.system}
 
 
+#: The floor's server: one aiohttp process answering every GET with the
+#: bytes of the file named by argv[1], on a free loopback port it prints.
+_FLOOR_SERVER = """
+import sys
+from aiohttp import web
+body = open(sys.argv[1], "rb").read()
+async def image(request):
+    return web.Response(body=body, content_type="image/png",
+                        headers={"Cache-Control": "private, no-store"})
+async def main():
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", image)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    print(runner.addresses[0][1], flush=True)
+    await asyncio.Event().wait()
+import asyncio
+asyncio.run(main())
+"""
+
+
+@contextlib.asynccontextmanager
+async def _floor_server(body: bytes) -> AsyncIterator[str]:
+    """A bare aiohttp server answering ``body``; yields its URL."""
+    with tempfile.NamedTemporaryFile(suffix=".png") as f:
+        f.write(body)
+        f.flush()
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", _FLOOR_SERVER, f.name, stdout=asyncio.subprocess.PIPE)
+        try:
+            assert proc.stdout is not None
+            port = int((await asyncio.wait_for(proc.stdout.readline(), 30)).decode())
+            yield f"http://127.0.0.1:{port}/floor.png"
+        finally:
+            proc.terminate()
+            await proc.wait()
+
+
+async def _load(c: Client, url: str, vids: Iterator[str], seconds: float
+                ) -> tuple[list[float], int, int, float]:
+    """CLIENTS clients on ``url`` for ``seconds``, a new visitor each request:
+    the latencies, the answers counted, those not 200, and the seconds taken."""
+    load: list[float] = []
+    counted = errors = 0
+    deadline = time.perf_counter() + seconds
+
+    async def client() -> None:
+        nonlocal counted, errors
+        while time.perf_counter() < deadline:
+            took, status, was_counted = await _view(c, url, next(vids))
+            load.append(took)
+            counted += was_counted
+            errors += status != 200
+
+    started = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(CLIENTS)))
+    return load, counted, errors, time.perf_counter() - started
+
+
 async def experiments_section(c: Client, n: int, *, seconds: float,
                               pids: Mapping[str, int]) -> dict[str, Any]:
     """``pids``: processes whose CPU use during the load is reported."""
@@ -139,25 +210,10 @@ async def experiments_section(c: Client, n: int, *, seconds: float,
             warm.append(hit)
             image.append(took)
 
-    # (b) 64 clients, a new visitor each request, for ``seconds``.
-    load: list[float] = []
-    load_counted = load_errors = 0
-    deadline = 0.0
-
-    async def client() -> None:
-        nonlocal load_counted, load_errors
-        while time.perf_counter() < deadline:
-            took, status, was_counted = await _view(c, url, next(vids))
-            load.append(took)
-            load_counted += was_counted
-            load_errors += status != 200
-
+    # (b) 64 clients, a new visitor each request, for ``seconds`` …
     cpu_before = _cpu(pids)
-    started = time.perf_counter()
-    deadline = started + seconds
-    await asyncio.gather(*(client() for _ in range(CLIENTS)))
+    load, load_counted, load_errors, elapsed = await _load(c, url, vids, seconds)
     stopped = time.perf_counter()
-    elapsed = stopped - started
     cpu = {name: round((used - cpu_before[name]) / elapsed, 2)
            for name, used in _cpu(pids).items()}
     counted += load_counted
@@ -177,13 +233,24 @@ async def experiments_section(c: Client, n: int, *, seconds: float,
         low.append(lag[0])
         high.append(lag[1])
     stats_call = [await _timed_stats(c, eid) for _ in range(20)]
+    # … and the floor: the same load on a bare server answering the same bytes.
+    async with c.http.get(url, params={"vid": "floor"}) as r:
+        body = await r.read()
+    async with _floor_server(body) as floor_url:
+        await _load(c, floor_url, vids, min(1.0, seconds))  # warm its connections
+        floor, _, floor_errors, floor_elapsed = await _load(c, floor_url, vids, seconds)
+    per_second = len(load) / elapsed
+    floor_per_second = len(floor) / floor_elapsed
     warm_ms, image_ms, load_ms = summary_ms(warm), summary_ms(image), summary_ms(load)
     return {
         "warmHit": warm_ms, "image": image_ms,
         "imageRatio": round(image_ms["p50"] / warm_ms["p50"], 3),
         "load": {"clients": CLIENTS, "seconds": round(elapsed, 2), "requests": len(load),
-                 "perSecond": round(len(load) / elapsed, 1), "errors": load_errors,
+                 "perSecond": round(per_second, 1), "errors": load_errors,
                  "counted": load_counted, "latency": load_ms, "cpuCores": cpu},
+        "floor": {"perSecond": round(floor_per_second, 1), "errors": floor_errors,
+                  "latency": summary_ms(floor)},
+        "throughputRatio": round(per_second / floor_per_second, 3),
         "errors": errors + load_errors,
         "counted": counted, "impressions": seen, "exact": seen == counted,
         "drainMs": [round(d * 1000, 1) for d in drain] if drain is not None else None,
@@ -229,7 +296,9 @@ def markdown(e: dict[str, Any]) -> list[str]:
         f"{e['warmHit']['p50']} ms) | p50 ≤ 5 ms |",
         f"| throughput, {load['clients']} clients, counting on | {load['perSecond']} "
         f"requests/s (p50 {load['latency']['p50']} ms, p99 {load['latency']['p99']} ms; "
-        f"{load['errors']} errors of {load['requests']}) | ≥ 1,000 requests/s |",
+        f"{load['errors']} errors of {load['requests']}); {e['throughputRatio']}× the floor, "
+        f"a bare aiohttp process answering the same bytes under the same load "
+        f"({e['floor']['perSecond']} requests/s) | ≥ 1,000 requests/s |",
         f"| request → counted impression | every one of {e['counted']} counted views shown "
         f"{drain}{single} | within a fraction of a second |",
         f"| counting | {exact}; {e['errors']} answers not 200 | exact |",

@@ -19,6 +19,10 @@ once:
    ``stream`` and ``revision + 1``; a missing document is inserted (a
    duplicate-key race reads again), a lost revision reads again.
 
+Each counter document is written on its own: a write that fails (or an
+experiment that cannot be read) fails only the deliveries it held, which come
+again; the rest of the flush is acked.
+
 A delivery is so counted at most once however often it comes (a nak after
 its flush, a redelivery after ``ack_wait``, a restart, several replicas on
 one durable consumer), and at least once because its ack waits for its
@@ -67,6 +71,11 @@ MAX_ATTEMPTS: Final = 100
 #: Experiments whose dropped events were logged (once each), at most.
 _LOGGED_MAX: Final = 10_000
 
+#: Applied sequences one counter document holds above the ack floor past
+#: which a warning says the floor is stuck (a delivery at it keeps failing,
+#: so every document keeps each sequence since: they grow until it is acked).
+APPLIED_WARNING: Final = 20_000
+
 #: Seconds the counter keeps what it read of an experiment (tenant, variant ids).
 KNOWN_SECONDS: Final = 1.0
 #: Experiments it keeps so, at most.
@@ -96,11 +105,17 @@ class Delivered:
     count: Count
 
 
+#: What a flush failed on, by the stream sequence of each delivery it did
+#: not store (the others were stored).
+Failures = Mapping[int, BaseException]
+
+
 class Aggregator:
     """Group commit: :meth:`add` waits until a flush of ``apply`` stored (or
-    failed on) its delivery. One flush at a time."""
+    failed on) its delivery. One flush at a time. ``apply`` answers the
+    deliveries it could not store (an exception it raises fails them all)."""
 
-    def __init__(self, apply: Callable[[list[Delivered]], Awaitable[None]], *,
+    def __init__(self, apply: Callable[[list[Delivered]], Awaitable[Failures]], *,
                  interval: float, max_events: int) -> None:
         self._apply = apply
         self._interval = interval
@@ -135,18 +150,23 @@ class Aggregator:
         if not batch:
             return
         try:
-            await self._apply([d for d, _ in batch])
+            failures = await self._apply([d for d, _ in batch])
         except Exception as exc:
-            log.warning("counter flush failed; its deliveries come again",
-                        deliveries=len(batch), error=str(exc)[:200] or type(exc).__name__)
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
-                    future.exception()  # retrieved: a cancelled waiter leaves no warning
-            return
-        for _, future in batch:
-            if not future.done():
+            failures = {d.seq: exc for d, _ in batch}
+        if failures:
+            first = next(iter(failures.values()))
+            log.warning("counter flush failed for some deliveries; they come again",
+                        failed=len(failures), deliveries=len(batch),
+                        error=str(first)[:200] or type(first).__name__)
+        for delivered, future in batch:
+            if future.done():
+                continue
+            failed = failures.get(delivered.seq)
+            if failed is None:
                 future.set_result(None)
+            else:
+                future.set_exception(failed)
+                future.exception()  # retrieved: a cancelled waiter leaves no warning
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[Aggregator]:
@@ -191,6 +211,7 @@ class Counter:
         self._known: OrderedDict[str, tuple[float, _Known | None]] = OrderedDict()
         self._logged: set[str] = set()
         self._floor_logged: set[str] = set()
+        self._stuck_logged: set[str] = set()
 
     async def floor(self, *, read_since: float | None = None) -> Floor:
         """The consumer's ack floor and its stream, read at most once per
@@ -226,28 +247,41 @@ class Counter:
                 raise RuntimeError("the counter's ack floor was never read")
             return self._floor
 
-    async def apply(self, batch: Sequence[Delivered]) -> None:
+    async def apply(self, batch: Sequence[Delivered]) -> Failures:
+        """Store ``batch``; answers the deliveries it could not store, by
+        sequence. Raises (every delivery failed) when the ack floor was never
+        read."""
         started = self._clock()
         floor = await self.floor()
+        failures: dict[int, BaseException] = {}
         groups: dict[str, dict[int, Delivered]] = {}
-        known: dict[str, _Known | None] = {}
+        known: dict[str, _Known | BaseException | None] = {}
         for d in batch:
             c = d.count
             if c.experiment_id not in known:
-                known[c.experiment_id] = await self._known_of(c.experiment_id)
-            if not self._countable(known[c.experiment_id], c):
-                continue
-            groups.setdefault(f"{c.experiment_id}:{c.variant_id}", {})[d.seq] = d
+                try:
+                    known[c.experiment_id] = await self._known_of(c.experiment_id)
+                except Exception as exc:
+                    known[c.experiment_id] = exc
+            of = known[c.experiment_id]
+            if isinstance(of, BaseException):
+                failures[d.seq] = of
+            elif self._countable(of, c):
+                groups.setdefault(f"{c.experiment_id}:{c.variant_id}", {})[d.seq] = d
         results = await asyncio.gather(*(self._apply_one(key, group, floor, started)
                                          for key, group in groups.items()),
                                        return_exceptions=True)
-        failed = [r for r in results if isinstance(r, BaseException)]
-        if failed:
-            # Every write of the flush is done; the documents it stored drop
-            # their deliveries when they come again.
-            raise failed[0]
-        if self._on_counted is not None and groups:
-            self._on_counted({g[next(iter(g))].count.experiment_id for g in groups.values()})
+        counted: set[str] = set()
+        # Each document on its own: the ones stored are done (and drop their
+        # deliveries should they come again), the others' deliveries fail.
+        for group, result in zip(groups.values(), results, strict=True):
+            if isinstance(result, BaseException):
+                failures.update(dict.fromkeys(group, result))
+            else:
+                counted.add(next(iter(group.values())).count.experiment_id)
+        if self._on_counted is not None and counted:
+            self._on_counted(counted)
+        return failures
 
     async def _known_of(self, experiment_id: str) -> _Known | None:
         """The experiment's tenant and variant ids (None: no such experiment),
@@ -325,6 +359,11 @@ class Counter:
                 return
             revision = doc.get("revision")
             kept = sorted(s for s in applied.union(d.seq for d in fresh) if s > doc_floor)
+            if len(kept) > APPLIED_WARNING and _first(self._stuck_logged, key):
+                log.warning("a counter document holds many sequences above the ack floor: "
+                            "the floor is stuck (a delivery at it keeps failing)",
+                            counter=key[:200], applied=len(kept), ack_floor=doc_floor,
+                            stream=floor.stream)
             matched = await self._counters.update(
                 {"_id": key, "revision": revision},
                 {"$inc": _sums(fresh), "$set": {"applied": kept, "ackFloor": doc_floor,

@@ -32,7 +32,7 @@ from litho.consumers import TERMINATED_SUBJECT, ConsumerOptions, Delivery, Poiso
 from litho.docstore import DocumentStore, open_document_store
 from litho.events.v1 import events_pb2
 from litho.streams import COUNTS_STREAM, EXPERIMENT_COUNT_SUBJECT, counts_stream
-from services.experiment import _consumer
+from services.experiment import _consumer, _counter
 from services.experiment._consumer import (
     DURABLE,
     CountHandler,
@@ -40,7 +40,14 @@ from services.experiment._consumer import (
     consumer,
     count_handler,
 )
-from services.experiment._counter import KINDS, Aggregator, Counter, Delivered, Floor
+from services.experiment._counter import (
+    KINDS,
+    Aggregator,
+    Counter,
+    Delivered,
+    Failures,
+    Floor,
+)
 from services.experiment._experiments import Experiments
 from services.experiment._model import ExperimentSpec, GoalInput, VariantInput
 from services.experiment._ports import Count
@@ -166,10 +173,10 @@ async def counting(rig: Rig, *, wrap: Wrap | None = None, in_flight: int = 500,
         counter = Counter(store, ExperimentStore(store), NatsAckFloor(nc), floor_seconds=0.01)
         failures = iter(range(failing_flushes))
 
-        async def apply(batch: list[Delivered]) -> None:
+        async def apply(batch: list[Delivered]) -> Failures:
             if next(failures, None) is not None:
                 raise ConnectionError("the store is away")
-            await counter.apply(batch)
+            return await counter.apply(batch)
 
         aggregator = await stack.enter_async_context(
             Aggregator(apply, interval=0.02, max_events=1000).running())
@@ -366,7 +373,7 @@ def test_the_counters_consumer_retries_for_good_with_a_capped_backoff() -> None:
 
 
 async def test_a_failed_flush_is_a_retry_and_not_a_count_a_poison() -> None:
-    async def apply(batch: list[Delivered]) -> None:
+    async def apply(batch: list[Delivered]) -> Failures:
         raise ConnectionError("the store is away")
 
     aggregator = Aggregator(apply, interval=0.001, max_events=10)
@@ -483,10 +490,63 @@ async def test_a_delete_during_a_flush_leaves_no_counter_behind(alone: Alone) ->
                 raise ConnectionError("the store is away")
             return await super().by_id(experiment_id)
 
-    with pytest.raises(ConnectionError):
-        await Counter(alone.store, Failing(alone.store), Floors()).apply(
-            impressions(other.id, [7]))
+    failed = await Counter(alone.store, Failing(alone.store), Floors()).apply(
+        impressions(other.id, [7]))
+    assert list(failed) == [7]
+    assert isinstance(failed[7], ConnectionError)
     assert await alone.store.collection("experiment_counters").count({}) == 0
+
+
+async def test_a_document_that_cannot_be_written_fails_only_its_own_deliveries(
+        alone: Alone) -> None:
+    other = await alone.experiments.create(TENANT, spec("other-one"))
+    await alone.experiments.start(TENANT, other.id)
+
+    class Unwritable:
+        """The counter documents, with one of them refusing every write."""
+
+        def __init__(self, inner: Any, refused: str) -> None:
+            self._inner, self._refused = inner, refused
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._inner, name)
+
+        async def update(self, where: dict[str, Any], change: dict[str, Any]) -> int:
+            if where["_id"] == self._refused:
+                raise ConnectionError("this document is away")
+            result: int = await self._inner.update(where, change)
+            return result
+
+        async def insert(self, doc: dict[str, Any]) -> None:
+            if doc["_id"] == self._refused:
+                raise ConnectionError("this document is away")
+            await self._inner.insert(doc)
+
+    counted: list[set[str]] = []
+    counter = Counter(alone.store, alone.experiments.store, Floors(),
+                      on_counted=lambda ids: counted.append(set(ids)))
+    counter._counters = Unwritable(counter._counters, f"{other.id}:b")  # type: ignore[assignment]
+    batch = (impressions(alone.experiment_id, [1, 2]) + impressions(other.id, [3, 4], "b")
+             + impressions(other.id, [5]))
+    failed = await counter.apply(batch)
+    assert sorted(failed) == [3, 4]
+    assert all(isinstance(e, ConnectionError) for e in failed.values())
+    docs = {d["_id"]: d["impressions"]
+            for d in await alone.store.collection("experiment_counters").find({})}
+    assert docs == {f"{alone.experiment_id}:a": 2, f"{other.id}:a": 1}
+    assert counted == [{alone.experiment_id, other.id}]
+
+
+async def test_the_aggregator_fails_only_the_deliveries_a_flush_did_not_store() -> None:
+    async def apply(batch: list[Delivered]) -> Failures:
+        return {d.seq: ConnectionError(f"no {d.seq}") for d in batch if d.seq % 2}
+
+    aggregator = Aggregator(apply, interval=0.001, max_events=10)
+    async with aggregator.running():
+        results = await asyncio.gather(
+            *(aggregator.add(d) for d in impressions("exp_x", range(1, 7))),
+            return_exceptions=True)
+    assert [type(r).__name__ for r in results] == ["ConnectionError", "NoneType"] * 3
 
 
 async def test_counter_documents_of_another_stream_are_reset(alone: Alone) -> None:
@@ -584,10 +644,11 @@ async def test_the_aggregator_flushes_full_batches_at_once_and_reports_failures(
     flushed: list[list[int]] = []
     fail = False
 
-    async def apply(batch: list[Delivered]) -> None:
+    async def apply(batch: list[Delivered]) -> Failures:
         flushed.append([d.seq for d in batch])
         if fail:
             raise RuntimeError("store away")
+        return {}
 
     def delivered(seq: int) -> Delivered:
         return Delivered(seq, Count(TENANT, "exp", "a", "impression", 0.0))
@@ -608,3 +669,15 @@ async def test_the_aggregator_flushes_full_batches_at_once_and_reports_failures(
         await asyncio.sleep(0)
     await asyncio.wait_for(pending, 5)
     assert flushed[-1] == [7]
+
+
+async def test_a_stuck_ack_floor_is_warned_about_once_per_document(
+        alone: Alone, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_counter, "APPLIED_WARNING", 3)
+    counter = Counter(alone.store, alone.experiments.store, Floors(), floor_seconds=0.0)
+    with capture_logs() as logs:
+        for seqs in ([1, 2], [3, 4], [5, 6]):  # the floor stays at 0
+            await counter.apply(impressions(alone.experiment_id, seqs))
+    stuck = [e for e in logs if "the floor is stuck" in e["event"]]
+    assert [(e["applied"], e["ack_floor"]) for e in stuck] == [(4, 0)]
+    assert (await alone.doc() or {})["impressions"] == 6
