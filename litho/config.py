@@ -143,6 +143,9 @@ def load(cls: type[S]) -> S:
         prefix = str(parts.get(exc.title, cls).model_config.get("env_prefix", ""))
         problems = []
         for err in exc.errors():
+            if not err["loc"]:  # a rule across settings: its message names them
+                problems.append(str(err["msg"]))
+                continue
             name = prefix + "_".join(str(p) for p in err["loc"]).upper()
             problems.append(f"{name}: {err['msg']}")
         raise ConfigError("invalid settings; set " + "; ".join(problems)) from exc
