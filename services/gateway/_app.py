@@ -42,6 +42,7 @@ from services.gateway._openapi import RequestValidator, load_document
 from services.gateway._settings import GatewaySettings
 from services.gateway._state import DEPS, MAX_BODY_BYTES, Deps
 from services.gateway._validation import validation_middleware
+from services.gateway._web import WebFiles, add_routes
 
 log = get_logger(__name__)
 #: Seconds a view waits for JetStream to store its count before it is served uncounted.
@@ -49,7 +50,8 @@ COUNT_PUBLISH_TIMEOUT = 0.5
 
 
 def create_app(deps: Deps, *, max_body_bytes: int, trust_client_trace: bool = False,
-               images: ExperimentImages | None = None) -> web.Application:
+               images: ExperimentImages | None = None,
+               web_files: WebFiles | None = None) -> web.Application:
     app = web.Application(
         middlewares=[*tracing_middlewares(trust_client_trace=trust_client_trace),
                      errors_middleware, url_text_middleware, auth_middleware,
@@ -129,6 +131,8 @@ def create_app(deps: Deps, *, max_body_bytes: int, trust_client_trace: bool = Fa
     r.add_get("/v1/expressions/functions", h.list_functions, allow_head=False)
     r.add_get("/openapi.json", h.get_openapi, allow_head=False)
     r.add_get("/healthz", h.get_health, allow_head=False)
+    # The pages and their files, for browsers (documented as text/html operations).
+    add_routes(app, web_files or WebFiles.default())
     if deps is not None:
         check_routes(app, deps.validator)
     return app
@@ -185,7 +189,8 @@ async def build(host: Host[GatewaySettings]) -> None:
     images = (await _experiment_images(host, deps, settings)
               if deps.experiments is not None else None)
     app = create_app(deps, max_body_bytes=settings.gateway_max_body_bytes,
-                     trust_client_trace=settings.gateway_trust_client_trace, images=images)
+                     trust_client_trace=settings.gateway_trust_client_trace, images=images,
+                     web_files=WebFiles.from_settings(settings))
     # Request lines up to 16 KiB, so that a long query (a 10 KB vid) reaches
     # the validation and gets a 422 naming it, not aiohttp's bare 400.
     runner = web.AppRunner(app, access_log=None, handle_signals=False, max_line_size=16_384)

@@ -27,6 +27,8 @@ _PUBLIC_PATHS = (
     # An experiment's image and click URL: a tenant's public handle and a slug.
     (frozenset({"GET", "HEAD"}), re.compile(r"/s/[^/]+/[^/]+")),
     (frozenset({"GET"}), re.compile(r"/s/[^/]+/[^/]+/click")),
+    # The pages for browsers and the files they load (services/gateway/_web.py).
+    (frozenset({"GET", "HEAD"}), re.compile(r"/|/docs|/editor|/assets/.*")),
 )
 
 

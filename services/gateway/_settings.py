@@ -67,6 +67,21 @@ class GatewaySettings(BaseServiceSettings, BatchSettings):
     #: Bytes of experiment images a replica keeps in memory (by render id).
     gateway_experiment_image_bytes: int = Field(default=64 * 2**20, ge=0, le=2**34)
 
+    #: The web pages (``/``, ``/docs``, ``/editor``) and the files under
+    #: ``/assets/``; empty: the repository's ``web/``.
+    gateway_web_dir: str = Field(default="")
+    #: Where npm installed the browser libraries ``/assets/vendor/`` serves
+    #: (an allow-list of their files, nothing else); empty: the repository's
+    #: ``node_modules/``.
+    gateway_node_modules_dir: str = Field(default="")
+    #: Bytes of web files a replica keeps in memory once read (gzipped copies
+    #: included); past it, a file is read from disk for each request; 0
+    #: reads every time (edits show at once).
+    gateway_web_max_bytes: int = Field(default=32 * 2**20, ge=0, le=2**32)
+    #: max-age, in seconds, of files under ``/assets/`` (pages are
+    #: ``no-cache``; both carry an ETag).
+    gateway_web_asset_max_age: int = Field(default=3600, ge=0, le=31_536_000)
+
     def bot_pattern(self) -> re.Pattern[str]:
         return re.compile(self.gateway_bot_user_agents, re.IGNORECASE)
 
