@@ -22,6 +22,7 @@ from services.gateway._requests import integer, rfc3339
 from services.gateway._state import caller, deps
 from services.gateway._validation import body as json_body
 from services.gateway._validation import query as query_of
+from services.gateway._web import respond
 
 
 def template_json(t: template_pb2.Template) -> dict[str, Any]:
@@ -193,7 +194,9 @@ async def render_pdf(request: web.Request) -> web.Response:
 
 
 async def get_openapi(request: web.Request) -> web.Response:
-    return web.json_response(deps(request).openapi)
+    """The document, with an ETag (304 on a match) and gzip when accepted:
+    ``/docs`` loads it on every visit."""
+    return respond(request, deps(request).openapi_file, cache_control="no-cache", headers={})
 
 
 async def get_health(request: web.Request) -> web.Response:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -21,6 +23,7 @@ if TYPE_CHECKING:
     from litho.renderer.v1.renderer_pb2_grpc import RendererServiceAsyncStub
     from litho.template.v1.template_pb2_grpc import TemplateServiceAsyncStub
     from litho.webhook.v1.webhook_pb2_grpc import WebhookServiceAsyncStub
+    from services.gateway._web import WebFile
 
 
 @dataclass
@@ -58,6 +61,13 @@ class Deps:
     binding_max_push_bytes: int = 1024 * 1024
     #: The experiment service (None where a test leaves it out: a 503).
     experiments: ExperimentServiceAsyncStub | None = None
+
+    @functools.cached_property
+    def openapi_file(self) -> WebFile:
+        """``/openapi.json`` as served: its bytes, ETag and gzipped copy, made once."""
+        # Imported here: _web imports _images, which imports this module.
+        from services.gateway._web import web_file
+        return web_file(json.dumps(self.openapi).encode(), "json")
 
 
 DEPS = web.AppKey("deps", Deps)

@@ -163,11 +163,17 @@ def read_file(root: Path, name: str) -> WebFile | None:
         body = path.read_bytes()
     except (OSError, RuntimeError):  # missing, unreadable, a symlink loop
         return None
+    return web_file(body, ext)
+
+
+def web_file(body: bytes, ext: str) -> WebFile:
+    """``body`` served as a file with extension ``ext`` (one of
+    :data:`CONTENT_TYPES`): its ETag, and a gzipped copy when that pays."""
     gzipped = None
     if ext in _COMPRESSIBLE and len(body) >= _GZIP_MIN_BYTES:
         packed = gzip.compress(body, compresslevel=9, mtime=0)
         gzipped = packed if len(packed) < len(body) else None
-    return WebFile(body=body, gzipped=gzipped, content_type=content_type,
+    return WebFile(body=body, gzipped=gzipped, content_type=CONTENT_TYPES[ext],
                    etag='"' + hashlib.sha256(body).hexdigest()[:32] + '"')
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import io
 import json
 from typing import Any
@@ -156,6 +157,17 @@ async def test_openapi_document_is_served(live: Live) -> None:
         doc = await r.json()
     assert doc["openapi"] == "3.1.0"
     assert "/v1/templates/{templateId}/render" in doc["paths"]
+    # /docs loads it on every visit: gzipped when taken, and a 304 when unchanged.
+    async with live.http.get(f"{live.url}/openapi.json", auto_decompress=False,
+                             headers={"Accept-Encoding": "gzip"}) as r:
+        packed = await r.read()
+        assert r.headers["Content-Encoding"] == "gzip"
+        assert r.headers["Content-Type"] == "application/json"
+        etag = r.headers["ETag"]
+    assert json.loads(gzip.decompress(packed)) == doc
+    async with live.http.get(f"{live.url}/openapi.json",
+                             headers={"Accept-Encoding": "gzip", "If-None-Match": etag}) as r:
+        assert r.status == 304
 
 
 async def test_render_of_bad_json_variables_shape_is_422(live: Live) -> None:
