@@ -33,9 +33,12 @@ node: ## install Node.js and npm if missing (apt-get as root), for buf
 	  exit 1; \
 	fi
 
+# npm packages, pinned by the lockfile: buf (for lint) and the browser
+# libraries the gateway serves (GrapesJS for /editor, Swagger UI for /docs).
 # buf ships as @bufbuild/buf with its binary in a per-platform package, so the
 # lockfile alone pins it; --ignore-scripts: its postinstall only relinks that
-# binary, and nothing may fetch from outside the registry.
+# binary (and Swagger UI's @scarf/scarf would report the install), and nothing
+# may fetch from outside the registry.
 node_modules/.installed: package.json package-lock.json | node
 	npm ci --ignore-scripts --no-audit --no-fund
 	touch $@
