@@ -18,6 +18,7 @@ from litho.template.v1 import template_pb2_grpc
 from litho.webhook.v1 import webhook_pb2_grpc
 from services.gateway import _batches as batches
 from services.gateway import _bindings as bindings
+from services.gateway import _copilot as copilot
 from services.gateway import _experiment_images as experiment_images
 from services.gateway import _experiments as experiments
 from services.gateway import _fonts as fonts
@@ -69,6 +70,9 @@ def create_app(deps: Deps, *, max_body_bytes: int, trust_client_trace: bool = Fa
     r.add_put("/v1/templates/{templateId}", h.update_template)
     r.add_delete("/v1/templates/{templateId}", h.delete_template)
     r.add_get("/v1/templates/{templateId}/versions", h.list_versions, allow_head=False)
+    r.add_post("/v1/templates/{templateId}/copilot", copilot.plan_copilot)
+    r.add_post("/v1/templates/{templateId}/copilot/preview", copilot.preview_copilot)
+    r.add_post("/v1/templates/{templateId}/copilot/apply", copilot.apply_copilot)
     r.add_post("/v1/templates/{templateId}/render", h.render_template, name="renderTemplate")
     r.add_post("/template/{templateId}/render", h.render_template, name="renderTemplateShort")
     r.add_post("/v1/templates/{templateId}/pdf", h.render_pdf)

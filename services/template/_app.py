@@ -6,9 +6,12 @@ from __future__ import annotations
 from litho.docstore import DocumentStore
 from litho.jsonlimits import JsonLimits
 from litho.logs import get_logger
-from litho.outbound import AllowList
+from litho.outbound import AllowList, OutboundGuard
 from litho.service import Host
 from litho.template.v1 import template_pb2, template_pb2_grpc
+from services.template._copilot import CopilotLimits, ModelConfig, ModelPlanner
+from services.template._copilot_plans import CopilotPlans
+from services.template._copilots import Copilot
 from services.template._fonts import FontLibrary, FontLimits, Sandbox
 from services.template._lang import Engine, LangExpander
 from services.template._lang import Limits as LangLimits
@@ -54,14 +57,15 @@ async def build(host: Host[TemplateSettings]) -> None:
     expander = LangExpander(engine, cache_size=settings.template_compile_cache_size,
                             max_bytes=settings.template_compile_cache_bytes)
     fonts = await _font_library(host, store)
+    templates = Templates(repo, expander, limits,
+                          max_pattern_input=settings.template_max_pattern_input,
+                          max_pattern_work=settings.template_max_pattern_work,
+                          expand_timeout=settings.template_expand_timeout, fonts=fonts,
+                          outbound_allow=AllowList.parse(settings.outbound.allow))
     servicer = TemplateServicer(
-        Templates(repo, expander, limits,
-                  max_pattern_input=settings.template_max_pattern_input,
-                  max_pattern_work=settings.template_max_pattern_work,
-                  expand_timeout=settings.template_expand_timeout, fonts=fonts,
-                  outbound_allow=AllowList.parse(settings.outbound.allow)),
-        max_variables_bytes=settings.template_max_variables_bytes,
+        templates, max_variables_bytes=settings.template_max_variables_bytes,
         json_limits=limits.json, fonts=fonts, max_data_sources=settings.template_max_data_sources,
+        copilot=await _copilot(host, store, templates, limits),
     )
     await host.serve_grpc(
         [(template_pb2_grpc.add_TemplateServiceServicer_to_server, servicer, SERVICE_NAME)],
@@ -99,3 +103,33 @@ async def _font_library(host: Host[TemplateSettings], store: DocumentStore) -> F
         cache_size=settings.template_font_cache_size)
     await library.prepare()
     return library
+
+
+async def _copilot(host: Host[TemplateSettings], store: DocumentStore, templates: Templates,
+                   limits: Limits) -> Copilot:
+    settings = host.settings
+    copilot_limits = CopilotLimits(
+        max_prompt_bytes=settings.copilot_max_prompt_bytes,
+        max_history_entries=settings.copilot_max_history_entries,
+        max_history_bytes=settings.copilot_max_history_bytes,
+        max_steps=settings.copilot_max_steps,
+        max_html_bytes=settings.template_max_html_bytes,
+        max_model_html_bytes=settings.copilot_max_model_html_bytes,
+        max_reply_bytes=settings.copilot_max_reply_bytes,
+        model_timeout=settings.copilot_model_timeout,
+        max_dimension=settings.template_max_dimension,
+        max_variants=settings.copilot_max_variants)
+    plans = CopilotPlans(store, ttl=settings.copilot_plan_seconds,
+                         max_per_template=settings.copilot_max_plans_per_template,
+                         limits=copilot_limits)
+    await plans.prepare()
+    model = None
+    if settings.copilot_url:
+        guard = await host.stack.enter_async_context(OutboundGuard(settings.outbound))
+        model = ModelPlanner(guard.fetch, ModelConfig(
+            url=settings.copilot_url, model=settings.copilot_model,
+            api_key=settings.copilot_api_key or None, json_mode=settings.copilot_json_mode),
+            copilot_limits)
+        log.info("the copilot plans with a model", url=settings.copilot_url[:200],
+                 model=settings.copilot_model)
+    return Copilot(templates, plans, copilot_limits, json_limits=limits.json, model=model)

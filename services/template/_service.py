@@ -175,11 +175,14 @@ class Templates:
         return await self._repo.versions(
             tenant_id, template_id, page_size=_page_size(page_size), page_token=page_token)
 
-    async def update(self, tenant_id: str, template_id: str, spec: Spec) -> Template:
+    async def update(self, tenant_id: str, template_id: str, spec: Spec, *,
+                     expected_version: int | None = None) -> Template:
+        """A new version; with ``expected_version``, only from that one (else Conflict)."""
         checked = await asyncio.to_thread(self._check, spec, creating=False)
         return await self._repo.update(
             tenant_id, template_id, checked,
-            check=lambda t: _check_reserved(t.data_sources, t.variable_definitions))
+            check=lambda t: _check_reserved(t.data_sources, t.variable_definitions),
+            expected_version=expected_version)
 
     async def delete(self, tenant_id: str, template_id: str) -> None:
         await self._repo.delete(tenant_id, template_id)

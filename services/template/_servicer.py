@@ -14,6 +14,9 @@ from litho.errors import FailedPrecondition, FieldError
 from litho.jsonlimits import JsonLimits
 from litho.template.v1 import template_pb2 as pb
 from litho.template.v1 import template_pb2_grpc as pb_grpc
+from services.template._copilot import Applied, NewTemplate, Step
+from services.template._copilot_plans import step_ref
+from services.template._copilots import Copilot
 from services.template._data_sources import MAX_SOURCES_SETTING, max_json_bytes
 from services.template._fonts import Font, FontLibrary
 from services.template._model import (
@@ -100,10 +103,11 @@ class TemplateServicer(pb_grpc.TemplateServiceServicer):
     def __init__(
         self, templates: Templates, *, max_variables_bytes: int,
         json_limits: JsonLimits = DEFAULT_JSON_LIMITS, fonts: FontLibrary | None = None,
-        max_data_sources: int = 5,
+        max_data_sources: int = 5, copilot: Copilot | None = None,
     ) -> None:
         self._templates = templates
         self._fonts = fonts
+        self._copilot = copilot
         self._max_variables = max_variables_bytes
         self._json_limits = json_limits
         self._max_data_sources = max_data_sources
@@ -148,6 +152,8 @@ class TemplateServicer(pb_grpc.TemplateServiceServicer):
         self, request: pb.DeleteTemplateRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.DeleteTemplateResponse:
         await self._templates.delete(request.tenant_id, request.template_id)
+        if self._copilot is not None:
+            await self._copilot.forget(request.tenant_id, request.template_id)
         return pb.DeleteTemplateResponse()
 
     async def ListTemplateVersions(
@@ -249,6 +255,49 @@ class TemplateServicer(pb_grpc.TemplateServiceServicer):
     ) -> pb.DeleteFontResponse:
         await self._library().delete(request.tenant_id, request.font_id)
         return pb.DeleteFontResponse()
+
+    def _copilot_of(self) -> Copilot:
+        if self._copilot is None:
+            raise FailedPrecondition("this template service has no copilot")
+        return self._copilot
+
+    async def PlanCopilot(
+        self, request: pb.PlanCopilotRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.PlanCopilotResponse:
+        planned = await self._copilot_of().plan(request.tenant_id, request.template_id,
+                                                request.prompt, request.history_json)
+        return pb.PlanCopilotResponse(
+            plan_id=planned.plan_id, template_version=planned.template_version,
+            planner=planned.planner,
+            steps=[_step_to_proto(planned.plan_id, s) for s in planned.steps])
+
+    async def PreviewCopilot(
+        self, request: pb.PreviewCopilotRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.PreviewCopilotResponse:
+        template, applied = await self._copilot_of().preview(
+            request.tenant_id, request.template_id, list(request.step_ids))
+        return pb.PreviewCopilotResponse(
+            template=_draft(template.name, applied),
+            created=[_draft(n.name, n) for n in applied.created])
+
+    async def ApplyCopilot(
+        self, request: pb.ApplyCopilotRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.ApplyCopilotResponse:
+        result = await self._copilot_of().apply(request.tenant_id, request.template_id,
+                                                list(request.step_ids))
+        return pb.ApplyCopilotResponse(template=template_to_proto(result.template),
+                                       created=[template_to_proto(t) for t in result.created])
+
+
+def _step_to_proto(plan_id: str, step: Step) -> pb.CopilotStep:
+    return pb.CopilotStep(
+        id=step_ref(plan_id, step.id), description=step.description,
+        operation_json="" if step.operation is None else json.dumps(step.operation.to_json()),
+        error=step.error or "")
+
+
+def _draft(name: str, made: Applied | NewTemplate) -> pb.CopilotDraft:
+    return pb.CopilotDraft(name=name, html=made.html, width=made.width, height=made.height)
 
 
 def _font_page_size(requested: int) -> int:

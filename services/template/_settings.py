@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from litho.config import BaseServiceSettings
 from litho.jsonlimits import DEFAULT_MAX_DEPTH, DEFAULT_MAX_NUMBER_CHARS
@@ -72,3 +72,41 @@ class TemplateSettings(BaseServiceSettings):
     template_font_cache_ttl: float = Field(default=5.0, ge=0)
     #: Tenants whose font lists are kept in memory.
     template_font_cache_size: int = Field(default=4096, ge=1)
+
+    # The copilot (docs/architecture.md, "The template copilot").
+    #: An OpenAI-compatible chat-completions URL (``…/v1/chat/completions``)
+    #: to plan with a language model, called through the outbound guard
+    #: (LITHO_OUTBOUND_ALLOW lets a private address through); empty: the
+    #: embedded, deterministic planner.
+    copilot_url: str = Field(default="", max_length=2000)
+    #: The model the chat-completions request names.
+    copilot_model: str = Field(default="", max_length=200)
+    #: Sent as ``Authorization: Bearer …`` to the model (never logged).
+    copilot_api_key: str = Field(default="", max_length=10_000, repr=False)
+    #: Ask the model for ``response_format: json_object`` (not every server has it).
+    copilot_json_mode: bool = False
+    #: Longest prompt, in UTF-8 bytes (a longer one is a 422).
+    copilot_max_prompt_bytes: int = Field(default=4096, ge=64, le=1024 * 1024)
+    #: Most earlier turns sent as ``history``, and their total UTF-8 bytes.
+    copilot_max_history_entries: int = Field(default=20, ge=0, le=1000)
+    copilot_max_history_bytes: int = Field(default=16 * 1024, ge=0, le=1024 * 1024)
+    #: Most steps in one plan (and operations in one duplicate).
+    copilot_max_steps: int = Field(default=20, ge=1, le=200)
+    #: Most background variants one prompt may ask for.
+    copilot_max_variants: int = Field(default=10, ge=1, le=50)
+    #: How much of the template's HTML the model is shown, in UTF-8 bytes.
+    copilot_max_model_html_bytes: int = Field(default=32 * 1024, ge=1024, le=4 * 1024 * 1024)
+    #: Largest model reply read, in bytes, and seconds the model may take.
+    copilot_max_reply_bytes: int = Field(default=256 * 1024, ge=1024, le=16 * 1024 * 1024)
+    copilot_model_timeout: float = Field(default=30.0, gt=0, le=600)
+    #: Seconds a plan is kept for preview and apply, and plans kept per
+    #: template (older ones are dropped as new ones come).
+    copilot_plan_seconds: float = Field(default=24 * 3600.0, gt=0, le=30 * 24 * 3600.0)
+    copilot_max_plans_per_template: int = Field(default=20, ge=1, le=1000)
+
+    @field_validator("copilot_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if value and not value.lower().startswith(("http://", "https://")):
+            raise ValueError("must be an http(s) URL of a chat-completions endpoint")
+        return value

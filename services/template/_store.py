@@ -216,15 +216,20 @@ class TemplateRepository:
     async def update(
         self, tenant_id: str, template_id: str, spec: Spec,
         *, check: Callable[[Template], None] | None = None,
+        expected_version: int | None = None,
     ) -> Template:
         """Write version n+1, then move the head to it. The version's unique
         ``_id`` makes exactly one of concurrent updates win (the others are a
         Conflict). A head left behind by an update that failed between the two
         writes is repaired here, so it cannot answer Conflict forever.
         ``check`` sees the new version before it is written (rules across
-        fields the spec may leave out) and raises to refuse it."""
+        fields the spec may leave out) and raises to refuse it. With
+        ``expected_version``, a template at any other version is a Conflict."""
         for attempt in (1, 2):
             current = await self.latest(tenant_id, template_id)
+            if expected_version is not None and current.version != expected_version:
+                raise Conflict(f"template {template_id!r} is at version {current.version}, "
+                               f"not {expected_version}")
             updated = replace(current.with_spec(spec), version=current.version + 1,
                               update_time=datetime.now(UTC))
             if check is not None:
