@@ -8,9 +8,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest_asyncio
-from playwright.async_api import Browser, ConsoleMessage, Page, Request, async_playwright
+from playwright.async_api import Browser, ConsoleMessage, Page, Request
 
-from services.renderer import _chromium
+from tests.e2e._browser import chromium
 from tests.e2e.conftest import Live
 
 #: Set before any page script runs: every CSP violation the page reports.
@@ -21,28 +21,10 @@ document.addEventListener("securitypolicyviolation",
 """
 
 
-def _offline_args() -> list[str]:
-    """The renderer's Chromium flags, but with loopback reachable: the
-    renderer sends even loopback to a dead proxy (the outbound guard fetches
-    for it); here only loopback is direct, and every other address still
-    goes to that dead proxy and every host name still fails to resolve."""
-    args = []
-    for arg in _chromium.launch_args():
-        if arg.startswith("--proxy-bypass-list="):
-            continue  # loopback bypasses the proxy again
-        if arg.startswith("--host-resolver-rules="):
-            arg = "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"
-        args.append(arg)
-    return args
-
-
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as pw:
-        launched = await pw.chromium.launch(
-            executable_path=_chromium.executable_path(""), args=_offline_args())
+    async with chromium() as launched:
         yield launched
-        await launched.close()
 
 
 class Watched:

@@ -143,14 +143,21 @@ def test_every_page_has_a_strict_policy(path: str) -> None:
     assert csp["default-src"] == "'self'"
     assert csp["script-src"] == "'self'"  # no inline script, no eval, no other origin
     assert csp["connect-src"] == "'self'"
-    assert csp["img-src"] == "'self' data: blob:"
     assert csp["frame-ancestors"] == "'none'"
     assert csp["base-uri"] == "'none'"
     assert csp["form-action"] == "'self'"
     assert csp["object-src"] == "'none'"
-    assert "http" not in PAGES[path].csp_header()  # no CDN anywhere
-    if path != "/editor":
-        assert csp["style-src"] == "'self'" and csp["frame-src"] == "'none'"
+    assert csp["frame-src"] == "'none'"
+    if path == "/editor":
+        # A template's own remote images and fonts show on the canvas;
+        # scripts, styles and connections stay Litho's (no CDN).
+        assert csp["img-src"] == "'self' data: blob: https:"
+        assert csp["font-src"] == "'self' data: https:"
+        assert "http" not in csp["script-src"] + csp["style-src"] + csp["connect-src"]
+    else:
+        assert csp["img-src"] == "'self' data: blob:"
+        assert "http" not in PAGES[path].csp_header()  # no CDN anywhere
+        assert csp["style-src"] == "'self'"
 
 
 async def test_the_editor_is_a_404_until_it_is_installed(site: tuple[str, Path]) -> None:
@@ -162,8 +169,9 @@ async def test_the_editor_is_a_404_until_it_is_installed(site: tuple[str, Path])
     status, headers, body = await _get(base + "/editor")
     assert status == 200 and b"editor" in body
     csp = _directives(headers["Content-Security-Policy"])
-    assert csp["frame-src"] == "'self' blob: about:"
+    assert csp["frame-src"] == "'none'" and csp["script-src"] == "'self'"
     assert csp["style-src"] == "'self' 'unsafe-inline'"
+    assert csp["img-src"] == "'self' data: blob: https:"
 
 
 # ----------------------------------------------------------------- assets ----
