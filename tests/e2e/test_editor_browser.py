@@ -250,10 +250,6 @@ async def test_designer_builds_an_og_card(live: Live, editor: EditorPage) -> Non
     # The preview is the real renderer's image of the current canvas and sample data.
     await editor.poll("document.querySelector('#discovered').textContent.includes('title')")
     await preview_has_red(live, editor)
-
-    if os.environ.get("LITHO_WRITE_SCREENSHOTS") == "1":
-        await page.screenshot(path=str(SCREENSHOT))
-
     await page.click("#save")
     await editor.poll("document.querySelector('#status').textContent === 'Saved version 2'")
     versions = (await get(live, f"/v1/templates/{template_id}/versions"))["versions"]
@@ -272,6 +268,32 @@ async def test_designer_builds_an_og_card(live: Live, editor: EditorPage) -> Non
     await page.click("#open-library")
     await editor.open(template_id)
     assert await editor.exported() == saved["html"]
+
+    # The copilot's dark-mode variant, accepted whole and saved as version 3.
+    await page.click("button[data-tab=copilot]")
+    await page.fill("#copilot-prompt", "make a dark-mode variant")
+    await page.click("#copilot-form button[type=submit]")
+    await editor.poll("document.querySelectorAll('#copilot-steps input:checked').length > 0")
+    await page.click("#copilot-apply")
+    await editor.poll("document.querySelector('#copilot-status').textContent"
+                      ".startsWith('Applied as version 3')")
+    await page.click("button[data-tab=data]")
+    src = await editor.poll(
+        "(() => { const img = document.querySelector('#preview');"
+        " return !img.hidden && img.complete && img.naturalWidth === 1200 && img.src; })()")
+    preview, _ = await fetch_image(live, live.url + "/images/" + src.rsplit("/images/", 1)[1])
+    assert corner_luminance(preview) < 80
+    dark = await render(live, template_id, {"title": "Hello"})
+    assert dark["templateVersion"] == 3
+    image, _ = await fetch_image(live, dark["url"])
+    assert corner_luminance(image) < 80 and red_pixels(image) > 200
+    # The canvas shows it too (GrapesJS's own frame style would paint it white).
+    canvas_background = await editor.poll(
+        "getComputedStyle(document.querySelector('#gjs iframe.gjs-frame')"
+        ".contentDocument.body).backgroundColor")
+    assert canvas_background == "rgb(15, 17, 21)"
+    if os.environ.get("LITHO_WRITE_SCREENSHOTS") == "1":
+        await page.screenshot(path=str(SCREENSHOT))
 
 
 async def test_open_and_save_keeps_the_template_byte_for_byte(

@@ -193,7 +193,11 @@ function load(template) {
     // being synced back from the canvas would land outside the body and be lost.
     parser: { optionsHtml: { keepEmptyTextNodes: true, allowScripts: false,
       preParser: (input) => `<body>${input}` } },
-    canvas: { styles: [], scripts: [] },
+    // GrapesJS's own frame style paints the body white after the template's
+    // styles, hiding a template's own background: keep only its scrollbars.
+    // An unstyled page still shows white, as Chromium renders it (the frame
+    // element is white).
+    canvas: { styles: [], scripts: [], frameStyle: '* ::-webkit-scrollbar { width: 10px }' },
     deviceManager: {
       devices: [{ id: 'template', name: 'Template',
         width: `${template.width}px`, height: `${template.height}px` }],
