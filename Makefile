@@ -67,6 +67,10 @@ test: install lint ## lint, then the whole suite against real NATS, Chromium, Se
 	$(PY) -m pytest; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing on purpose"; fi; exit $$rc
 
+.PHONY: chart
+chart: $(VENV)/.installed ## lint and render the Helm chart (defaults and deploy/helm/litho/ci/*.yaml), validate every manifest
+	$(PY) -m deploy.chart_check
+
 .PHONY: bench
 bench: install ## start the real stack, measure, write bench/report.md and bench/report.json
 	$(PY) -m bench
@@ -74,8 +78,8 @@ bench: install ## start the real stack, measure, write bench/report.md and bench
 .PHONY: lint
 lint: install ## buf lint (STANDARD) of the protos, ruff and mypy --strict
 	node_modules/.bin/buf lint
-	$(VENV)/bin/ruff check litho services tests bench
-	$(VENV)/bin/mypy litho services tests bench
+	$(VENV)/bin/ruff check litho services tests bench deploy
+	$(VENV)/bin/mypy litho services tests bench deploy
 
 .PHONY: clean
 clean: ## remove the virtualenv, node_modules, generated code and caches (keeps data/)

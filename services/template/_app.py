@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from litho import sandbox
 from litho.docstore import DocumentStore
 from litho.jsonlimits import JsonLimits
 from litho.logs import get_logger
@@ -113,6 +114,7 @@ async def _copilot(host: Host[TemplateSettings], store: DocumentStore, templates
         max_history_entries=settings.copilot_max_history_entries,
         max_history_bytes=settings.copilot_max_history_bytes,
         max_steps=settings.copilot_max_steps,
+        max_operations=settings.copilot_max_operations,
         max_html_bytes=settings.template_max_html_bytes,
         max_model_html_bytes=settings.copilot_max_model_html_bytes,
         max_reply_bytes=settings.copilot_max_reply_bytes,
@@ -132,4 +134,15 @@ async def _copilot(host: Host[TemplateSettings], store: DocumentStore, templates
             copilot_limits)
         log.info("the copilot plans with a model", url=settings.copilot_url[:200],
                  model=settings.copilot_model)
-    return Copilot(templates, plans, copilot_limits, json_limits=limits.json, model=model)
+    work = sandbox.Sandbox(
+        workers=settings.copilot_workers, memory_bytes=settings.copilot_work_memory,
+        timeout=settings.copilot_work_timeout, max_waiting=settings.copilot_queue,
+        preload=("services.template._copilot_work",),
+        busy=(f"{settings.copilot_queue} copilot requests are already waiting "
+              "(LITHO_COPILOT_QUEUE); retry shortly"),
+        start_failure=("the copilot cannot start its worker process; if "
+                       "LITHO_COPILOT_WORK_MEMORY is very low, raise it"))
+    work.start()  # the workers start (spawn) in the background
+    host.stack.callback(work.close)
+    return Copilot(templates, plans, copilot_limits, work, json_limits=limits.json,
+                   model=model, work_timeout=settings.copilot_work_timeout)

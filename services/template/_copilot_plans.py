@@ -3,10 +3,11 @@ some of their steps.
 
 A plan is one document of ``copilot_plans``: its tenant, template, the
 version it was planned against, which planner made it and its steps (as
-``Step.to_json``, read back as strictly as a new model reply). A plan lasts
-``ttl`` seconds, and a template keeps its newest ``max_per_template`` plans:
-saving one deletes the older and the expired ones of that template, so a
-tenant asking again and again holds a bounded number of documents.
+``Step.to_json``, read back as strictly as a new model reply). A plan's
+steps are applied once (:meth:`CopilotPlans.claim`). A plan lasts ``ttl``
+seconds, and a template keeps its newest ``max_per_template`` plans: saving
+one deletes the older and the expired ones of that template, so a tenant
+asking again and again holds a bounded number of documents.
 
 Clients name a step ``"<plan id>.<step id>"`` (``cp_….s2``): the plan id is
 unguessable, and a plan of another tenant or template is as missing as one
@@ -114,6 +115,19 @@ class CopilotPlans:
                     planner=str(doc.get("planner", "")),
                     steps=[step_from_json(s, f"plan.steps[{i}]", self._limits)
                            for i, s in enumerate(doc.get("steps") or ())])
+
+    async def claim(self, plan_id: str) -> bool:
+        """Mark the plan applied; False when it already was (a plan's steps
+        apply once: a plan of only ``duplicate_template`` steps leaves the
+        template's version where it was, so the version alone would not
+        stop a second apply)."""
+        claimed = await self._plans.find_one_and_update(
+            {"_id": plan_id, "appliedAt": None}, {"$set": {"appliedAt": self._clock()}})
+        return claimed is not None
+
+    async def release(self, plan_id: str) -> None:
+        """Undo :meth:`claim` after an apply that failed (nothing of it stays)."""
+        await self._plans.update({"_id": plan_id}, {"$set": {"appliedAt": None}})
 
     async def delete_for(self, tenant_id: str, template_id: str) -> None:
         """Every plan of a deleted template."""

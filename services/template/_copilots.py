@@ -12,21 +12,22 @@ version, conditional on that same version; if anything fails, the templates
 created are deleted again. Every result passes the template service's own
 checks (syntax, sizes) as any save does.
 
-Planning and applying are pure Python and can take a second on a large
-template: they run in worker threads, at most one per core at a time.
+Planning and applying parse the template's HTML, which a hostile template
+can make take minutes: they run in the copilot's own sandbox of worker
+processes (``_copilot_work``), killed when their time is up or their caller
+gives up, so no thread of the service is ever held by them. A plan's steps
+apply once.
 """
 
 from __future__ import annotations
 
-import asyncio
-import os
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from litho import jsonlimits
-from litho.errors import Conflict, FieldError, InvalidArgument
+from litho.errors import Conflict, FieldError, InvalidArgument, Unavailable
 from litho.logs import get_logger
+from litho.sandbox import Sandbox, SandboxLimit
 from services.template._copilot import (
     Applied,
     CopilotLimits,
@@ -34,15 +35,13 @@ from services.template._copilot import (
     Step,
     TemplateView,
     accept,
-    apply,
-    plan,
 )
 from services.template._copilot_plans import CopilotPlans, Plan, split_refs
+from services.template._copilot_work import apply_steps, plan_steps, unwrap
 from services.template._model import Spec, Template
 from services.template._service import Templates
 
 log = get_logger(__name__)
-T = TypeVar("T")
 
 #: The planners, as ``PlanCopilotResponse.planner`` names them.
 RULES = "rules"
@@ -64,15 +63,16 @@ class Result:
 
 
 class Copilot:
-    def __init__(self, templates: Templates, plans: CopilotPlans, limits: CopilotLimits, *,
-                 json_limits: jsonlimits.JsonLimits, model: ModelPlanner | None = None,
-                 workers: int | None = None) -> None:
+    def __init__(self, templates: Templates, plans: CopilotPlans, limits: CopilotLimits,
+                 sandbox: Sandbox, *, json_limits: jsonlimits.JsonLimits,
+                 model: ModelPlanner | None = None, work_timeout: float = 10.0) -> None:
         self._templates = templates
         self._plans = plans
         self._limits = limits
+        self._sandbox = sandbox
         self._json_limits = json_limits
         self._model = model
-        self._workers = asyncio.Semaphore(workers or os.cpu_count() or 1)
+        self._work_timeout = work_timeout
 
     @property
     def planner(self) -> str:
@@ -86,8 +86,8 @@ class Copilot:
         if self._model is not None:
             steps = await self._model.plan(prompt, view, history=history)
         else:
-            steps = await self._in_thread(
-                lambda: plan(prompt, view, history=history, limits=self._limits))
+            steps = unwrap(await self._in_worker(plan_steps, prompt, view, history,
+                                                 self._limits))
         plan_id = await self._plans.save(tenant_id, template_id, template.version,
                                          self.planner, steps)
         return Planned(plan_id, template.version, self.planner, steps)
@@ -100,6 +100,10 @@ class Copilot:
 
     async def apply(self, tenant_id: str, template_id: str, refs: list[str]) -> Result:
         template, steps, applied = await self._applied(tenant_id, template_id, refs)
+        plan_id = split_refs(refs)[0]
+        if not await self._plans.claim(plan_id):
+            raise Conflict(f"the steps of plan {plan_id} were applied already: ask the "
+                           "copilot again")
         created: list[Template] = []
         try:
             for new in applied.created:
@@ -116,6 +120,7 @@ class Copilot:
                     Spec(html=applied.html, width=applied.width, height=applied.height),
                     expected_version=template.version)
         except BaseException:
+            await self._plans.release(plan_id)
             for made in created:
                 try:
                     await self._templates.delete(tenant_id, made.id)
@@ -143,9 +148,8 @@ class Copilot:
                            "ask the copilot again")
         steps = accept(stored.steps, step_ids)
         operations = [s.operation for s in steps if s.operation is not None]
-        applied = await self._in_thread(lambda: apply(
-            _view(template), operations, labels=[s.id for s in steps], field="steps",
-            limits=self._limits))
+        applied = unwrap(await self._in_worker(apply_steps, _view(template), operations,
+                                               [s.id for s in steps], self._limits))
         return template, steps, applied
 
     def _history(self, history_json: str) -> Any:
@@ -157,9 +161,17 @@ class Copilot:
             raise InvalidArgument(f"history: {exc}",
                                   errors=[FieldError("history", str(exc))]) from exc
 
-    async def _in_thread(self, work: Callable[[], T]) -> T:
-        async with self._workers:
-            return await asyncio.to_thread(work)
+    async def _in_worker(self, fn: Any, *args: object) -> Any:
+        try:
+            return await self._sandbox.run(fn, *args)
+        except SandboxLimit as exc:
+            if exc.kind == "crash":
+                raise Unavailable("the copilot's worker process crashed; retry") from exc
+            what = (f"took longer than {self._work_timeout:g} s "
+                    "(LITHO_COPILOT_WORK_TIMEOUT)" if exc.kind == "time"
+                    else "needed more memory than LITHO_COPILOT_WORK_MEMORY allows")
+            raise InvalidArgument(f"the copilot {what} on this template; simplify it or "
+                                  "ask for less at once") from exc
 
 
 def _view(template: Template) -> TemplateView:

@@ -92,6 +92,19 @@ class TemplateSettings(BaseServiceSettings):
     copilot_max_history_bytes: int = Field(default=16 * 1024, ge=0, le=1024 * 1024)
     #: Most steps in one plan (and operations in one duplicate).
     copilot_max_steps: int = Field(default=20, ge=1, le=200)
+    #: Most operations one preview or apply runs in all, those inside
+    #: duplicate_template steps included.
+    copilot_max_operations: int = Field(default=40, ge=1, le=2000)
+    #: The copilot's worker processes (planning and applying parse the
+    #: template; a hostile one can make that slow): how many, the seconds one
+    #: piece of work may take before its worker is killed (a 422), each
+    #: worker's address space, and the callers that may wait for a worker
+    #: before more get a 429.
+    copilot_workers: int = Field(default=1, ge=1, le=16)
+    copilot_work_timeout: float = Field(default=10.0, gt=0, le=300)
+    copilot_work_memory: int = Field(default=512 * 1024 * 1024, ge=128 * 1024 * 1024,
+                                     le=64 * 1024 * 1024 * 1024)
+    copilot_queue: int = Field(default=8, ge=0, le=1000)
     #: Most background variants one prompt may ask for.
     copilot_max_variants: int = Field(default=10, ge=1, le=50)
     #: How much of the template's HTML the model is shown, in UTF-8 bytes.

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from litho.errors import InvalidArgument
 from services.template._copilot import (
     ApplyError,
     CopilotLimits,
@@ -124,10 +125,10 @@ def test_add_qr_writes_a_qr_tag_in_an_img_at_the_end_of_the_body() -> None:
                    "props": {"value": "https://x.test/it's"}})
     assert "{{ qr('https://x.test/it\\'s', 240) }}" in literal.html
     valid(literal.html)
-    quoted = run({"op": "add_element", "kind": "qr",
-                  "props": {"value": '{{ link | default: "https://x.test" }}'}})
-    assert "src='{{ qr((link | default: \"https://x.test\"), 240) }}'" in quoted.html
-    valid(quoted.html)
+    # A tag is a variable and nothing else: its own text never reaches the page.
+    with pytest.raises(InvalidArgument, match="naming a variable"):
+        run({"op": "add_element", "kind": "qr",
+             "props": {"value": '{{ link | default: "https://x.test" }}'}})
 
 
 def test_added_elements_get_unique_ids_and_escape_text() -> None:
@@ -213,9 +214,10 @@ def test_hostile_markup_is_refused_or_left_alone() -> None:
     weird = TemplateView('<p class="a,b">x</p><p id="q">y</p>', 10, 10)
     with pytest.raises(ApplyError, match="matches no element"):
         run({"op": "set_text", "target": {"selector": ".a"}, "text": "z"}, template=weird)
-    # A tag holding the attribute's quote cannot be put in that attribute.
+    # A tag with a string of its own (which could hold the attribute's quote,
+    # or an off-site url()) is refused before it reaches any attribute.
     quoted = TemplateView("<p style='color: red'>x</p>", 10, 10)
-    with pytest.raises(ApplyError, match="quote"):
+    with pytest.raises(InvalidArgument, match="name a variable"):
         run({"op": "set_style", "target": {"selector": "p"},
              "styles": {"color": "{{ c | default: 'red' }}"}}, template=quoted)
 

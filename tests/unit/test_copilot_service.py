@@ -8,6 +8,7 @@ allowed."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,7 @@ from litho.docstore import open_document_store
 from litho.errors import Conflict, InvalidArgument, OutboundDenied, Unavailable
 from litho.jsonlimits import JsonLimits
 from litho.outbound import OutboundGuard
+from litho.sandbox import Sandbox
 from services.template._copilot import CopilotLimits, ModelConfig, ModelPlanner
 from services.template._copilot_plans import CopilotPlans
 from services.template._copilots import MODEL, Copilot
@@ -57,7 +59,8 @@ class Rig:
     template_id: str
 
 
-async def _rig(tmp_path: Path, *, allow: bool) -> AsyncIterator[Rig]:
+async def _rig(tmp_path: Path, *, allow: bool, rules: bool = False,
+               work_timeout: float = 30.0) -> AsyncIterator[Rig]:
     server = ChatServer()
     app = web.Application()
     app.router.add_post("/v1/chat/completions", server.handle)
@@ -80,12 +83,16 @@ async def _rig(tmp_path: Path, *, allow: bool) -> AsyncIterator[Rig]:
     model = ModelPlanner(guard.fetch, ModelConfig(
         url=f"http://127.0.0.1:{port}/v1/chat/completions", model="test-model",
         api_key="sk-test"), limits)
-    copilot = Copilot(templates, plans, limits, json_limits=JsonLimits(), model=model)
+    work = Sandbox(workers=1, memory_bytes=512 * 1024 * 1024, timeout=work_timeout, max_waiting=4)
+    work.start()
+    copilot = Copilot(templates, plans, limits, work, json_limits=JsonLimits(),
+                      model=None if rules else model, work_timeout=work_timeout)
     made = await templates.create("tenant-a", Spec(name="card", html=HTML, width=1200,
                                                    height=630))
     try:
         yield Rig(copilot, templates, server, made.id)
     finally:
+        work.close()
         await guard.close()
         await store.close()
         await runner.cleanup()
@@ -182,3 +189,40 @@ async def test_the_models_address_is_denied_unless_allowed(tmp_path: Path) -> No
         with pytest.raises(OutboundDenied):
             await rig.copilot.plan("tenant-a", rig.template_id, "dark", "")
         assert rig.server.requests == []
+
+
+async def test_a_plan_applies_once_even_when_the_template_does_not_change(rig: Rig) -> None:
+    rig.server.content = reply({"description": "a copy", "operation": {
+        "op": "duplicate_template", "name": "copy", "operations": [DARK["operation"]]}})
+    planned = await rig.copilot.plan("tenant-a", rig.template_id, "a dark copy", "")
+    first = await rig.copilot.apply("tenant-a", rig.template_id, [f"{planned.plan_id}.s1"])
+    assert len(first.created) == 1 and first.template.version == 1
+    with pytest.raises(Conflict, match="applied already"):
+        await rig.copilot.apply("tenant-a", rig.template_id, [f"{planned.plan_id}.s1"])
+
+
+async def test_nested_operations_count_against_one_budget(rig: Rig) -> None:
+    copy = {"description": "a copy", "operation": {
+        "op": "duplicate_template", "name": "copy",
+        "operations": [DARK["operation"]] * 15}}
+    rig.server.content = reply(copy, copy, copy)  # 3 + 45 operations in all
+    planned = await rig.copilot.plan("tenant-a", rig.template_id, "copies", "")
+    with pytest.raises(InvalidArgument, match="48 operations in all"):
+        await rig.copilot.preview("tenant-a", rig.template_id,
+                                  [f"{planned.plan_id}.{s.id}" for s in planned.steps])
+
+
+async def test_a_template_that_makes_the_parser_crawl_is_stopped_in_its_worker(
+        tmp_path: Path) -> None:
+    """The standard library's HTML parser is quadratic in unclosed start tags:
+    the work is killed at its time limit, a 422, and the next call works."""
+    async for rig in _rig(tmp_path, allow=True, rules=True, work_timeout=1.0):
+        slow = await rig.templates.create("tenant-a", Spec(
+            name="slow", html="<body>" + "<a " * 40_000, width=100, height=100))
+        started = time.monotonic()
+        with pytest.raises(InvalidArgument, match="LITHO_COPILOT_WORK_TIMEOUT"):
+            await rig.copilot.plan("tenant-a", slow.id, "make a dark mode version", "")
+        assert time.monotonic() - started < 15
+        planned = await rig.copilot.plan("tenant-a", rig.template_id,
+                                         "make a dark mode version", "")
+        assert any(s.operation is not None for s in planned.steps)

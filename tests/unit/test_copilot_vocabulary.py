@@ -144,10 +144,39 @@ def test_styles_allow_template_tags_and_safe_urls() -> None:
     operation = operation_from_json({
         "op": "set_style", "target": {"selector": "body"},
         "styles": {"background": "url({{ image }}) center / cover",
-                   "color": "{{ brand | default: '#fff' }}",
+                   "color": "{{ brand.colour }}",
                    "border-image": "url(data:image/png;base64,AAAA)"}})
     assert isinstance(operation, SetStyle)
-    assert dict(operation.styles)["color"] == "{{ brand | default: '#fff' }}"
+    assert dict(operation.styles)["color"] == "{{ brand.colour }}"
+
+
+@pytest.mark.parametrize(("operation", "field"), [
+    # A tag's own text escapes every check the value gets: strings, calls
+    # and filters carry markup, quotes and off-site URLs past them.
+    ({"op": "set_style", "target": {"selector": "body"},
+      "styles": {"background": "url({{ 'https://evil.example/t.png' }})"}},
+     "operation.styles.background"),
+    ({"op": "set_style", "target": {"selector": "h1"},
+      "styles": {"color": "{{ raw 'red\\u0022 onmouseover=\\u0022alert(1)' }}"}},
+     "operation.styles.color"),
+    ({"op": "set_style", "target": {"selector": "h1"}, "styles": {"color": "{{ c | upper }}"}},
+     "operation.styles.color"),
+    ({"op": "set_text", "target": {"selector": "h1"},
+      "text": '{{ raw "<script>x()</script>" }}'}, "operation.text"),
+    ({"op": "set_text", "target": {"selector": "h1"}, "text": "Hi {{ name | raw }}"},
+     "operation.text"),
+    ({"op": "add_element", "kind": "badge", "props": {"text": '{{ "<img onerror=x>" | raw }}'}},
+     "operation.props.text"),
+    ({"op": "add_element", "kind": "image", "props": {"src": "{{ title | raw }}"}},
+     "operation.props.src"),
+    ({"op": "add_element", "kind": "image",
+      "props": {"src": "{{ image }}", "alt": "{{ raw alt }}"}}, "operation.props.alt"),
+])
+def test_template_tags_cannot_smuggle_markup_or_urls(operation: dict[str, Any],
+                                                     field: str) -> None:
+    with pytest.raises(VocabularyError) as exc:
+        operation_from_json(operation)
+    assert exc.value.errors[0].field == field
 
 
 def test_colours_are_normalised() -> None:

@@ -14,6 +14,7 @@ import pytest
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings
 
+from litho.cli._settings import CliSettings
 from litho.config import load
 from litho.errors import ConfigError
 from services.binding._settings import BindingSettings
@@ -25,7 +26,7 @@ from services.webhook._settings import WebhookSettings
 
 SERVICES: tuple[type[BaseSettings], ...] = (
     GatewaySettings, TemplateSettings, BindingSettings, RendererSettings, ExperimentSettings,
-    WebhookSettings)
+    WebhookSettings, CliSettings)
 
 
 def _bounds(info: FieldInfo) -> tuple[float | None, bool, float | None, bool]:

@@ -110,6 +110,13 @@ def apply(template: TemplateView, operations: Sequence[Operation], *,
     if len(operations) > limits.max_steps:
         raise ApplyError(field, "the request", f"has {len(operations)} operations; at most "
                                                f"{limits.max_steps}")
+    # Every operation rereads the whole document: bound them all, nested ones included.
+    total = sum(1 + len(o.operations) if isinstance(o, DuplicateTemplate) else 1
+                for o in operations)
+    if total > limits.max_operations:
+        raise ApplyError(field, "the request", f"holds {total} operations in all (those in "
+                                               "duplicate_template included); at most "
+                                               f"{limits.max_operations}")
     state = Applied(template.html, template.width, template.height)
     created: list[NewTemplate] = []
     for i, operation in enumerate(operations):

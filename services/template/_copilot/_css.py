@@ -15,7 +15,7 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from services.template._copilot._tags import MASK, find_tags, mask
+from services.template._copilot._tags import MASK, find_tags, is_plain_path, mask
 
 
 @dataclass(frozen=True, slots=True)
@@ -339,14 +339,18 @@ _URL = re.compile(r"url\(\s*(['\"]?)(.*?)\1\s*\)", re.IGNORECASE | re.DOTALL)
 def value_problem(value: str) -> str | None:
     """Why ``value`` may not be written into a style, or None when it may.
 
-    Template tags are allowed (``{{ brand }}``) but no block tags; the checks
-    below run on the value with its tags masked."""
+    Template tags are allowed when they name a variable (``{{ brand }}``):
+    no block tag, no string, call or filter (a tag's own text would escape
+    the checks below, which run on the value with its tags masked)."""
     tags = find_tags(value)
     for tag in tags:
         if tag.tokens is None:
             return "has a template tag that does not parse"
         if tag.keyword:
             return f"may not hold a {{{{ {tag.keyword} }}}} block tag"
+        if not is_plain_path(tag):
+            return ("may hold template tags that name a variable, such as {{ brand }}, "
+                    "and nothing else (no strings, calls or filters)")
     # A data: URI holds a ';' (";base64,") that CSS reads as part of url();
     # one in the safe alphabet is set aside, anything else stays to be checked.
     masked = _DATA_URL.sub("url()", mask(value, tags))

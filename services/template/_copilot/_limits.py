@@ -17,6 +17,9 @@ class CopilotLimits:
     #: Most steps in one plan (planner or model), and operations in one
     #: ``duplicate_template``.
     max_steps: int = 20
+    #: Most operations one apply runs in all, those inside ``duplicate_template``
+    #: steps included (each rereads the whole document).
+    max_operations: int = 40
     #: Largest template HTML the copilot edits, and the largest result
     #: (the template service's LITHO_TEMPLATE_MAX_HTML_BYTES).
     max_html_bytes: int = 512 * 1024

@@ -92,3 +92,34 @@ def is_balanced(source: str) -> bool:
     except UnbalancedBlocks:
         return False
     return True
+
+
+def is_raw(tag: Tag) -> bool:
+    """Whether the tag writes unescaped output (``{{ raw x }}``, ``{{ x | raw }}``,
+    ``raw(x)``): markup the vocabulary promises never to take."""
+    return tag.tokens is not None and any(t.kind == "name" and t.value == "raw"
+                                          for t in tag.tokens)
+
+
+def is_plain_path(tag: Tag) -> bool:
+    """Whether the tag is a variable and nothing else: ``{{ image }}``,
+    ``{{ brand.colour }}``, ``{{ items[0] }}`` (no string, call or filter,
+    so the value comes from the render's variables, never from the step)."""
+    if tag.tokens is None or tag.keyword:
+        return False
+    tokens = tag.tokens[:-1] if tag.tokens[-1].kind == "end" else tag.tokens
+    if not tokens or tokens[0].kind != "name" or tokens[0].value == "raw":
+        return False
+    i = 1
+    while i < len(tokens):
+        kind, value = tokens[i].kind, tokens[i].value
+        if kind == "op" and value == "." and i + 1 < len(tokens) \
+                and tokens[i + 1].kind == "name":
+            i += 2
+        elif (kind == "op" and value == "[" and i + 2 < len(tokens)
+              and tokens[i + 1].kind == "num"
+              and (tokens[i + 2].kind, tokens[i + 2].value) == ("op", "]")):
+            i += 3
+        else:
+            return False
+    return True

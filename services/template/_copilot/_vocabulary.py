@@ -19,7 +19,13 @@ from litho.errors import FieldError, InvalidArgument
 from services.template._copilot._css import PROPERTY, normalize_color, value_problem
 from services.template._copilot._html import SELECTOR_FORMS, parse_selector
 from services.template._copilot._limits import CopilotLimits
-from services.template._copilot._tags import UnbalancedBlocks, check_balanced, find_tags
+from services.template._copilot._tags import (
+    UnbalancedBlocks,
+    check_balanced,
+    find_tags,
+    is_plain_path,
+    is_raw,
+)
 
 Reflow = Literal["scale", "none"]
 Kind = Literal["text", "image", "shape", "qr", "badge"]
@@ -275,6 +281,9 @@ def _template_text(value: Any, path: str, limits: CopilotLimits) -> str:
         if tag.tokens is None:
             raise VocabularyError(path, f"the template tag {text[tag.start:tag.end][:60]!r} "
                                         "does not parse")
+        if is_raw(tag):
+            raise VocabularyError(path, f"the template tag {text[tag.start:tag.end][:60]!r} "
+                                        "writes raw HTML; the copilot never does")
     try:
         check_balanced(tags, 0, len(text))
     except UnbalancedBlocks as exc:
@@ -356,9 +365,10 @@ def _props(kind: str, value: Any, path: str, limits: CopilotLimits) -> Props:
         src = text_field(obj["src"], f"{path}.src", max_chars=limits.max_text_chars)
         if not (_SRC.fullmatch(src) or _one_output_tag(src)):
             raise VocabularyError(f"{path}.src", "must be an http(s) URL, a data:image/ URI "
-                                                 "or one template tag such as {{ image }}")
-        alt = text_field(obj["alt"], f"{path}.alt", max_chars=limits.max_text_chars,
-                      min_chars=0) if "alt" in obj else None
+                                                 "or one template tag naming a variable, "
+                                                 "such as {{ image }}")
+        alt = _template_text(obj["alt"], f"{path}.alt", limits) if obj.get("alt") else (
+            "" if "alt" in obj else None)
         return Props(src=src, alt=alt, style=style)
     if kind == "shape":
         shape = _choice(obj.get("shape", "rect"), f"{path}.shape", ("rect", "circle"))
@@ -366,16 +376,16 @@ def _props(kind: str, value: Any, path: str, limits: CopilotLimits) -> Props:
     qr_value = text_field(obj["value"], f"{path}.value", max_chars=limits.max_text_chars)
     if "{{" in qr_value and not _one_output_tag(qr_value):
         raise VocabularyError(f"{path}.value", "must be plain text or exactly one template "
-                                               "tag such as {{ url }}")
+                                               "tag naming a variable, such as {{ url }}")
     size = _int(obj.get("size", 240), f"{path}.size", MIN_QR_SIZE, limits.max_dimension)
     return Props(value=qr_value, size=size, style=style)
 
 
 def _one_output_tag(text: str) -> bool:
+    """Exactly one tag that is a plain variable (``{{ image }}``)."""
     tags = find_tags(text)
     return (len(tags) == 1 and tags[0].start == 0 and tags[0].end == len(text)
-            and tags[0].tokens is not None and not tags[0].keyword
-            and len(tags[0].tokens) > 1 and tags[0].tokens[0].value != "raw")
+            and is_plain_path(tags[0]))
 
 
 def operation_from_json(value: Any, path: str = "operation",

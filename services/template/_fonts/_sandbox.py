@@ -1,204 +1,22 @@
-"""Worker processes that parse untrusted fonts within a memory and time limit.
-
-A font parser fed a hostile file can allocate gigabytes (a decompression
-bomb that lies about its sizes, a table that expands on reconstruction) or
-spin. Inside the service that would be an out-of-memory kill of the whole
-process, or a thread that can never be stopped; in a worker it is a
-MemoryError (its address space is capped with ``RLIMIT_AS``) or a process
-that is killed when its time is up, and the service answers 422.
-
-Each slot is a one-worker ``ProcessPoolExecutor`` started with ``spawn``
-(the service has grpc and asyncio threads, which ``fork`` would copy in an
-unknown state). One parse runs in a slot at a time, so killing a slot's
-worker (on time-out, cancellation or a crash) only ever ends the parse that
-caused it; the slot then gets a fresh worker. Waiting for a slot is bounded:
-past ``max_waiting`` callers, it is a ResourceExhausted (429).
-"""
+"""The sandbox that checks uploaded fonts: :class:`litho.sandbox.Sandbox`
+with fontTools and brotli loaded in each worker and the font settings named
+in its refusals."""
 
 from __future__ import annotations
 
-import asyncio
-import multiprocessing
-import os
-import resource
-import threading
-import time
-from collections.abc import Callable
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
-from typing import Final, Literal, TypeVar
+from litho import sandbox
+from litho.sandbox import SandboxLimit
 
-from litho.errors import ResourceExhausted, Unavailable
-from litho.logs import get_logger
-
-log = get_logger(__name__)
-
-T = TypeVar("T")
-
-#: Longest wait for a fresh worker to start (spawn, import fontTools): a
-#: backstop for a machine so loaded that nothing would work anyway.
-_START_TIMEOUT: Final = 60.0
+__all__ = ["Sandbox", "SandboxLimit"]
 
 
-class SandboxLimit(Exception):
-    """A parse broke a limit: ``kind`` says which."""
-
-    def __init__(self, kind: Literal["memory", "time", "crash"]) -> None:
-        super().__init__(kind)
-        self.kind = kind
-
-
-def _limit_worker(memory_bytes: int) -> None:
-    """Worker initializer: cap the address space, no core dumps, and load
-    the parser once so the first parse is not charged for the import."""
-    _, hard = resource.getrlimit(resource.RLIMIT_AS)
-    soft = memory_bytes if hard == resource.RLIM_INFINITY else min(memory_bytes, hard)
-    resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    _exit_with_parent()
-    import brotli  # type: ignore[import-untyped]  # noqa: F401
-    import fontTools.ttLib  # noqa: F401
-
-
-def _exit_with_parent() -> None:
-    """End the worker when the service that started it is gone (a SIGKILL or
-    an out-of-memory kill would otherwise leave it to PID 1). A watcher thread
-    rather than PR_SET_PDEATHSIG, which fires when the *thread* that forked
-    exits, and the pool may start workers from a short-lived thread."""
-    parent = os.getppid()
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(1.0)
-        os._exit(1)
-
-    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
-
-
-def worker_baseline() -> tuple[int, int]:
-    """(address space, resident set) of a started worker, in bytes."""
-    with open("/proc/self/statm") as f:
-        size, rss = (int(v) for v in f.read().split()[:2])
-    page = resource.getpagesize()
-    return size * page, rss * page
-
-
-class _Slot:
-    def __init__(self, memory_bytes: int) -> None:
-        self._memory = memory_bytes
-        self.pool = self._new_pool()
-        self.ready = self._warm()
-
-    def _new_pool(self) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(
-            max_workers=1, mp_context=multiprocessing.get_context("spawn"),
-            initializer=_limit_worker, initargs=(self._memory,))
-
-    def _warm(self) -> asyncio.Future[tuple[int, int]]:
-        return asyncio.wrap_future(self.pool.submit(worker_baseline))
-
-    def replace(self) -> None:
-        """Kill the worker (whatever it is doing) and start a fresh one."""
-        old = self.pool
-        # ProcessPoolExecutor has no public way to stop a busy worker before
-        # Python 3.14 (kill_workers); its process table is the only handle.
-        for process in list(old._processes.values()):
-            process.kill()
-        old.shutdown(wait=False, cancel_futures=True)
-        self.pool = self._new_pool()
-        self.ready = self._warm()
-        self.ready.add_done_callback(_ignore)
-
-    def close(self) -> None:
-        if not self.ready.done():
-            self.ready.cancel()  # nobody will wait for it now
-        for process in list(self.pool._processes.values()):
-            process.kill()
-        self.pool.shutdown(wait=False, cancel_futures=True)
-
-
-def _ignore(future: asyncio.Future[tuple[int, int]]) -> None:
-    if not future.cancelled():
-        future.exception()  # retrieved, so asyncio does not log it
-
-
-class Sandbox:
-    """``run(fn, *args)`` in a worker process, within ``memory_bytes`` of
-    address space and ``timeout`` seconds; :class:`SandboxLimit` when not."""
-
+class Sandbox(sandbox.Sandbox):
     def __init__(self, *, workers: int, memory_bytes: int, timeout: float,
                  max_waiting: int) -> None:
-        self._workers = workers
-        self._memory = memory_bytes
-        self._timeout = timeout
-        self._max_waiting = max_waiting
-        self._free: asyncio.Queue[_Slot] = asyncio.Queue()
-        self._slots: list[_Slot] = []
-        self._waiting = 0
-
-    def start(self) -> None:
-        """Start the workers; they warm up in the background."""
-        for _ in range(self._workers):
-            slot = _Slot(self._memory)
-            slot.ready.add_done_callback(_ignore)
-            self._slots.append(slot)
-            self._free.put_nowait(slot)
-
-    async def baseline(self) -> tuple[int, int]:
-        """A worker's address space and resident set once started."""
-        slot = await self._take()
-        try:
-            return await self._started(slot)
-        finally:
-            self._free.put_nowait(slot)
-
-    def close(self) -> None:
-        for slot in self._slots:
-            slot.close()
-
-    async def _take(self) -> _Slot:
-        if self._free.empty() and self._waiting >= self._max_waiting:
-            raise ResourceExhausted(
-                f"{self._max_waiting} font uploads are already waiting to be checked "
-                "(LITHO_TEMPLATE_FONT_PARSE_QUEUE); retry shortly", retry_after=1.0)
-        self._waiting += 1
-        try:
-            return await self._free.get()
-        finally:
-            self._waiting -= 1
-
-    async def _started(self, slot: _Slot) -> tuple[int, int]:
-        for attempt in (1, 2):
-            try:
-                return await asyncio.wait_for(asyncio.shield(slot.ready), _START_TIMEOUT)
-            except (BrokenProcessPool, TimeoutError) as exc:
-                log.error("a font worker failed to start", error=type(exc).__name__,
-                          attempt=attempt)
-                slot.replace()
-        raise Unavailable(
-            "the font checker cannot start its worker process; if "
-            "LITHO_TEMPLATE_FONT_PARSE_MEMORY is very low, raise it")
-
-    async def run(self, fn: Callable[..., T], *args: object) -> T:
-        slot = await self._take()
-        try:
-            await self._started(slot)
-            future: Future[T] = slot.pool.submit(fn, *args)
-            try:
-                return await asyncio.wait_for(asyncio.wrap_future(future), self._timeout)
-            except TimeoutError:
-                slot.replace()
-                raise SandboxLimit("time") from None
-            except BrokenProcessPool:
-                slot.replace()
-                raise SandboxLimit("crash") from None
-            except MemoryError:
-                # Raised inside the worker and pickled back: the worker is
-                # fine, but its heap may be fragmented; start afresh.
-                slot.replace()
-                raise SandboxLimit("memory") from None
-            except asyncio.CancelledError:
-                slot.replace()  # nobody waits for it: stop a parse that may be hostile
-                raise
-        finally:
-            self._free.put_nowait(slot)
+        super().__init__(
+            workers=workers, memory_bytes=memory_bytes, timeout=timeout,
+            max_waiting=max_waiting, preload=("brotli", "fontTools.ttLib"),
+            busy=(f"{max_waiting} font uploads are already waiting to be checked "
+                  "(LITHO_TEMPLATE_FONT_PARSE_QUEUE); retry shortly"),
+            start_failure=("the font checker cannot start its worker process; if "
+                           "LITHO_TEMPLATE_FONT_PARSE_MEMORY is very low, raise it"))

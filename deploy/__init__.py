@@ -1,0 +1,1 @@
+"""Deployment: the Helm chart under helm/litho and `make chart`'s check of it."""
