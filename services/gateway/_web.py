@@ -241,12 +241,19 @@ def _repo() -> Path:
 
 
 def _accepts_gzip(header: str) -> bool:
+    """Whether ``Accept-Encoding`` takes gzip: named with a non-zero q, or
+    ``*`` with one when gzip itself is not named (RFC 9110, 12.5.3)."""
+    wildcard: bool | None = None
     for item in header.split(","):
         coding, _, params = item.strip().partition(";")
-        if coding.strip().lower() in ("gzip", "*"):
-            q = params.strip().lower().removeprefix("q=").strip()
-            return not params or not re.fullmatch(r"0(\.0{0,3})?", q)
-    return False
+        q = params.strip().lower().removeprefix("q=").strip()
+        takes = not params or not re.fullmatch(r"0(\.0{0,3})?", q)
+        name = coding.strip().lower()
+        if name == "gzip":
+            return takes
+        if name == "*":
+            wildcard = takes
+    return bool(wildcard)
 
 
 def respond(request: web.Request, found: WebFile, *, cache_control: str,

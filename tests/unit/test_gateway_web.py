@@ -17,6 +17,7 @@ import pytest_asyncio
 from aiohttp import web
 from multidict import CIMultiDict
 
+from services.gateway import _web
 from services.gateway._app import create_app
 from services.gateway._openapi import RequestValidator, load_document
 from services.gateway._settings import GatewaySettings
@@ -370,3 +371,10 @@ async def test_every_file_the_repository_pages_load_is_served(serve: Serve) -> N
                 status, headers, _ = await _get(base + ref.decode())
                 assert status == 200, ref
                 assert headers["X-Content-Type-Options"] == "nosniff"
+
+
+@pytest.mark.parametrize(("header", "takes"), [
+    ("gzip", True), ("*;q=0, gzip", True), ("gzip;q=0, *", False), ("*", True),
+    ("br", False), ("*;q=0", False), ("identity, gzip;q=0.5", True), ("", False)])
+def test_gzip_is_sent_when_accept_encoding_takes_it(header: str, takes: bool) -> None:
+    assert _web._accepts_gzip(header) is takes
