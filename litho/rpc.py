@@ -167,6 +167,13 @@ def status_message(message: str) -> str:
     return text
 
 
+#: How long a client's connection to a server lasts before the client is
+#: asked to reconnect (and re-resolve its target), and the time calls then in
+#: flight get to finish: above the default deadline (LITHO_RPC_DEADLINE, 60 s).
+MAX_CONNECTION_AGE_MS = 5 * 60 * 1000
+MAX_CONNECTION_AGE_GRACE_MS = 2 * 60 * 1000
+
+
 async def start_server(
     stack: AsyncExitStack,
     *,
@@ -182,7 +189,16 @@ async def start_server(
     request message, for a service that takes uploads; None keeps gRPC's.
     Returns the server and the bound port; the stack stops it gracefully.
     """
-    options: list[tuple[str, Any]] = [("grpc.so_reuseport", 0)]
+    options: list[tuple[str, Any]] = [
+        ("grpc.so_reuseport", 0),
+        # Clients keep a connection until it breaks and resolve their target's
+        # DNS name only then: without an end to connections, replicas added
+        # later (a Kubernetes autoscaler's) would never get a call. After
+        # MAX_CONNECTION_AGE a client reconnects, re-resolves and spreads its
+        # calls again; calls in flight get the grace to finish.
+        ("grpc.max_connection_age_ms", MAX_CONNECTION_AGE_MS),
+        ("grpc.max_connection_age_grace_ms", MAX_CONNECTION_AGE_GRACE_MS),
+    ]
     if max_receive_message_bytes is not None:
         options.append(("grpc.max_receive_message_length", max_receive_message_bytes))
     # The tracing interceptor is outermost: its span covers the whole call and

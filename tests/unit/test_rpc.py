@@ -349,3 +349,36 @@ async def test_a_read_whose_peer_went_away_is_called_again_and_a_write_is_not() 
         with pytest.raises(errors.Unavailable, match="crashed twice"):
             await method("RenderThing")(b"hi")
         assert calls["RenderThing"] == 1
+
+
+class PeerServicer(pb_grpc.TemplateServiceServicer):
+    """Answers each call with the peer (the client's address and port) it came from."""
+
+    async def GetTemplate(self, request: pb.GetTemplateRequest,
+                          context: grpc.aio.ServicerContext[Any, Any]) -> pb.GetTemplateResponse:
+        return pb.GetTemplateResponse(template=pb.Template(id=context.peer()))
+
+
+async def test_connections_end_after_their_age_so_clients_resolve_again(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A client keeps its connection until it ends: the server ends it at its
+    age, so a client reconnects (and resolves its target again, finding
+    replicas added since) rather than staying on the first ones for good."""
+    monkeypatch.setattr(rpc, "MAX_CONNECTION_AGE_MS", 300)
+    monkeypatch.setattr(rpc, "MAX_CONNECTION_AGE_GRACE_MS", 300)
+    async with AsyncExitStack() as stack:
+        _, port = await rpc.start_server(
+            stack, address="127.0.0.1:0",
+            services=[(pb_grpc.add_TemplateServiceServicer_to_server, PeerServicer(),  # type: ignore[abstract]
+                       "litho.template.v1.TemplateService")],
+            grace=1)
+        channel = await rpc.open_channel(stack, f"127.0.0.1:{port}", default_deadline=5)
+        stub = pb_grpc.TemplateServiceStub(channel)
+        first = (await stub.GetTemplate(pb.GetTemplateRequest())).template.id
+        peers = {first}
+        for _ in range(40):  # a new connection, so a new client port, well within 10 s
+            await asyncio.sleep(0.25)
+            peers.add((await stub.GetTemplate(pb.GetTemplateRequest())).template.id)
+            if len(peers) > 1:
+                break
+        assert len(peers) > 1, peers
