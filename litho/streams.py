@@ -49,6 +49,10 @@ BINDING_CHANGED_SUBJECT = "litho.binding.v1.changed"
 #: document changed in a way ``ResolveExperiment`` would answer differently
 #: (the gateway's memo keys), so every gateway replica drops what it kept.
 EXPERIMENT_CHANGED_SUBJECT = "litho.experiment.v1.changed"
+#: Not a stream either: the public id (``kid_…``) of an API key just deleted,
+#: so that every gateway replica stops accepting it at once (the key cache's
+#: time to live bounds what a lost note leaves behind).
+KEY_REVOKED_SUBJECT = "litho.key.v1.revoked"
 
 
 @dataclass(frozen=True)

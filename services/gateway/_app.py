@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import functools
+
 from aiohttp import web
 
 from litho import messaging
 from litho.binding.v1 import binding_pb2_grpc
+from litho.docstore import DocumentStore
 from litho.errors import ConfigError
 from litho.experiment.v1 import experiment_pb2_grpc
 from litho.logs import get_logger
-from litho.notes import NatsLink, following
+from litho.notes import NatsLink, following, send_note
 from litho.outbound import AllowList
 from litho.renderer.v1 import renderer_pb2_grpc
 from litho.service import Host
-from litho.streams import EXPERIMENT_CHANGED_SUBJECT
+from litho.streams import EXPERIMENT_CHANGED_SUBJECT, KEY_REVOKED_SUBJECT
 from litho.template.v1 import template_pb2_grpc
 from litho.webhook.v1 import webhook_pb2_grpc
 from services.gateway import _batches as batches
@@ -23,6 +26,7 @@ from services.gateway import _experiment_images as experiment_images
 from services.gateway import _experiments as experiments
 from services.gateway import _fonts as fonts
 from services.gateway import _handlers as h
+from services.gateway import _key_routes as key_routes
 from services.gateway import _signed as signed
 from services.gateway import _webhooks as webhooks
 from services.gateway._experiment_images import (
@@ -40,6 +44,7 @@ from services.gateway._middleware import (
     url_text_middleware,
 )
 from services.gateway._openapi import RequestValidator, load_document
+from services.gateway._scopes import SCOPE_OF
 from services.gateway._settings import GatewaySettings
 from services.gateway._state import DEPS, MAX_BODY_BYTES, Deps
 from services.gateway._validation import validation_middleware
@@ -133,6 +138,9 @@ def create_app(deps: Deps, *, max_body_bytes: int, trust_client_trace: bool = Fa
     r.add_post("/v1/expressions/validate", h.validate_expression)
     r.add_post("/v1/expressions/test", h.test_expression)
     r.add_get("/v1/expressions/functions", h.list_functions, allow_head=False)
+    r.add_post("/v1/keys", key_routes.create_key)
+    r.add_get("/v1/keys", key_routes.list_keys, allow_head=False)
+    r.add_delete("/v1/keys/{keyId}", key_routes.delete_key)
     r.add_get("/openapi.json", h.get_openapi, allow_head=False)
     r.add_get("/healthz", h.get_health, allow_head=False)
     # The pages and their files, for browsers (documented as text/html operations).
@@ -144,14 +152,20 @@ def create_app(deps: Deps, *, max_body_bytes: int, trust_client_trace: bool = Fa
 
 def check_routes(app: web.Application, validator: RequestValidator) -> None:
     """Every route is an operation of the OpenAPI document, so the validation
-    middleware checks every request; a route the document lacks stops start-up."""
+    middleware checks every request, and every operation has a scope; a route
+    the document lacks, or an operation ``_scopes.py`` does not classify,
+    stops start-up."""
     for route in app.router.routes():
         resource = route.resource
         if resource is None or route.method == "HEAD":
             continue
-        if validator.operation_for(route.method, resource.canonical) is None:
+        operation = validator.operation_for(route.method, resource.canonical)
+        if operation is None:
             raise ConfigError(
                 f"route {route.method} {resource.canonical} is not in openapi.json")
+        if operation not in SCOPE_OF:
+            raise ConfigError(f"operation {operation} has no scope: classify it in "
+                              "services/gateway/_scopes.py")
 
 
 SETTINGS = GatewaySettings
@@ -161,10 +175,9 @@ async def build(host: Host[GatewaySettings]) -> None:
     settings, stack = host.settings, host.stack
     store = await host.document_store()
     blobs = await host.blob_store()
-    keys = KeyStore(store, cache_ttl=settings.gateway_key_cache_ttl)
-    await keys.prepare()
-    doc = load_document()
     backends = await host.channels()
+    keys = await _key_store(host, store, nats="experiment" in backends)
+    doc = load_document()
     webhook_stub = webhook_pb2_grpc.WebhookServiceStub(backends["webhook"])
     deps = Deps(
         keys=keys,
@@ -205,6 +218,31 @@ async def build(host: Host[GatewaySettings]) -> None:
     host.http_port = runner.addresses[0][1]
     deps.base_url = settings.base_url(host.http_port)
     log.info("gateway listening", url=deps.base_url)
+
+
+async def _key_store(host: Host[GatewaySettings], store: DocumentStore, *,
+                     nats: bool) -> KeyStore:
+    """The key store. Deleting a key notes its id to every replica (core
+    NATS), which drop it at once; the notes ride the NATS connection the
+    gateway opens for experiments (the registry's gateway always has one).
+    Without it, the key cache's time to live alone bounds a revocation."""
+    settings = host.settings
+    nc = await host.nats() if nats else None
+    keys = KeyStore(store, cache_ttl=settings.gateway_key_cache_ttl,
+                    link=NatsLink(nc) if nc is not None else None,
+                    announce=(functools.partial(send_note, nc, KEY_REVOKED_SUBJECT)
+                              if nc is not None else None),
+                    max_per_tenant=settings.gateway_max_keys_per_tenant,
+                    last_used_interval=settings.gateway_key_last_used_interval)
+    await keys.prepare()
+    host.stack.push_async_callback(keys.close)
+    if nc is None:
+        log.warning("no NATS: a deleted API key is refused by other replicas only after "
+                    "LITHO_GATEWAY_KEY_CACHE_TTL", seconds=settings.gateway_key_cache_ttl)
+    else:
+        await host.stack.enter_async_context(
+            following(nc, KEY_REVOKED_SUBJECT, keys.revoked))
+    return keys
 
 
 async def _experiment_images(host: Host[GatewaySettings], deps: Deps,

@@ -1,4 +1,5 @@
-"""Tracing and request ids, errors to problem+json, and Bearer authentication."""
+"""Tracing and request ids, errors to problem+json, and Bearer authentication
+(with each operation's scope, from ``_scopes.py``)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,13 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from litho import telemetry
-from litho.errors import LithoError, Unauthenticated
+from litho.errors import LithoError, PermissionDenied, Unauthenticated
 from litho.logs import get_logger
 from services.gateway._problems import from_error, problem
 from services.gateway._requests import check_url_text
+from services.gateway._scopes import scope_needed
 from services.gateway._state import API_KEY, MAX_BODY_BYTES, deps
+from services.gateway._validation import operation_of
 
 log = get_logger(__name__)
 
@@ -83,9 +86,19 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthenticated("missing API key: send 'Authorization: Bearer <key>'")
-    key = await deps(request).keys.verify(token.strip())
+    keys = deps(request).keys
+    key = await keys.verify(token.strip())
     if key is None:
         raise Unauthenticated("invalid API key")
+    operation = operation_of(request)
+    # None: no route matched, and the handler answers 404 or 405.
+    if operation is not None:
+        needed = scope_needed(operation)
+        if not key.allows(needed):
+            raise PermissionDenied(
+                f"this API key's scopes are {', '.join(sorted(key.scopes))}; "
+                f"{operation} needs the '{needed}' scope")
+    keys.used(key)
     request[API_KEY] = key
     return await handler(request)
 

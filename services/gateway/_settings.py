@@ -41,8 +41,15 @@ class GatewaySettings(BaseServiceSettings, BatchSettings):
     #: more is a 413 before the rest is read. The binding service refuses
     #: larger pushes too (the same setting name).
     binding_max_push_bytes: int = Field(default=1024 * 1024, gt=0, le=64 * 1024 * 1024)
-    #: Seconds a verified API key stays cached in memory.
-    gateway_key_cache_ttl: float = Field(default=30.0, ge=0)
+    #: Seconds a replica keeps a verified API key in memory: the bound on how
+    #: long a deleted key may still work on a replica that missed the
+    #: deletion's note (a replica that gets it drops the key at once); 0
+    #: reads the key store on every request.
+    gateway_key_cache_ttl: float = Field(default=5.0, ge=0, le=300)
+    #: Most API keys a tenant holds (``POST /v1/keys`` past it is a 429).
+    gateway_max_keys_per_tenant: int = Field(default=100, ge=1, le=10_000)
+    #: Seconds between two writes of a key's ``lastUsedTime`` by one replica.
+    gateway_key_last_used_interval: float = Field(default=60.0, ge=1, le=86_400)
     #: Deepest nesting of objects and arrays accepted in a JSON body: every
     #: later layer (gRPC, the template service, the document store) must be
     #: able to read a stored value back, and Python's decoders stop near 1,000.
