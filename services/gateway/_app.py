@@ -11,6 +11,7 @@ from litho.binding.v1 import binding_pb2_grpc
 from litho.docstore import DocumentStore
 from litho.errors import ConfigError
 from litho.experiment.v1 import experiment_pb2_grpc
+from litho.lifecycle import periodic
 from litho.logs import get_logger
 from litho.notes import NatsLink, following, send_note
 from litho.outbound import AllowList
@@ -35,6 +36,7 @@ from services.gateway._experiment_images import (
     experiment_memo,
     render_memo,
 )
+from services.gateway._idempotency import IdempotencyKeys, idempotency_middleware
 from services.gateway._images import get_image
 from services.gateway._keys import KeyStore
 from services.gateway._middleware import (
@@ -44,6 +46,7 @@ from services.gateway._middleware import (
     url_text_middleware,
 )
 from services.gateway._openapi import RequestValidator, load_document
+from services.gateway._ratelimit import RateLimiter, limiter_from
 from services.gateway._scopes import SCOPE_OF
 from services.gateway._settings import GatewaySettings
 from services.gateway._state import DEPS, MAX_BODY_BYTES, Deps
@@ -57,13 +60,22 @@ COUNT_PUBLISH_TIMEOUT = 0.5
 
 def create_app(deps: Deps, *, max_body_bytes: int, trust_client_trace: bool = False,
                images: ExperimentImages | None = None,
-               web_files: WebFiles | None = None) -> web.Application:
+               web_files: WebFiles | None = None, limiter: RateLimiter | None = None,
+               idempotency: IdempotencyKeys | None = None) -> web.Application:
+    # The limiter right after authentication (per tenant and key; an invalid
+    # request still counts), Idempotency-Key last (a request refused before it
+    # claims no key; a replay still counts as a request, not as a render).
     app = web.Application(
         middlewares=[*tracing_middlewares(trust_client_trace=trust_client_trace),
                      errors_middleware, url_text_middleware, auth_middleware,
-                     validation_middleware],
+                     *([limiter.middleware] if limiter is not None else []),
+                     validation_middleware,
+                     *([idempotency_middleware(idempotency)] if idempotency is not None
+                       else [])],
         client_max_size=max_body_bytes,
     )
+    if limiter is not None:
+        limiter.install(app)
     app[DEPS] = deps
     app[MAX_BODY_BYTES] = max_body_bytes
     if images is not None:
@@ -205,9 +217,16 @@ async def build(host: Host[GatewaySettings]) -> None:
     )
     images = (await _experiment_images(host, deps, settings)
               if deps.experiments is not None else None)
+    limiter = limiter_from(store, settings.rate_limits(),
+                           overrides_ttl=settings.gateway_rate_limit_overrides_ttl,
+                           lease_fraction=settings.gateway_rate_limit_lease_fraction,
+                           lease_seconds=settings.gateway_rate_limit_lease_seconds,
+                           store_timeout=settings.gateway_rate_limit_store_timeout)
+    idempotency = await _idempotency_keys(host, store)
     app = create_app(deps, max_body_bytes=settings.gateway_max_body_bytes,
                      trust_client_trace=settings.gateway_trust_client_trace, images=images,
-                     web_files=WebFiles.from_settings(settings))
+                     web_files=WebFiles.from_settings(settings), limiter=limiter,
+                     idempotency=idempotency)
     # Request lines up to 16 KiB, so that a long query (a 10 KB vid) reaches
     # the validation and gets a 422 naming it, not aiohttp's bare 400.
     runner = web.AppRunner(app, access_log=None, handle_signals=False, max_line_size=16_384)
@@ -218,6 +237,25 @@ async def build(host: Host[GatewaySettings]) -> None:
     host.http_port = runner.addresses[0][1]
     deps.base_url = settings.base_url(host.http_port)
     log.info("gateway listening", url=deps.base_url)
+
+
+async def _idempotency_keys(host: Host[GatewaySettings], store: DocumentStore
+                            ) -> IdempotencyKeys:
+    """The Idempotency-Key records every replica shares, swept of expired ones."""
+    settings = host.settings
+    keys = IdempotencyKeys(
+        store, seconds=settings.gateway_idempotency_seconds,
+        max_response_bytes=settings.gateway_idempotency_max_response_bytes,
+        # Every body a handler streams itself must fit: a batch, a font form.
+        max_request_bytes=max(settings.batch_max_bytes,
+                              settings.gateway_max_font_bytes + 64 * 1024,
+                              settings.gateway_max_body_bytes),
+        wait_seconds=settings.gateway_idempotency_wait_seconds,
+        lock_seconds=settings.gateway_idempotency_lock_seconds)
+    await keys.prepare()
+    await host.stack.enter_async_context(periodic(
+        keys.sweep, settings.gateway_idempotency_sweep_seconds, name="idempotency sweep"))
+    return keys
 
 
 async def _key_store(host: Host[GatewaySettings], store: DocumentStore, *,

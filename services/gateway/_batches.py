@@ -25,6 +25,7 @@ from litho.renderer.v1 import renderer_pb2 as pb
 from services.gateway import _csv
 from services.gateway._formats import format_enum, options_from_json
 from services.gateway._problems import problem
+from services.gateway._ratelimit import refund_renders, reserve_renders
 from services.gateway._requests import (
     TooLarge,
     integer,
@@ -128,15 +129,21 @@ async def create_batch(request: web.Request) -> web.StreamResponse:
                 errors=[FieldError("webhookUrl", "is not a public http(s) URL")]) from exc
     batch_id = _batch_id()
     tenant = caller(request)
-    if webhook_url and d.register_batch_webhook is not None:
-        await d.register_batch_webhook(tenant, batch_id, webhook_url)
-    response = await d.renderer.CreateBatch(pb.CreateBatchRequest(
-        tenant_id=tenant.tenant_id, batch_id=batch_id,
-        template_id=request.match_info["templateId"],
-        version=integer(body.get("version", 0)), format=format_enum(body.get("format", "png")),
-        options=options_from_json(body),
-        variable_sets_json=encoded, variables_from_text=from_text,
-        metadata_json=json.dumps(body.get("metadata", {}))))
+    # Every item is a render of the tenant's monthly quota: all or nothing.
+    await reserve_renders(request, tenant.tenant_id, len(encoded))
+    try:
+        if webhook_url and d.register_batch_webhook is not None:
+            await d.register_batch_webhook(tenant, batch_id, webhook_url)
+        response = await d.renderer.CreateBatch(pb.CreateBatchRequest(
+            tenant_id=tenant.tenant_id, batch_id=batch_id,
+            template_id=request.match_info["templateId"],
+            version=integer(body.get("version", 0)),
+            format=format_enum(body.get("format", "png")), options=options_from_json(body),
+            variable_sets_json=encoded, variables_from_text=from_text,
+            metadata_json=json.dumps(body.get("metadata", {}))))
+    except BaseException:
+        refund_renders(request, tenant.tenant_id, len(encoded))
+        raise
     out = batch_json(response.batch)
     return web.json_response(out, status=202,
                              headers={"Location": f"/v1/batches/{out['batchId']}"})

@@ -6,6 +6,7 @@ from pydantic import Field, field_validator
 
 from litho.config import BaseServiceSettings, BatchSettings
 from litho.jsonlimits import DEFAULT_MAX_DEPTH, DEFAULT_MAX_NUMBER_CHARS, JsonLimits
+from services.gateway._ratelimit import Limits
 
 #: Crawlers, search engines and link previewers (chat apps, social networks,
 #: embedders) that fetch images without a person looking at them.
@@ -88,6 +89,48 @@ class GatewaySettings(BaseServiceSettings, BatchSettings):
     #: max-age, in seconds, of files under ``/assets/`` (pages are
     #: ``no-cache``; both carry an ETag).
     gateway_web_asset_max_age: int = Field(default=3600, ge=0, le=31_536_000)
+
+
+    # Rate limits and quotas (docs/architecture.md, "Rate limits"): 0 is no
+    # limit. Per-tenant overrides: python -m services.gateway.limits set …
+    #: Requests per second of a tenant, all its keys together (a token bucket
+    #: shared by every replica), and its burst.
+    gateway_rate_limit_per_second: float = Field(default=0.0, ge=0, le=1_000_000)
+    gateway_rate_limit_burst: int = Field(default=100, ge=1, le=10_000_000)
+    #: The same for each API key (so one leaked key cannot take the whole rate).
+    gateway_key_rate_limit_per_second: float = Field(default=0.0, ge=0, le=1_000_000)
+    gateway_key_rate_limit_burst: int = Field(default=100, ge=1, le=10_000_000)
+    #: Renders a tenant may make per calendar month (UTC); batch items count.
+    gateway_renders_per_month: int = Field(default=0, ge=0, le=10**12)
+    #: Most tokens a replica takes from a shared bucket at once, as a share of
+    #: the burst (more: fewer store calls, a looser shared limit), and seconds
+    #: it may keep them.
+    gateway_rate_limit_lease_fraction: float = Field(default=0.1, gt=0, le=1)
+    gateway_rate_limit_lease_seconds: float = Field(default=1.0, gt=0, le=60)
+    #: Seconds a replica keeps a tenant's limits (how long an override takes).
+    gateway_rate_limit_overrides_ttl: float = Field(default=30.0, ge=0, le=3600)
+    #: Seconds a counter update may take before the request goes through uncounted.
+    gateway_rate_limit_store_timeout: float = Field(default=0.5, gt=0, le=30)
+    # Idempotency-Key (docs/architecture.md, "Idempotency").
+    #: Seconds a first response is kept and replayed.
+    gateway_idempotency_seconds: float = Field(default=86_400.0, gt=0, le=604_800)
+    #: Largest response body kept (a larger one is not run again: a 409).
+    gateway_idempotency_max_response_bytes: int = Field(default=1024 * 1024, gt=0,
+                                                        le=8 * 1024 * 1024)
+    #: Seconds a duplicate waits for the first before a 409.
+    gateway_idempotency_wait_seconds: float = Field(default=10.0, ge=0, le=60)
+    #: Seconds a running request's claim lasts (renewed every third of it).
+    gateway_idempotency_lock_seconds: float = Field(default=30.0, ge=1, le=600)
+    #: Seconds between deletes of expired records.
+    gateway_idempotency_sweep_seconds: float = Field(default=600.0, ge=1, le=86_400)
+
+    def rate_limits(self) -> Limits:
+        """The default limits of every tenant (overrides aside)."""
+        return Limits(per_second=self.gateway_rate_limit_per_second,
+                      burst=self.gateway_rate_limit_burst,
+                      key_per_second=self.gateway_key_rate_limit_per_second,
+                      key_burst=self.gateway_key_rate_limit_burst,
+                      renders_per_month=self.gateway_renders_per_month)
 
     def bot_pattern(self) -> re.Pattern[str]:
         return re.compile(self.gateway_bot_user_agents, re.IGNORECASE)
