@@ -63,9 +63,12 @@ run: install ## start NATS and every service with the embedded defaults; prints 
 	$(PY) -m services
 
 .PHONY: test
-test: install lint ## lint, then the whole suite against real NATS, Chromium, SeaweedFS and nx-27017
+test: install lint ## lint, the whole suite (embedded mode), then its `production` part on MongoDB, S3, 2 renderers, 2 gateways
 	$(PY) -m pytest; rc=$$?; \
-	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing on purpose"; fi; exit $$rc
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing on purpose"; fi; \
+	[ $$rc -eq 0 ] || exit $$rc; \
+	LITHO_TEST_MODE=production $(PY) -m pytest -m production; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "production mode collected no tests: failing on purpose"; fi; exit $$rc
 
 .PHONY: chart
 chart: $(VENV)/.installed ## lint and render the Helm chart (defaults and deploy/helm/litho/ci/*.yaml), validate every manifest

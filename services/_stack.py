@@ -117,7 +117,10 @@ class Stack:
     start_timeout: float = 60.0
     #: What to start (the registry; a test may start its own list).
     services: Sequence[ServiceSpec] = _registry.SERVICES
+    #: The first gateway's base URL (what ``make run`` prints).
     url: str = ""
+    #: Every gateway replica's base URL (``LITHO_GATEWAY_REPLICAS``), ``url`` first.
+    urls: list[str] = field(default_factory=list)
     api_key: str = ""
     nats_url: str = ""
     #: Exit status of each child after :meth:`stop`, by name.
@@ -155,16 +158,18 @@ class Stack:
 
     def _replicas(self, spec: ServiceSpec) -> int:
         """``LITHO_<NAME>_REPLICAS`` (from the stack's env, else the
-        environment): how many processes of a gRPC service to start."""
+        environment): how many processes of a gRPC service (or of the
+        gateway, each on its own port) to start."""
         text = self.env.get(replicas_env(spec)) or os.environ.get(replicas_env(spec)) or "1"
         try:
             count = int(text)
         except ValueError:
             raise StartupError(f"{replicas_env(spec)} must be a whole number, got {text!r}"
                                ) from None
-        if not 1 <= count <= 16 or (count > 1 and not spec.grpc_service):
+        if not 1 <= count <= 16 or (count > 1 and not spec.grpc_service
+                                     and spec.name != GATEWAY):
             raise StartupError(f"{replicas_env(spec)} must be 1 to 16, and more than 1 only "
-                               "for a gRPC service")
+                               "for a gRPC service or the gateway")
         return count
 
     def log_tails(self, max_chars: int = 4000) -> str:
@@ -217,10 +222,18 @@ class Stack:
                 env[spec.address_env] = first
                 env.setdefault(spec.target_env, first if len(addresses[spec.name]) == 1
                                else "ipv4:" + ",".join(addresses[spec.name]))
+        # Gateway replicas: the first on the stack's port, the others on free ones.
+        ports = [env["LITHO_GATEWAY_PORT"], *(str(free_port()) for spec in order
+                                              if spec.name == GATEWAY
+                                              for _ in range(self._replicas(spec) - 1))]
         deadline = time.monotonic() + self.start_timeout
         children: list[tuple[str, ServiceSpec, dict[str, str], str]] = []
         for spec in order:
             listens = addresses.get(spec.name, [""])
+            if spec.name == GATEWAY:
+                for name, port in zip(replica_names(spec, len(ports)), ports, strict=True):
+                    children.append((name, spec, {**env, "LITHO_GATEWAY_PORT": port}, ""))
+                continue
             for name, address in zip(replica_names(spec, len(listens)), listens, strict=True):
                 child_env = {**env, spec.address_env: address} if address else env
                 children.append((name, spec, child_env, address))
@@ -232,8 +245,10 @@ class Stack:
         if not any(spec.name == GATEWAY for spec in order):
             return
         host = env.get("LITHO_GATEWAY_HOST", "127.0.0.1")
-        self.url = f"http://{host}:{env['LITHO_GATEWAY_PORT']}"
-        await self._wait_http(f"{self.url}/healthz", deadline)
+        self.urls = [f"http://{host}:{port}" for port in ports]
+        self.url = self.urls[0]
+        for url in self.urls:
+            await self._wait_http(f"{url}/healthz", deadline)
         self.api_key = await self._first_key(env)
 
     async def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None,
@@ -339,9 +354,10 @@ class Stack:
         deadline = time.monotonic() + self.start_timeout
         await self._wait_grpc(name, child_env[spec.address_env], deadline)
         if any(c.name == "gateway" for c in self._children):
-            # Until the gateway's own channel has reconnected (its backoff
+            # Until each gateway's own channel has reconnected (its backoff
             # may still be waiting), its callers would get 503s.
-            await self._wait_http(f"{self.url}/healthz", deadline)
+            for url in self.urls:
+                await self._wait_http(f"{url}/healthz", deadline)
 
     def kill(self, name: str) -> None:
         """SIGKILL one child (a test of a replica or NATS dying mid-work)."""

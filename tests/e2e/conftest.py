@@ -1,5 +1,13 @@
 """The real stack (NATS, template, renderer, gateway as processes) for end-to-end tests.
 
+``LITHO_TEST_MODE`` picks how it runs (see ``tests/support/production.py``):
+``embedded`` (default) as ``make run`` does; ``production`` as the Helm chart
+does, with MongoDB (nx-27017), S3 (SeaweedFS), two renderers and two gateways
+behind a round-robin balancer in the test process (``live.url``), so that
+consecutive requests of a test land on different gateways. Modules marked
+``production`` are the part of the suite that runs in that mode
+(``make test`` runs it after the whole suite).
+
 Two image servers run on loopback in the test process: ``allowed`` is on the
 outbound allow-list, ``secret`` is not, so a template that references both
 shows the first and never reaches the second. Both answer 404 under ``/missing/``.
@@ -24,8 +32,12 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from PIL import Image
 
+from litho.blobstore import open_blob_store
+from litho.config import S3Settings
 from services._stack import Stack
+from tests.support.balancer import Balancer
 from tests.support.otlp import OtlpReceiver, start_receiver
+from tests.support.production import PRODUCTION, Production, current_mode, start_production
 
 
 def solid_png(color: tuple[int, int, int], size: int = 50) -> bytes:
@@ -131,10 +143,33 @@ class Live:
     otlp: OtlpReceiver
     #: A JSON data source, allow-listed.
     data: DataServer
+    #: Production mode's servers and balancer (None in embedded mode).
+    production: Production | None = None
+    balancer: Balancer | None = None
 
     @property
     def url(self) -> str:
-        return self.stack.url
+        """The balancer in front of every gateway (production mode), else the gateway."""
+        return self.balancer.url if self.balancer else self.stack.url
+
+    async def restart(self, service: str, env: dict[str, str] | None = None) -> None:
+        """Restart every replica of ``service`` with ``env`` over its settings."""
+        for name in self.stack.names:
+            if name == service or name.startswith(f"{service}-"):
+                await self.stack.restart(name, env)
+
+    async def delete_blobs(self, *keys: str) -> None:
+        """Remove stored objects (the blob directory's files, or S3 objects)."""
+        env = self.stack.env
+        s3 = (self.production.s3_settings() if self.production
+              else S3Settings(endpoint_url=None))
+        store = await open_blob_store(
+            env.get("LITHO_BLOBSTORE_URL") or (self.stack.data_dir / "blobs").as_uri(), s3)
+        try:
+            for key in keys:
+                assert await store.delete(key), key
+        finally:
+            await store.close()
 
     def auth(self, key: str | None = None) -> dict[str, str]:
         return {"Authorization": f"Bearer {key or self.stack.api_key}"}
@@ -145,8 +180,29 @@ def _print_logs(stack: Stack) -> None:
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def production(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Production | None]:
+    """nx-27017 and SeaweedFS in production mode (the bucket made), else None."""
+    if current_mode() != PRODUCTION:
+        yield None
+        return
+    parts = await asyncio.to_thread(start_production, tmp_path_factory.mktemp("production"))
+    try:
+        await parts.ensure_bucket()
+        yield parts
+        await parts.drop_databases()
+    finally:
+        await asyncio.to_thread(parts.stop)
+
+
+def mode_env(production: Production | None, name: str) -> dict[str, str]:
+    """What a stack of ``name`` adds to its settings in the current mode."""
+    return production.env(name) if production else {}
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def live(
-    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest,
+    production: Production | None,
 ) -> AsyncIterator[Live]:
     allowed = ImageServer(color=(0, 200, 0))
     secret = ImageServer(color=(255, 0, 255))
@@ -156,6 +212,7 @@ async def live(
     runners.append(data_runner)
     otlp = await start_receiver()
     data_dir: Path = tmp_path_factory.mktemp("litho-data")
+    balancer = Balancer() if production else None
     stack = Stack(
         data_dir=data_dir,
         gateway_port=0,
@@ -166,12 +223,18 @@ async def live(
             "LITHO_LOG_LEVEL": "INFO",
             "LITHO_RENDERER_CONCURRENCY": "2",
             **otlp.env(),
+            **mode_env(production, "live"),
+            # Image URLs point at the balancer, as at a Service in a cluster.
+            **({"LITHO_PUBLIC_URL": balancer.start()} if balancer else {}),
         },
     )
     try:
         async with stack, aiohttp.ClientSession() as http:
+            if balancer:
+                balancer.route_to(stack.urls)
             other_key = await stack.create_key("other-tenant")
-            yield Live(stack, http, allowed, secret, other_key, otlp, data)
+            yield Live(stack, http, allowed, secret, other_key, otlp, data, production,
+                       balancer)
             if request.session.testsfailed:
                 _print_logs(stack)  # the services' side of whatever failed
     except BaseException:
@@ -181,5 +244,7 @@ async def live(
         for runner in runners:
             await runner.cleanup()
         await otlp.close()
+        if balancer:
+            balancer.stop()
     # SIGTERM is a graceful stop: every registered service drains and exits 0.
     assert stack.unclean_exits() == {}

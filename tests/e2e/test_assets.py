@@ -4,11 +4,14 @@ cached output; strict refuses; refresh replaces; and once the cause is fixed
 
 from __future__ import annotations
 
+import pytest
 from aiohttp import web
 
 from tests.e2e.conftest import ImageServer, Live, serve_loopback, solid_png
 from tests.e2e.test_render_path import create, fetch_image, render
 from tests.e2e.test_signed_urls import signed_url
+
+pytestmark = pytest.mark.production
 
 BLUE = (0, 0, 255)
 
@@ -68,7 +71,7 @@ async def test_a_denied_image_warns_names_the_setting_and_renders_once_allowed(
 
         # The operator allows the destination: the same request draws the image,
         # is stored under its content address, and is then a hit.
-        await live.stack.restart("renderer", env={
+        await live.restart("renderer", env={
             "LITHO_OUTBOUND_ALLOW": f"127.0.0.1:{live.allowed.port},127.0.0.1:{server.port}"})
         fixed = await render(live, template["id"], body)
         assert fixed["warnings"] == [] and fixed["cached"] is False

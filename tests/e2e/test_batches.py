@@ -21,10 +21,14 @@ import pytest
 import pytest_asyncio
 from aiohttp import web
 from PIL import Image
+from pymongo import MongoClient
 from standardwebhooks.webhooks import Webhook
 
 from services._stack import Stack
-from tests.e2e.conftest import _print_logs, serve_loopback
+from tests.e2e.conftest import _print_logs, mode_env, serve_loopback
+from tests.support.production import Production
+
+pytestmark = pytest.mark.production
 
 CARD = """<body style="margin:0;background:{{ bg }}">
 <div style="font:16px sans-serif">{{ uppercase(title) }}</div>
@@ -118,18 +122,28 @@ class Batchy:
 
     def workers(self, batch_id: str) -> list[str]:
         """Which replica stored each result (read from the renderers' store)."""
-        db = sqlite3.connect(f"file:{self.stack.data_dir / 'renderer.db'}?mode=ro", uri=True)
-        try:
-            rows = db.execute("SELECT doc FROM batch_results").fetchall()
-        finally:
-            db.close()
-        docs = [json.loads(r[0]) for r in rows]
+        if mongo_url := self.stack.env.get("LITHO_DOCSTORE_URL"):
+            client: MongoClient[dict[str, Any]] = MongoClient(mongo_url)
+            try:
+                database = client[self.stack.env["LITHO_DOCSTORE_DATABASE"]]
+                docs = list(database["batch_results"].find({}))
+            finally:
+                client.close()
+        else:
+            db = sqlite3.connect(f"file:{self.stack.data_dir / 'renderer.db'}?mode=ro",
+                                 uri=True)
+            try:
+                rows = db.execute("SELECT doc FROM batch_results").fetchall()
+            finally:
+                db.close()
+            docs = [json.loads(r[0]) for r in rows]
         return [d.get("worker", "") for d in docs
                 if d["batchId"] == batch_id and d["status"] == "succeeded"]
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def batchy(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Batchy]:
+async def batchy(tmp_path_factory: pytest.TempPathFactory,
+                 production: Production | None) -> AsyncIterator[Batchy]:
     data_dir: Path = tmp_path_factory.mktemp("litho-batches")
     receiver = Receiver()
     runner, receiver.port = await serve_loopback(receiver.handle)
@@ -141,6 +155,7 @@ async def batchy(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Batc
         "LITHO_RENDERER_BATCH_ACK_WAIT": "3",
         "LITHO_BATCH_MAX_ITEMS": "300",
         "LITHO_LOG_LEVEL": "INFO",
+        **mode_env(production, "batches"),
     })
     try:
         async with stack, aiohttp.ClientSession() as http:

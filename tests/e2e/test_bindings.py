@@ -13,10 +13,13 @@ import time
 from typing import Any
 
 import nats
+import pytest
 from PIL import Image
 
 from litho.events.v1 import events_pb2
 from tests.e2e.conftest import Live
+
+pytestmark = pytest.mark.production
 
 SWATCH = """<body style="margin:0;background:{{ color }}">
 <div style="font:16px sans-serif;color:#fff">{{ label }}</div></body>"""

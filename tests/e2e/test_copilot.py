@@ -8,8 +8,12 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import pytest
+
 from tests.e2e.conftest import Live
 from tests.e2e.test_render_path import fetch_image, render
+
+pytestmark = pytest.mark.production
 
 OG = """<!doctype html><html><head><style>
   body { margin: 0; width: 1200px; height: 630px; background: #ffffff; color: #111827;

@@ -11,7 +11,11 @@ import uuid
 from typing import Any
 from urllib.parse import quote
 
+import pytest
+
 from tests.e2e.conftest import Live
+
+pytestmark = pytest.mark.production
 
 STATUSES = ("draft", "running", "paused", "completed", "archived")
 

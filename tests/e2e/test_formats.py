@@ -13,6 +13,8 @@ from litho import renders
 from tests.e2e.conftest import Live
 from tests.e2e.test_render_path import create, render
 
+pytestmark = pytest.mark.production
+
 BOXES = """<!doctype html><html><head><style>
   html, body { margin: 0; }
   body { background: #ff0000; }
@@ -240,9 +242,7 @@ async def test_same_input_same_bytes(live: Live, fmt: str) -> None:
     first = await render(live, template["id"], body)
     data = await fetch(live, first["url"])
     # Forget the stored output so the second request really renders again.
-    blobs = live.stack.data_dir / "blobs"
-    for key in (renders.blob_key(first["id"], fmt), renders.meta_key(first["id"], fmt)):
-        (blobs / key).unlink()
+    await live.delete_blobs(renders.blob_key(first["id"], fmt), renders.meta_key(first["id"], fmt))
     second = await render(live, template["id"], body)
     assert second["cached"] is False and second["url"] == first["url"]
     assert await fetch(live, second["url"]) == data

@@ -25,9 +25,10 @@ from aiohttp import web
 from PIL import Image
 
 from services._stack import RENDER_ID_SECRET_FILE, Stack
-from tests.e2e.conftest import serve_loopback, solid_png
+from tests.e2e.conftest import mode_env, serve_loopback, solid_png
+from tests.support.production import Production
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.production]
 
 BLUE = (0, 0, 255)
 GREEN = (0, 200, 0)
@@ -75,7 +76,8 @@ class Env:
 
 
 @pytest_asyncio.fixture(scope="module")
-async def env(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Env]:
+async def env(tmp_path_factory: pytest.TempPathFactory,
+              production: Production | None) -> AsyncIterator[Env]:
     evil, good = Server(RED), Server(GREEN)
     runners = [await _serve(evil), await _serve(good)]
     data_dir: Path = tmp_path_factory.mktemp("litho-isolation")
@@ -84,6 +86,7 @@ async def env(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Env]:
         "LITHO_RENDERER_BASE_URL": good.url(),
         "LITHO_RENDERER_CONCURRENCY": "2",
         "LITHO_LOG_LEVEL": "INFO",
+        **mode_env(production, "isolation"),
     }
     stack = Stack(data_dir=data_dir, gateway_port=0, log_to_files=True, env=settings)
     try:

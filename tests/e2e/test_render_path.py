@@ -9,10 +9,13 @@ import json
 from typing import Any
 
 import nats
+import pytest
 from PIL import Image
 
 from litho.events.v1 import events_pb2
 from tests.e2e.conftest import Live
+
+pytestmark = pytest.mark.production
 
 CARD = """<!doctype html><html><head><style>
   html, body { margin: 0; background: #ff0000; }

@@ -7,11 +7,14 @@ import time
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
+import pytest
 from PIL import Image
 
 from services.gateway._signing import sign
 from tests.e2e.conftest import Live
 from tests.e2e.test_render_path import create
+
+pytestmark = pytest.mark.production
 
 
 async def signed_url(live: Live, body: dict[str, Any]) -> str:

@@ -5,8 +5,12 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import pytest
+
 from tests.e2e.conftest import Live
 from tests.e2e.test_render_path import create
+
+pytestmark = pytest.mark.production
 
 
 async def listed(live: Live, query: str, key: str | None = None) -> list[str]:
