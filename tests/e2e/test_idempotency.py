@@ -14,7 +14,7 @@ from multidict import CIMultiDict
 
 from tests.e2e.conftest import Live
 
-pytestmark = [pytest.mark.e2e]
+pytestmark = [pytest.mark.e2e, pytest.mark.production]
 
 HTML = "<body style='margin:0;background:{{ bg }}'>{{ title }}</body>"
 

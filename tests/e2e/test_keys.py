@@ -14,11 +14,14 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
+import pytest
 import pytest_asyncio
 
 from services._stack import Stack, free_port
 from tests.e2e.conftest import Live
 from tests.e2e.test_render_path import create
+
+pytestmark = pytest.mark.production
 
 #: The second gateway keeps verified keys this long: only the note can make
 #: it refuse a deleted key sooner.
