@@ -78,6 +78,10 @@ chart: $(VENV)/.installed ## lint and render the Helm chart (defaults and deploy
 bench: install ## start the real stack, measure, write bench/report.md and bench/report.json
 	$(PY) -m bench
 
+.PHONY: load
+load: install ## drive a stack (LITHO_URL and LITHO_API_KEY, or one started here) with a mix of requests; report per kind and the 5xx count into bench/report.md
+	$(PY) -m bench.load
+
 .PHONY: lint
 lint: install ## buf lint (STANDARD) of the protos, ruff and mypy --strict
 	node_modules/.bin/buf lint
