@@ -17,6 +17,11 @@ segment, no leading dot), no leading or trailing slash, at most
 
 Adapters raise :class:`litho.errors.Unavailable` when the backing store cannot
 serve a request (unreachable, rejected credentials, missing bucket).
+
+A caller may give ``put`` a ``cache_control``: the S3 adapter stores it with
+the object, so that whoever serves the bucket directly (its public endpoint,
+a CDN in front of it) answers it; the local adapter keeps none, because only
+the gateway serves its files and sets its own.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ __all__ = [
     "BlobInfo",
     "BlobStore",
     "open_blob_store",
+    "validate_cache_control",
     "validate_content_type",
     "validate_key",
 ]
@@ -47,12 +53,15 @@ MAX_KEY_LENGTH = 512
 #: for the local adapter's temporary-file decoration.
 MAX_SEGMENT_LENGTH = 200
 MAX_CONTENT_TYPE_LENGTH = 255
+MAX_CACHE_CONTROL_LENGTH = 255
 
 _SEGMENT = r"[A-Za-z0-9_-][A-Za-z0-9._-]*"
 _KEY_RE = re.compile(rf"{_SEGMENT}(?:/{_SEGMENT})*")
 # type/subtype with optional parameters; printable ASCII only, so it is safe
 # in an HTTP header and in the local adapter's JSON header.
 _CONTENT_TYPE_RE = re.compile(r"[A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+-]+(?: *;[\x20-\x7e]*)?")
+# Directives and their values: printable ASCII, so it is safe as a header.
+_CACHE_CONTROL_RE = re.compile(r"[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?")
 _BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _URL_VAR = "LITHO_BLOBSTORE_URL"
 
@@ -78,8 +87,11 @@ class Blob:
 
 
 class BlobStore(Protocol):
-    async def put(self, key: str, data: bytes, content_type: str) -> BlobInfo:
-        """Store ``data`` under ``key``, replacing any blob already there."""
+    async def put(self, key: str, data: bytes, content_type: str, *,
+                  cache_control: str = "") -> BlobInfo:
+        """Store ``data`` under ``key``, replacing any blob already there;
+        ``cache_control``, if given, is the object's ``Cache-Control`` where
+        the store serves objects itself (S3)."""
 
     async def get(self, key: str) -> Blob | None:
         """The blob under ``key``, or None if there is none."""
@@ -127,6 +139,23 @@ def validate_content_type(content_type: str) -> str:
             f"printable ASCII, at most {MAX_CONTENT_TYPE_LENGTH} characters"
         )
     return content_type
+
+
+def validate_cache_control(cache_control: str) -> str:
+    """Return ``cache_control`` if it can be a ``Cache-Control`` header (or is
+    empty: none); raise ``ValueError`` if not."""
+    if cache_control == "":
+        return cache_control
+    if (
+        not isinstance(cache_control, str)
+        or len(cache_control) > MAX_CACHE_CONTROL_LENGTH
+        or _CACHE_CONTROL_RE.fullmatch(cache_control) is None
+    ):
+        raise ValueError(
+            f"invalid Cache-Control {str(cache_control)[:80]!r}: expected printable ASCII "
+            f"directives, at most {MAX_CACHE_CONTROL_LENGTH} characters"
+        )
+    return cache_control
 
 
 async def open_blob_store(url: str, s3: S3Settings) -> BlobStore:

@@ -36,6 +36,7 @@ from typing import BinaryIO, ParamSpec, TypeVar
 from litho.blobstore import (
     Blob,
     BlobInfo,
+    validate_cache_control,
     validate_content_type,
     validate_key,
 )
@@ -92,9 +93,14 @@ class LocalBlobStore:
             raise ValueError(f"blob key {key!r} escapes the store")
         return path
 
-    async def put(self, key: str, data: bytes, content_type: str) -> BlobInfo:
+    async def put(
+        self, key: str, data: bytes, content_type: str, *, cache_control: str = ""
+    ) -> BlobInfo:
+        """Store a blob; ``cache_control`` is checked but not kept: only the
+        gateway serves these files, with headers of its own."""
         path = self._path(key)
         validate_content_type(content_type)
+        validate_cache_control(cache_control)
         return await self._run(key, self._put_sync, key, path, bytes(data), content_type)
 
     async def get(self, key: str) -> Blob | None:

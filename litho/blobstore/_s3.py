@@ -32,7 +32,13 @@ from botocore.exceptions import (  # type: ignore[import-untyped]
     NoCredentialsError,
 )
 
-from litho.blobstore import Blob, BlobInfo, validate_content_type, validate_key
+from litho.blobstore import (
+    Blob,
+    BlobInfo,
+    validate_cache_control,
+    validate_content_type,
+    validate_key,
+)
 from litho.config import S3Settings
 from litho.errors import LithoError, Unavailable
 
@@ -119,12 +125,17 @@ class S3BlobStore:
         validate_key(key)
         return f"{self._prefix}/{key}" if self._prefix else key
 
-    async def put(self, key: str, data: bytes, content_type: str) -> BlobInfo:
+    async def put(
+        self, key: str, data: bytes, content_type: str, *, cache_control: str = ""
+    ) -> BlobInfo:
         name = self._object_key(key)
         validate_content_type(content_type)
+        # Stored with the object, so the bucket (or a CDN in front of it)
+        # answers the same headers as the gateway does.
+        extra = {"CacheControl": validate_cache_control(cache_control)} if cache_control else {}
         try:
             resp = await self._client.put_object(
-                Bucket=self._bucket, Key=name, Body=bytes(data), ContentType=content_type
+                Bucket=self._bucket, Key=name, Body=bytes(data), ContentType=content_type, **extra
             )
         except (ClientError, *_TRANSPORT) as exc:
             raise self._error(exc, "put", key) from exc

@@ -201,6 +201,7 @@ async def build(host: Host[GatewaySettings]) -> None:
         validator=RequestValidator(doc),
         backends=backends,
         signed_cache_control=f"public, max-age={settings.gateway_signed_url_max_age}",
+        image_base_url=settings.image_base_url,
         json_limits=settings.json_limits(),
         max_font_bytes=settings.gateway_max_font_bytes,
         batch_max_bytes=settings.batch_max_bytes,

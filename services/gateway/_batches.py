@@ -10,7 +10,7 @@ import asyncio
 import json
 import secrets
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -63,12 +63,12 @@ def batch_json(b: pb.Batch) -> dict[str, Any]:
     }
 
 
-def _result_json(r: pb.BatchResult, base_url: str) -> dict[str, Any]:
+def _result_json(r: pb.BatchResult, image_url: Callable[[str, str], str]) -> dict[str, Any]:
     fmt = formats.by_enum(r.format)
     ok = r.status == "succeeded" and fmt is not None
     out: dict[str, Any] = {
         "index": r.index, "status": r.status, "success": ok,
-        "url": f"{base_url}/images/{r.render_id}.{fmt.extension}" if ok and fmt else None,
+        "url": image_url(r.render_id, fmt.extension) if ok and fmt else None,
         "width": r.width if ok else None, "height": r.height if ok else None,
         "cached": r.cached if ok else None,
         "error": {"code": r.error_code, "message": r.error_message} if r.error_code else None,
@@ -221,7 +221,7 @@ async def list_results(request: web.Request) -> web.Response:
         tenant_id=caller(request).tenant_id, batch_id=request.match_info["batchId"],
         status=query.get("status", ""), page_size=query.get("pageSize", 100),
         page_token=query.get("pageToken", "")))
-    return web.json_response({"results": [_result_json(r, d.base_url) for r in response.results],
+    return web.json_response({"results": [_result_json(r, d.image_url) for r in response.results],
                               "nextPageToken": response.next_page_token or None})
 
 
@@ -268,7 +268,7 @@ async def get_archive(request: web.Request) -> web.StreamResponse:
         first = True
         async for page in pages():
             for r in page:
-                entry = _result_json(r, d.base_url)
+                entry = _result_json(r, d.image_url)
                 entry["file"] = file_name(r) if r.index not in missing else None
                 if r.index in missing:
                     entry.update(success=False, error={

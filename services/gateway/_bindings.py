@@ -270,7 +270,7 @@ async def preview_binding(request: web.Request) -> web.Response:
     return web.json_response({
         "variables": json_or(preview.variables_json, {}),
         "data": json_or(preview.data_json, None),
-        "imageUrl": f"{deps(request).base_url}/images/{render.render_id}.{fmt.extension}",
+        "imageUrl": deps(request).image_url(render.render_id, fmt.extension),
         "width": render.width, "height": render.height, "cached": render.cached,
         "warnings": warnings_json(render),
     })

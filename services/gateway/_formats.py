@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from litho import formats
@@ -105,10 +105,12 @@ def warnings_json(response: AnyRenderResponse) -> list[dict[str, str]]:
             for w in response.warnings]
 
 
-def render_json(response: AnyRenderResponse, base_url: str) -> dict[str, Any]:
+def render_json(response: AnyRenderResponse,
+                image_url: Callable[[str, str], str]) -> dict[str, Any]:
+    """The answer to a render; ``image_url(renderId, extension)`` is its URL."""
     fmt = response_format(response.format)
     out: dict[str, Any] = {
-        "url": f"{base_url}/images/{response.render_id}.{fmt.extension}",
+        "url": image_url(response.render_id, fmt.extension),
         "id": response.render_id,
         "width": response.width,
         "height": response.height,

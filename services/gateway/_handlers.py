@@ -163,7 +163,7 @@ async def render_template(request: web.Request) -> web.Response:
         version=integer(body.get("version", 0)),
         variables_json=json.dumps(body.get("variables", {})),
         format=format_enum(fmt or alias or "png"), options=options_from_json(body)))
-    out = render_json(response, deps(request).base_url)
+    out = render_json(response, deps(request).image_url)
     out["dataSources"] = data_sources_json(response.data_sources)
     return web.json_response(out)
 
@@ -179,7 +179,7 @@ async def render_html(request: web.Request) -> web.Response:
         # width and height are the document's own size here, not an override.
         options=options_from_json({k: v for k, v in body.items()
                                    if k not in ("width", "height")})))
-    return web.json_response(render_json(response, deps(request).base_url))
+    return web.json_response(render_json(response, deps(request).image_url))
 
 
 async def render_pdf(request: web.Request) -> web.Response:
@@ -190,7 +190,7 @@ async def render_pdf(request: web.Request) -> web.Response:
         version=integer(body.get("version", 0)),
         variable_sets_json=[json.dumps(v) for v in body["variableSets"]],
         options=options_from_json(body)))
-    return web.json_response(render_json(response, deps(request).base_url))
+    return web.json_response(render_json(response, deps(request).image_url))
 
 
 async def get_openapi(request: web.Request) -> web.Response:

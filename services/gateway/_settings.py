@@ -6,6 +6,7 @@ from pydantic import Field, field_validator
 
 from litho.config import BaseServiceSettings, BatchSettings
 from litho.jsonlimits import DEFAULT_MAX_DEPTH, DEFAULT_MAX_NUMBER_CHARS, JsonLimits
+from services.gateway._image_urls import check_image_base_url
 from services.gateway._ratelimit import Limits
 
 #: Crawlers, search engines and link previewers (chat apps, social networks,
@@ -25,6 +26,10 @@ class GatewaySettings(BaseServiceSettings, BatchSettings):
     gateway_port: int = Field(default=8080, ge=0, le=65535)
     #: Base of the image URLs in responses; defaults to http://<host>:<port>.
     public_url: str = Field(default="")
+    #: Where image URLs in responses point instead of the gateway's /images/:
+    #: a CDN or the bucket's public endpoint, as ``<this>/<blob key>``
+    #: (``LITHO_IMAGE_BASE_URL``; see services/gateway/_image_urls.py).
+    image_base_url: str = Field(default="")
     #: Join the trace a client's ``traceparent`` names (and forward its
     #: ``tracestate`` and ``baggage``). Off: the edge is public, so a client
     #: could pick trace ids, switch tracing off or force sampling; each
@@ -143,6 +148,11 @@ class GatewaySettings(BaseServiceSettings, BatchSettings):
         except re.error as exc:
             raise ValueError(f"not a regular expression: {exc}") from exc
         return value
+
+    @field_validator("image_base_url")
+    @classmethod
+    def _image_base(cls, value: str) -> str:
+        return check_image_base_url(value)
 
     def json_limits(self) -> JsonLimits:
         return JsonLimits(

@@ -14,6 +14,7 @@ from aiohttp import web
 from litho.blobstore import BlobStore
 from litho.jsonlimits import JsonLimits
 from litho.outbound import AllowList
+from services.gateway._image_urls import image_url
 from services.gateway._keys import ApiKey, KeyStore
 from services.gateway._openapi import RequestValidator
 
@@ -41,6 +42,8 @@ class Deps:
     #: latest version, so they are cacheable but not immutable.
     signed_cache_control: str = "public, max-age=3600"
     base_url: str = ""
+    #: LITHO_IMAGE_BASE_URL: where image URLs point instead of ``/images/``.
+    image_base_url: str = ""
     #: Depth, Unicode and number limits of every JSON body.
     json_limits: JsonLimits = field(default_factory=JsonLimits)
     #: Most bytes of an uploaded font read before a 413.
@@ -61,6 +64,10 @@ class Deps:
     binding_max_push_bytes: int = 1024 * 1024
     #: The experiment service (None where a test leaves it out: a 503).
     experiments: ExperimentServiceAsyncStub | None = None
+
+    def image_url(self, render_id: str, extension: str) -> str:
+        """The URL an answer gives for a stored render (see ``_image_urls``)."""
+        return image_url(self.base_url, self.image_base_url, render_id, extension)
 
     @functools.cached_property
     def openapi_file(self) -> WebFile:

@@ -48,6 +48,10 @@ log = get_logger(__name__)
 
 _tracer = trace.get_tracer("litho.renderer.pipeline")
 
+#: Stored with each output for whoever serves the bucket directly (a CDN,
+#: LITHO_IMAGE_BASE_URL): the gateway's own /images/ header. An output never
+#: changes under its id; metadata beside it does, so it gets none.
+IMAGE_CACHE_CONTROL = "public, max-age=31536000, immutable"
 #: Part of every cache key: bump it when the same input would render differently.
 RENDERER_VERSION = "4"
 
@@ -561,7 +565,8 @@ class RenderPipeline:
                                         hashlib.sha256(output.data).hexdigest())
         key = renders.blob_key(render_id, spec.format)
         meta_key = renders.meta_key(render_id, spec.format)
-        await self._put(key, output.data, renders.CONTENT_TYPES[spec.format])
+        await self._put(key, output.data, renders.CONTENT_TYPES[spec.format],
+                        cache_control=IMAGE_CACHE_CONTROL)
         info: dict[str, float] = {
             _camel(k): v for k, v in asdict(output).items()
             if k not in ("data", "assets") and v
@@ -612,11 +617,12 @@ class RenderPipeline:
                 and k != "warnedAt"}
         return _Stored(warned, info, warnings)
 
-    async def _put(self, key: str, data: bytes, content_type: str) -> None:
+    async def _put(self, key: str, data: bytes, content_type: str, *,
+                   cache_control: str = "") -> None:
         with _tracer.start_as_current_span("blob write", attributes={
                 "litho.blob.key": key, "litho.blob.size_bytes": len(data),
                 "litho.blob.content_type": content_type}):
-            await self._blobs.put(key, data, content_type)
+            await self._blobs.put(key, data, content_type, cache_control=cache_control)
 
     async def _stored(self, key: str, meta_key: str) -> dict[str, float] | None:
         # Both must be there: an output removed behind our back is rendered again.

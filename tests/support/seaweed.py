@@ -5,7 +5,9 @@ listener gets a free port on 127.0.0.1 so parallel runs don't clash; WebDAV,
 the Iceberg and Lance endpoints and telemetry are off. The admin server cannot
 be switched off (``-admin.ui=false`` only hides the UI), so it gets free ports
 too. An ``-s3.config`` identities file holds one access key, so the gateway
-checks request signatures (without it SeaweedFS accepts any key).
+checks request signatures (without it SeaweedFS accepts any key), and, for
+the buckets given as ``public_read``, an ``anonymous`` identity that may read
+(GET and HEAD objects, nothing else) as a public bucket behind a CDN is.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -97,7 +100,23 @@ def _s3_answers(url: str) -> bool:
         return False
 
 
-def _launch(workdir: Path) -> SeaweedS3:
+def _identities(public_read: Sequence[str]) -> dict[str, object]:
+    identities: list[dict[str, object]] = [
+        {
+            "name": "litho",
+            "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
+            "actions": ["Admin", "Read", "List", "Tagging", "Write"],
+        }
+    ]
+    if public_read:
+        # SeaweedFS's name for unsigned requests; Read:<bucket> is GET and HEAD.
+        identities.append(
+            {"name": "anonymous", "actions": [f"Read:{bucket}" for bucket in public_read]}
+        )
+    return {"identities": identities}
+
+
+def _launch(workdir: Path, public_read: Sequence[str] = ()) -> SeaweedS3:
     ports = dict(zip(_PORT_NAMES, _free_ports(len(_PORT_NAMES)), strict=True))
     data = workdir / "data"
     data.mkdir(parents=True, exist_ok=True)
@@ -106,19 +125,7 @@ def _launch(workdir: Path) -> SeaweedS3:
     if len(str(workdir / "filer.sock")) > 100:
         sockets = Path(tempfile.mkdtemp(prefix="weed-"))
     config = workdir / "s3.json"
-    config.write_text(
-        json.dumps(
-            {
-                "identities": [
-                    {
-                        "name": "litho",
-                        "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
-                        "actions": ["Admin", "Read", "List", "Tagging", "Write"],
-                    }
-                ]
-            }
-        )
-    )
+    config.write_text(json.dumps(_identities(public_read)))
     args = [
         str(weed_binary()),
         "mini",
@@ -150,11 +157,14 @@ def _launch(workdir: Path) -> SeaweedS3:
     )
 
 
-def start_seaweed(workdir: Path, *, attempts: int = 3) -> SeaweedS3:
-    """Start ``weed mini`` under ``workdir`` and wait until S3 answers."""
+def start_seaweed(
+    workdir: Path, *, attempts: int = 3, public_read: Sequence[str] = ()
+) -> SeaweedS3:
+    """Start ``weed mini`` under ``workdir`` and wait until S3 answers;
+    anyone may read the objects of the ``public_read`` buckets."""
     last = ""
     for attempt in range(attempts):
-        server = _launch(workdir / f"run{attempt}")
+        server = _launch(workdir / f"run{attempt}", public_read)
         deadline = time.monotonic() + _START_TIMEOUT
         while time.monotonic() < deadline and server.process.poll() is None:
             if _s3_answers(server.endpoint_url + "/"):

@@ -4,6 +4,7 @@ with it, so a format added in one place only fails here."""
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from litho import formats, renders
 from litho.errors import InvalidArgument
 from litho.renderer.v1 import renderer_pb2 as pb
 from services.gateway._formats import parse_format, render_json
+from services.gateway._image_urls import image_url
 from services.renderer._spec import GifSpec, Limits, PdfSpec, RenderOptions, check_options
 
 OPENAPI = Path(__file__).parents[2] / "services" / "gateway" / "openapi.json"
@@ -122,7 +124,8 @@ def test_the_gateway_parses_names_and_aliases_and_answers_the_canonical_name() -
     for spelling in formats.spellings():
         f = formats.parse(spelling)
         assert f is not None and parse_format(spelling) is f
-        answer = render_json(pb.RenderTemplateResponse(render_id="a" * 64, format=f.enum), "")
+        answer = render_json(pb.RenderTemplateResponse(render_id="a" * 64, format=f.enum),
+                             functools.partial(image_url, "", ""))
         assert answer["format"] == f.name
         assert answer["url"] == f"/images/{'a' * 64}.{f.extension}"
     with pytest.raises(InvalidArgument) as info:

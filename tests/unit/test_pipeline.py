@@ -37,7 +37,8 @@ class MemoryBlobs:
     def __init__(self) -> None:
         self.data: dict[str, tuple[bytes, str]] = {}
 
-    async def put(self, key: str, data: bytes, content_type: str) -> BlobInfo:
+    async def put(self, key: str, data: bytes, content_type: str, *,
+                  cache_control: str = "") -> BlobInfo:
         self.data[key] = (data, content_type)
         return BlobInfo(key=key, size=len(data), content_type=content_type, etag='"x"')
 

@@ -78,7 +78,7 @@ async function previewCopilot() {
     const draft = drafts.template;
     const result = await api.renderHtml({ html: draft.html, width: draft.width,
       height: draft.height, variables: host.sample(), format: 'png' });
-    $('copilot-image').src = imagePath(result.url);
+    $('copilot-image').src = imagePath(result);
     $('copilot-image').hidden = false;
     const more = (drafts.created || []).map((d) => d.name);
     $('copilot-status').textContent = `Preview ${draft.width}×${draft.height}${

@@ -28,11 +28,15 @@ export function errorLines(err) {
 }
 
 /**
- * An image URL the gateway answered, as a path on this page's origin: the
- * gateway that serves this page serves its images too, whatever public base
- * URL it writes into answers (and the page's CSP allows images from 'self').
+ * A render answer's image as a path on this page's origin: the gateway that
+ * serves this page serves its images too (and the page's CSP allows images
+ * from 'self'), whatever base URL it writes into answers.
  */
-export function imagePath(url) {
-  const parsed = new URL(url, window.location.href);
-  return `${parsed.pathname}${parsed.search}`;
+export function imagePath(result) {
+  // The answer's url may point at a CDN or the bucket (LITHO_IMAGE_BASE_URL),
+  // which this page's policy does not load from; the gateway serves the same
+  // bytes at /images/.
+  // The file name (id and extension) ends the URL either way.
+  const file = new URL(result.url, window.location.href).pathname.split('/').pop();
+  return `/images/${file}`;
 }

@@ -427,7 +427,7 @@ async function preview() {
     const result = await api.renderHtml({ html, width, height, variables: state.sample,
       format: 'png' });
     if (seq !== state.previewSeq) return;
-    $('preview').src = imagePath(result.url);
+    $('preview').src = imagePath(result);
     $('preview').hidden = false;
     $('preview').dataset.renderId = result.id;
     showLines($('preview-warnings'), (result.warnings || []).map(
