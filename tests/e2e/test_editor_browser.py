@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from playwright.async_api import Browser, ConsoleMessage, Page
+from playwright.async_api import Browser, ConsoleMessage, Locator, Page
 
 from tests.e2e._browser import ROOT, chromium
 from tests.e2e.conftest import Live
@@ -110,6 +110,15 @@ class EditorPage:
         await self.page.evaluate(f"window.location.hash = '{template_id}'")
         await self.poll(f"window.lithoEditor && lithoEditor.templateId === '{template_id}'"
                         " && document.querySelector('#gjs iframe.gjs-frame') !== null")
+
+    async def edit_text(self, locator: Locator) -> None:
+        """Double-click an element of the canvas and wait until its text is
+        being edited: on a loaded machine the editor takes a moment to turn
+        its rich-text editing on, and keys typed before go nowhere."""
+        await locator.dblclick()
+        await self.poll("(() => { const d = document.querySelector('#gjs iframe.gjs-frame')"
+                        ".contentDocument; return d && d.activeElement"
+                        " && d.activeElement.isContentEditable; })()")
 
     async def exported(self) -> str:
         html: str = await self.page.evaluate("window.lithoEditor.exportHtml()")
@@ -233,7 +242,7 @@ async def test_designer_builds_an_og_card(live: Live, editor: EditorPage) -> Non
 
     await page.click("#blocks .gjs-block[title='Text']")
     canvas = page.frame_locator("#gjs iframe.gjs-frame")
-    await canvas.locator("text=Your text").dblclick()
+    await editor.edit_text(canvas.locator("text=Your text"))
     await page.keyboard.press("Control+A")
     await page.keyboard.type("{{ title }}")
     await page.click("#styles .gjs-sm-sector-title >> text=Typography")
@@ -425,7 +434,7 @@ async def test_typing_next_to_block_tags_keeps_them(live: Live, editor: EditorPa
     await editor.sign_in(live.stack.api_key)
     await editor.page.wait_for_selector("#library:not([hidden])")
     await editor.open(template["id"])
-    await editor.page.frame_locator("#gjs iframe.gjs-frame").locator("p").dblclick()
+    await editor.edit_text(editor.page.frame_locator("#gjs iframe.gjs-frame").locator("p"))
     await editor.page.keyboard.press("End")
     await editor.page.keyboard.type("!")
     await editor.page.click("#save")
@@ -441,7 +450,8 @@ async def test_syntax_errors_show_line_and_column_and_block_the_save(
     await editor.sign_in(live.stack.api_key)
     await editor.page.wait_for_selector("#library:not([hidden])")
     await editor.open(template["id"])
-    await editor.page.frame_locator("#gjs iframe.gjs-frame").locator("text=ok").dblclick()
+    await editor.edit_text(
+        editor.page.frame_locator("#gjs iframe.gjs-frame").locator("text=ok"))
     await editor.page.keyboard.press("Control+A")
     await editor.page.keyboard.type("{{ if a }}never closed")
     await editor.page.click("button[data-tab=data]")
