@@ -31,6 +31,8 @@ async def _main() -> None:
     async with Stack(data_dir=data_dir, gateway_port=port, env=env) as stack:
         print(
             f"\nLitho is running.\n  gateway:  {stack.url}\n  API key:  {stack.api_key}\n"
+            f"  editor:   {stack.url}/editor (sign in with the key)\n"
+            f"  API docs: {stack.url}/docs\n"
             f"  data:     {stack.data_dir}\n\nTry:\n"
             f"  curl -s -X POST {stack.url}/v1/templates -H 'Authorization: Bearer "
             f"{stack.api_key}' -H 'Content-Type: application/json' -d '{{\"name\":\"hello\","

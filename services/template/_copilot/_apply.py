@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 
 from litho.errors import FieldError, InvalidArgument
 from services.template._copilot._css import (
+    Declaration,
     Reflow,
     colors_in,
     declarations,
@@ -240,15 +241,20 @@ def _drop_declaration(value: str, start: int, end: int) -> Splice:
     return Splice(start, after, "")
 
 
-def _scaled(doc: Document, reflow: Reflow) -> str:
-    edits: list[Splice] = []
-    decls = []
+def _declarations(doc: Document) -> list[Declaration]:
+    """Every CSS declaration of the document: style attributes, then <style> blocks."""
+    decls: list[Declaration] = []
     for _, attr in doc.style_spans():
         if attr.value_start is not None and attr.value_end is not None:
             decls += declarations(doc.masked[attr.value_start:attr.value_end], attr.value_start)
     for start, end in doc.style_blocks():
         decls += sheet_declarations(doc.masked[start:end], start)
-    for decl in decls:
+    return decls
+
+
+def _scaled(doc: Document, reflow: Reflow) -> str:
+    edits: list[Splice] = []
+    for decl in _declarations(doc):
         value = doc.masked[decl.value_start:decl.value_end]
         rescale = reflow.rescale(decl.name, value)
         for n, (start, end, number) in enumerate(px_lengths(value)):
@@ -272,13 +278,7 @@ def _scaled(doc: Document, reflow: Reflow) -> str:
 
 def _swap(doc: Document, palette: dict[str, str]) -> list[Splice]:
     edits: list[Splice] = []
-    decls = []
-    for _, attr in doc.style_spans():
-        if attr.value_start is not None and attr.value_end is not None:
-            decls += declarations(doc.masked[attr.value_start:attr.value_end], attr.value_start)
-    for start, end in doc.style_blocks():
-        decls += sheet_declarations(doc.masked[start:end], start)
-    for decl in decls:
+    for decl in _declarations(doc):
         value = doc.masked[decl.value_start:decl.value_end]
         for use in colors_in(value, decl.value_start):
             named = doc.masked[use.start:use.start + 1].isalpha() and \
