@@ -50,6 +50,7 @@ __all__ = [
     "StreamSpec",
     "connect",
     "default_streams",
+    "delivered",
     "ensure_streams",
     "events_stream",
     "jobs_stream",
@@ -82,6 +83,20 @@ async def connect(stack: AsyncExitStack, url: str, *, name: str) -> Client:
 
     stack.push_async_callback(drain)
     return nc
+
+
+async def delivered(nc: Client, *, timeout: int = 10) -> None:  # noqa: ASYNC109
+    """Return once the server has processed everything sent on ``nc`` so far
+    (publishes, subscriptions): raises ``nats.errors.FlushTimeoutError``.
+
+    One ``flush()`` is not enough: nats-py writes its PING straight to the
+    socket, ahead of commands still waiting for its flusher task, so the PONG
+    can come back before a ``SUB`` or ``PUB`` sent just before it reached
+    the server. By the first PONG the flusher has written them (it was woken
+    before the PING left); the second PING follows them on the wire.
+    """
+    for _ in range(2):
+        await nc.flush(timeout=timeout)
 
 
 def message_headers(

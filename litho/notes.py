@@ -31,6 +31,7 @@ from nats.aio.client import Client as Nats
 from nats.aio.msg import Msg
 
 from litho.logs import get_logger
+from litho.messaging import delivered
 
 log = get_logger(__name__)
 
@@ -246,7 +247,7 @@ async def send_note(nc: Nats, subject: str, key: str) -> None:
         return
     try:
         await nc.publish(subject, key.encode())
-        await nc.flush(timeout=NOTE_FLUSH_TIMEOUT)
+        await delivered(nc, timeout=NOTE_FLUSH_TIMEOUT)
     except Exception as exc:
         log.warning("change note not sent; replicas' entries end by their own time",
                     subject=subject, key=key[:200], error=str(exc)[:200])
@@ -264,6 +265,12 @@ def following(nc: Nats, subject: str,
 
         subscription = await nc.subscribe(subject, cb=on_msg)
         try:
+            # Live before the caller goes on: a note sent from now on arrives.
+            try:
+                await delivered(nc, timeout=NOTE_FLUSH_TIMEOUT)
+            except Exception as exc:
+                log.warning("change notes' subscription not confirmed", subject=subject,
+                            error=str(exc)[:200])
             yield
         finally:
             if nc.is_connected:

@@ -16,7 +16,7 @@ from nats.aio.client import Client as Nats
 
 from litho import messaging
 from litho.errors import FailedPrecondition
-from litho.notes import NatsLink
+from litho.notes import NatsLink, following, send_note
 from services.binding._adapters import NatsBindingEvents
 from services.renderer._binding_memo import ENTRY_OVERHEAD, BindingMemo, following_changes
 from services.renderer._bindings import ResolvedBinding
@@ -256,12 +256,26 @@ async def test_the_binding_services_notes_reach_every_replica(linked: tuple[Nats
         for memo in replicas:
             await stack.enter_async_context(following_changes(renderer_nc, memo))
             await memo.resolve("a")
-        await renderer_nc.flush()
+        await messaging.delivered(renderer_nc)
         assert all(len(m) == 1 for m in replicas)
         events = NatsBindingEvents(messaging.Publisher(binding_nc.jetstream()),
                                    binding_nc)
         await events.changed("a")
         await eventually(lambda: all(len(m) == 0 for m in replicas))
+
+
+async def test_a_note_sent_once_following_is_entered_always_arrives(
+        linked: tuple[Nats, Nats]) -> None:
+    # nats-py writes a flush's PING ahead of a SUB still waiting for its
+    # flusher, so one flush did not prove the subscription live: a note
+    # sent right after could overtake it (a CI run lost one that way).
+    renderer_nc, binding_nc = linked
+    for n in range(100):
+        subject = f"litho.test.notes.{n}"
+        got: asyncio.Queue[str] = asyncio.Queue()
+        async with following(renderer_nc, subject, got.put_nowait):
+            await send_note(binding_nc, subject, f"key-{n}")
+            assert await asyncio.wait_for(got.get(), 5) == f"key-{n}"
 
 
 async def test_a_note_that_cannot_be_sent_never_fails_the_write(nats_server: NatsServer) -> None:

@@ -451,7 +451,7 @@ async def subscribed(service: Service, subject: str) -> AsyncIterator[asyncio.Qu
     async with contextlib.AsyncExitStack() as stack:
         nc = await messaging.connect(stack, service.nats_url, name="bandit-test")
         await nc.subscribe(subject, cb=on_msg)
-        await nc.flush()
+        await messaging.delivered(nc)
         yield got
 
 

@@ -353,6 +353,7 @@ async def test_store_errors_never_terminate_a_count(rig: Rig) -> None:
         terminated.append(msg)
 
     await rig.nc.subscribe(TERMINATED_SUBJECT, cb=on_terminated)
+    await messaging.delivered(rig.nc)
     # The service's own consumer options, only with a quicker backoff: the
     # store fails more often than any small max_deliver would allow.
     quick = dataclasses.replace(

@@ -58,7 +58,7 @@ async def notes(service: Service) -> AsyncIterator[asyncio.Queue[str]]:
     async with contextlib.AsyncExitStack() as stack:
         nc = await messaging.connect(stack, service.nats_url, name="notes-test")
         await nc.subscribe(EXPERIMENT_CHANGED_SUBJECT, cb=on_note)
-        await nc.flush()
+        await messaging.delivered(nc)
         yield got
 
 
