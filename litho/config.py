@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import Field, ValidationError
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -48,6 +48,57 @@ class OutboundSettings(BaseSettings):
     max_redirects: int = Field(default=5, ge=0, le=20)
 
 
+class GrpcSettings(BaseSettings):
+    """Transport security of every internal gRPC port (``LITHO_GRPC_*``): TLS,
+    optionally mutual, and a shared bearer token. Every service reads the
+    same variables; each is a server for its callers and a client of its
+    callees. Off by default (the embedded stack listens on loopback)."""
+
+    model_config = SettingsConfigDict(env_prefix="LITHO_GRPC_", frozen=True, extra="ignore")
+
+    #: Serve and dial with TLS.
+    tls: bool = False
+    #: PEM files: this service's certificate chain and private key (what a
+    #: server presents; what a client presents under mutual TLS).
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    #: PEM file of the CA that signed the peers' certificates (clients check
+    #: servers with it, servers check clients under mutual TLS); empty: the
+    #: system's roots.
+    tls_ca: Path | None = None
+    #: Mutual TLS: servers require a client certificate signed by ``tls_ca``.
+    tls_client_auth: bool = False
+    #: The name clients expect in servers' certificates, when it is not the
+    #: host of the target (one certificate for every internal service).
+    tls_server_name: str = Field(default="", max_length=253)
+    #: Shared bearer token every call must carry (``authorization`` metadata);
+    #: health checks are exempt. At least 32 characters.
+    token: SecretStr | None = Field(default=None, min_length=32, max_length=512)
+    #: A token servers still accept while a new one is rolled out.
+    previous_token: SecretStr | None = Field(default=None, min_length=32, max_length=512)
+    #: Where a plaintext server answering only ``grpc.health.v1`` listens
+    #: (``host:port``), for probes that cannot speak TLS (Kubernetes' native
+    #: gRPC probes); empty: none.
+    health_address: str = Field(default="", max_length=300)
+
+    @model_validator(mode="after")
+    def _complete(self) -> GrpcSettings:
+        problems = []
+        if self.tls and (self.tls_cert is None) != (self.tls_key is None):
+            problems.append("LITHO_GRPC_TLS_CERT and LITHO_GRPC_TLS_KEY go together")
+        if self.tls_client_auth:
+            if not self.tls:
+                problems.append("LITHO_GRPC_TLS_CLIENT_AUTH needs LITHO_GRPC_TLS=true")
+            if self.tls_ca is None or self.tls_cert is None:
+                problems.append("LITHO_GRPC_TLS_CLIENT_AUTH needs LITHO_GRPC_TLS_CA, "
+                                "LITHO_GRPC_TLS_CERT and LITHO_GRPC_TLS_KEY")
+        if self.previous_token is not None and self.token is None:
+            problems.append("LITHO_GRPC_PREVIOUS_TOKEN needs LITHO_GRPC_TOKEN")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
 class BatchSettings(BaseSettings):
     """Batch limits the gateway (reading a request) and the renderer (taking
     it over gRPC, storing it) share: ``LITHO_BATCH_*``. Mixed into both
@@ -72,10 +123,10 @@ class BatchSettings(BaseSettings):
 
 
 class _EnvWithoutParts(EnvSettingsSource):
-    """The environment, less ``LITHO_S3`` and ``LITHO_OUTBOUND`` as whole JSON
-    values: those parts read their own variables (``LITHO_S3_*``,
-    ``LITHO_OUTBOUND_*``), and a second spelling of the outbound allow-list
-    would be one nobody reviews."""
+    """The environment, less ``LITHO_S3``, ``LITHO_OUTBOUND`` and ``LITHO_GRPC``
+    as whole JSON values: those parts read their own variables
+    (``LITHO_S3_*``, ``LITHO_OUTBOUND_*``, ``LITHO_GRPC_*``), and a second
+    spelling of the outbound allow-list would be one nobody reviews."""
 
     def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
         if field_name in _PARTS:
@@ -83,7 +134,7 @@ class _EnvWithoutParts(EnvSettingsSource):
         return super().get_field_value(field, field_name)
 
 
-_PARTS = ("s3", "outbound")
+_PARTS = ("s3", "outbound", "grpc")
 
 
 class BaseServiceSettings(BaseSettings):
@@ -121,6 +172,14 @@ class BaseServiceSettings(BaseSettings):
     s3: S3Settings = Field(default_factory=S3Settings)
     #: The outbound HTTP guard (``LITHO_OUTBOUND_*``).
     outbound: OutboundSettings = Field(default_factory=OutboundSettings)
+    #: TLS and a token on internal gRPC (``LITHO_GRPC_*``).
+    grpc: GrpcSettings = Field(default_factory=GrpcSettings)
+    #: Replicas of every JetStream stream Litho creates (a NATS cluster keeps
+    #: each stream on this many servers; 1 for a single server).
+    nats_stream_replicas: int = Field(default=1, ge=1, le=5)
+    #: Production: refuse to start with an embedded part or a missing secret
+    #: (see ``litho.production``); the Helm chart sets it.
+    production: bool = False
 
     def docstore_location(self, service: str) -> str:
         """The configured document store, or a SQLite file of the service's own."""
@@ -139,7 +198,7 @@ def load(cls: type[S]) -> S:
     except ValidationError as exc:
         # A part's own defaults (S3, outbound) are read by its factory: its
         # error names that part's model, whose prefix names the variables.
-        parts = {c.__name__: c for c in (S3Settings, OutboundSettings)}
+        parts = {c.__name__: c for c in (S3Settings, OutboundSettings, GrpcSettings)}
         prefix = str(parts.get(exc.title, cls).model_config.get("env_prefix", ""))
         problems = []
         for err in exc.errors():
