@@ -9,22 +9,30 @@
 - :func:`open_channel` gives a traced channel whose calls, unary and streaming,
   carry a default deadline and turn a failed call back into the matching
   :class:`LithoError` (for a streaming response, while it is read).
+- :class:`Security` (from ``LITHO_GRPC_*``) puts both ends under TLS, mutual
+  TLS and a shared bearer token; health checks stay open to probes (and,
+  with TLS, are also served in plaintext at ``LITHO_GRPC_HEALTH_ADDRESS``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import re
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeAlias
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
+from pydantic import ValidationError
 
 from litho import errors, telemetry
+from litho.config import GrpcSettings
 from litho.logs import get_logger
 
 log = get_logger(__name__)
@@ -53,6 +61,82 @@ _ERROR_BY_STATUS: dict[grpc.StatusCode, type[errors.LithoError]] = {
 }
 
 Register = Callable[[Any, grpc.aio.Server], None]
+
+#: Calls a probe makes: never asked for the token.
+HEALTH_PREFIX = "/grpc.health.v1.Health/"
+#: The metadata that carries the token.
+TOKEN_METADATA_KEY = "authorization"
+
+
+# ----------------------------------------------------------------- security
+
+
+@dataclass(frozen=True)
+class Security:
+    """What protects a service's gRPC port and its channels: TLS (server and
+    channel credentials), the name servers' certificates carry, and the
+    shared token (sent by channels; ``accepted`` by servers)."""
+
+    server_credentials: grpc.ServerCredentials | None = None
+    channel_credentials: grpc.ChannelCredentials | None = None
+    #: TLS is on but this service has no certificate to serve with.
+    tls_without_certificate: bool = False
+    server_name: str = ""
+    token: str | None = field(default=None, repr=False)
+    accepted: tuple[bytes, ...] = field(default=(), repr=False)
+    health_address: str = ""
+
+    @classmethod
+    def from_settings(cls, settings: GrpcSettings) -> Security:
+        """Read the PEM files ``settings`` names (a missing or unreadable file
+        is a :class:`ConfigError` naming its variable)."""
+        token = settings.token.get_secret_value() if settings.token else None
+        accepted = tuple(t.get_secret_value().encode()
+                         for t in (settings.token, settings.previous_token) if t is not None)
+        if not settings.tls:
+            return cls(token=token, accepted=accepted, health_address=settings.health_address)
+        ca = _pem(settings.tls_ca, "LITHO_GRPC_TLS_CA")
+        cert = _pem(settings.tls_cert, "LITHO_GRPC_TLS_CERT")
+        key = _pem(settings.tls_key, "LITHO_GRPC_TLS_KEY")
+        server = None
+        if cert is not None and key is not None:
+            server = grpc.ssl_server_credentials(
+                [(key, cert)], root_certificates=ca if settings.tls_client_auth else None,
+                require_client_auth=settings.tls_client_auth)
+        # Under mutual TLS a client presents its certificate; otherwise none.
+        mutual = settings.tls_client_auth
+        channel = grpc.ssl_channel_credentials(
+            root_certificates=ca, private_key=key if mutual else None,
+            certificate_chain=cert if mutual else None)
+        return cls(server_credentials=server, channel_credentials=channel,
+                   tls_without_certificate=server is None, server_name=settings.tls_server_name,
+                   token=token, accepted=accepted, health_address=settings.health_address)
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str]) -> Security:
+        """:meth:`from_settings` of the ``LITHO_GRPC_*`` variables in ``environ``
+        (for a launcher that gives its children their own environment)."""
+        prefix = "LITHO_GRPC_"
+        values = {name: environ[prefix + name.upper()] for name in GrpcSettings.model_fields
+                  if prefix + name.upper() in environ}
+        try:
+            settings = GrpcSettings.model_validate(values)
+        except ValidationError as exc:
+            raise errors.ConfigError(f"invalid LITHO_GRPC_* settings: {exc}") from exc
+        return cls.from_settings(settings)
+
+
+#: Neither TLS nor a token: the embedded stack on loopback.
+PLAINTEXT = Security()
+
+
+def _pem(path: Path | None, variable: str) -> bytes | None:
+    if path is None:
+        return None
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise errors.ConfigError(f"cannot read {variable} ({path}): {exc.strerror}") from exc
 
 
 # ---------------------------------------------------------------- server side
@@ -93,6 +177,63 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
             return grpc.stream_stream_rpc_method_handler(
                 _stream_response(handler.stream_stream, method), **codec)
         return handler
+
+
+class TokenInterceptor(grpc.aio.ServerInterceptor):
+    """Refuse, with UNAUTHENTICATED, every call but a health check that does
+    not carry one of the ``accepted`` tokens as ``authorization: Bearer …``."""
+
+    def __init__(self, accepted: tuple[bytes, ...]) -> None:
+        self._accepted = accepted
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Handler | None:
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None or method.startswith(HEALTH_PREFIX) or self._carries_token(
+                handler_call_details.invocation_metadata):
+            return handler
+        return _refusing(handler, method)
+
+    def _carries_token(self, metadata: Any) -> bool:
+        sent = b""
+        for key, value in metadata or ():
+            if key == TOKEN_METADATA_KEY and isinstance(value, str):
+                sent = value.encode("utf-8", "replace")
+        if not sent.startswith(b"Bearer "):
+            return False
+        offered = sent[len(b"Bearer "):]
+        # Every accepted token is compared, in constant time.
+        found = False
+        for token in self._accepted:
+            found |= hmac.compare_digest(offered, token)
+        return found
+
+
+def _refusing(handler: Handler, method: str) -> Handler:
+    """A handler of ``handler``'s shape that only refuses the call."""
+    async def refuse(_request: Any, context: Context) -> Any:
+        log.warning("grpc call without the internal token refused", method=method,
+                    peer=context.peer())
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED,
+                            "this call needs the internal token (LITHO_GRPC_TOKEN)")
+
+    async def refuse_stream(request: Any, context: Context) -> AsyncIterator[Any]:
+        await refuse(request, context)
+        yield  # pragma: no cover - abort raises
+
+    codec: dict[str, Any] = {"request_deserializer": handler.request_deserializer,
+                             "response_serializer": handler.response_serializer}
+    if handler.unary_unary is not None:
+        return grpc.unary_unary_rpc_method_handler(refuse, **codec)
+    if handler.stream_unary is not None:
+        return grpc.stream_unary_rpc_method_handler(refuse, **codec)
+    if handler.unary_stream is not None:
+        return grpc.unary_stream_rpc_method_handler(refuse_stream, **codec)
+    return grpc.stream_stream_rpc_method_handler(refuse_stream, **codec)
 
 
 def _unary_response(inner: Any, method: str) -> Callable[[Any, Context], Awaitable[Any]]:
@@ -174,6 +315,16 @@ MAX_CONNECTION_AGE_MS = 5 * 60 * 1000
 MAX_CONNECTION_AGE_GRACE_MS = 2 * 60 * 1000
 
 
+@dataclass(frozen=True)
+class Serving:
+    """A started server: its bound port, and the plaintext health server's
+    (None without ``LITHO_GRPC_HEALTH_ADDRESS``)."""
+
+    server: grpc.aio.Server
+    port: int
+    health_port: int | None = None
+
+
 async def start_server(
     stack: AsyncExitStack,
     *,
@@ -181,14 +332,20 @@ async def start_server(
     services: Iterable[tuple[Register, Any, str]],
     grace: float,
     max_receive_message_bytes: int | None = None,
-) -> tuple[grpc.aio.Server, int]:
+    security: Security = PLAINTEXT,
+) -> Serving:
     """Start a server on ``address`` (``host:port``; port 0 picks a free one).
 
     ``services`` are ``(add_XServicer_to_server, servicer, full service name)``.
     ``max_receive_message_bytes`` raises (or lowers) gRPC's 4 MiB limit on a
     request message, for a service that takes uploads; None keeps gRPC's.
-    Returns the server and the bound port; the stack stops it gracefully.
+    ``security``: TLS (a secure port), the token every call but a health
+    check must carry, and a plaintext health-only server. The stack stops it
+    all gracefully.
     """
+    if security.tls_without_certificate:
+        raise errors.ConfigError("serving gRPC with LITHO_GRPC_TLS needs "
+                                 "LITHO_GRPC_TLS_CERT and LITHO_GRPC_TLS_KEY")
     options: list[tuple[str, Any]] = [
         ("grpc.so_reuseport", 0),
         # Clients keep a connection until it breaks and resolve their target's
@@ -203,8 +360,10 @@ async def start_server(
         options.append(("grpc.max_receive_message_length", max_receive_message_bytes))
     # The tracing interceptor is outermost: its span covers the whole call and
     # records the status the error interceptor chose.
+    guard: list[grpc.aio.ServerInterceptor] = (
+        [TokenInterceptor(security.accepted)] if security.accepted else [])
     server = grpc.aio.server(
-        interceptors=[*telemetry.grpc_server_interceptors(), ErrorInterceptor()],
+        interceptors=[*telemetry.grpc_server_interceptors(), *guard, ErrorInterceptor()],
         # gRPC binds with SO_REUSEPORT by default: a second instance on a busy
         # port would start and silently take half the calls. Refuse instead.
         options=options)
@@ -214,16 +373,18 @@ async def start_server(
     for register, servicer, name in services:
         register(servicer, server)
         names.append(name)
-    try:
-        port = server.add_insecure_port(address)
-    except RuntimeError as exc:  # grpc: "Failed to bind to address …"
-        port = 0
-        reason = str(exc)
-    else:
-        reason = "is it in use?"
-    if port == 0:
-        raise errors.ConfigError(f"cannot bind gRPC address {address!r}: {reason}")
+    port = _bind(server, address, security.server_credentials)
+    probes: grpc.aio.Server | None = None
+    health_port = None
+    if security.health_address:
+        # Probes that cannot speak TLS (Kubernetes' native gRPC probes) ask
+        # here: the same health service, nothing else, in plaintext.
+        probes = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        health_pb2_grpc.add_HealthServicer_to_server(health, probes)
+        health_port = _bind(probes, security.health_address, None)
     await server.start()
+    if probes is not None:
+        await probes.start()
     for name in ["", *names]:
         await health.set(name, health_pb2.HealthCheckResponse.SERVING)
 
@@ -231,25 +392,53 @@ async def start_server(
         log.info("stopping grpc server", grace=grace)
         await health.enter_graceful_shutdown()
         await server.stop(grace)
+        if probes is not None:
+            await probes.stop(None)
 
     stack.push_async_callback(stop)
-    log.info("grpc server started", address=address, port=port)
-    return server, port
+    log.info("grpc server started", address=address, port=port,
+             tls=security.server_credentials is not None, token=bool(security.accepted),
+             health_port=health_port)
+    return Serving(server, port, health_port)
+
+
+def _bind(server: grpc.aio.Server, address: str,
+          credentials: grpc.ServerCredentials | None) -> int:
+    try:
+        if credentials is None:
+            port = server.add_insecure_port(address)
+        else:
+            port = server.add_secure_port(address, credentials)
+    except RuntimeError as exc:  # grpc: "Failed to bind to address …"
+        port = 0
+        reason = str(exc)
+    else:
+        reason = "is it in use?"
+    if port == 0:
+        raise errors.ConfigError(f"cannot bind gRPC address {address!r}: {reason}")
+    return port
 
 
 # ---------------------------------------------------------------- client side
 
 
 class _Deadline:
-    def __init__(self, default_deadline: float) -> None:
+    """Every call's defaults: a deadline, and the internal token."""
+
+    def __init__(self, default_deadline: float, token: str | None = None) -> None:
         self._deadline = default_deadline
+        self._token = None if token is None else f"Bearer {token}"
 
     def _details(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
-        if details.timeout is not None:
+        if details.timeout is not None and self._token is None:
             return details
+        metadata = details.metadata
+        if self._token is not None:
+            metadata = grpc.aio.Metadata(*(metadata or ()))
+            metadata[TOKEN_METADATA_KEY] = self._token
         return grpc.aio.ClientCallDetails(
-            details.method, self._deadline, details.metadata, details.credentials,
-            details.wait_for_ready,
+            details.method, self._deadline if details.timeout is None else details.timeout,
+            metadata, details.credentials, details.wait_for_ready,
         )
 
 
@@ -372,29 +561,48 @@ def error_from_rpc(exc: grpc.aio.AioRpcError) -> errors.LithoError:
 
 
 async def open_channel(
-    stack: AsyncExitStack, target: str, *, default_deadline: float
+    stack: AsyncExitStack, target: str, *, default_deadline: float,
+    security: Security = PLAINTEXT,
 ) -> grpc.aio.Channel:
-    """An insecure, traced channel to ``target`` closed by ``stack``; calls of
-    every shape default to a deadline and raise :class:`LithoError`."""
+    """A traced channel to ``target`` closed by ``stack``; calls of every
+    shape default to a deadline, carry the token ``security`` has, and raise
+    :class:`LithoError`. With TLS, the channel checks the server's
+    certificate (and presents its own under mutual TLS)."""
     # Ours come first (outermost): the tracing interceptors inside them see the
     # deadline, and the raw gRPC status rather than our translation of it.
     ours: list[grpc.aio.ClientInterceptor] = [
-        cls(default_deadline) for cls in (_UnaryUnary, _StreamUnary, _UnaryStream, _StreamStream)
+        cls(default_deadline, security.token)
+        for cls in (_UnaryUnary, _StreamUnary, _UnaryStream, _StreamStream)
     ]
-    channel = grpc.aio.insecure_channel(
-        target, interceptors=[*ours, *telemetry.grpc_client_interceptors()],
+    options: list[tuple[str, Any]] = [
         # Spread calls over every address the target names (the dev stack's
         # "ipv4:host:a,host:b" of several replicas, or a headless service's
         # DNS name); one address behaves as before.
         # A read or render whose peer went away is tried again (_UnaryUnary).
-        options=[("grpc.lb_policy_name", "round_robin"),
-                 # Answers may be larger than gRPC's 4 MiB default (a page of
-                 # batch results with warnings); what is sent is bounded by
-                 # each server's own receive limit.
-                 ("grpc.max_receive_message_length", 64 * 1024 * 1024)],
-    )
+        ("grpc.lb_policy_name", "round_robin"),
+        # Answers may be larger than gRPC's 4 MiB default (a page of batch
+        # results with warnings); what is sent is bounded by each server's
+        # own receive limit.
+        ("grpc.max_receive_message_length", 64 * 1024 * 1024)]
+    interceptors = [*ours, *telemetry.grpc_client_interceptors()]
+    channel = raw_channel(target, security, options=options, interceptors=interceptors)
     stack.push_async_callback(channel.close)
     return channel
+
+
+def raw_channel(target: str, security: Security = PLAINTEXT, *,
+                options: list[tuple[str, Any]] | None = None,
+                interceptors: list[grpc.aio.ClientInterceptor] | None = None,
+                ) -> grpc.aio.Channel:
+    """A plain ``grpc.aio`` channel under ``security``'s TLS (no token, no
+    deadline): for health checks, and for callers that close it themselves."""
+    options = list(options or [])
+    if security.channel_credentials is None:
+        return grpc.aio.insecure_channel(target, options=options, interceptors=interceptors)
+    if security.server_name:
+        options.append(("grpc.ssl_target_name_override", security.server_name))
+    return grpc.aio.secure_channel(target, security.channel_credentials, options=options,
+                                   interceptors=interceptors)
 
 
 async def wait_healthy(

@@ -115,8 +115,17 @@ class Host(Generic[S]):
         #: Bound ports, once serving (port 0 in the settings picks a free one).
         self.grpc_port: int | None = None
         self.http_port: int | None = None
+        self.health_port: int | None = None
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._nats: Client | None = None
+        self._security: rpc.Security | None = None
+
+    @property
+    def security(self) -> rpc.Security:
+        """TLS and the token of internal gRPC (``LITHO_GRPC_*``), read once."""
+        if self._security is None:
+            self._security = rpc.Security.from_settings(self.settings.grpc)
+        return self._security
 
     async def document_store(self) -> DocumentStore:
         """The configured document store (``LITHO_DOCSTORE_URL``), or the
@@ -149,7 +158,7 @@ class Host(Generic[S]):
         if name not in self._channels:
             self._channels[name] = await rpc.open_channel(
                 self.stack, self.endpoints.targets[name],
-                default_deadline=self.settings.rpc_deadline)
+                default_deadline=self.settings.rpc_deadline, security=self.security)
         return self._channels[name]
 
     async def channels(self) -> dict[str, grpc.aio.Channel]:
@@ -167,17 +176,18 @@ class Host(Generic[S]):
         if not self.spec.grpc_service:
             raise ConfigError(f"{self.spec.name} declares no gRPC service in the registry")
         try:
-            _, port = await rpc.start_server(
+            serving = await rpc.start_server(
                 self.stack, address=self.endpoints.listen, services=services,
                 grace=self.settings.shutdown_grace,
-                max_receive_message_bytes=max_receive_message_bytes)
+                max_receive_message_bytes=max_receive_message_bytes, security=self.security)
         except ConfigError as exc:
             # Name the variable to fix.
             raise ConfigError(
                 f"{self.spec.name} cannot listen on {self.endpoints.listen!r} "
                 f"({self.spec.address_env}): {exc}") from exc
-        self.grpc_port = port
-        return port
+        self.grpc_port = serving.port
+        self.health_port = serving.health_port
+        return serving.port
 
 
 Build = Callable[[Host[S]], Awaitable[None]]

@@ -24,7 +24,6 @@ from types import TracebackType
 from typing import IO
 
 import aiohttp
-import grpc
 
 from litho import rpc
 from litho.service import ServiceSpec
@@ -123,6 +122,8 @@ class Stack:
     urls: list[str] = field(default_factory=list)
     api_key: str = ""
     nats_url: str = ""
+    #: What callers dial for each gRPC service (every replica's address).
+    grpc_targets: dict[str, str] = field(default_factory=dict)
     #: Exit status of each child after :meth:`stop`, by name.
     exit_codes: dict[str, int] = field(default_factory=dict)
     _children: list[_Child] = field(default_factory=list)
@@ -222,6 +223,7 @@ class Stack:
                 env[spec.address_env] = first
                 env.setdefault(spec.target_env, first if len(addresses[spec.name]) == 1
                                else "ipv4:" + ",".join(addresses[spec.name]))
+                self.grpc_targets[spec.name] = env[spec.target_env]
         # Gateway replicas: the first on the stack's port, the others on free ones.
         ports = [env["LITHO_GATEWAY_PORT"], *(str(free_port()) for spec in order
                                               if spec.name == GATEWAY
@@ -275,7 +277,9 @@ class Stack:
                     f"{child.name} exited with {child.process.returncode} during start-up{hint}")
 
     async def _wait_grpc(self, name: str, address: str, deadline: float) -> None:
-        async with grpc.aio.insecure_channel(address) as channel:
+        child = next(c for c in self._children if c.name == name)
+        security = rpc.Security.from_environ({**os.environ, **child.env})
+        async with rpc.raw_channel(address, security) as channel:
             while True:
                 self._check_alive()
                 try:

@@ -4,9 +4,10 @@
 and a blob directory under the data dir, one process of each service.
 ``production`` runs it as the Helm chart does: the MongoDB adapter (on
 nx-27017), the S3 adapter (on SeaweedFS), two renderer replicas and two
-gateway replicas, every service its own process. :class:`Production` holds
-the two servers for the session; each stack gets a fresh database and a fresh
-key prefix from :meth:`Production.env`.
+gateway replicas, every service its own process, internal gRPC under mutual
+TLS and a token (one certificate for every service, as the chart's Secret).
+:class:`Production` holds the two servers for the session; each stack gets
+a fresh database and a fresh key prefix from :meth:`Production.env`.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from litho.blobstore import open_blob_store
 from litho.blobstore._s3 import S3BlobStore
 from litho.config import S3Settings
 from tests.support.nx27017 import Nx27017, start_nx27017
+from tests.support.pki import internal_grpc_env
 from tests.support.seaweed import SeaweedS3, start_seaweed
 
 MODE_ENV = "LITHO_TEST_MODE"
@@ -43,6 +45,8 @@ class Production:
 
     mongo: Nx27017
     s3: SeaweedS3
+    #: ``LITHO_GRPC_*``: TLS, mutual TLS and the token (tests.support.pki).
+    grpc_env: dict[str, str] = field(default_factory=dict)
     databases: list[str] = field(default_factory=list)
 
     def s3_settings(self) -> S3Settings:
@@ -67,6 +71,7 @@ class Production:
             "LITHO_S3_PATH_STYLE": "true",
             "LITHO_RENDERER_REPLICAS": "2",
             "LITHO_GATEWAY_REPLICAS": "2",
+            **self.grpc_env,
         }
 
     async def ensure_bucket(self) -> None:
@@ -97,7 +102,8 @@ def start_production(workdir: Path) -> Production:
     """Start nx-27017 and SeaweedFS under ``workdir`` (blocking: a few seconds)."""
     mongo = start_nx27017(workdir / "nx27017")
     try:
-        return Production(mongo, start_seaweed(workdir / "seaweed"))
+        return Production(mongo, start_seaweed(workdir / "seaweed"),
+                          grpc_env=internal_grpc_env(workdir / "pki"))
     except BaseException:
         mongo.stop()
         raise

@@ -29,13 +29,13 @@ class Servicer(pb_grpc.TemplateServiceServicer):
 
 async def test_errors_round_trip_and_internal_text_stays_hidden() -> None:
     async with AsyncExitStack() as stack:
-        _, port = await rpc.start_server(
+        port = (await rpc.start_server(
             stack, address="127.0.0.1:0",
             # Only GetTemplate is implemented; the rest answer UNIMPLEMENTED.
             services=[(pb_grpc.add_TemplateServiceServicer_to_server, Servicer(),  # type: ignore[abstract]
                        "litho.template.v1.TemplateService")],
             grace=1,
-        )
+        )).port
         channel = await rpc.open_channel(stack, f"127.0.0.1:{port}", default_deadline=5)
         stub = pb_grpc.TemplateServiceStub(channel)
 
@@ -75,13 +75,13 @@ class SlowServicer(pb_grpc.TemplateServiceServicer):
 
 async def test_calls_without_a_timeout_get_the_default_deadline() -> None:
     async with AsyncExitStack() as stack:
-        _, port = await rpc.start_server(
+        port = (await rpc.start_server(
             stack, address="127.0.0.1:0",
             services=[(pb_grpc.add_TemplateServiceServicer_to_server,
                        SlowServicer(),  # type: ignore[abstract]
                        "litho.template.v1.TemplateService")],
             grace=0.1,
-        )
+        )).port
         channel = await rpc.open_channel(stack, f"127.0.0.1:{port}", default_deadline=0.2)
         stub = pb_grpc.TemplateServiceStub(channel)
         # The server answers after 5 s: only the default deadline can raise
@@ -112,13 +112,13 @@ class HugeErrorServicer(pb_grpc.TemplateServiceServicer):
 @pytest.mark.parametrize("size", [10, 4000, 20000])
 async def test_huge_errors_keep_their_status_and_are_clipped(size: int) -> None:
     async with AsyncExitStack() as stack:
-        _, port = await rpc.start_server(
+        port = (await rpc.start_server(
             stack, address="127.0.0.1:0",
             services=[(pb_grpc.add_TemplateServiceServicer_to_server,
                        HugeErrorServicer(),  # type: ignore[abstract]
                        "litho.template.v1.TemplateService")],
             grace=0.1,
-        )
+        )).port
         channel = await rpc.open_channel(stack, f"127.0.0.1:{port}", default_deadline=10)
         stub = pb_grpc.TemplateServiceStub(channel)
 
@@ -224,8 +224,8 @@ def _register(_servicer: Any, server: grpc.aio.Server) -> None:
 
 
 async def _streams(stack: AsyncExitStack, *, default_deadline: float) -> grpc.aio.Channel:
-    _, port = await rpc.start_server(stack, address="127.0.0.1:0",
-                                     services=[(_register, None, _SERVICE)], grace=0.1)
+    port = (await rpc.start_server(stack, address="127.0.0.1:0",
+                                     services=[(_register, None, _SERVICE)], grace=0.1)).port
     return await rpc.open_channel(stack, f"127.0.0.1:{port}",
                                   default_deadline=default_deadline)
 
@@ -331,8 +331,8 @@ async def test_a_read_whose_peer_went_away_is_called_again_and_a_write_is_not() 
         }),))
 
     async with AsyncExitStack() as stack:
-        _, port = await rpc.start_server(stack, address="127.0.0.1:0",
-                                         services=[(register, None, "x.v1.Svc")], grace=0.1)
+        port = (await rpc.start_server(stack, address="127.0.0.1:0",
+                                         services=[(register, None, "x.v1.Svc")], grace=0.1)).port
         channel = await rpc.open_channel(stack, f"127.0.0.1:{port}", default_deadline=5)
 
         def method(name: str) -> Any:
@@ -367,11 +367,11 @@ async def test_connections_end_after_their_age_so_clients_resolve_again(
     monkeypatch.setattr(rpc, "MAX_CONNECTION_AGE_MS", 300)
     monkeypatch.setattr(rpc, "MAX_CONNECTION_AGE_GRACE_MS", 300)
     async with AsyncExitStack() as stack:
-        _, port = await rpc.start_server(
+        port = (await rpc.start_server(
             stack, address="127.0.0.1:0",
             services=[(pb_grpc.add_TemplateServiceServicer_to_server, PeerServicer(),  # type: ignore[abstract]
                        "litho.template.v1.TemplateService")],
-            grace=1)
+            grace=1)).port
         channel = await rpc.open_channel(stack, f"127.0.0.1:{port}", default_deadline=5)
         stub = pb_grpc.TemplateServiceStub(channel)
         first = (await stub.GetTemplate(pb.GetTemplateRequest())).template.id

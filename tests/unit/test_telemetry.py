@@ -113,8 +113,9 @@ async def test_configure_exports_rpc_spans_with_their_parents_and_flushes_on_exi
     async with AsyncExitStack() as outer:
         async with AsyncExitStack() as stack:
             telemetry.configure("unit", stack)
-            _, port = await rpc.start_server(outer, address="127.0.0.1:0",
+            serving = await rpc.start_server(outer, address="127.0.0.1:0",
                                              services=[(_register, None, _SERVICE)], grace=0.1)
+            port = serving.port
             channel = await rpc.open_channel(outer, f"127.0.0.1:{port}", default_deadline=10)
             with tracer.start_as_current_span("caller") as caller:
                 stream: Any = channel.unary_stream(f"/{_SERVICE}/ServerStream")
@@ -172,8 +173,8 @@ async def test_disabled_sdk_exports_nothing(
 async def test_health_checks_are_not_traced() -> None:
     async with AsyncExitStack() as stack:
         spans = await _collect(stack)
-        _, port = await rpc.start_server(stack, address="127.0.0.1:0",
-                                         services=[(_register, None, _SERVICE)], grace=0.1)
+        port = (await rpc.start_server(stack, address="127.0.0.1:0",
+                                         services=[(_register, None, _SERVICE)], grace=0.1)).port
         channel = await rpc.open_channel(stack, f"127.0.0.1:{port}", default_deadline=10)
         await rpc.wait_healthy(channel, service=_SERVICE, timeout=5)
         stream: Any = channel.stream_stream(f"/{_SERVICE}/Bidi")
