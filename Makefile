@@ -82,9 +82,28 @@ bench: install ## start the real stack, measure, write bench/report.md and bench
 load: install ## drive a stack (LITHO_URL and LITHO_API_KEY, or one started here) with a mix of requests; report per kind and the 5xx count into bench/report.md
 	$(PY) -m bench.load
 
-.PHONY: lint
-lint: install ## buf lint (STANDARD) of the protos, ruff and mypy --strict
+# The gRPC API as each release shipped it: one buf image per version, written
+# once by `make release-protos`. `make lint` checks today's protos against the
+# newest by version order (not mtime), from the working tree: no git tags,
+# so a shallow CI clone checks the same.
+PROTO_RELEASES ?= proto/releases
+PROTO_BASELINE = $(addprefix $(PROTO_RELEASES)/,$(lastword $(shell ls $(PROTO_RELEASES) 2>/dev/null | grep -E '^v[0-9]+\.[0-9]+\.[0-9]+\.binpb$$' | sort -V)))
+
+.PHONY: release-protos
+release-protos: node_modules/.installed ## write the released API's image (VERSION=x.y.z) to proto/releases/vx.y.z.binpb
+	@[[ "$(VERSION)" =~ ^[0-9]+\.[0-9]+\.[0-9]+$$ ]] || { echo "usage: make release-protos VERSION=x.y.z (three numbers, e.g. 0.2.0)"; exit 1; }
+	@[ ! -e $(PROTO_RELEASES)/v$(VERSION).binpb ] || { echo "$(PROTO_RELEASES)/v$(VERSION).binpb exists: a released API is never rewritten"; exit 1; }
 	node_modules/.bin/buf lint
+	@[ -z "$(PROTO_BASELINE)" ] || node_modules/.bin/buf breaking --exclude-imports --against $(PROTO_BASELINE)
+	@mkdir -p $(PROTO_RELEASES)
+	node_modules/.bin/buf build -o $(PROTO_RELEASES)/v$(VERSION).binpb
+	@echo "wrote $(PROTO_RELEASES)/v$(VERSION).binpb: commit it with the release and tag that commit v$(VERSION)"
+
+.PHONY: lint
+lint: install ## buf lint (STANDARD) and buf breaking (FILE, against the newest proto/releases/) of the protos, ruff and mypy --strict
+	node_modules/.bin/buf lint
+	@[ -n "$(PROTO_BASELINE)" ] || { echo "no released API (v*.binpb) in $(PROTO_RELEASES)/ to check against: make release-protos VERSION=x.y.z"; exit 1; }
+	node_modules/.bin/buf breaking --exclude-imports --against $(PROTO_BASELINE)
 	$(VENV)/bin/ruff check litho services tests bench deploy
 	$(VENV)/bin/mypy litho services tests bench deploy
 
