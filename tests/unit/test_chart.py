@@ -20,7 +20,7 @@ import pytest
 from deploy import chart_check
 from deploy.chart_check import ChartError, Rendered
 from litho.config import BaseServiceSettings, load
-from litho.service import Endpoints
+from litho.service import Endpoints, ServiceSpec
 from services import _registry
 from services.gateway._settings import GatewaySettings
 from services.renderer._fonts_check import SCRIPTS
@@ -60,10 +60,39 @@ def write(tmp_path: Path, text: str) -> Path:
     return path
 
 
+def pod_environ(r: Rendered, component: str) -> dict[str, str]:
+    """The environment a component's container starts with: the ConfigMap,
+    its own variables, and a stand-in for each required Secret key (an
+    optional one is absent)."""
+    environ = dict(r.find("ConfigMap", "litho")["data"])
+    for entry in env_of(r, component).values():
+        if "value" in entry:
+            environ[entry["name"]] = entry["value"]
+        elif not entry["valueFrom"]["secretKeyRef"]["optional"]:
+            environ[entry["name"]] = "s" * 64
+    environ["LITHO_DOCSTORE_URL"] = "mongodb://litho:pw@mongo:27017/"
+    return environ
+
+
+def load_in(environ: dict[str, str], spec: ServiceSpec,
+            monkeypatch: pytest.MonkeyPatch) -> BaseServiceSettings:
+    """A service's settings as it loads them from ``environ`` alone."""
+    for name in [n for n in os.environ if n.startswith(("LITHO_", "OTEL_"))]:
+        monkeypatch.delenv(name)
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    return load(_registry.app(spec).settings)
+
+
+def readme_section(title: str) -> str:
+    readme = (ROOT / "README.md").read_text()
+    return readme.split(f"## {title}", 1)[1].split("\n## ", 1)[0]
+
+
 def test_defaults_and_every_ci_file_render_to_valid_manifests(
         rendered: dict[str, Rendered]) -> None:
     assert set(rendered) == {"default values", "default-values", "production-values",
-                             "minimal-values"}
+                             "minimal-values", "secure-values"}
     for result in rendered.values():
         kinds = {obj["kind"] for obj in result.objects}
         assert {"Deployment", "Service", "ConfigMap"} <= kinds, result.source
@@ -105,26 +134,19 @@ def test_every_service_starts_from_what_the_chart_gives_it(
     """Each service's settings load from its pod's environment (the ConfigMap,
     its own env, its Secret keys), and its endpoints are the chart's Services."""
     result = rendered["production-values"]
-    config = result.find("ConfigMap", "litho")["data"]
     registry = _registry.registry()
     loaded: dict[str, BaseServiceSettings] = {}
     for spec in _registry.SERVICES:
-        environ = dict(config)
-        for entry in env_of(result, spec.name).values():
-            if "value" in entry:
-                environ[entry["name"]] = entry["value"]
-            elif not entry["valueFrom"]["secretKeyRef"]["optional"]:
-                environ[entry["name"]] = "s" * 64  # a required Secret key (optional: absent)
-        environ["LITHO_DOCSTORE_URL"] = "mongodb://litho:pw@mongo:27017/"
-        for name in [n for n in os.environ if n.startswith(("LITHO_", "OTEL_"))]:
-            monkeypatch.delenv(name)
-        for name, value in environ.items():
-            monkeypatch.setenv(name, value)
-        settings = load(_registry.app(spec).settings)
+        environ = pod_environ(result, spec.name)
+        settings = load_in(environ, spec, monkeypatch)
         loaded[spec.name] = settings
         assert settings.nats_url == "nats://nats.messaging.svc:4222"
         assert settings.blobstore_location() == "s3://acme-litho/images"
         assert settings.s3.region == "eu-west-1" and settings.s3.path_style is False
+        assert settings.production is True
+        assert settings.nats_stream_replicas == 3
+        assert settings.grpc.tls is False and settings.grpc.health_address == ""
+        assert settings.grpc.token is not None  # the Secret's LITHO_GRPC_TOKEN
         endpoints = Endpoints.from_env(spec, registry, environ)
         for callee in spec.calls:
             host = endpoints.targets[callee].removeprefix("dns:///").rsplit(":", 1)[0]
@@ -135,6 +157,30 @@ def test_every_service_starts_from_what_the_chart_gives_it(
     assert isinstance(gateway, GatewaySettings)
     assert (gateway.gateway_host, gateway.gateway_port) == ("0.0.0.0", 8080)
     assert gateway.base_url(8080) == "https://img.example.com"
+    assert (gateway.gateway_key_cache_ttl, gateway.gateway_max_keys_per_tenant) == (5, 100)
+
+
+def test_every_service_starts_under_mutual_tls_and_the_token(
+        rendered: dict[str, Rendered], monkeypatch: pytest.MonkeyPatch) -> None:
+    """What secure-values gives each pod is a complete LITHO_GRPC_* set (the
+    settings' own rules: mutual TLS needs the CA, the certificate and the
+    key), naming files inside the mounted Secret."""
+    result = rendered["secure-values"]
+    for spec in _registry.SERVICES:
+        settings = load_in(pod_environ(result, spec.name), spec, monkeypatch)
+        grpc = settings.grpc
+        assert grpc.tls is True and grpc.tls_client_auth is True, spec.name
+        assert (grpc.tls_cert, grpc.tls_key, grpc.tls_ca) == (
+            Path("/etc/litho/grpc-tls/tls.crt"), Path("/etc/litho/grpc-tls/tls.key"),
+            Path("/etc/litho/grpc-tls/ca.crt"))
+        assert grpc.tls_server_name == "litho-grpc.internal"
+        assert grpc.token is not None and grpc.previous_token is None
+        # Only gRPC servers run the plaintext health-only server.
+        assert grpc.health_address == ("0.0.0.0:8086" if spec.grpc_service else ""), spec.name
+        assert settings.production is True and settings.nats_stream_replicas == 3
+        if isinstance(settings, GatewaySettings):
+            assert settings.gateway_key_cache_ttl == 0
+            assert settings.gateway_max_keys_per_tenant == 20
 
 
 def test_standard_labels_and_minimal_selectors(rendered: dict[str, Rendered]) -> None:
@@ -158,18 +204,107 @@ def test_standard_labels_and_minimal_selectors(rendered: dict[str, Rendered]) ->
             assert set(selector) == SELECTOR, obj["metadata"]["name"]
 
 
-def test_native_grpc_probes_and_the_gateways_healthz(rendered: dict[str, Rendered]) -> None:
+def test_native_grpc_probes_and_the_gateways_livez_and_readyz(
+        rendered: dict[str, Rendered]) -> None:
     result = rendered["production-values"]
     for spec in GRPC_SERVICES:
         c = container(result, spec.name)
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
             assert c[probe]["grpc"] == {"port": spec.default_port}, (spec.name, probe)
+        # Without TLS the service port answers probes: no health-only server.
+        assert [p["name"] for p in c["ports"]] == ["grpc"]
+        assert "LITHO_GRPC_HEALTH_ADDRESS" not in env_of(result, spec.name)
+    for result in rendered.values():
+        gateway = container(result, "gateway")
+        # Ready while the render path is; a binding or webhook outage (which
+        # fails /healthz) must not take gateways out of the Service.
+        assert gateway["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+        # Start-up and liveness ask no backend: slow or failed backends must
+        # not restart gateways.
+        for probe in ("startupProbe", "livenessProbe"):
+            assert gateway[probe]["httpGet"] == {"path": "/livez", "port": "http"}
+
+
+def test_with_tls_probes_ask_the_plaintext_health_port(rendered: dict[str, Rendered]) -> None:
+    """Kubernetes' gRPC probes cannot speak TLS: each gRPC service also
+    serves grpc.health.v1 in plaintext on grpc.healthPort, and every probe
+    asks there; the port is the pod's only (no Service exposes it)."""
+    result = rendered["secure-values"]
+    for spec in GRPC_SERVICES:
+        c = container(result, spec.name)
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            assert c[probe]["grpc"] == {"port": 8086}, (spec.name, probe)
+        assert {"name": "grpc-health", "containerPort": 8086, "protocol": "TCP"} in c["ports"]
+        assert env_of(result, spec.name)["LITHO_GRPC_HEALTH_ADDRESS"]["value"] == "0.0.0.0:8086"
+    for service in result.of_kind("Service"):
+        assert all(p["port"] != 8086 for p in service["spec"]["ports"]), service["metadata"]
     gateway = container(result, "gateway")
-    assert gateway["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
-    # Start-up and liveness do not depend on the backends: slow or failed
-    # backends must not restart gateways.
-    for probe in ("startupProbe", "livenessProbe"):
-        assert gateway[probe]["httpGet"] == {"path": "/openapi.json", "port": "http"}
+    assert [p["name"] for p in gateway["ports"]] == ["http"]
+    assert "LITHO_GRPC_HEALTH_ADDRESS" not in env_of(result, "gateway")
+    moved = chart_check.render({"grpc": {"tls": {"enabled": True, "secretName": "t"},
+                                         "healthPort": 9000}}, "moved")
+    assert container(moved, "renderer")["livenessProbe"]["grpc"] == {"port": 9000}
+
+
+def test_the_grpc_tls_secret_is_mounted_read_only_in_every_pod(
+        rendered: dict[str, Rendered]) -> None:
+    secure = rendered["secure-values"]
+    config = secure.find("ConfigMap", "litho")["data"]
+    assert config["LITHO_GRPC_TLS"] == "true"
+    assert config["LITHO_GRPC_TLS_CLIENT_AUTH"] == "true"
+    assert config["LITHO_GRPC_TLS_SERVER_NAME"] == "litho-grpc.internal"
+    files = {config[f"LITHO_GRPC_TLS_{n}"] for n in ("CERT", "KEY", "CA")}
+    # cert-manager's layout of a kubernetes.io/tls Secret.
+    assert files == {f"/etc/litho/grpc-tls/{f}" for f in ("tls.crt", "tls.key", "ca.crt")}
+    for d in secure.of_kind("Deployment"):  # the gateway too: it is a client
+        pod = d["spec"]["template"]["spec"]
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        mounts = {m["mountPath"]: m for m in pod["containers"][0]["volumeMounts"]}
+        mount = mounts["/etc/litho/grpc-tls"]
+        assert mount["readOnly"] is True
+        assert volumes[mount["name"]]["secret"] == {"secretName": "litho-grpc-tls",
+                                                    "defaultMode": 0o440}
+    for name in ("production-values", "default values"):
+        plain = rendered[name]
+        config = plain.find("ConfigMap", "litho")["data"]
+        assert config["LITHO_GRPC_TLS"] == "false"
+        assert not any(k.startswith("LITHO_GRPC_TLS_") for k in config)
+        for d in plain.of_kind("Deployment"):
+            assert all("secret" not in v for v in d["spec"]["template"]["spec"]["volumes"])
+
+
+def test_every_pod_carries_the_grpc_token_while_it_is_on(rendered: dict[str, Rendered]) -> None:
+    for name in ("production-values", "secure-values"):
+        result = rendered[name]
+        for spec in _registry.SERVICES:
+            env = env_of(result, spec.name)
+            token = env["LITHO_GRPC_TOKEN"]["valueFrom"]["secretKeyRef"]
+            assert token == {"name": "litho-secrets", "key": "LITHO_GRPC_TOKEN",
+                             "optional": False}, spec.name
+            previous = env["LITHO_GRPC_PREVIOUS_TOKEN"]["valueFrom"]["secretKeyRef"]
+            assert previous["optional"] is True
+    own = rendered["default-values"].find("Secret", "litho")["stringData"]
+    assert len(own["LITHO_GRPC_TOKEN"]) >= 32
+    off = chart_check.render({"production": False, "grpc": {"token": {"enabled": False}}}, "off")
+    for spec in _registry.SERVICES:
+        assert not any(k.startswith("LITHO_GRPC_") for k in env_of(off, spec.name))
+    assert "neither TLS nor a token" in off.notes
+    assert "LITHO_GRPC_TOKEN" not in off.notes
+
+
+def test_production_mode_is_on_unless_turned_off(rendered: dict[str, Rendered]) -> None:
+    for result in rendered.values():
+        config = result.find("ConfigMap", "litho")["data"]
+        assert config["LITHO_PRODUCTION"] == "true", result.source
+        assert "production is off" not in result.notes
+    assert rendered["default values"].find("ConfigMap", "litho")["data"][
+        "LITHO_NATS_STREAM_REPLICAS"] == "1"
+    assert rendered["production-values"].find("ConfigMap", "litho")["data"][
+        "LITHO_NATS_STREAM_REPLICAS"] == "3"
+    dev = chart_check.render({"production": False,
+                              "config": {"blobstoreUrl": "file:///data/blobs"}}, "dev")
+    assert dev.find("ConfigMap", "litho")["data"]["LITHO_PRODUCTION"] == "false"
+    assert "WARNING: production is off" in dev.notes
 
 
 def test_non_root_read_only_no_capabilities(rendered: dict[str, Rendered]) -> None:
@@ -249,7 +384,15 @@ def test_settings_in_a_config_map_and_secrets_in_a_secret(
     assert config["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-collector.observability.svc:4318"
     assert config["OTEL_EXPORTER_OTLP_PROTOCOL"] == "http/protobuf"
     assert config["LITHO_OUTBOUND_MAX_BYTES"] == "10485760"
-    assert not any(re.search(r"KEY|SECRET|PASSWORD", k) and "ID" not in k for k in config)
+    assert config["LITHO_GATEWAY_KEY_CACHE_TTL"] == "5"
+    assert config["LITHO_GATEWAY_MAX_KEYS_PER_TENANT"] == "100"
+    # Names that look secret but are not: a limit, a duration, a file's path.
+    not_secret = {"LITHO_GATEWAY_MAX_KEYS_PER_TENANT", "LITHO_GATEWAY_KEY_CACHE_TTL",
+                  "LITHO_GRPC_TLS_KEY"}
+    for result in rendered.values():
+        config = result.find("ConfigMap", "litho")["data"]
+        assert not [k for k in config if re.search(r"KEY|SECRET|PASSWORD|TOKEN", k)
+                    and "ID" not in k and k not in not_secret], result.source
 
     refs = {name: env["valueFrom"]["secretKeyRef"] for name, env in
             env_of(production, "renderer").items() if "valueFrom" in env}
@@ -274,6 +417,7 @@ def test_settings_in_a_config_map_and_secrets_in_a_secret(
 def test_notes_name_what_is_missing(rendered: dict[str, Rendered]) -> None:
     defaults = rendered["default values"].notes
     assert "lacks LITHO_DOCSTORE_URL, LITHO_RENDERER_RENDER_ID_SECRET" in defaults
+    assert "LITHO_EXPERIMENT_HANDLE_KEY, LITHO_GRPC_TOKEN." in defaults
     assert "config.publicUrl is empty" in defaults
     assert "port-forward svc/litho-gateway" in defaults
     production = rendered["production-values"].notes
@@ -341,6 +485,24 @@ def test_a_value_of_the_wrong_type_fails_naming_it(tmp_path: Path,
     ("components:\n  renderer:\n    secretEnv: [LITHO_DOCSTORE_PASSWORD]\n",
      "/components/renderer/secretEnv/0"),
     ("otel:\n  protocol: thrift\n", "/otel/protocol"),
+    ("grpc:\n  tls: {enabled: true}\n", "/grpc/tls/secretName"),
+    ("grpc:\n  tls: {clientAuth: true}\n", "/grpc/tls/enabled"),
+    ("grpc:\n  tls: {enabled: true, secretName: t}\n  healthPort: 50051\n",
+     "grpc.healthPort (50051) is components.template.ports.grpc too"),
+    ("grpc:\n  token: {enabled: false}\n",
+     "production: internal gRPC needs grpc.token.enabled or grpc.tls.enabled"),
+    ("grpc:\n  tokens: {enabled: true}\n", "'tokens' not allowed"),
+    ("secrets:\n  values:\n    LITHO_GRPC_TOKEN: too-short\n",
+     "/secrets/values/LITHO_GRPC_TOKEN"),
+    ("nats:\n  streamReplicas: three\n", "/nats/streamReplicas"),
+    ("nats:\n  streamReplicas: 7\n", "/nats/streamReplicas"),
+    ("production: 'yes'\n", "/production"),
+    ("config:\n  blobstoreUrl: file:///data/blobs\n",
+     "production: config.blobstoreUrl is file:///data/blobs"),
+    ("secrets:\n  values:\n    LITHO_DOCSTORE_URL: sqlite:////data/litho.db\n",
+     "LITHO_DOCSTORE_URL must be a MongoDB URL"),
+    ("config:\n  apiKeys: {cacheTtlSeconds: 301}\n", "/config/apiKeys/cacheTtlSeconds"),
+    ("config:\n  apiKeys: {maxPerTenant: 0}\n", "/config/apiKeys/maxPerTenant"),
     ("components:\n  renderer:\n    autoscaling: {minReplicas: 5, maxReplicas: 2}\n",
      "components.renderer.autoscaling: minReplicas (5) is above maxReplicas (2)"),
     ("components:\n  template:\n    pdb: {enabled: true, minAvailable: 1, maxUnavailable: 1}\n",
@@ -383,11 +545,34 @@ def test_a_bad_label_value_is_refused() -> None:
 
 
 def test_the_readmes_example_values_render(tmp_path: Path) -> None:
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("## Deploying on Kubernetes", 1)[1].split("\n## ", 1)[0]
+    section = readme_section("Deploying on Kubernetes")
     example = re.search(r"```yaml\n(# values-prod\.yaml\n.*?)```", section, re.S)
     assert example is not None
     path = write(tmp_path, example.group(1))
     result = chart_check.check_values(chart_check.load_values(path), str(path))
     assert container(result, "renderer")["image"] == "registry.example.com/litho:0.1.0"
     assert not result.of_kind("Secret")
+
+
+def test_the_readmes_grpc_security_example_fits_its_certificate(tmp_path: Path) -> None:
+    """The values of "Securing internal gRPC" render, and name the Secret,
+    the server name and the usages its cert-manager Certificate gives."""
+    section = readme_section("Deploying on Kubernetes").split("### Securing internal gRPC", 1)[1]
+    example = re.search(r"```yaml\n(# values-grpc\.yaml [^\n]*\n.*?)```", section, re.S)
+    manifests = re.search(r"```yaml\n(# grpc-certificate\.yaml [^\n]*\n.*?)```", section, re.S)
+    assert example is not None and manifests is not None
+    path = write(tmp_path, example.group(1))
+    values = chart_check.load_values(path)
+    result = chart_check.check_values(values, str(path))
+    tls = values["grpc"]["tls"]
+    assert tls["enabled"] and tls["clientAuth"] and values["grpc"]["token"]["enabled"]
+    certificates = [m for m in chart_check.parse_manifests(manifests.group(1), "README")
+                    if m["kind"] == "Certificate" and not m["spec"].get("isCA")]
+    assert len(certificates) == 1
+    spec = certificates[0]["spec"]
+    assert spec["secretName"] == tls["secretName"]
+    assert tls["serverName"] in spec["dnsNames"]
+    assert {"server auth", "client auth"} <= set(spec["usages"])
+    volumes = deployment(result, "template")["spec"]["template"]["spec"]["volumes"]
+    assert {"name": "grpc-tls", "secret": {"secretName": spec["secretName"],
+                                           "defaultMode": 0o440}} in volumes

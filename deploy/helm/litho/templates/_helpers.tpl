@@ -67,14 +67,22 @@ app.kubernetes.io/component: {{ .component }}
 {{- default (include "litho.fullname" .) .Values.secrets.existingSecret -}}
 {{- end -}}
 
-{{/* Secret keys every component reads. */}}
+{{/* Secret keys every component reads (the internal gRPC token: every
+service serves or dials gRPC). */}}
 {{- define "litho.commonSecretKeys" -}}
 LITHO_DOCSTORE_URL LITHO_NATS_URL LITHO_S3_ACCESS_KEY_ID LITHO_S3_SECRET_ACCESS_KEY OTEL_EXPORTER_OTLP_HEADERS
+{{- if .Values.grpc.token.enabled }} LITHO_GRPC_TOKEN LITHO_GRPC_PREVIOUS_TOKEN{{ end }}
 {{- end -}}
 
 {{/* Secret keys without which a component does not start: the pod waits, and its events name the key. */}}
 {{- define "litho.requiredSecretKeys" -}}
 LITHO_DOCSTORE_URL LITHO_RENDERER_RENDER_ID_SECRET LITHO_BINDING_SECRET_KEY LITHO_EXPERIMENT_HANDLE_KEY
+{{- if .Values.grpc.token.enabled }} LITHO_GRPC_TOKEN{{ end }}
+{{- end -}}
+
+{{/* Where the gRPC TLS Secret (grpc.tls.secretName) is mounted in every pod. */}}
+{{- define "litho.grpcTlsDir" -}}
+/etc/litho/grpc-tls
 {{- end -}}
 
 {{/* Secret keys a component reads: the common ones and its own `secretEnv`. */}}
