@@ -439,6 +439,19 @@ def test_the_ingress_routes_to_the_gateway(rendered: dict[str, Rendered]) -> Non
         {"secretName": "t", "hosts": ["litho.example.com"]}]}}, "derived")
     assert derived.find("ConfigMap", "litho")["data"]["LITHO_PUBLIC_URL"] == (
         "https://litho.example.com")
+    assert "LITHO_IMAGE_BASE_URL" not in derived.find("ConfigMap", "litho")["data"]
+
+
+def test_the_image_base_url_reaches_every_component_the_webhook_service_too() -> None:
+    cdn = chart_check.render({"config": {"imageBaseUrl": "https://cdn.example.com/litho"}},
+                             "cdn")
+    config = cdn.find("ConfigMap", "litho")
+    assert config["data"]["LITHO_IMAGE_BASE_URL"] == "https://cdn.example.com/litho"
+    # Every pod reads the ConfigMap whole (envFrom): the gateway for its
+    # answers, the webhook service for its payloads.
+    for name in ("gateway", "webhook"):
+        env_from = container(cdn, name)["envFrom"]
+        assert {"configMapRef": {"name": "litho"}} in env_from, name
 
 
 def test_the_image_is_the_dockerfiles_at_the_packages_version(
@@ -502,6 +515,7 @@ def test_a_value_of_the_wrong_type_fails_naming_it(tmp_path: Path,
     ("secrets:\n  values:\n    LITHO_DOCSTORE_URL: sqlite:////data/litho.db\n",
      "LITHO_DOCSTORE_URL must be a MongoDB URL"),
     ("config:\n  apiKeys: {cacheTtlSeconds: 301}\n", "/config/apiKeys/cacheTtlSeconds"),
+    ("config:\n  imageBaseUrl: https://cdn.example.com/?v=1\n", "/config/imageBaseUrl"),
     ("config:\n  apiKeys: {maxPerTenant: 0}\n", "/config/apiKeys/maxPerTenant"),
     ("components:\n  renderer:\n    autoscaling: {minReplicas: 5, maxReplicas: 2}\n",
      "components.renderer.autoscaling: minReplicas (5) is above maxReplicas (2)"),
