@@ -25,7 +25,7 @@ from typing import Any, Generic, TypeVar
 import grpc
 from nats.aio.client import Client
 
-from litho import messaging, rpc, telemetry
+from litho import messaging, production, rpc, telemetry
 from litho.blobstore import BlobStore, open_blob_store
 from litho.config import BaseServiceSettings
 from litho.docstore import DocumentStore, open_document_store
@@ -141,10 +141,15 @@ class Host(Generic[S]):
         return blobs
 
     async def nats(self) -> Client:
-        """One NATS connection per service, drained on exit."""
+        """One NATS connection per service, drained on exit. Litho's streams
+        are ensured on it first, with ``LITHO_NATS_STREAM_REPLICAS`` replicas
+        each (a refused number stops the start-up naming that variable)."""
         if self._nats is None:
-            self._nats = await messaging.connect(
+            nc = await messaging.connect(
                 self.stack, self.settings.nats_url, name=f"litho-{self.spec.name}")
+            await messaging.ensure_streams(
+                nc.jetstream(), replicas=self.settings.nats_stream_replicas)
+            self._nats = nc
         return self._nats
 
     async def channel(self, name: str) -> grpc.aio.Channel:
@@ -202,7 +207,10 @@ async def serve(
 
     ``process`` configures what belongs to the whole process (logging and
     telemetry); a service started inside a test's process leaves them alone.
+    With ``LITHO_PRODUCTION`` on, :func:`litho.production.check` refuses an
+    embedded part or a missing secret before anything is built.
     """
+    production.check(settings)
     if process:
         configure_logging(spec.name, level=settings.log_level, fmt=settings.log_format)
     async with AsyncExitStack() as stack:

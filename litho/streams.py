@@ -15,6 +15,12 @@ dropping the oldest job.
 safe to call from every service at start-up. Changing a stream's retention is
 refused by the server; that error is raised as a :class:`~litho.errors.ConfigError`
 naming the stream.
+
+Replicas (``LITHO_NATS_STREAM_REPLICAS``, passed as ``replicas``) are not part
+of a :class:`StreamSpec`: every stream gets the same number, that of the
+deployment's NATS. Raising them on an existing stream is an update NATS makes
+in a cluster; more replicas than the cluster (or a single server) has is a
+:class:`~litho.errors.ConfigError` naming that variable.
 """
 
 from __future__ import annotations
@@ -152,29 +158,69 @@ def default_streams() -> tuple[StreamSpec, ...]:
 
 def _drifted(current: StreamConfig, wanted: StreamConfig) -> list[str]:
     names = ("subjects", "retention", "max_age", "duplicate_window", "max_msgs",
-             "max_bytes", "discard", "storage", "description")
+             "max_bytes", "discard", "storage", "description", "num_replicas")
     return [n for n in names if getattr(current, n) != getattr(wanted, n)]
 
 
+#: The setting ``replicas`` comes from, named when NATS refuses it.
+REPLICAS_SETTING = "LITHO_NATS_STREAM_REPLICAS"
+#: NATS' codes for "replicas > 1 not supported in non-clustered mode" and
+#: "insufficient resources" / "no suitable peers for placement".
+_REPLICA_ERROR_CODES = frozenset({10074, 10023, 10005})
+
+
+def _replicas_refused(spec: StreamSpec, replicas: int | None, exc: APIError
+                      ) -> errors.ConfigError | None:
+    """The error that names the setting, when ``exc`` is NATS refusing ``replicas``."""
+    if replicas is None or replicas <= 1:
+        return None
+    if exc.err_code not in _REPLICA_ERROR_CODES and "replica" not in (exc.description or ""):
+        return None
+    return errors.ConfigError(
+        f"NATS cannot keep stream {spec.name} on {replicas} servers ({exc.description}): "
+        f"set {REPLICAS_SETTING} to at most the number of servers in the NATS cluster "
+        f"(1 for a single server)")
+
+
 async def ensure_streams(
-    js: JetStreamContext, specs: Iterable[StreamSpec] | None = None
+    js: JetStreamContext, specs: Iterable[StreamSpec] | None = None, *,
+    replicas: int | None = None,
 ) -> None:
     """Create each stream, or update it if its config drifted from ``specs``
-    (by default :func:`default_streams`)."""
+    (by default :func:`default_streams`).
+
+    ``replicas`` (``LITHO_NATS_STREAM_REPLICAS``): how many servers keep each
+    stream; None leaves an existing stream's replicas as they are (and
+    creates a new one with the server's default, 1)."""
     for spec in default_streams() if specs is None else specs:
         wanted = spec.config()
+        wanted.num_replicas = replicas
         try:
             info = await js.stream_info(spec.name)
         except NotFoundError:
-            await js.add_stream(wanted)
-            log.info("stream created", stream=spec.name, retention=spec.retention.value)
+            try:
+                await js.add_stream(wanted)
+            except APIError as exc:
+                refused = _replicas_refused(spec, replicas, exc)
+                if refused is not None:
+                    raise refused from exc
+                raise
+            log.info("stream created", stream=spec.name, retention=spec.retention.value,
+                     replicas=replicas or 1)
             continue
+        if replicas is None:
+            # Not ours to change: an update without it would reset it to 1.
+            wanted.num_replicas = info.config.num_replicas
         changed = _drifted(info.config, wanted)
         if not changed:
             continue
         try:
             await js.update_stream(wanted)
         except APIError as exc:
+            refused = (_replicas_refused(spec, replicas, exc)
+                       if "num_replicas" in changed else None)
+            if refused is not None:
+                raise refused from exc
             raise errors.ConfigError(
                 f"stream {spec.name} exists with a different {', '.join(changed)} "
                 f"that NATS cannot change in place ({exc.description}); "

@@ -51,7 +51,6 @@ async def build(host: Host[BindingSettings]) -> None:
 
     nc = await host.nats()
     js = nc.jetstream()
-    await messaging.ensure_streams(js)
     events = NatsBindingEvents(messaging.Publisher(js), nc)
     templates = GrpcTemplateMapping(await host.channel("template"))
 

@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+from typing import ClassVar
+
 from pydantic import Field
 
 from litho.config import BaseServiceSettings
 from litho.jsonlimits import DEFAULT_MAX_DEPTH, DEFAULT_MAX_NUMBER_CHARS, JsonLimits
+from litho.production import Secret
 
 MIB = 1024 * 1024
 
@@ -16,6 +19,9 @@ DEFAULT_JSON_LIMITS = JsonLimits(
 
 
 class BindingSettings(BaseServiceSettings):
+    #: What a production start requires set, and not a development value (litho.production).
+    PRODUCTION_SECRETS: ClassVar[tuple[Secret, ...]] = (
+        Secret("binding_secret_key", listed=True, dev_file="binding-secret-key"),)
     #: Comma-separated keys that seal credentials and push secrets, each at
     #: least 32 characters: the first seals, every one opens (add a new key in
     #: front to rotate, drop the old one once everything is re-sealed).

@@ -49,7 +49,6 @@ async def build(host: Host[ExperimentSettings]) -> None:
 
     nc = await host.nats()
     js = nc.jetstream()
-    await messaging.ensure_streams(js)
     publisher = messaging.Publisher(js)
     events = NatsExperimentEvents(publisher, nc)
     templates = GrpcTemplateCatalog(await host.channel("template"))

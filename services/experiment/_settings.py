@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+from typing import ClassVar
+
 from pydantic import Field, field_validator
 
 from litho.config import BaseServiceSettings
 from litho.jsonlimits import DEFAULT_MAX_DEPTH, DEFAULT_MAX_NUMBER_CHARS, JsonLimits
+from litho.production import Secret
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -19,6 +22,10 @@ DEFAULT_JSON_LIMITS = JsonLimits(
 class ExperimentSettings(BaseServiceSettings):
     """Every number of the experiment service, ``LITHO_EXPERIMENT_*`` in the
     environment (each field's comment says what it bounds)."""
+
+    #: What a production start requires set, and not a development value (litho.production).
+    PRODUCTION_SECRETS: ClassVar[tuple[Secret, ...]] = (
+        Secret("experiment_handle_key", dev_file="experiment-handle-key"),)
 
     #: Most experiments one tenant may have, archived ones included.
     experiment_max_per_tenant: int = Field(default=1000, ge=1, le=1_000_000)

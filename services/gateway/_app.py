@@ -27,6 +27,7 @@ from services.gateway import _experiment_images as experiment_images
 from services.gateway import _experiments as experiments
 from services.gateway import _fonts as fonts
 from services.gateway import _handlers as h
+from services.gateway import _health as health
 from services.gateway import _key_routes as key_routes
 from services.gateway import _signed as signed
 from services.gateway import _webhooks as webhooks
@@ -155,6 +156,8 @@ def create_app(deps: Deps, *, max_body_bytes: int, trust_client_trace: bool = Fa
     r.add_delete("/v1/keys/{keyId}", key_routes.delete_key)
     r.add_get("/openapi.json", h.get_openapi, allow_head=False)
     r.add_get("/healthz", h.get_health, allow_head=False)
+    r.add_get("/livez", health.get_live, allow_head=False)
+    r.add_get("/readyz", health.get_ready, allow_head=False)
     # The pages and their files, for browsers (documented as text/html operations).
     add_routes(app, web_files or WebFiles.default())
     if deps is not None:
@@ -215,6 +218,9 @@ async def build(host: Host[GatewaySettings]) -> None:
         binding_max_push_bytes=settings.binding_max_push_bytes,
         experiments=(experiment_pb2_grpc.ExperimentServiceStub(backends["experiment"])
                      if "experiment" in backends else None),
+        readiness=health.render_path_readiness(
+            backends, store, ttl=settings.gateway_ready_cache_seconds,
+            timeout=settings.gateway_ready_timeout),
     )
     images = (await _experiment_images(host, deps, settings)
               if deps.experiments is not None else None)
@@ -252,7 +258,8 @@ async def _idempotency_keys(host: Host[GatewaySettings], store: DocumentStore
                               settings.gateway_max_font_bytes + 64 * 1024,
                               settings.gateway_max_body_bytes),
         wait_seconds=settings.gateway_idempotency_wait_seconds,
-        lock_seconds=settings.gateway_idempotency_lock_seconds)
+        lock_seconds=settings.gateway_idempotency_lock_seconds,
+        max_keys_per_tenant=settings.gateway_idempotency_max_keys_per_tenant)
     await keys.prepare()
     await host.stack.enter_async_context(periodic(
         keys.sweep, settings.gateway_idempotency_sweep_seconds, name="idempotency sweep"))
@@ -291,7 +298,6 @@ async def _experiment_images(host: Host[GatewaySettings], deps: Deps,
     assert deps.experiments is not None
     nc = await host.nats()
     js = nc.jetstream()
-    await messaging.ensure_streams(js)
     link = NatsLink(nc)
     memo = experiment_memo(link, seconds=settings.gateway_experiment_memo_seconds,
                            max_bytes=settings.gateway_experiment_memo_bytes)

@@ -29,7 +29,7 @@ import sys
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -54,6 +54,7 @@ from litho.notes import Link, NotedMemo
 from litho.renderer.v1 import renderer_pb2
 from litho.streams import EXPERIMENT_COUNT_SUBJECT
 from services.gateway._images import etag_matches
+from services.gateway._ratelimit import public_render
 from services.gateway._validation import query as query_of
 
 if TYPE_CHECKING:
@@ -176,6 +177,12 @@ def render_memo(seconds: float, clock: Callable[[], float] = time.time) -> Noted
                      until=lambda r: 0.0 if r.warned else None, clock=clock)
 
 
+#: Runs a call of the renderer for a tenant, counting it in the tenant's month.
+Counted = Callable[
+    [str, Callable[[], Awaitable[renderer_pb2.RenderTemplateResponse]]],
+    Awaitable[renderer_pb2.RenderTemplateResponse]]
+
+
 @dataclass
 class ExperimentImages:
     """The gateway's state for ``/s/``: built once by the composition root."""
@@ -218,15 +225,22 @@ class ExperimentImages:
         """A change note from the experiment service (``<handle>/<slug>``)."""
         self.memo.changed(key)
 
-    async def render(self, served: Served, variant_id: str, fmt: formats.Format) -> _Render:
+    async def render(self, served: Served, variant_id: str, fmt: formats.Format, *,
+                     counted: Counted | None = None) -> _Render:
         """The variant's image: its last render while recent, else rendered
-        (a warm hit of the render cache, unless the template changed)."""
+        (a warm hit of the render cache, unless the template changed);
+        ``counted`` wraps a call of the renderer (the tenant's render quota)."""
         async def load() -> _Render:
             variant = served.variants[variant_id]
-            response = await self.renderer.RenderTemplate(renderer_pb2.RenderTemplateRequest(
+            request = renderer_pb2.RenderTemplateRequest(
                 tenant_id=served.tenant_id, template_id=variant.template_id,
                 variables_json=variant.variables_json, format=fmt.enum,
-                options=served.options))
+                options=served.options)
+
+            async def call() -> renderer_pb2.RenderTemplateResponse:
+                return await self.renderer.RenderTemplate(request)
+
+            response = await (call() if counted is None else counted(served.tenant_id, call))
             return _Render(response.render_id, response.blob_key, response.content_type,
                            warned=bool(response.warnings))
 
@@ -311,7 +325,15 @@ async def get_experiment_image(request: web.Request) -> web.StreamResponse:
     vid, new = _visitor(request, state, bot=bot)
     served = await state.served(handle, slug)
     variant_id, kind = served.pick(vid, bot=bot)
-    render = await state.render(served, variant_id, fmt)
+
+    async def quota(tenant_id: str,
+                    call: Callable[[], Awaitable[renderer_pb2.RenderTemplateResponse]]
+                    ) -> renderer_pb2.RenderTemplateResponse:
+        # Only a render the renderer had not made counts in the owner's month;
+        # views (served from memory when warm) take none of its request rate.
+        return await public_render(request, tenant_id, call, new=lambda r: not r.cached)
+
+    render = await state.render(served, variant_id, fmt, counted=quota)
     etag = f'"{render.render_id}"'
     not_modified = etag_matches(request.headers.get("If-None-Match", ""), etag)
     data = b""

@@ -8,8 +8,6 @@ from litho import formats, renders
 from litho.errors import NotFound
 from services.gateway._state import deps
 
-IMMUTABLE = "public, max-age=31536000, immutable"
-
 
 async def image_response(
     request: web.Request, render_id: str, ext: str, *, cache_control: str,
@@ -45,7 +43,8 @@ async def get_image(request: web.Request) -> web.StreamResponse:
     """``GET|HEAD /images/{renderId}.{ext}``: immutable, content-addressed."""
     render_id, _, ext = request.match_info["imageFile"].partition(".")
     if renders.is_render_id(render_id) and formats.by_extension(ext) is not None:
-        found = await image_response(request, render_id, ext, cache_control=IMMUTABLE)
+        found = await image_response(request, render_id, ext,
+                                     cache_control=renders.IMMUTABLE_CACHE_CONTROL)
         if found is not None:
             return found
     raise NotFound("no such image")

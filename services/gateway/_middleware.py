@@ -20,8 +20,9 @@ from services.gateway._validation import operation_of
 log = get_logger(__name__)
 
 #: Routes without an API key: images are public by their unguessable content
-#: hash, and signed render URLs carry their own HMAC.
-PUBLIC_PREFIXES = ("/images/", "/r/", "/openapi.json", "/healthz")
+#: hash, signed render URLs carry their own HMAC, and probes say only whether
+#: the gateway (and what it needs) answers.
+PUBLIC_PREFIXES = ("/images/", "/r/", "/openapi.json", "/healthz", "/livez", "/readyz")
 #: A binding's image (its unguessable id is the credential) and its push
 #: endpoint (the binding's push secret is): exactly these shapes, by method.
 _PUBLIC_PATHS = (

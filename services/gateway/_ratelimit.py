@@ -30,6 +30,18 @@ Per-tenant overrides live in the ``tenant_limits`` collection (managed by
 ``overrides_ttl`` seconds; any field an override leaves out is the default.
 A key's own rate follows its tenant's override unless the override names one.
 
+Public URLs have no key but render for a tenant: a signed URL (``/r/``) for
+its signing key's tenant, an experiment image (``/s/``) and a binding image
+(``/b/``) for their owner's. Their handlers call :func:`public_render` (or,
+for ``/b/``, :func:`reserve_renders` once the renderer has named the tenant):
+a render one of them causes counts in the tenant's month when it is *new*,
+reserved before and given back when the renderer found it already rendered
+(``cached``) or failed, so that viewers reloading an image cannot spend the
+tenant's quota. (The API's render routes count every answered request,
+cache hits included: a caller asked for that render.) A signed URL also
+takes one request of the tenant's per-second limit; no per-key limit applies
+to any of them.
+
 Every authenticated response carries ``X-RateLimit-Limit``,
 ``-Remaining`` and ``-Reset`` (seconds until the limit is whole again) of the
 limit closest to exhaustion, and ``X-RateLimit-Scope`` naming it (``key``,
@@ -42,10 +54,10 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -57,6 +69,8 @@ from services.gateway._problems import problem
 from services.gateway._state import API_KEY
 
 log = get_logger(__name__)
+
+_T = TypeVar("_T")
 
 COUNTERS = "rate_counters"
 OVERRIDES = "tenant_limits"
@@ -405,12 +419,14 @@ class RateLimiter:
             await self._give_back(key.tenant_id, month, renders)
         return response
 
-    async def admit(self, tenant_id: str, key_id: str, *, renders: int = 0) -> list[Standing]:
-        """Take one request of the key and of the tenant, and ``renders`` of
-        the tenant's month: where each limit stands, or RateLimited."""
+    async def admit(self, tenant_id: str, key_id: str | None, *,
+                    renders: int = 0) -> list[Standing]:
+        """Take one request of the key (none for a public URL) and of the
+        tenant, and ``renders`` of the tenant's month: where each limit
+        stands, or RateLimited."""
         limits = await self._limits_of(tenant_id)
         standings = []
-        if limits.key_per_second > 0:
+        if key_id is not None and limits.key_per_second > 0:
             standings.append(await self._take(
                 ("key", key_id, limits.key_per_second, limits.key_burst)))
         if limits.per_second > 0:
@@ -582,10 +598,10 @@ async def _add_headers(request: web.Request, response: web.StreamResponse) -> No
 
 async def reserve_renders(request: web.Request, tenant_id: str, count: int) -> None:
     """Count ``count`` renders against ``tenant_id``'s month for a handler
-    that learns the count itself (a batch's items); raises RateLimited, a
-    ResourceExhausted the errors middleware answers as a 429 with
-    ``Retry-After`` (and the quota's headers). A no-op when the app has no
-    limiter."""
+    that learns the count itself (a batch's items, a binding image the
+    renderer had to render); raises RateLimited, a ResourceExhausted the
+    errors middleware answers as a 429 with ``Retry-After`` (and the quota's
+    headers). A no-op when the app has no limiter."""
     limiter = request.app.get(LIMITER)
     if limiter is None:
         return
@@ -596,6 +612,46 @@ async def reserve_renders(request: web.Request, tenant_id: str, count: int) -> N
         raise
     if standing is not None:
         request[_HEADERS] = standing.headers()
+
+
+async def public_render(request: web.Request, tenant_id: str,
+                        render: Callable[[], Awaitable[_T]], *, new: Callable[[_T], bool],
+                        ) -> _T:
+    """``render()`` for a public URL (no key) of ``tenant_id``, counted as one
+    render of the tenant's month when ``new(result)`` says it was not already
+    rendered: reserved before it (RateLimited, a 429 with ``Retry-After`` and
+    the quota's headers, when the quota is used up), given back when it was a
+    cache hit or raised. A view takes none of the tenant's per-second limit
+    (a popular public URL must not starve the tenant's API calls). A bare
+    ``render()`` when the app has no limiter."""
+    limiter = request.app.get(LIMITER)
+    if limiter is None:
+        return await render()
+    try:
+        standings = [s for s in [await limiter.reserve_renders(tenant_id, 1)] if s is not None]
+    except RateLimited as exc:
+        request[_HEADERS] = exc.standing.headers()
+        raise
+    if standings:
+        request[_HEADERS] = min(standings, key=_tightness).headers()
+    if not standings or standings[-1].scope != "tenant-renders-month":
+        return await render()
+    month, _ = month_of(limiter._clock())
+    try:
+        result = await render()
+    except Exception:
+        await limiter._give_back(tenant_id, month, 1)
+        raise
+    except BaseException:  # cancelled: give back in the background
+        limiter._refund(tenant_id, month, 1)
+        raise
+    if not new(result):
+        await limiter._give_back(tenant_id, month, 1)
+        month_standing = standings[-1]
+        standings[-1] = Standing(month_standing.scope, month_standing.limit,
+                                 month_standing.remaining + 1, month_standing.reset)
+        request[_HEADERS] = min(standings, key=_tightness).headers()
+    return result
 
 
 def refund_renders(request: web.Request, tenant_id: str, count: int) -> None:
@@ -630,6 +686,7 @@ __all__ = [
     "TenantLimits",
     "limiter_from",
     "month_of",
+    "public_render",
     "refund_renders",
     "reserve_renders",
 ]

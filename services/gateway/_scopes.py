@@ -23,7 +23,8 @@ from services.gateway._keys import FULL, RENDER
 PUBLIC: Final = "public"
 
 _PUBLIC_OPERATIONS = (
-    "getImage", "headImage", "getOpenApi", "getHealth", "renderSigned", "headRenderSigned",
+    "getImage", "headImage", "getOpenApi", "getHealth", "getLiveness", "getReadiness",
+    "renderSigned", "headRenderSigned",
     "getBindingImage", "headBindingImage", "pushBindingData", "getExperimentImage",
     "headExperimentImage", "clickExperiment", "getFrontPage", "getApiReference", "getEditor",
     "getWebAsset",

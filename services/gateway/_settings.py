@@ -128,6 +128,14 @@ class GatewaySettings(BaseServiceSettings, BatchSettings):
     gateway_idempotency_lock_seconds: float = Field(default=30.0, ge=1, le=600)
     #: Seconds between deletes of expired records.
     gateway_idempotency_sweep_seconds: float = Field(default=600.0, ge=1, le=86_400)
+    #: Most records one tenant holds (each up to …_MAX_RESPONSE_BYTES); a new
+    #: key past it is a 429 until older records expire.
+    gateway_idempotency_max_keys_per_tenant: int = Field(default=10_000, ge=1, le=1_000_000)
+    #: Seconds a /readyz answer is kept (probes at any rate ask the backends
+    #: at most once per this).
+    gateway_ready_cache_seconds: float = Field(default=1.0, ge=0, le=60)
+    #: Seconds each /readyz check may take before its part counts as not ready.
+    gateway_ready_timeout: float = Field(default=0.8, gt=0, le=30)
 
     def rate_limits(self) -> Limits:
         """The default limits of every tenant (overrides aside)."""

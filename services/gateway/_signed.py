@@ -16,6 +16,7 @@ from litho.renderer.v1 import renderer_pb2
 from services.gateway import _signing
 from services.gateway._formats import data_sources_header, parse_format, response_format
 from services.gateway._images import image_response
+from services.gateway._ratelimit import public_render
 from services.gateway._state import caller, deps
 from services.gateway._validation import body as json_body
 
@@ -100,10 +101,18 @@ async def render_signed(request: web.Request) -> web.StreamResponse:
         if expired:
             raise PermissionDenied(_DENIED)
     variables: dict[str, Any] = _signing.unflatten(params)
-    response = await deps(request).renderer.RenderTemplate(renderer_pb2.RenderTemplateRequest(
+    render_request = renderer_pb2.RenderTemplateRequest(
         tenant_id=key.tenant_id, template_id=template_id,
         variables_json=json.dumps(variables), format=parse_format(ext, "file").enum,
-        variables_from_query=True))
+        variables_from_query=True)
+    # Only past the signature: a render a view causes counts as one of the
+    # signing tenant's month (not a view of an image already rendered). A
+    # view takes none of the tenant's request rate: a popular og:image that
+    # crawlers fetch must not starve the tenant's API calls, and each signed
+    # variable set renders once.
+    response = await public_render(
+        request, key.tenant_id, lambda: deps(request).renderer.RenderTemplate(render_request),
+        new=lambda r: not r.cached)
     # An output with warnings (an asset did not load) must not be kept by a
     # CDN or browser: once the cause is fixed, the same URL renders it right.
     warnings = response.warnings

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from litho.renderer.v1.renderer_pb2_grpc import RendererServiceAsyncStub
     from litho.template.v1.template_pb2_grpc import TemplateServiceAsyncStub
     from litho.webhook.v1.webhook_pb2_grpc import WebhookServiceAsyncStub
+    from services.gateway._health import Readiness
     from services.gateway._web import WebFile
 
 
@@ -38,6 +39,8 @@ class Deps:
     validator: RequestValidator
     #: Channels whose health /healthz reports, by service name.
     backends: dict[str, grpc.aio.Channel] = field(default_factory=dict)
+    #: What /readyz asks (the render path); None: always ready (tests).
+    readiness: Readiness | None = None
     #: Cache-Control of signed render URLs: their image follows the template's
     #: latest version, so they are cacheable but not immutable.
     signed_cache_control: str = "public, max-age=3600"

@@ -53,7 +53,6 @@ async def build(host: Host[RendererSettings]) -> None:
 
     nc = await host.nats()
     js = nc.jetstream()
-    await messaging.ensure_streams(js)
     events = NatsRenderEvents(messaging.EventPublisher(js))
     stack.push_async_callback(events.flush)
 

@@ -48,10 +48,6 @@ log = get_logger(__name__)
 
 _tracer = trace.get_tracer("litho.renderer.pipeline")
 
-#: Stored with each output for whoever serves the bucket directly (a CDN,
-#: LITHO_IMAGE_BASE_URL): the gateway's own /images/ header. An output never
-#: changes under its id; metadata beside it does, so it gets none.
-IMAGE_CACHE_CONTROL = "public, max-age=31536000, immutable"
 #: Part of every cache key: bump it when the same input would render differently.
 RENDERER_VERSION = "4"
 
@@ -566,7 +562,7 @@ class RenderPipeline:
         key = renders.blob_key(render_id, spec.format)
         meta_key = renders.meta_key(render_id, spec.format)
         await self._put(key, output.data, renders.CONTENT_TYPES[spec.format],
-                        cache_control=IMAGE_CACHE_CONTROL)
+                        cache_control=renders.IMMUTABLE_CACHE_CONTROL)
         info: dict[str, float] = {
             _camel(k): v for k, v in asdict(output).items()
             if k not in ("data", "assets") and v

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
 import os
+from typing import ClassVar
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
 
 from litho.config import BaseServiceSettings, BatchSettings
+from litho.production import Secret
 
 
 def _default_concurrency() -> int:
@@ -13,6 +15,9 @@ def _default_concurrency() -> int:
 
 
 class RendererSettings(BaseServiceSettings, BatchSettings):
+    #: What a production start requires set, and not a development value (litho.production).
+    PRODUCTION_SECRETS: ClassVar[tuple[Secret, ...]] = (
+        Secret("renderer_render_id_secret", dev_file="render-id-secret"),)
     #: Chromium binary; empty means Playwright's own download, if installed.
     chromium_path: str = Field(default="")
     #: Pages rendering at once.

@@ -45,6 +45,7 @@ async def build(host: Host[TemplateSettings]) -> None:
         ),
         max_data_sources=settings.template_max_data_sources,
         max_data_bytes=settings.template_max_data_bytes,
+        max_per_tenant=settings.template_max_per_tenant,
     )
     engine = Engine(LangLimits(
         max_template_bytes=settings.template_max_html_bytes,

@@ -35,6 +35,8 @@ class Limits:
     max_data_sources: int = 5
     #: Largest data JSON text (fetched sources, a mapping's data) accepted.
     max_data_bytes: int = 1024 * 1024
+    #: Most templates one tenant holds (LITHO_TEMPLATE_MAX_PER_TENANT).
+    max_per_tenant: int = 10_000
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,7 @@ from services.template._model import (
     parse_json_object,
     parse_json_value,
 )
-from services.template._store import TemplateRepository
+from services.template._store import TemplateRepository, cap_reached
 from services.template._variables import (
     DEFAULT_MAX_PATTERN_WORK,
     VariableDefinition,
@@ -155,8 +155,12 @@ class Templates:
         return spec
 
     async def create(self, tenant_id: str, spec: Spec) -> Template:
+        # The cap first, so a tenant at it spends no check of the source.
+        count, limit = await self._repo.count(tenant_id), self._limits.max_per_tenant
+        if count >= limit:
+            raise cap_reached(count, limit)
         checked = await asyncio.to_thread(self._check, spec, creating=True)
-        return await self._repo.create(tenant_id, checked)
+        return await self._repo.create(tenant_id, checked, limit=limit)
 
     async def get(self, tenant_id: str, template_id: str) -> Template:
         return await self._repo.latest(tenant_id, template_id)

@@ -1,12 +1,18 @@
 from __future__ import annotations
 
+from typing import ClassVar
+
 from pydantic import Field, field_validator
 
 from litho.config import BaseServiceSettings
 from litho.jsonlimits import DEFAULT_MAX_DEPTH, DEFAULT_MAX_NUMBER_CHARS
+from litho.production import Secret
 
 
 class TemplateSettings(BaseServiceSettings):
+    #: What a production start requires set, and not a development value (litho.production).
+    PRODUCTION_SECRETS: ClassVar[tuple[Secret, ...]] = (
+        Secret("copilot_api_key", when="copilot_url"),)
     #: Largest template source accepted, in bytes.
     template_max_html_bytes: int = Field(default=512 * 1024, gt=0)
     #: Largest width or height a template may declare, in CSS pixels.
@@ -45,6 +51,10 @@ class TemplateSettings(BaseServiceSettings):
     template_json_max_depth: int = Field(default=DEFAULT_MAX_DEPTH, gt=0, le=90)
     #: Longest number literal accepted in those JSON values, in characters.
     template_json_max_number_chars: int = Field(default=DEFAULT_MAX_NUMBER_CHARS, gt=0, le=1000)
+    #: Most templates one tenant may hold (copies the copilot makes and
+    #: ``litho templates push`` included); past it a create is a 429 until
+    #: one is deleted.
+    template_max_per_tenant: int = Field(default=10_000, ge=1, le=10_000_000)
     #: Most data sources one template declares (docs/architecture.md,
     #: "Template data sources"); the renderer fetches them all for a render.
     template_max_data_sources: int = Field(default=5, ge=0, le=50)

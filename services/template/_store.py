@@ -16,6 +16,12 @@ definitions and discovered variables at their limits), and gRPC refuses a
 message over 4 MiB, so a page stops before it would pass ``max_page_bytes``
 (always holding at least one template) and its token continues right after
 the last template returned.
+
+A tenant holds at most ``LITHO_TEMPLATE_MAX_PER_TENANT`` templates, a cap
+concurrent creates on any replica cannot pass (:mod:`litho.docstore.slots`):
+each head holds a numbered ``slot`` below the cap, unique per tenant, and a
+delete frees it. Heads stored before slots existed get one at start-up
+(:meth:`TemplateRepository.prepare`), so they count against the cap.
 """
 
 from __future__ import annotations
@@ -30,8 +36,15 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from litho.docstore import MAX_DOCUMENT_DEPTH, Collection, DocumentStore, DuplicateKey
-from litho.errors import Conflict, FailedPrecondition, FieldError, InvalidArgument, NotFound
+from litho.docstore import MAX_DOCUMENT_DEPTH, Collection, DocumentStore, DuplicateKey, slots
+from litho.errors import (
+    Conflict,
+    FailedPrecondition,
+    FieldError,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+)
 from litho.jsonlimits import depth_within
 from litho.logs import get_logger
 from services.template._model import Spec, Template
@@ -59,6 +72,11 @@ _HEAD_REPAIR_AFTER: Final = 10.0
 _FIELD_BYTES: Final = 8
 _NAME_BYTES: Final = 4
 _FIXED_BYTES: Final = 128
+#: Heads without a slot read per query while numbering them at start-up.
+_NUMBER_BATCH: Final = 25
+#: The cap of a repository created without one (tests, tools): every head
+#: still takes a slot, since the unique index holds one head per slot.
+_NO_CAP: Final = 2**31 - 1
 
 
 def new_template_id() -> str:
@@ -148,6 +166,12 @@ def _read(doc: dict[str, Any], template_id: str) -> Template:
     return template
 
 
+def cap_reached(count: int, limit: int) -> ResourceExhausted:
+    return ResourceExhausted(
+        f"this tenant has {count} templates; the limit is {limit} "
+        "(LITHO_TEMPLATE_MAX_PER_TENANT): delete one first", retry_after=60.0)
+
+
 def _encode_token(template_id: str) -> str:
     return base64.urlsafe_b64encode(template_id.encode()).decode().rstrip("=")
 
@@ -173,8 +197,46 @@ class TemplateRepository:
     async def prepare(self) -> None:
         await self._heads.ensure_index(["tenantId"])
         await self._versions.ensure_index(["templateId"])
+        await self._number_slots()
+        await self._heads.ensure_index(["tenantId", "slot"], unique=True)
 
-    async def create(self, tenant_id: str, spec: Spec) -> Template:
+    async def _number_slots(self) -> None:
+        """Give each head stored before the cap existed the lowest slot its
+        tenant has free, in ``_id`` order. Replicas starting together give
+        the same heads the same slots (each moves on only once the head before
+        is numbered, by it or another), and a head's update is conditional on
+        it having none. Heads are read a batch at a time; a slot is found by
+        counts alone."""
+        after = ""
+        while True:
+            heads = await self._heads.find({"slot": None, "_id": {"$gt": after}},
+                                           sort=[("_id", 1)], limit=_NUMBER_BATCH)
+            for head in heads:
+                tenant_id = head.get("tenantId")
+                while isinstance(tenant_id, str):
+                    # Fewer heads than this hold a slot, so one below it is free.
+                    room = await self._heads.count({"tenantId": tenant_id}) + 1
+                    slot = await slots.free_slot(self._heads, tenant_id, room)
+                    try:
+                        await self._heads.update({"_id": head["_id"], "slot": None},
+                                                 {"$set": {"slot": slot}})
+                        break
+                    except DuplicateKey:
+                        # A create took that slot meanwhile (the unique index
+                        # is there from an earlier start): find another.
+                        continue
+                after = head["_id"]
+            if len(heads) < _NUMBER_BATCH:
+                return
+
+    async def count(self, tenant_id: str) -> int:
+        return await self._heads.count({"tenantId": tenant_id})
+
+    async def create(self, tenant_id: str, spec: Spec, *, limit: int = _NO_CAP) -> Template:
+        """A new template (version 1), unless the tenant already has ``limit``:
+        a ResourceExhausted (429) naming LITHO_TEMPLATE_MAX_PER_TENANT, decided
+        as the head takes its slot, so that creates racing on any replica never
+        pass it."""
         now = datetime.now(UTC)
         assert spec.name is not None and spec.html is not None
         assert spec.width is not None and spec.height is not None
@@ -189,15 +251,23 @@ class TemplateRepository:
             data_sources=spec.data_sources or [],
         )
         await self._write_version(template)
-        await self._heads.insert({"_id": template.id, **_to_doc(template)})
+        head = {"_id": template.id, **_to_doc(template)}
+        refused = await slots.insert_within(self._heads, head, limit)
+        if refused:  # others were created meanwhile
+            await self._versions.delete({"_id": f"{template.id}:1", "tenantId": tenant_id})
+            self._cache.pop((tenant_id, template.id, 1), None)
+            raise cap_reached(refused, limit)
         return template
 
     async def latest(self, tenant_id: str, template_id: str) -> Template:
+        return _read(await self._head(tenant_id, template_id), template_id)
+
+    async def _head(self, tenant_id: str, template_id: str) -> dict[str, Any]:
         doc = await self._heads.get(template_id)
         # Another tenant's template is indistinguishable from a missing one.
         if doc is None or doc.get("tenantId") != tenant_id:
             raise NotFound(f"template {template_id!r} not found")
-        return _read(doc, template_id)
+        return doc
 
     async def version(self, tenant_id: str, template_id: str, version: int) -> Template:
         key = (tenant_id, template_id, version)
@@ -226,7 +296,10 @@ class TemplateRepository:
         fields the spec may leave out) and raises to refuse it. With
         ``expected_version``, a template at any other version is a Conflict."""
         for attempt in (1, 2):
-            current = await self.latest(tenant_id, template_id)
+            head = await self._head(tenant_id, template_id)
+            current = _read(head, template_id)
+            # A head is replaced whole: it keeps its slot (the tenant's cap).
+            slot = {"slot": head["slot"]} if head.get("slot") is not None else {}
             if expected_version is not None and current.version != expected_version:
                 raise Conflict(f"template {template_id!r} is at version {current.version}, "
                                f"not {expected_version}")
@@ -237,7 +310,7 @@ class TemplateRepository:
             try:
                 await self._write_version(updated)
             except DuplicateKey as exc:
-                if attempt == 1 and await self._repair_head(current):
+                if attempt == 1 and await self._repair_head(current, slot):
                     continue
                 raise Conflict(
                     f"template {template_id!r} was updated concurrently; retry the update"
@@ -246,11 +319,11 @@ class TemplateRepository:
             # (a repair took it to this version after a long stall, and later
             # updates went on from there), it must not be moved back.
             await self._heads.replace({"_id": template_id, "version": current.version},
-                                      {"_id": template_id, **_to_doc(updated)})
+                                      {"_id": template_id, **_to_doc(updated), **slot})
             return updated
         raise AssertionError("unreachable")
 
-    async def _repair_head(self, head: Template) -> bool:
+    async def _repair_head(self, head: Template, slot: dict[str, Any]) -> bool:
         """Move a head that an interrupted update left behind to the version
         that update wrote; True if it did. A version written within the last
         ``_HEAD_REPAIR_AFTER`` seconds belongs to an update still under way
@@ -263,7 +336,8 @@ class TemplateRepository:
             return False
         # Only if the head is still where we found it: never move it backwards.
         moved = await self._heads.replace(
-            {"_id": head.id, "version": head.version}, {"_id": head.id, **_to_doc(written)})
+            {"_id": head.id, "version": head.version},
+            {"_id": head.id, **_to_doc(written), **slot})
         if moved:
             log.warning("repaired a template head left behind by an interrupted update",
                         template=head.id, version=written.version)

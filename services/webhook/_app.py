@@ -35,8 +35,7 @@ async def build(host: Host[WebhookSettings]) -> None:
     await stores.prepare()
 
     nc = await host.nats()
-    js = nc.jetstream()
-    await messaging.ensure_streams(js)
+    js = nc.jetstream()  # streams ensured by host.nats()
     publisher = messaging.Publisher(js)
     jobs = _jobs.NatsJobQueue(publisher)
 
@@ -72,7 +71,8 @@ async def build(host: Host[WebhookSettings]) -> None:
     await stack.enter_async_context(_jobs.delivery_consumer(
         nc, deliverer, _jobs.delivery_options(settings), publisher).running())
     await stack.enter_async_context(_jobs.fanout_consumer(
-        nc, dispatcher, Context(public_url=settings.image_base),
+        nc, dispatcher, Context(public_url=settings.image_base,
+                                 image_base_url=settings.image_base_url),
         _jobs.fanout_options(settings), publisher).running())
     await stack.enter_async_context(lifecycle.periodic(
         partial(_sweep, webhooks), settings.webhook_sweep_interval, name="webhook sweep"))

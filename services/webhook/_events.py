@@ -18,7 +18,7 @@ from typing import Any
 from google.protobuf.message import DecodeError, Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from litho import formats
+from litho import formats, renders
 from litho.events.v1 import events_pb2
 
 SUBJECT_PREFIX = "litho.events.v1."
@@ -51,6 +51,9 @@ class Context:
 
     #: ``LITHO_WEBHOOK_PUBLIC_URL``, without a trailing slash.
     public_url: str
+    #: ``LITHO_IMAGE_BASE_URL`` (checked, without a trailing slash): where
+    #: image URLs point instead of the gateway's /images/ when set.
+    image_base_url: str = ""
 
 
 @dataclass(frozen=True)
@@ -98,7 +101,8 @@ def _render_completed(m: events_pb2.RenderCompleted, ctx: Context) -> Event:
             "renderId": m.render_id, "templateId": m.template_id,
             "templateVersion": m.template_version, "format": m.format, "width": m.width,
             "height": m.height, "cached": m.cached, "durationMs": round(m.duration_ms, 3),
-            "url": f"{ctx.public_url}/images/{m.render_id}.{extension}",
+            "url": renders.image_url(ctx.public_url, ctx.image_base_url, m.render_id,
+                                     extension),
         })
 
 

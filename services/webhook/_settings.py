@@ -4,6 +4,7 @@ from typing import Self
 
 from pydantic import Field, field_validator, model_validator
 
+from litho import renders
 from litho.config import BaseServiceSettings
 from services.webhook._policy import parse_schedule
 
@@ -12,11 +13,16 @@ DEFAULT_PUBLIC_URL = "http://127.0.0.1:8080"
 
 class WebhookSettings(BaseServiceSettings):
     #: Where the gateway serves images: a render.completed delivery's ``url``
-    #: is ``<this>/images/<renderId>.<ext>``. Unset, the gateway's own
-    #: ``LITHO_PUBLIC_URL``, else ``http://127.0.0.1:8080`` (see :attr:`image_base`).
+    #: is ``<this>/images/<renderId>.<ext>`` unless ``image_base_url`` is set.
+    #: Unset, the gateway's own ``LITHO_PUBLIC_URL``, else
+    #: ``http://127.0.0.1:8080`` (see :attr:`image_base`).
     webhook_public_url: str = Field(default="", max_length=1000)
     #: The gateway's ``LITHO_PUBLIC_URL``, read only as the fallback above.
     public_url: str = Field(default="", max_length=1000)
+    #: The gateway's ``LITHO_IMAGE_BASE_URL``: set, a render.completed
+    #: delivery's ``url`` is ``<this>/<blob key>``, as in the API's answers
+    #: (:func:`litho.renders.image_url`), instead of the gateway's /images/.
+    image_base_url: str = Field(default="")
     #: Seconds one delivery attempt may take (connect, send, answer); a target
     #: that takes longer is a failed attempt.
     webhook_timeout: float = Field(default=10.0, gt=0, le=120)
@@ -80,6 +86,11 @@ class WebhookSettings(BaseServiceSettings):
         if value and not value.startswith(("http://", "https://")):
             raise ValueError("must be an http:// or https:// URL")
         return value.rstrip("/")
+
+    @field_validator("image_base_url")
+    @classmethod
+    def _image_base_url(cls, value: str) -> str:
+        return renders.check_image_base_url(value)
 
     @model_validator(mode="after")
     def _within_retention(self) -> Self:

@@ -118,3 +118,23 @@ async def test_a_retried_render_is_replayed(live: Live) -> None:
     again = await _post(live, path, key, json=body)
     assert first[0] == again[0] == 200 and again[2] == first[2]
     assert again[1]["Idempotent-Replayed"] == "true"
+
+
+async def test_a_replayed_subscription_create_leaves_its_secret_out(live: Live) -> None:
+    """The signing secret is shown once: the kept copy goes without it, and a
+    replay says so (``Idempotent-Redacted``) instead of showing it again."""
+    key = secrets.token_hex(8)
+    body = {"event": "render.failed", "targetUrl": "https://hooks.example.com/litho",
+            "description": f"idem-{key}"}
+    status, _, first = await _post(live, "/v1/webhook-subscriptions", key, json=body)
+    assert status == 201 and first["secret"].startswith("whsec_")
+    try:
+        status, headers, again = await _post(live, "/v1/webhook-subscriptions", key,
+                                             json=body)
+        assert status == 201 and headers["Idempotent-Replayed"] == "true"
+        assert headers["Idempotent-Redacted"] == "secret"
+        assert again == {name: value for name, value in first.items() if name != "secret"}
+    finally:
+        async with live.http.delete(f"{live.url}/v1/webhook-subscriptions/{first['id']}",
+                                    headers=live.auth()) as resp:
+            assert resp.status == 204

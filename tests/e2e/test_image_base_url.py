@@ -24,7 +24,6 @@ from litho.blobstore import open_blob_store
 from litho.blobstore._s3 import S3BlobStore
 from litho.config import S3Settings
 from services._stack import Stack
-from services.gateway._images import IMMUTABLE
 from tests.support.production import MODE_ENV, PRODUCTION, Production, current_mode
 from tests.support.seaweed import start_seaweed
 
@@ -122,7 +121,7 @@ async def test_the_bucket_serves_the_gateways_image_at_the_answers_url(
             cdn.http, f"{gateway}/images/{result['id']}.{extension}")
         assert from_bucket == from_gateway and len(from_bucket) == result["size"]
         assert bucket_headers == gateway_headers == {
-            "Content-Type": content_type, "Cache-Control": IMMUTABLE}
+            "Content-Type": content_type, "Cache-Control": renders.IMMUTABLE_CACHE_CONTROL}
 
 
 async def test_a_cached_render_answers_the_same_bucket_url(cdn: Cdn) -> None:

@@ -7,10 +7,12 @@ one SQLite file, as two gateway processes would be."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,23 +24,31 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from litho.docstore import DocumentStore, open_document_store
-from litho.errors import NotFound, Unavailable
-from services.gateway._app import create_app
+from litho.errors import NotFound, ResourceExhausted, Unavailable
+from litho.service import Endpoints, Host
+from services._registry import registry
+from services.gateway._app import _idempotency_keys, create_app
 from services.gateway._idempotency import (
     HEADER,
+    MAX_KEYS_SETTING,
+    REDACTED,
     REPLAYED,
     ROUTES,
+    SECRET_FIELDS,
     IdempotencyKeys,
     idempotency_middleware,
 )
 from services.gateway._keys import ApiKey
 from services.gateway._middleware import errors_middleware
 from services.gateway._requests import read_limited
+from services.gateway._settings import GatewaySettings
 from services.gateway._state import API_KEY, MAX_BODY_BYTES
 
 TEST_ROUTES = {"/things": True, "/read-first": True, "/form": True, "/other": True,
                "/fail": True, "/missing": True, "/crash": True, "/stream": True, "/big": True,
-               "/free": False}
+               "/free": False, "/secret": True, "/secret-text": True}
+TEST_SECRETS = {"/secret": ("secret", "otherSecret"), "/secret-text": ("secret",)}
+SECRET = "whsec_c2hvd24tb25jZS1hbmQtbmV2ZXIta2VwdA=="
 
 
 class Clock:
@@ -134,13 +144,24 @@ def _app(keys: IdempotencyKeys, backend: Backend) -> web.Application:
     async def free(request: web.Request) -> web.Response:
         return web.json_response({"n": backend.count("free")}, status=201)
 
+    async def secret(request: web.Request) -> web.Response:
+        n = backend.count("secret")
+        return web.json_response({"id": f"s{n}", "secret": SECRET, "nested": {"secret": "x"}},
+                                 status=201, headers={"Location": f"/secret/s{n}"})
+
+    async def secret_text(request: web.Request) -> web.Response:
+        backend.count("secret-text")
+        return web.Response(text=SECRET, status=201)
+
     app = web.Application(middlewares=[errors_middleware, fake_auth, read_first,
-                                       idempotency_middleware(keys, routes=TEST_ROUTES)])
+                                       idempotency_middleware(keys, routes=TEST_ROUTES,
+                                                              secret_fields=TEST_SECRETS)])
     app[MAX_BODY_BYTES] = 1 << 20
     for path, handler in [("/things", things), ("/read-first", things), ("/form", form),
                           ("/other", other), ("/fail", fail),
                           ("/missing", missing), ("/crash", crash), ("/stream", stream),
-                          ("/big", big), ("/free", free)]:
+                          ("/big", big), ("/free", free), ("/secret", secret),
+                          ("/secret-text", secret_text)]:
         app.router.add_post(path, handler)
     return app
 
@@ -477,3 +498,146 @@ def test_every_post_route_of_the_gateway_is_classified() -> None:
 def test_limits_must_be_positive() -> None:
     with pytest.raises(ValueError, match="positive"):
         IdempotencyKeys(None, seconds=0)  # type: ignore[arg-type]
+
+
+async def _raw_records(tmp_path: Path) -> list[dict[str, Any]]:
+    """Every stored record, read as another process would."""
+    store = await open_document_store(f"sqlite:///{tmp_path}/docs.sqlite", "litho")
+    try:
+        return await store.collection("idempotency_keys").find({})
+    finally:
+        await store.close()
+
+
+async def test_a_tenant_at_its_cap_gets_a_429_naming_the_setting_until_records_expire(
+    start: StartGateways, tmp_path: Path,
+) -> None:
+    gw = await start(max_keys_per_tenant=3, seconds=60)
+    for key in ("k1", "k2", "k3"):
+        assert (await gw.post("/things", key=key))[0] == 201
+    gw.clock.now += 20
+    status, headers, body = await gw.post("/things", key="k4")
+    assert status == 429
+    assert MAX_KEYS_SETTING in json.loads(body)["detail"]
+    assert headers["Retry-After"] == "40"  # when the oldest record expires
+    # A replay needs no slot; nor does a request without a key, nor another tenant.
+    assert (await gw.post("/things", key="k1"))[1][REPLAYED] == "true"
+    assert (await gw.post("/things", key=None))[0] == 201
+    assert (await gw.post("/things", key="k4", tenant="t2"))[0] == 201
+    assert gw.backend.calls == {"things": 5}
+    # Expired records free their slots without waiting for the sweep.
+    gw.clock.now += 41
+    status, headers, _ = await gw.post("/things", key="k4")
+    assert status == 201 and REPLAYED not in headers
+    assert len([r for r in await _raw_records(tmp_path) if r["tenantId"] == "t1"]) == 1
+
+
+async def test_replicas_racing_for_the_last_slots_never_pass_the_cap(
+    start: StartGateways, tmp_path: Path,
+) -> None:
+    gw = await start(replicas=2, max_keys_per_tenant=4)
+    answers = await asyncio.gather(*[gw.post("/things", key=f"k{i}", replica=i % 2)
+                                     for i in range(16)])
+    assert sorted(a[0] for a in answers) == [201] * 4 + [429] * 12
+    assert gw.backend.calls == {"things": 4}
+    slots = sorted(r["slot"] for r in await _raw_records(tmp_path))
+    assert len(slots) == 4 and len(set(slots)) == 4 and max(slots) < 4
+
+
+async def test_a_released_key_frees_its_slot(start: StartGateways) -> None:
+    gw = await start(max_keys_per_tenant=1)
+    gw.backend.fail_first = 1
+    assert (await gw.post("/fail", key="a"))[0] == 503  # released
+    assert (await gw.post("/fail", key="b"))[0] == 201
+    assert (await gw.post("/things", key="c"))[0] == 429
+
+
+async def test_records_kept_before_the_cap_get_a_slot_that_counts_against_none(
+    tmp_path: Path,
+) -> None:
+    store = await open_document_store(f"sqlite:///{tmp_path}/old.sqlite", "litho")
+    try:
+        old = store.collection("idempotency_keys")
+        for i in range(3):  # as the gateway kept them before slots
+            await old.insert({"_id": f"old{i}", "tenantId": "t1", "state": "done",
+                              "expiresAt": time.time() + 3600})
+        keys = IdempotencyKeys(store, max_keys_per_tenant=2)
+        await keys.prepare()  # the unique index on (tenantId, slot) needs them numbered
+        numbered = await old.find({})
+        assert len({d["slot"] for d in numbered}) == 3
+        assert all(d["slot"] >= 2**40 for d in numbered)
+        await keys.begin("t1", "new1", "f1")
+        await keys.begin("t1", "new2", "f2")
+        with pytest.raises(ResourceExhausted, match=MAX_KEYS_SETTING):
+            await keys.begin("t1", "new3", "f3")
+    finally:
+        await store.close()
+
+
+async def test_a_secret_shown_once_is_not_kept_and_a_replay_says_so(
+    start: StartGateways, tmp_path: Path,
+) -> None:
+    gw = await start()
+    status, headers, body = await gw.post("/secret")
+    assert status == 201 and json.loads(body)["secret"] == SECRET
+    status, headers, body = await gw.post("/secret")
+    assert status == 201 and headers[REPLAYED] == "true"
+    assert headers[REDACTED] == "secret" and headers["Location"] == "/secret/s1"
+    # Top-level fields only: the answer's shape is the route's, minus them.
+    assert json.loads(body) == {"id": "s1", "nested": {"secret": "x"}}
+    assert gw.backend.calls == {"secret": 1}
+    stored = json.dumps(await _raw_records(tmp_path))
+    assert "whsec_" not in stored
+    assert all("whsec_" not in base64.b64decode(r["response"]["body"]).decode()
+               for r in await _raw_records(tmp_path))
+
+
+async def test_an_answer_that_may_hold_a_secret_and_is_not_json_is_not_kept(
+    start: StartGateways, tmp_path: Path,
+) -> None:
+    gw = await start()
+    assert (await gw.post("/secret-text"))[2].decode() == SECRET
+    status, _, body = await gw.post("/secret-text")
+    assert status == 409 and "may hold a secret" in json.loads(body)["detail"]
+    assert gw.backend.calls == {"secret-text": 1}
+    assert "whsec_" not in json.dumps(await _raw_records(tmp_path))
+
+
+def _top_level_properties(schema: dict[str, Any], spec: dict[str, Any]) -> set[str]:
+    if "$ref" in schema:
+        name = schema["$ref"].removeprefix("#/components/schemas/")
+        return _top_level_properties(spec["components"]["schemas"][name], spec)
+    found = set(schema.get("properties", {}))
+    for part in schema.get("allOf", []) + schema.get("oneOf", []) + schema.get("anyOf", []):
+        found |= _top_level_properties(part, spec)
+    return found
+
+
+def test_every_secret_an_idempotent_route_answers_is_left_out_of_its_kept_copy() -> None:
+    spec = json.loads((Path(__file__).parents[2] / "services/gateway/openapi.json").read_text())
+    missing = []
+    for path, ops in spec["paths"].items():
+        post = ops.get("post")
+        if post is None or not ROUTES.get(path, False):
+            continue
+        for code, answer in post["responses"].items():
+            if not code.startswith("2") or "content" not in answer:
+                continue
+            schema = answer["content"].get("application/json", {}).get("schema", {})
+            secret_like = {name for name in _top_level_properties(schema, spec)
+                           if "secret" in name.lower()}
+            shown_once = "shown again" in answer.get("description", "")
+            if secret_like - set(SECRET_FIELDS.get(path, ())) or (
+                    shown_once and path not in SECRET_FIELDS):
+                missing.append(path)
+    assert missing == [], "list these routes' secrets in SECRET_FIELDS"
+    assert set(SECRET_FIELDS) <= {p for p, kept in ROUTES.items() if kept}
+
+
+async def test_the_gateway_builds_its_records_with_the_configured_cap(tmp_path: Path) -> None:
+    settings = GatewaySettings(data_dir=tmp_path, gateway_idempotency_max_keys_per_tenant=3)
+    async with AsyncExitStack() as stack:
+        host = Host(registry()["gateway"], settings, Endpoints(), stack)
+        store = await host.document_store()
+        keys = await _idempotency_keys(host, store)
+        assert keys.max_keys_per_tenant == 3

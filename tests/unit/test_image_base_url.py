@@ -20,10 +20,8 @@ from litho.errors import ConfigError
 from litho.renderer.v1 import renderer_pb2 as pb
 from services.gateway._formats import render_json
 from services.gateway._image_urls import check_image_base_url, image_url
-from services.gateway._images import IMMUTABLE
 from services.gateway._settings import GatewaySettings
 from services.gateway._state import Deps
-from services.renderer._pipeline import IMAGE_CACHE_CONTROL
 
 RENDER_ID = "ab" + "0123456789abcdef" * 3 + "0123456789abcd"
 GATEWAY = "http://127.0.0.1:8080"
@@ -98,10 +96,6 @@ def test_a_base_that_cannot_prefix_image_urls_is_refused_by_name(
         check_image_base_url(value)
 
 
-def test_the_renderer_stores_images_with_the_gateways_cache_control() -> None:
-    assert IMAGE_CACHE_CONTROL == IMMUTABLE == "public, max-age=31536000, immutable"
-
-
 class _Client:
     """An aiobotocore S3 client stand-in that records ``put_object``."""
 
@@ -116,11 +110,13 @@ class _Client:
 async def test_s3_stores_the_callers_cache_control_and_none_by_default() -> None:
     client = _Client()
     store = S3BlobStore(client, bucket="litho", prefix="p")
-    await store.put("outputs/ab/x.png", b"img", "image/png", cache_control=IMMUTABLE)
+    await store.put("outputs/ab/x.png", b"img", "image/png",
+                    cache_control=renders.IMMUTABLE_CACHE_CONTROL)
     await store.put("fonts/f.woff2", b"font", "font/woff2")
     image, font = client.puts
     assert image["Key"] == "p/outputs/ab/x.png"
-    assert (image["ContentType"], image["CacheControl"]) == ("image/png", IMMUTABLE)
+    assert (image["ContentType"], image["CacheControl"]) == (
+        "image/png", renders.IMMUTABLE_CACHE_CONTROL)
     assert font["ContentType"] == "font/woff2" and "CacheControl" not in font
 
 
@@ -139,6 +135,7 @@ async def test_a_cache_control_that_is_not_a_header_is_refused(bad: str, tmp_pat
 
 async def test_the_local_store_takes_a_cache_control_and_serves_the_bytes(tmp_path: Path) -> None:
     local = await LocalBlobStore.open(tmp_path, fsync=False)
-    info = await local.put("outputs/ab/x.png", b"img", "image/png", cache_control=IMMUTABLE)
+    info = await local.put("outputs/ab/x.png", b"img", "image/png",
+                           cache_control=renders.IMMUTABLE_CACHE_CONTROL)
     blob = await local.get("outputs/ab/x.png")
     assert blob is not None and blob.data == b"img" and blob.info == info

@@ -31,7 +31,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from nats.js.errors import NotFoundError
 from standardwebhooks.webhooks import Webhook
 
-from litho import messaging
+from litho import messaging, renders
 from litho.config import OutboundSettings
 from litho.events.v1 import events_pb2
 from litho.outbound import OutboundGuard
@@ -292,6 +292,25 @@ async def test_an_event_arrives_signed_at_the_matching_subscription_only(
             with pytest.raises(grpc.aio.AioRpcError) as refused:
                 await call
             assert refused.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_with_an_image_base_url_a_payloads_url_is_the_apis(
+    tmp_path: Path, nats_server: NatsServer, publisher: messaging.Publisher,
+    receiver: Receiver,
+) -> None:
+    """``LITHO_IMAGE_BASE_URL`` points a render.completed ``url`` at the blob,
+    by the rule the gateway's answers follow (``litho.renders.image_url``)."""
+    render_id = "cd" + "0123456789abcdef" * 3 + "0123456789abcd"
+    settings = settings_for(tmp_path, nats_server.url,
+                            image_base_url="https://cdn.example.test/litho/")
+    async with webhook_service(settings) as stub:
+        _, secret = await subscribe(stub, "render.completed", receiver.url("/a"))
+        await publish(publisher, COMPLETED, render_completed("tpl_a", render_id))
+        body = verified(secret, await receiver.next())
+    url = body["data"]["url"]
+    assert url == f"https://cdn.example.test/litho/outputs/cd/{render_id}.jpeg"
+    assert url == renders.image_url(PUBLIC_URL, "https://cdn.example.test/litho", render_id,
+                                    "jpeg")
 
 
 async def test_a_receiver_that_is_down_gets_the_event_on_a_retry(

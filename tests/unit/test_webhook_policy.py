@@ -7,6 +7,8 @@ from datetime import UTC, datetime
 import pytest
 from pydantic import ValidationError
 
+from litho.config import load
+from litho.errors import ConfigError
 from services.webhook._policy import (
     MAX_ERROR_CHARS,
     AttemptResult,
@@ -142,3 +144,12 @@ def test_image_urls_follow_the_webhook_setting_then_the_gateways() -> None:
         "https://b.example.com")
     with pytest.raises(ValidationError, match="http"):
         WebhookSettings(webhook_public_url="ftp://x")
+
+
+def test_the_image_base_url_is_the_gateways_setting_checked_the_same_way(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LITHO_IMAGE_BASE_URL", "https://cdn.example.com/litho/")
+    assert load(WebhookSettings).image_base_url == "https://cdn.example.com/litho"
+    monkeypatch.setenv("LITHO_IMAGE_BASE_URL", "https://user:pw@cdn.example.com")
+    with pytest.raises(ConfigError, match=r"LITHO_IMAGE_BASE_URL: .*user name or password"):
+        load(WebhookSettings)
