@@ -7,6 +7,7 @@ at start-up with a message that names the variable to set.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -46,6 +47,10 @@ class OutboundSettings(BaseSettings):
     max_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
     timeout: float = Field(default=10.0, gt=0, le=300)
     max_redirects: int = Field(default=5, ge=0, le=20)
+
+
+#: What a gRPC token may hold: it travels in a header.
+_TOKEN_TEXT = re.compile(r"[\x21-\x7e]+")
 
 
 class GrpcSettings(BaseSettings):
@@ -94,6 +99,21 @@ class GrpcSettings(BaseSettings):
                                 "LITHO_GRPC_TLS_CERT and LITHO_GRPC_TLS_KEY")
         if self.previous_token is not None and self.token is None:
             problems.append("LITHO_GRPC_PREVIOUS_TOKEN needs LITHO_GRPC_TOKEN")
+        if not self.tls:
+            given = [name for name, value in (
+                ("LITHO_GRPC_TLS_CERT", self.tls_cert), ("LITHO_GRPC_TLS_KEY", self.tls_key),
+                ("LITHO_GRPC_TLS_CA", self.tls_ca),
+                ("LITHO_GRPC_TLS_SERVER_NAME", self.tls_server_name)) if value]
+            if given:
+                # Files given and TLS forgotten would serve plaintext unnoticed.
+                problems.append(f"{', '.join(given)} set without LITHO_GRPC_TLS=true")
+        for name, token in (("LITHO_GRPC_TOKEN", self.token),
+                            ("LITHO_GRPC_PREVIOUS_TOKEN", self.previous_token)):
+            if token is not None and not _TOKEN_TEXT.fullmatch(token.get_secret_value()):
+                # A trailing newline (a secret made from `echo`) or a
+                # non-ASCII character would fail every call instead.
+                problems.append(f"{name} must be printable ASCII without spaces "
+                                "(a trailing newline?)")
         if problems:
             raise ValueError("; ".join(problems))
         return self

@@ -20,6 +20,7 @@ import asyncio
 import hmac
 import json
 import re
+import time
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any, TypeAlias
 
 import grpc
+from cryptography import x509
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from pydantic import ValidationError
@@ -62,8 +64,8 @@ _ERROR_BY_STATUS: dict[grpc.StatusCode, type[errors.LithoError]] = {
 
 Register = Callable[[Any, grpc.aio.Server], None]
 
-#: Calls a probe makes: never asked for the token.
-HEALTH_PREFIX = "/grpc.health.v1.Health/"
+#: The call a probe makes: never asked for the token.
+HEALTH_CHECK = "/grpc.health.v1.Health/Check"
 #: The metadata that carries the token.
 TOKEN_METADATA_KEY = "authorization"
 
@@ -82,6 +84,8 @@ class Security:
     #: TLS is on but this service has no certificate to serve with.
     tls_without_certificate: bool = False
     server_name: str = ""
+    #: When the certificate this service presents expires (Unix time).
+    certificate_expires: float | None = None
     token: str | None = field(default=None, repr=False)
     accepted: tuple[bytes, ...] = field(default=(), repr=False)
     health_address: str = ""
@@ -110,6 +114,7 @@ class Security:
             certificate_chain=cert if mutual else None)
         return cls(server_credentials=server, channel_credentials=channel,
                    tls_without_certificate=server is None, server_name=settings.tls_server_name,
+                   certificate_expires=_expiry(cert, "LITHO_GRPC_TLS_CERT"),
                    token=token, accepted=accepted, health_address=settings.health_address)
 
     @classmethod
@@ -122,12 +127,41 @@ class Security:
         try:
             settings = GrpcSettings.model_validate(values)
         except ValidationError as exc:
-            raise errors.ConfigError(f"invalid LITHO_GRPC_* settings: {exc}") from exc
+            # Locations and messages only: the input may be a token.
+            problems = "; ".join(
+                ("LITHO_GRPC_" + "_".join(str(p) for p in e["loc"]).upper() + ": " if e["loc"]
+                 else "") + str(e["msg"])
+                for e in exc.errors(include_input=False, include_url=False))
+            raise errors.ConfigError(f"invalid settings; set {problems}") from exc
         return cls.from_settings(settings)
 
 
 #: Neither TLS nor a token: the embedded stack on loopback.
 PLAINTEXT = Security()
+#: Seconds between checks of whether the loaded certificate has expired.
+CERTIFICATE_CHECK_SECONDS = 60.0
+
+
+def _expiry(cert: bytes | None, variable: str) -> float | None:
+    if cert is None:
+        return None
+    try:
+        return x509.load_pem_x509_certificate(cert).not_valid_after_utc.timestamp()
+    except ValueError as exc:
+        raise errors.ConfigError(f"{variable} holds no PEM certificate: {exc}") from exc
+
+
+async def _serve_until_the_certificate_expires(health: HealthServicer, expires: float) -> None:
+    """Report NOT_SERVING once the certificate read at start-up has expired:
+    every call to or from this process then fails its handshake, and a
+    liveness probe restarts it, to read the renewed files (cert-manager
+    renews them in place; a running process keeps what it read)."""
+    # Checked every minute, not one long sleep: the wall clock may jump.
+    while (left := expires - time.time()) > 0:  # noqa: ASYNC110
+        await asyncio.sleep(min(CERTIFICATE_CHECK_SECONDS, left))
+    log.error("the gRPC certificate has expired: reporting NOT_SERVING so that the "
+              "process is restarted and reads the renewed files (LITHO_GRPC_TLS_CERT)")
+    await health.enter_graceful_shutdown()
 
 
 def _pem(path: Path | None, variable: str) -> bytes | None:
@@ -180,11 +214,18 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
 
 
 class TokenInterceptor(grpc.aio.ServerInterceptor):
-    """Refuse, with UNAUTHENTICATED, every call but a health check that does
-    not carry one of the ``accepted`` tokens as ``authorization: Bearer …``."""
+    """Refuse, with UNAUTHENTICATED, every call but a health ``Check`` that
+    does not carry one of the ``accepted`` tokens as ``authorization: Bearer
+    …``, without reading its request. ``Watch`` needs the token: a stream
+    held open, its service name kept by the servicer, is not a probe's."""
+
+    #: Seconds between two warnings about refused calls (the rest are counted).
+    LOG_EVERY = 10.0
 
     def __init__(self, accepted: tuple[bytes, ...]) -> None:
         self._accepted = accepted
+        self._logged_at = float("-inf")
+        self._unlogged = 0
 
     async def intercept_service(
         self,
@@ -193,10 +234,11 @@ class TokenInterceptor(grpc.aio.ServerInterceptor):
     ) -> Handler | None:
         handler = await continuation(handler_call_details)
         method = handler_call_details.method
-        if handler is None or method.startswith(HEALTH_PREFIX) or self._carries_token(
+        if handler is None or method == HEALTH_CHECK or self._carries_token(
                 handler_call_details.invocation_metadata):
             return handler
-        return _refusing(handler, method)
+        self._note_refusal(method)
+        return _REFUSING
 
     def _carries_token(self, metadata: Any) -> bool:
         sent = b""
@@ -212,28 +254,28 @@ class TokenInterceptor(grpc.aio.ServerInterceptor):
             found |= hmac.compare_digest(offered, token)
         return found
 
+    def _note_refusal(self, method: str) -> None:
+        """A warning at most every :attr:`LOG_EVERY` seconds, with how many
+        refusals went unlogged since: a caller cannot flood the logs."""
+        now = time.monotonic()
+        if now - self._logged_at < self.LOG_EVERY:
+            self._unlogged += 1
+            return
+        log.warning("grpc calls without the internal token refused", method=method[:200],
+                    also_refused_since_last_warning=self._unlogged)
+        self._logged_at, self._unlogged = now, 0
 
-def _refusing(handler: Handler, method: str) -> Handler:
-    """A handler of ``handler``'s shape that only refuses the call."""
-    async def refuse(_request: Any, context: Context) -> Any:
-        log.warning("grpc call without the internal token refused", method=method,
-                    peer=context.peer())
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED,
-                            "this call needs the internal token (LITHO_GRPC_TOKEN)")
 
-    async def refuse_stream(request: Any, context: Context) -> AsyncIterator[Any]:
-        await refuse(request, context)
-        yield  # pragma: no cover - abort raises
+async def _refuse(_requests: Any, context: Context) -> AsyncIterator[Any]:
+    await context.abort(grpc.StatusCode.UNAUTHENTICATED,
+                        "this call needs the internal token (LITHO_GRPC_TOKEN)")
+    yield  # pragma: no cover - abort raises
 
-    codec: dict[str, Any] = {"request_deserializer": handler.request_deserializer,
-                             "response_serializer": handler.response_serializer}
-    if handler.unary_unary is not None:
-        return grpc.unary_unary_rpc_method_handler(refuse, **codec)
-    if handler.stream_unary is not None:
-        return grpc.stream_unary_rpc_method_handler(refuse, **codec)
-    if handler.unary_stream is not None:
-        return grpc.unary_stream_rpc_method_handler(refuse_stream, **codec)
-    return grpc.stream_stream_rpc_method_handler(refuse_stream, **codec)
+
+#: Every refused call, whatever its shape: a request stream never read (no
+#: deserializer), so an unauthenticated caller's message is neither parsed
+#: nor held, and an answer of nothing but the status.
+_REFUSING: Handler = grpc.stream_stream_rpc_method_handler(_refuse)
 
 
 def _unary_response(inner: Any, method: str) -> Callable[[Any, Context], Awaitable[Any]]:
@@ -358,12 +400,14 @@ async def start_server(
     ]
     if max_receive_message_bytes is not None:
         options.append(("grpc.max_receive_message_length", max_receive_message_bytes))
-    # The tracing interceptor is outermost: its span covers the whole call and
-    # records the status the error interceptor chose.
+    # Tracing comes before the error interceptor: its span covers the whole
+    # call and records the status the error interceptor chose.
     guard: list[grpc.aio.ServerInterceptor] = (
         [TokenInterceptor(security.accepted)] if security.accepted else [])
     server = grpc.aio.server(
-        interceptors=[*telemetry.grpc_server_interceptors(), *guard, ErrorInterceptor()],
+        # The token guard is outermost: a refused call starts no span (and
+        # joins no trace its caller names).
+        interceptors=[*guard, *telemetry.grpc_server_interceptors(), ErrorInterceptor()],
         # gRPC binds with SO_REUSEPORT by default: a second instance on a busy
         # port would start and silently take half the calls. Refuse instead.
         options=options)
@@ -379,17 +423,23 @@ async def start_server(
     if security.health_address:
         # Probes that cannot speak TLS (Kubernetes' native gRPC probes) ask
         # here: the same health service, nothing else, in plaintext.
-        probes = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
-        health_pb2_grpc.add_HealthServicer_to_server(health, probes)
+        probes = grpc.aio.server(options=_PROBE_SERVER_OPTIONS)
+        probes.add_generic_rpc_handlers((_check_only(health),))
         health_port = _bind(probes, security.health_address, None)
     await server.start()
     if probes is not None:
         await probes.start()
     for name in ["", *names]:
         await health.set(name, health_pb2.HealthCheckResponse.SERVING)
+    watchdog = None
+    if security.certificate_expires is not None:
+        watchdog = asyncio.create_task(_serve_until_the_certificate_expires(
+            health, security.certificate_expires), name="grpc certificate expiry")
 
     async def stop() -> None:
         log.info("stopping grpc server", grace=grace)
+        if watchdog is not None:
+            watchdog.cancel()
         await health.enter_graceful_shutdown()
         await server.stop(grace)
         if probes is not None:
@@ -400,6 +450,27 @@ async def start_server(
              tls=security.server_credentials is not None, token=bool(security.accepted),
              health_port=health_port)
     return Serving(server, port, health_port)
+
+
+#: The plaintext probe server is open to anyone who reaches the port: tiny
+#: requests, few streams at once, short connections.
+_PROBE_SERVER_OPTIONS: list[tuple[str, Any]] = [
+    ("grpc.so_reuseport", 0),
+    ("grpc.max_receive_message_length", 1024),
+    ("grpc.max_concurrent_streams", 16),
+    ("grpc.max_connection_age_ms", 60_000),
+    ("grpc.max_connection_age_grace_ms", 5_000),
+]
+
+
+def _check_only(health: HealthServicer) -> grpc.GenericRpcHandler:
+    """``grpc.health.v1.Health/Check`` of ``health`` and nothing else (no
+    ``Watch``: a stream held open by anyone is not what a probe needs)."""
+    return grpc.method_handlers_generic_handler("grpc.health.v1.Health", {
+        "Check": grpc.unary_unary_rpc_method_handler(
+            health.Check, request_deserializer=health_pb2.HealthCheckRequest.FromString,
+            response_serializer=health_pb2.HealthCheckResponse.SerializeToString),
+    })
 
 
 def _bind(server: grpc.aio.Server, address: str,

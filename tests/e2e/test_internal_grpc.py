@@ -68,6 +68,7 @@ async def test_the_documented_python_client_renders_through_the_renderer(live: L
         sys.executable, "-c", documented_client(),
         env={**os.environ,
              "LITHO_TLS_DIR": str(Path(env["LITHO_GRPC_TLS_CA"]).parent),
+             "LITHO_GRPC_TLS_SERVER_NAME": env["LITHO_GRPC_TLS_SERVER_NAME"],
              "LITHO_RENDERER_TARGET": live.stack.grpc_targets["renderer"],
              "LITHO_GRPC_TOKEN": env["LITHO_GRPC_TOKEN"],
              "LITHO_TENANT": TENANT, "LITHO_TEMPLATE_ID": template_id},

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import trustme
 
-INTERNAL_NAME = "litho-internal"
+INTERNAL_NAME = "litho-grpc.internal"
 
 
 def internal_grpc_env(root: Path) -> dict[str, str]:

@@ -288,8 +288,11 @@ def test_every_pod_carries_the_grpc_token_while_it_is_on(rendered: dict[str, Ren
     off = chart_check.render({"production": False, "grpc": {"token": {"enabled": False}}}, "off")
     for spec in _registry.SERVICES:
         assert not any(k.startswith("LITHO_GRPC_") for k in env_of(off, spec.name))
-    assert "neither TLS nor a token" in off.notes
+    assert "authenticates no caller" in off.notes
     assert "LITHO_GRPC_TOKEN" not in off.notes
+    # The token without TLS crosses the network in clear text: the notes say so.
+    assert "clear text" in rendered["default-values"].notes
+    assert "clear text" not in rendered["secure-values"].notes
 
 
 def test_production_mode_is_on_unless_turned_off(rendered: dict[str, Rendered]) -> None:
@@ -503,7 +506,17 @@ def test_a_value_of_the_wrong_type_fails_naming_it(tmp_path: Path,
     ("grpc:\n  tls: {enabled: true, secretName: t}\n  healthPort: 50051\n",
      "grpc.healthPort (50051) is components.template.ports.grpc too"),
     ("grpc:\n  token: {enabled: false}\n",
-     "production: internal gRPC needs grpc.token.enabled or grpc.tls.enabled"),
+     "production: internal gRPC must authenticate its callers"),
+    # Secrets never land in the ConfigMap or a pod spec, and config.env
+    # cannot undo the grpc section.
+    ("config:\n  env: {LITHO_GRPC_TOKEN: 0123456789abcdef0123456789abcdef}\n",
+     "invalid propertyName 'LITHO_GRPC_TOKEN'"),
+    ("components:\n  renderer:\n    env: {LITHO_RENDERER_RENDER_ID_SECRET: x}\n",
+     "invalid propertyName 'LITHO_RENDERER_RENDER_ID_SECRET'"),
+    ("config:\n  env: {LITHO_GRPC_TLS: 'false'}\n", "invalid propertyName 'LITHO_GRPC_TLS'"),
+    # TLS alone encrypts but authenticates no caller.
+    ("grpc:\n  token: {enabled: false}\n  tls: {enabled: true, secretName: t}\n",
+     "production: internal gRPC must authenticate its callers"),
     ("grpc:\n  tokens: {enabled: true}\n", "'tokens' not allowed"),
     ("secrets:\n  values:\n    LITHO_GRPC_TOKEN: too-short\n",
      "/secrets/values/LITHO_GRPC_TOKEN"),

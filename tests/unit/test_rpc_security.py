@@ -4,6 +4,8 @@ real servers and channels on loopback, certificates from a throwaway CA
 
 from __future__ import annotations
 
+import asyncio
+import datetime
 from collections.abc import Iterator
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -266,9 +268,111 @@ def test_settings_that_do_not_go_together_are_refused(tmp_path: Path) -> None:
         rpc.Security.from_environ({"LITHO_GRPC_TLS_CLIENT_AUTH": "true"})
     with pytest.raises(errors.ConfigError, match="LITHO_GRPC_PREVIOUS_TOKEN"):
         rpc.Security.from_environ({"LITHO_GRPC_PREVIOUS_TOKEN": OLD_TOKEN})
-    with pytest.raises(errors.ConfigError, match="token"):
-        rpc.Security.from_environ({"LITHO_GRPC_TOKEN": "short"})
+    # Never the value itself in the message: it may be a token pasted short.
+    pasted = "k3y-" * 7
+    with pytest.raises(errors.ConfigError, match="LITHO_GRPC_TOKEN") as short:
+        rpc.Security.from_environ({"LITHO_GRPC_TOKEN": pasted})
+    assert pasted not in str(short.value) and "k3y-k3y" not in str(short.value)
+    # A secret made from `echo` ends in a newline: refused, not sent.
+    with pytest.raises(errors.ConfigError, match=r"LITHO_GRPC_TOKEN.*newline"):
+        rpc.Security.from_environ({"LITHO_GRPC_TOKEN": TOKEN + "\n"})
+    # Certificate files given but TLS forgotten would serve plaintext.
+    with pytest.raises(errors.ConfigError, match=r"LITHO_GRPC_TLS_CERT.*LITHO_GRPC_TLS=true"):
+        rpc.Security.from_environ({"LITHO_GRPC_TLS_CERT": str(tmp_path / "c.pem"),
+                                   "LITHO_GRPC_TLS_KEY": str(tmp_path / "k.pem")})
     environ = {"LITHO_GRPC_TOKEN": TOKEN, "LITHO_GRPC_HEALTH_ADDRESS": "127.0.0.1:0"}
     security = rpc.Security.from_environ(environ)
     assert security.token == TOKEN and security.health_address == "127.0.0.1:0"
     assert security.channel_credentials is None
+
+
+async def test_an_expired_certificate_turns_health_not_serving(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A running process keeps the certificate it read; once that expires,
+    # every call fails its handshake while a plaintext probe would still
+    # say SERVING. Health turns NOT_SERVING, so a liveness probe restarts it.
+    monkeypatch.setattr(rpc, "CERTIFICATE_CHECK_SECONDS", 0.05)
+    ca = trustme.CA()
+    soon = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=2)
+    issued = ca.issue_cert(INTERNAL_NAME, "127.0.0.1", not_after=soon)
+    (tmp_path / "cert.pem").write_bytes(issued.cert_chain_pems[0].bytes())
+    (tmp_path / "key.pem").write_bytes(issued.private_key_pem.bytes())
+    settings = GrpcSettings.model_validate({
+        "tls": True, "tls_cert": tmp_path / "cert.pem", "tls_key": tmp_path / "key.pem",
+        "health_address": "127.0.0.1:0"})
+    security = rpc.Security.from_settings(settings)
+    assert security.certificate_expires == pytest.approx(soon.timestamp(), abs=1)
+    async with AsyncExitStack() as stack:
+        serving = await serve(stack, settings)
+        async with rpc.raw_channel(f"127.0.0.1:{serving.health_port}") as channel:
+            assert await healthy(channel)
+            async with asyncio.timeout(15):
+                while await healthy(channel):  # noqa: ASYNC110 - a remote state
+                    await asyncio.sleep(0.1)
+
+
+def test_a_certificate_file_that_holds_no_certificate_names_its_variable(
+        tmp_path: Path) -> None:
+    (tmp_path / "cert.pem").write_text("not a certificate")
+    (tmp_path / "key.pem").write_text("not a key")
+    settings = GrpcSettings.model_validate({
+        "tls": True, "tls_cert": tmp_path / "cert.pem", "tls_key": tmp_path / "key.pem"})
+    with pytest.raises(errors.ConfigError, match="LITHO_GRPC_TLS_CERT"):
+        rpc.Security.from_settings(settings)
+
+
+async def test_health_watch_needs_the_token_and_the_probe_port_answers_only_small_checks(
+        ) -> None:
+    settings = GrpcSettings.model_validate({"token": TOKEN, "health_address": "127.0.0.1:0"})
+    async with AsyncExitStack() as stack:
+        serving = await serve(stack, settings)
+        request = health_pb2.HealthCheckRequest(service=SERVICE)
+        async with rpc.raw_channel(f"127.0.0.1:{serving.port}") as channel:
+            stub: Any = health_pb2_grpc.HealthStub(channel)
+            assert await healthy(channel)
+            # Watch holds a stream open and its name in the servicer: not a probe's call.
+            with pytest.raises(grpc.aio.AioRpcError) as watch:
+                async for _ in stub.Watch(request, timeout=5):
+                    break
+            assert watch.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        async with rpc.raw_channel(f"127.0.0.1:{serving.health_port}") as probe:
+            stub = health_pb2_grpc.HealthStub(probe)
+            assert await healthy(probe)
+            with pytest.raises(grpc.aio.AioRpcError) as watch:
+                async for _ in stub.Watch(request, timeout=5):
+                    break
+            assert watch.value.code() == grpc.StatusCode.UNIMPLEMENTED
+            with pytest.raises(grpc.aio.AioRpcError) as big:
+                await stub.Check(health_pb2.HealthCheckRequest(service="x" * 100_000),
+                                 timeout=5)
+            assert big.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+async def test_a_refused_call_is_never_read_nor_parsed() -> None:
+    parsed: list[int] = []
+
+    def parse(data: bytes) -> bytes:
+        parsed.append(len(data))
+        return data
+
+    async def echo(request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
+        return request
+
+    def register(_servicer: Any, server: grpc.aio.Server) -> None:
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("t.Echo", {
+            "Echo": grpc.unary_unary_rpc_method_handler(echo, request_deserializer=parse)}),))
+
+    security = rpc.Security.from_settings(GrpcSettings.model_validate({"token": TOKEN}))
+    async with AsyncExitStack() as stack:
+        serving = await rpc.start_server(stack, address="127.0.0.1:0", grace=0.1,
+                                         services=[(register, None, "t.Echo")],
+                                         security=security)
+        async with rpc.raw_channel(f"127.0.0.1:{serving.port}") as channel:
+            call: Any = channel.unary_unary("/t.Echo/Echo")
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await call(b"x" * 1_000_000, timeout=5)
+            assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            assert parsed == []
+            answer = await call(b"ok", timeout=5,
+                                metadata=(("authorization", f"Bearer {TOKEN}"),))
+            assert answer == b"ok" and parsed == [2]
