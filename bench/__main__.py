@@ -121,6 +121,21 @@ class Bench:
         await self.render(variables, fmt)
         return time.perf_counter() - started
 
+    async def timed_keyed(self, variables: dict[str, Any]) -> float:
+        """A PNG render sent with a new ``Idempotency-Key`` (its record claimed,
+        then kept): what a client that retries safely pays."""
+        self.counter += 1
+        headers = {**self.headers, "Idempotency-Key": f"bench-{os.getpid()}-{self.counter}"}
+        started = time.perf_counter()
+        async with self.http.post(
+            f"{self.stack.url}/v1/templates/{self.template_id}/render",
+            json={"variables": variables, "format": "png"}, headers=headers,
+        ) as r:
+            if r.status != 200:
+                raise RuntimeError(f"render failed: {r.status} {await r.text()}")
+            await r.read()
+        return time.perf_counter() - started
+
     async def traced(self, variables: dict[str, Any]) -> tuple[str, float]:
         """A PNG render's trace id (from its ``traceparent``) and its time."""
         started = time.perf_counter()
@@ -325,6 +340,36 @@ async def tracing_overhead(traced: Bench, untraced: Bench, samples: int) -> dict
     return out
 
 
+#: Limits so high that nothing is refused: every request takes its tokens
+#: (local leases refilled from the shared store) and counts its render.
+LIMITED_ENV = {"LITHO_GATEWAY_RATE_LIMIT_PER_SECOND": "1000000",
+               "LITHO_GATEWAY_RATE_LIMIT_BURST": "10000000",
+               "LITHO_GATEWAY_KEY_RATE_LIMIT_PER_SECOND": "1000000",
+               "LITHO_GATEWAY_KEY_RATE_LIMIT_BURST": "10000000",
+               "LITHO_GATEWAY_RENDERS_PER_MONTH": "1000000000000"}
+
+
+async def middleware_overhead(plain: Bench, limited: Bench) -> dict[str, Any]:
+    """Warm hits on two stacks side by side, interleaved (the machine's drift
+    touches both alike): one as shipped (limits off), one with a rate limit, a
+    key limit and a monthly quota on every request; and, on the first, warm
+    hits each with a new Idempotency-Key."""
+    times: dict[str, list[float]] = {"off": [], "limited": [], "idempotent": []}
+    fixed = {"off": plain.variables(), "limited": limited.variables()}
+    await plain.render(fixed["off"])
+    await limited.render(fixed["limited"])
+    for _ in range(6):
+        times["off"] += [await plain.timed(fixed["off"]) for _ in range(50)]
+        times["limited"] += [await limited.timed(fixed["limited"]) for _ in range(50)]
+        times["idempotent"] += [await plain.timed_keyed(fixed["off"]) for _ in range(50)]
+    off = summary_ms(times["off"])
+    out: dict[str, Any] = {"off": off}
+    for name in ("limited", "idempotent"):
+        summary = summary_ms(times[name])
+        out[name] = {**summary, "ratio": round(summary["p50"] / off["p50"], 3)}
+    return out
+
+
 def expansion() -> dict[str, Any]:
     """Template expansion alone: a typical OG template with 10 expressions."""
     from services.template._lang._bench import bench_expand
@@ -335,7 +380,7 @@ def expansion() -> dict[str, Any]:
 
 
 SECTIONS = ("warm", "bindings", "experiments", "cold", "floor", "peer", "throughput", "tracing",
-            "soak", "stages", "batch")
+            "middleware", "soak", "stages", "batch")
 
 
 async def main(only: Sequence[str] = SECTIONS) -> None:
@@ -419,6 +464,16 @@ async def _main_stack(b: Bench, report: dict[str, Any], only: Sequence[str], *, 
                 untraced = Bench(plain, http, avatar)
                 await untraced.create_template()
                 report["tracing"] = await tracing_overhead(b, untraced, samples)
+    if "middleware" in only:
+        print("rate limits and Idempotency-Key on a warm hit…", flush=True)
+        with tempfile.TemporaryDirectory(prefix="litho-bench-limited-") as data3:
+            limits = Stack(data_dir=Path(data3), gateway_port=0, log_to_files=True,
+                           env={"LITHO_OUTBOUND_ALLOW": host_port,
+                                "LITHO_LOG_LEVEL": "WARNING", **LIMITED_ENV})
+            async with limits:
+                limited = Bench(limits, http, avatar)
+                await limited.create_template()
+                report["middleware"] = await middleware_overhead(b, limited)
     if "soak" in only:
         print(f"soak of {soak_renders} renders…", flush=True)
         report["soak"] = await soak(b, soak_renders, stack.pid("renderer"))
@@ -457,6 +512,13 @@ def _markdown(r: dict[str, Any]) -> str:
         summary.append(f"| tracing, warm hit / cold PNG, traced ÷ untraced | "
                        f"{r['tracing']['warm']['ratio']} / {r['tracing']['cold']['ratio']} "
                        "| ≤ 1.1 |")
+    if "middleware" in r:
+        mw = r["middleware"]
+        summary.append(f"| warm hit, rate limits and quota on ÷ off | {mw['limited']['ratio']} "
+                       f"(p50 {mw['limited']['p50']} / {mw['off']['p50']} ms) | ≤ 1.1 |")
+        summary.append(f"| warm hit with a new `Idempotency-Key` ÷ without | "
+                       f"{mw['idempotent']['ratio']} (p50 {mw['idempotent']['p50']} ms; a "
+                       "record claimed and kept) | reported |")
     if "jpeg" in cold:
         summary.append(f"| cold JPEG | p50 {cold['jpeg']['p50']} ms | ≤ 60 ms |")
     if "throughput" in r:
@@ -510,6 +572,27 @@ def _markdown(r: dict[str, Any]) -> str:
             *[f"| {kind} | {r['tracing'][kind]['traced']['p50']} | "
               f"{r['tracing'][kind]['untraced']['p50']} | {r['tracing'][kind]['ratio']} |"
               for kind in ("warm", "cold")],
+            "",
+        ]
+    if "middleware" in r:
+        mw = r["middleware"]
+        rows = [("limits off (as shipped)", mw["off"], "1"),
+                ("rate limit, key limit and monthly quota on", mw["limited"],
+                 mw["limited"]["ratio"]),
+                ("limits off, a new `Idempotency-Key` each", mw["idempotent"],
+                 mw["idempotent"]["ratio"])]
+        lines += [
+            "## Rate limits, quotas and `Idempotency-Key` on a warm hit",
+            "",
+            "Two stacks side by side, measured in alternation: limits off (the "
+            "default) against limits high enough that nothing is refused, so every "
+            "request takes its tokens and counts its render; and, on the first, the "
+            "same warm hit sent with a new `Idempotency-Key` (a record claimed, then "
+            "kept in the document store).",
+            "",
+            "| warm hit | p50 ms | p99 ms | ÷ limits off |",
+            "| --- | --- | --- | --- |",
+            *[f"| {name} | {m['p50']} | {m['p99']} | {ratio} |" for name, m, ratio in rows],
             "",
         ]
     if "soak" in r:
