@@ -14,12 +14,17 @@ import contextlib
 import subprocess
 import sys
 import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from pymongo import MongoClient
+from pymongo import AsyncMongoClient, MongoClient
 from pymongo.errors import PyMongoError
 
+from litho.docstore import DocumentStore, open_document_store
 from tests.support._process import ServerProcess, free_port, venv_binary
 
 _START_TIMEOUT = 20.0
@@ -94,3 +99,29 @@ def start_nx27017(workdir: Path, *, attempts: int = 3) -> Nx27017:
         with contextlib.suppress(Exception):
             server.stop()
     raise RuntimeError(f"nx-27017 did not start after {attempts} attempts; last log:\n{last}")
+
+
+@asynccontextmanager
+async def peer_stores(kind: str, tmp_path: Path, server: Nx27017 | None, *,
+                      prefix: str, count: int = 2) -> AsyncIterator[list[DocumentStore]]:
+    """``count`` document stores on the same data, each with its own
+    connection, as replicas of one service have: SQLite files under
+    ``tmp_path`` (``kind`` "sqlite"), or a fresh database of ``server``
+    ("nx27017"), dropped afterwards."""
+    if kind == "sqlite":
+        url, database = f"sqlite://{tmp_path / f'{prefix}.db'}", "unused"
+    else:
+        assert server is not None
+        url, database = server.url, f"litho_{prefix}_{uuid.uuid4().hex[:12]}"
+    stores = [await open_document_store(url, database) for _ in range(count)]
+    try:
+        yield stores
+    finally:
+        for store in stores:
+            await store.close()
+        if kind != "sqlite":
+            admin: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(url)
+            try:
+                await admin.drop_database(database)
+            finally:
+                await admin.close()

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -21,9 +20,8 @@ import pytest
 import pytest_asyncio
 from aiohttp import web
 from aiohttp.typedefs import Handler
-from pymongo import AsyncMongoClient
 
-from litho.docstore import DocumentStore, open_document_store
+from litho.docstore import DocumentStore
 from litho.errors import InvalidArgument, NotFound
 from services.gateway import limits as limits_command
 from services.gateway._keys import ApiKey, KeyStore
@@ -37,7 +35,7 @@ from services.gateway._ratelimit import (
     reserve_renders,
 )
 from services.gateway._state import API_KEY
-from tests.support.nx27017 import Nx27017, start_nx27017
+from tests.support.nx27017 import Nx27017, peer_stores, start_nx27017
 
 #: One minute before a new year (UTC): the monthly tests cross into January.
 START = datetime(2026, 12, 31, 23, 59, 0, tzinfo=UTC).timestamp()
@@ -65,23 +63,9 @@ async def peers(request: pytest.FixtureRequest,
                 tmp_path: Path) -> AsyncIterator[list[DocumentStore]]:
     """Two stores on the same data, each with its own connection, as two
     gateway processes would have."""
-    if request.param == "sqlite":
-        url, database = f"sqlite://{tmp_path / 'gateway.db'}", "unused"
-    else:
-        server: Nx27017 = request.getfixturevalue("nx27017")
-        url, database = server.url, f"litho_rl_{uuid.uuid4().hex[:12]}"
-    stores = [await open_document_store(url, database) for _ in range(2)]
-    try:
+    server = request.getfixturevalue("nx27017") if request.param == "nx27017" else None
+    async with peer_stores(request.param, tmp_path, server, prefix="rl") as stores:
         yield stores
-    finally:
-        for store in stores:
-            await store.close()
-        if request.param != "sqlite":
-            admin: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(url)
-            try:
-                await admin.drop_database(database)
-            finally:
-                await admin.close()
 
 
 @web.middleware

@@ -7,17 +7,14 @@ repositories on their own connections to the same data)."""
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 import pytest_asyncio
-from pymongo import AsyncMongoClient
 
-from litho.docstore import DocumentStore, open_document_store
+from litho.docstore import DocumentStore
 from litho.errors import ResourceExhausted
 from litho.template.v1 import template_pb2 as pb
 from services.template._lang import Engine, LangExpander
@@ -26,7 +23,7 @@ from services.template._service import Templates
 from services.template._servicer import TemplateServicer
 from services.template._settings import TemplateSettings
 from services.template._store import TemplateRepository
-from tests.support.nx27017 import Nx27017, start_nx27017
+from tests.support.nx27017 import Nx27017, peer_stores, start_nx27017
 
 SPEC = Spec(name="card", html="<p>{{ title }}</p>", width=100, height=50)
 
@@ -44,23 +41,9 @@ def nx27017(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nx27017]:
 async def peers(request: pytest.FixtureRequest,
                 tmp_path: Path) -> AsyncIterator[list[DocumentStore]]:
     """Two stores on the same data, as two template service replicas have."""
-    if request.param == "sqlite":
-        url, database = f"sqlite://{tmp_path / 'templates.db'}", "unused"
-    else:
-        server: Nx27017 = request.getfixturevalue("nx27017")
-        url, database = server.url, f"litho_cap_{uuid.uuid4().hex[:12]}"
-    stores = [await open_document_store(url, database) for _ in range(2)]
-    try:
+    server = request.getfixturevalue("nx27017") if request.param == "nx27017" else None
+    async with peer_stores(request.param, tmp_path, server, prefix="cap") as stores:
         yield stores
-    finally:
-        for store in stores:
-            await store.close()
-        if request.param != "sqlite":
-            admin: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(url)
-            try:
-                await admin.drop_database(database)
-            finally:
-                await admin.close()
 
 
 def _service(repo: TemplateRepository, cap: int) -> Templates:
