@@ -195,8 +195,10 @@ class BaseServiceSettings(BaseSettings):
     #: TLS and a token on internal gRPC (``LITHO_GRPC_*``).
     grpc: GrpcSettings = Field(default_factory=GrpcSettings)
     #: Replicas of every JetStream stream Litho creates (a NATS cluster keeps
-    #: each stream on this many servers; 1 for a single server).
-    nats_stream_replicas: int = Field(default=1, ge=1, le=5)
+    #: each stream on this many servers; 1 for a single server). Unset: new
+    #: streams get 1 and existing ones keep theirs (an operator's raise is
+    #: not undone by a start without the setting).
+    nats_stream_replicas: int | None = Field(default=None, ge=1, le=5)
     #: Production: refuse to start with an embedded part or a missing secret
     #: (see ``litho.production``); the Helm chart sets it.
     production: bool = False

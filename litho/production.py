@@ -45,6 +45,7 @@ WELL_KNOWN = frozenset({
     "test-binding-key-test-binding-key-0000",
     "test-handle-key-test-handle-key-00000",
     "test-grpc-token-test-grpc-token-00000",
+    "0123456789abcdef" * 2,
 })
 #: Words of a value someone meant to replace.
 _PLACEHOLDER_WORDS = ("changeme", "change-me", "change_me", "replace-me", "replaceme",
@@ -96,10 +97,10 @@ def check(settings: BaseServiceSettings) -> None:
 
 def problems_of(settings: BaseServiceSettings) -> Iterable[str]:
     """What :func:`check` refuses, one sentence each, naming the variable."""
-    if not settings.docstore_url.lower().startswith(("mongodb://", "mongodb+srv://")):
+    if not settings.docstore_url.strip().lower().startswith(("mongodb://", "mongodb+srv://")):
         yield ("LITHO_DOCSTORE_URL: the embedded document store (SQLite) is not shared by "
                "replicas; set a mongodb:// URL")
-    if not settings.blobstore_url.lower().startswith("s3://"):
+    if not settings.blobstore_url.strip().lower().startswith("s3://"):
         yield ("LITHO_BLOBSTORE_URL: the embedded blob store (local files) is not shared by "
                "replicas; set an s3://bucket[/prefix] URL")
     grpc = settings.grpc
@@ -139,6 +140,8 @@ def _secret_problem(settings: BaseServiceSettings, secret: Secret) -> str:
                 f"LITHO_DATA_DIR; set one of your own ({_HOW_TO_GENERATE}) and keep it")
     keys = [k.strip() for k in value.split(",")] if secret.listed else [value]
     for key in keys:
+        if not key:
+            return "an empty entry in its comma-separated list (a stray comma?)"
         weak = _weakness(key)
         if weak:
             return f"{weak}; {_HOW_TO_GENERATE}"

@@ -33,7 +33,7 @@ from services.gateway._formats import (
 )
 from services.gateway._images import image_response
 from services.gateway._problems import problem
-from services.gateway._ratelimit import reserve_renders
+from services.gateway._ratelimit import count_public_render
 from services.gateway._requests import (
     TooLarge,
     integer,
@@ -347,10 +347,10 @@ async def get_binding_image(request: web.Request) -> web.StreamResponse:
     response = await deps(request).renderer.RenderBinding(renderer_pb2.RenderBindingRequest(
         binding_id=binding_id, format=fmt.enum))
     render = response.render
-    if not render.cached:
+    if render.rendered:
         # A render this view caused counts in the owner's month (the owner is
         # known only now, so it is counted after; over the quota, a 429).
-        await reserve_renders(request, response.tenant_id, 1)
+        await count_public_render(request, response.tenant_id)
     warnings = render.warnings
     if warnings:
         # As for signed URLs: an output an asset was missing from is never kept.

@@ -53,6 +53,7 @@ from litho.messaging import Publisher
 from litho.notes import Link, NotedMemo
 from litho.renderer.v1 import renderer_pb2
 from litho.streams import EXPERIMENT_COUNT_SUBJECT
+from services.gateway._formats import stored_output_only
 from services.gateway._images import etag_matches
 from services.gateway._ratelimit import public_render
 from services.gateway._validation import query as query_of
@@ -178,8 +179,9 @@ def render_memo(seconds: float, clock: Callable[[], float] = time.time) -> Noted
 
 
 #: Runs a call of the renderer for a tenant, counting it in the tenant's month.
+#: Wraps a call of the renderer (``call(stored_only)``) for the tenant's render quota.
 Counted = Callable[
-    [str, Callable[[], Awaitable[renderer_pb2.RenderTemplateResponse]]],
+    [str, Callable[[bool], Awaitable[renderer_pb2.RenderTemplateResponse]]],
     Awaitable[renderer_pb2.RenderTemplateResponse]]
 
 
@@ -237,10 +239,12 @@ class ExperimentImages:
                 variables_json=variant.variables_json, format=fmt.enum,
                 options=served.options)
 
-            async def call() -> renderer_pb2.RenderTemplateResponse:
-                return await self.renderer.RenderTemplate(request)
+            async def call(stored_only: bool) -> renderer_pb2.RenderTemplateResponse:
+                return await self.renderer.RenderTemplate(
+                    stored_output_only(request) if stored_only else request)
 
-            response = await (call() if counted is None else counted(served.tenant_id, call))
+            response = await (call(False) if counted is None
+                              else counted(served.tenant_id, call))
             return _Render(response.render_id, response.blob_key, response.content_type,
                            warned=bool(response.warnings))
 
@@ -327,11 +331,11 @@ async def get_experiment_image(request: web.Request) -> web.StreamResponse:
     variant_id, kind = served.pick(vid, bot=bot)
 
     async def quota(tenant_id: str,
-                    call: Callable[[], Awaitable[renderer_pb2.RenderTemplateResponse]]
+                    call: Callable[[bool], Awaitable[renderer_pb2.RenderTemplateResponse]]
                     ) -> renderer_pb2.RenderTemplateResponse:
-        # Only a render the renderer had not made counts in the owner's month;
-        # views (served from memory when warm) take none of its request rate.
-        return await public_render(request, tenant_id, call, new=lambda r: not r.cached)
+        # Only a render this view made counts in the owner's month; views
+        # (served from memory when warm) take none of its request rate.
+        return await public_render(request, tenant_id, call, new=lambda r: r.rendered)
 
     render = await state.render(served, variant_id, fmt, counted=quota)
     etag = f'"{render.render_id}"'

@@ -148,3 +148,13 @@ def data_sources_header(uses: Iterable[pb.DataSourceUse]) -> str | None:
         parts.append(part)
     text = "".join(c for c in ", ".join(parts) if c.isascii() and c.isprintable())
     return text[:500] or None
+
+
+def stored_output_only(request: pb.RenderTemplateRequest
+                       ) -> pb.RenderTemplateRequest:
+    """``request`` as one the renderer answers from what is stored, never
+    rendering (CACHE_POLICY_STORED)."""
+    copy = pb.RenderTemplateRequest()
+    copy.CopyFrom(request)
+    copy.options.cache = pb.CACHE_POLICY_STORED
+    return copy

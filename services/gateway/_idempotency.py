@@ -26,7 +26,9 @@ document store, that it runs once per tenant and key.
 - A claim is a lease (``lock_seconds``), renewed while the handler runs, so
   the key of a replica that died mid-request is free again soon after.
 - Records past their time are ignored and taken over in place, and
-  :meth:`IdempotencyKeys.sweep` deletes them (run it periodically).
+  :meth:`IdempotencyKeys.sweep` deletes them (run it periodically). One
+  whose slot is at or above the cap (the cap was lowered since) is deleted
+  and claimed anew instead, so that it counts against the cap.
 - A tenant holds at most ``max_keys_per_tenant`` records, however many
   replicas share the store: each record holds a numbered slot below the cap
   (:mod:`litho.docstore.slots`, whose unique index lets one of two requests
@@ -34,11 +36,18 @@ document store, that it runs once per tenant and key.
   setting, with ``Retry-After`` until the tenant's oldest record expires;
   the tenant's expired records are deleted first, so expiry frees slots
   without waiting for the sweep. Replays, and requests without the header,
-  need no slot.
+  need no slot. Records kept before slots (an older gateway's) are deleted
+  at start-up, before the unique index is built: they are copies kept for
+  ``seconds`` at most, and losing one means only that a retry, within that
+  window, of a request made before the upgrade runs again. A gateway from
+  before slots must not run beside this one: the unique index refuses its
+  second record of a tenant, and it retries that insert until its wait ends
+  (a 409).
 - Secrets a route answers once (a webhook subscription's signing secret, a
   push binding's secret: :data:`SECRET_FIELDS`) are not kept: the stored copy
   lacks them, and a replay answers it with ``Idempotent-Redacted`` naming
-  the fields left out (a new secret comes from the route that rotates it).
+  the fields left out (a subscription's secret can be rotated; a push
+  secret only comes with a new binding).
 
 Routes are opted in by :data:`ROUTES` (POST routes by canonical path). The
 middleware must sit after authentication (the key is scoped by the caller's
@@ -90,11 +99,6 @@ KEPT_HEADERS = ("Content-Type", "Location", "Content-Disposition", "Cache-Contro
 _INLINE_HASH_BYTES = 64 * 1024
 #: First and longest pause between two looks at a key another request holds.
 _FIRST_POLL, _MAX_POLL = 0.02, 0.5
-#: Records stored before slots were kept get one from here on, at random:
-#: above every cap, so they count against none, and they expire within a day.
-_LEGACY_SLOTS = 2**40
-#: Records numbered per look while preparing (each may hold a 1 MiB body).
-_LEGACY_BATCH = 20
 
 #: Every POST route, by canonical path: True where a retry must not run the
 #: request twice (it creates something, renders, or spends money), False
@@ -202,17 +206,16 @@ class IdempotencyKeys:
     async def prepare(self) -> None:
         await self._records.ensure_index(["expiresAt"])
         await self._records.ensure_index(["tenantId", "expiresAt"])
-        await self._number_legacy()
+        # Records kept before slots have none, and the unique index cannot
+        # be built over them (nor would they count against the cap): they
+        # are replay copies of at most ``seconds``, so they go, in one
+        # delete the store runs by itself (no document is read here).
+        dropped = await self._records.delete({"slot": None})
+        if dropped:
+            log.warning("idempotency records kept before the per-tenant cap deleted; "
+                        "a retry of a request made before the upgrade runs again",
+                        records=dropped)
         await self._records.ensure_index(["tenantId", "slot"], unique=True)
-
-    async def _number_legacy(self) -> None:
-        """Give records stored before slots were kept one each, so that the
-        unique index on (tenantId, slot) can be built."""
-        while batch := await self._records.find({"slot": None}, limit=_LEGACY_BATCH):
-            for doc in batch:
-                await self._records.update(
-                    {"_id": doc["_id"], "slot": None},
-                    {"$set": {"slot": _LEGACY_SLOTS + secrets.randbelow(2**52)}})
 
     async def sweep(self) -> int:
         """Delete the records past their time; how many."""
@@ -259,6 +262,12 @@ class IdempotencyKeys:
             return False  # released between the insert and the read
         now = self._clock()
         if doc["expiresAt"] <= now or (doc["state"] == "pending" and doc["lockedUntil"] <= now):
+            if doc.get("slot", self.max_keys_per_tenant) >= self.max_keys_per_tenant:
+                # Its slot counts against no cap (the cap was lowered): taken
+                # over in place, it would stay uncounted. Deleted, the key is
+                # claimed anew in a slot below the cap (or is a 429).
+                await self._records.delete({"_id": doc_id, "claim": doc["claim"]})
+                return False
             # Past its time, or its holder died: exactly one taker wins, the
             # one whose filter still names the old claim.
             taken = await self._records.find_one_and_update(

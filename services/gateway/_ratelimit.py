@@ -23,7 +23,9 @@ replicas, ``L`` the largest lease), and a replica may refuse while another
 still holds up to ``L`` unspent tokens. A refused bucket is remembered until
 its next token is due, so a client hammering past its limit costs no store
 calls. If the store fails or is slower than ``store_timeout``, the request
-is admitted (logged): a limiter outage must not be a gateway outage.
+is admitted (logged): a limiter outage must not be a gateway outage. Renders
+admitted so are not counted, so nothing is given back for them; and a
+refund never takes a month's counter below zero.
 
 Per-tenant overrides live in the ``tenant_limits`` collection (managed by
 ``python -m services.gateway.limits``), cached per replica for
@@ -33,14 +35,15 @@ A key's own rate follows its tenant's override unless the override names one.
 Public URLs have no key but render for a tenant: a signed URL (``/r/``) for
 its signing key's tenant, an experiment image (``/s/``) and a binding image
 (``/b/``) for their owner's. Their handlers call :func:`public_render` (or,
-for ``/b/``, :func:`reserve_renders` once the renderer has named the tenant):
-a render one of them causes counts in the tenant's month when it is *new*,
-reserved before and given back when the renderer found it already rendered
-(``cached``) or failed, so that viewers reloading an image cannot spend the
-tenant's quota. (The API's render routes count every answered request,
-cache hits included: a caller asked for that render.) A signed URL also
-takes one request of the tenant's per-second limit; no per-key limit applies
-to any of them.
+for ``/b/``, :func:`count_public_render` once the renderer has named the
+tenant): a render one of them causes counts in the tenant's month when the
+renderer made it for that call (``rendered``), reserved before and given
+back otherwise, so that viewers reloading an image cannot spend the
+tenant's quota. Over the quota, what is stored is still served (the
+renderer is asked for a stored output only); else a 429 that names nothing
+of the owner. (The API's render routes count every answered request, cache
+hits included: a caller asked for that render.) Public views take none of
+the per-second limits and carry no X-RateLimit-* headers.
 
 Every authenticated response carries ``X-RateLimit-Limit``,
 ``-Remaining`` and ``-Reset`` (seconds until the limit is whole again) of the
@@ -63,7 +66,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from litho.docstore import Document, DocumentStore, DuplicateKey
-from litho.errors import FieldError, InvalidArgument, ResourceExhausted
+from litho.errors import FailedPrecondition, FieldError, InvalidArgument, ResourceExhausted
 from litho.logs import get_logger
 from services.gateway._problems import problem
 from services.gateway._state import API_KEY
@@ -227,7 +230,9 @@ class SharedCounters:
         return None if doc is None else int(doc["renders"])
 
     async def refund_renders(self, tenant_id: str, month: str, count: int) -> None:
-        await self._docs.update({"_id": f"m:{tenant_id}:{month}"},
+        """Give back ``count`` renders of the month; none when fewer are
+        counted, so that the counter never goes below zero."""
+        await self._docs.update({"_id": f"m:{tenant_id}:{month}", "renders": {"$gte": count}},
                                 {"$inc": {"renders": -count}})
 
     async def renders(self, tenant_id: str, month: str) -> int:
@@ -340,6 +345,9 @@ class Standing:
 
 
 _HEADERS = web.RequestKey("rate_limit_headers", dict[str, str])
+#: What :func:`reserve_renders` counted for a request, by tenant and month:
+#: all :func:`refund_renders` may give back.
+_COUNTED = web.RequestKey("rate_limit_counted", dict[tuple[str, str], int])
 
 
 class RateLimited(ResourceExhausted):
@@ -403,6 +411,8 @@ class RateLimiter:
             return exc.response()
         if standings:
             request[_HEADERS] = min(standings, key=_tightness).headers()
+        # The month's standing is there only when the render was counted
+        # (not when the store failed): only then is anything given back.
         if not renders or not standings or standings[-1].scope != "tenant-renders-month":
             return await handler(request)
         month, _ = month_of(self._clock())
@@ -423,7 +433,8 @@ class RateLimiter:
                     renders: int = 0) -> list[Standing]:
         """Take one request of the key (none for a public URL) and of the
         tenant, and ``renders`` of the tenant's month: where each limit
-        stands, or RateLimited."""
+        stands (the month last, and only when the renders were counted), or
+        RateLimited."""
         limits = await self._limits_of(tenant_id)
         standings = []
         if key_id is not None and limits.key_per_second > 0:
@@ -435,21 +446,26 @@ class RateLimiter:
             standings.append(await self._take(
                 ("tenant", tenant_id, limits.per_second, limits.burst)))
         if renders and limits.renders_per_month > 0:
-            standings.append(await self._reserve(tenant_id, renders, limits.renders_per_month))
+            month = await self._reserve(tenant_id, renders, limits.renders_per_month)
+            if month is not None:
+                standings.append(month)
         return standings
 
     async def reserve_renders(self, tenant_id: str, count: int) -> Standing | None:
         """Count ``count`` renders (a batch's items) against the tenant's month;
-        RateLimited when they do not fit; None when the tenant has no quota."""
+        RateLimited when they do not fit; None when nothing was counted (the
+        tenant has no quota, or the store failed and they pass uncounted), so
+        nothing is to be given back."""
         limits = await self._limits_of(tenant_id)
         if count <= 0 or limits.renders_per_month <= 0:
             return None
         return await self._reserve(tenant_id, count, limits.renders_per_month)
 
-    def refund_renders(self, tenant_id: str, count: int) -> None:
-        """Give back renders :meth:`reserve_renders` counted (their work failed)."""
+    def refund_renders(self, tenant_id: str, month: str, count: int) -> None:
+        """Give back renders of ``month`` that :meth:`reserve_renders` counted
+        (their work failed), in the background."""
         if count > 0:
-            self._refund(tenant_id, month_of(self._clock())[0], count)
+            self._refund(tenant_id, month, count)
 
     async def _limits_of(self, tenant_id: str) -> Limits:
         known = self._limits.cached(tenant_id)
@@ -507,15 +523,17 @@ class RateLimiter:
             bucket.refused_until = tat - (burst - 1) / rate
             bucket.lease_size = 1
 
-    async def _reserve(self, tenant_id: str, count: int, quota: int) -> Standing:
+    async def _reserve(self, tenant_id: str, count: int, quota: int) -> Standing | None:
+        """The month's standing once ``count`` renders are counted; None when
+        the store failed and they pass uncounted; RateLimited."""
         now = self._clock()
         month, next_month = month_of(now)
         try:
             async with asyncio.timeout(self._timeout):
                 used = await self._counters.reserve_renders(tenant_id, month, count, quota)
-        except Exception as exc:  # fail open, loudly
+        except Exception as exc:  # fail open, loudly, and uncounted
             self._warn(exc)
-            return Standing("tenant-renders-month", quota, quota, next_month - now)
+            return None
         if used is None:
             try:
                 async with asyncio.timeout(self._timeout):
@@ -605,6 +623,7 @@ async def reserve_renders(request: web.Request, tenant_id: str, count: int) -> N
     limiter = request.app.get(LIMITER)
     if limiter is None:
         return
+    month = month_of(limiter._clock())[0]
     try:
         standing = await limiter.reserve_renders(tenant_id, count)
     except RateLimited as exc:
@@ -612,33 +631,48 @@ async def reserve_renders(request: web.Request, tenant_id: str, count: int) -> N
         raise
     if standing is not None:
         request[_HEADERS] = standing.headers()
+        counted = request.get(_COUNTED)
+        if counted is None:
+            counted = request[_COUNTED] = {}
+        counted[tenant_id, month] = counted.get((tenant_id, month), 0) + count
+
+
+#: What a public URL answers over its owner's quota when the image is not
+#: stored yet: nothing of the owner's quota or usage, and a short wait (an
+#: end-of-month Retry-After would keep crawlers away after a raise).
+PUBLIC_OVER_QUOTA = "this image cannot be rendered right now; try again later"
+PUBLIC_RETRY_AFTER = 3600
 
 
 async def public_render(request: web.Request, tenant_id: str,
-                        render: Callable[[], Awaitable[_T]], *, new: Callable[[_T], bool],
-                        ) -> _T:
-    """``render()`` for a public URL (no key) of ``tenant_id``, counted as one
-    render of the tenant's month when ``new(result)`` says it was not already
-    rendered: reserved before it (RateLimited, a 429 with ``Retry-After`` and
-    the quota's headers, when the quota is used up), given back when it was a
-    cache hit or raised. A view takes none of the tenant's per-second limit
-    (a popular public URL must not starve the tenant's API calls). A bare
-    ``render()`` when the app has no limiter."""
+                        render: Callable[[bool], Awaitable[_T]], *,
+                        new: Callable[[_T], bool]) -> _T:
+    """``render(stored_only)`` for a public URL (no key) of ``tenant_id``,
+    counted as one render of the tenant's month when ``new(result)`` says
+    this call made it: reserved before, given back when nothing was rendered
+    or it raised. Over the quota, ``render(True)`` (the renderer answers a
+    stored output and never renders) still serves what exists; else a 429
+    that names nothing of the owner. A view takes none of the tenant's
+    per-second limit (a popular public URL must not starve the tenant's API
+    calls) and carries no ``X-RateLimit-*`` headers (the owner's limits are
+    not a visitor's business). A bare ``render(False)`` without a limiter."""
     limiter = request.app.get(LIMITER)
     if limiter is None:
-        return await render()
+        return await render(False)
     try:
-        standings = [s for s in [await limiter.reserve_renders(tenant_id, 1)] if s is not None]
+        standing = await limiter.reserve_renders(tenant_id, 1)
     except RateLimited as exc:
-        request[_HEADERS] = exc.standing.headers()
-        raise
-    if standings:
-        request[_HEADERS] = min(standings, key=_tightness).headers()
-    if not standings or standings[-1].scope != "tenant-renders-month":
-        return await render()
+        try:
+            return await render(True)
+        except FailedPrecondition:
+            raise ResourceExhausted(
+                PUBLIC_OVER_QUOTA, retry_after=min(exc.retry_after, PUBLIC_RETRY_AFTER)
+            ) from None
+    if standing is None or standing.scope != "tenant-renders-month":
+        return await render(False)
     month, _ = month_of(limiter._clock())
     try:
-        result = await render()
+        result = await render(False)
     except Exception:
         await limiter._give_back(tenant_id, month, 1)
         raise
@@ -647,19 +681,43 @@ async def public_render(request: web.Request, tenant_id: str,
         raise
     if not new(result):
         await limiter._give_back(tenant_id, month, 1)
-        month_standing = standings[-1]
-        standings[-1] = Standing(month_standing.scope, month_standing.limit,
-                                 month_standing.remaining + 1, month_standing.reset)
-        request[_HEADERS] = min(standings, key=_tightness).headers()
     return result
+
+
+async def count_public_render(request: web.Request, tenant_id: str) -> None:
+    """Count a render a public view has already caused (``/b/``: the owner is
+    known only from the renderer's answer) in the owner's month; over the
+    quota, the public 429 of :func:`public_render` (the output stays stored,
+    and later views of it are hits)."""
+    limiter = request.app.get(LIMITER)
+    if limiter is None:
+        return
+    try:
+        await limiter.reserve_renders(tenant_id, 1)
+    except RateLimited as exc:
+        raise ResourceExhausted(
+            PUBLIC_OVER_QUOTA, retry_after=min(exc.retry_after, PUBLIC_RETRY_AFTER)) from None
 
 
 def refund_renders(request: web.Request, tenant_id: str, count: int) -> None:
     """Give back what :func:`reserve_renders` counted when the work it was
-    for failed (a batch the renderer refused)."""
+    for failed (a batch the renderer refused): at most what it counted for
+    this request, in the month it counted them; nothing when the store
+    failed and the renders passed uncounted."""
     limiter = request.app.get(LIMITER)
-    if limiter is not None:
-        limiter.refund_renders(tenant_id, count)
+    counted = request.get(_COUNTED)
+    if limiter is None or not counted:
+        return
+    for (tenant, month), held in list(counted.items()):
+        back = min(held, count)
+        if tenant != tenant_id or back <= 0:
+            continue
+        limiter.refund_renders(tenant_id, month, back)
+        count -= back
+        if held > back:
+            counted[tenant, month] = held - back
+        else:
+            del counted[tenant, month]
 
 
 def limiter_from(store: DocumentStore, defaults: Limits, *, overrides_ttl: float = 30.0,

@@ -14,7 +14,12 @@ from litho import formats
 from litho.errors import FieldError, InvalidArgument, NotFound, PermissionDenied
 from litho.renderer.v1 import renderer_pb2
 from services.gateway import _signing
-from services.gateway._formats import data_sources_header, parse_format, response_format
+from services.gateway._formats import (
+    data_sources_header,
+    parse_format,
+    response_format,
+    stored_output_only,
+)
 from services.gateway._images import image_response
 from services.gateway._ratelimit import public_render
 from services.gateway._state import caller, deps
@@ -111,8 +116,10 @@ async def render_signed(request: web.Request) -> web.StreamResponse:
     # crawlers fetch must not starve the tenant's API calls, and each signed
     # variable set renders once.
     response = await public_render(
-        request, key.tenant_id, lambda: deps(request).renderer.RenderTemplate(render_request),
-        new=lambda r: not r.cached)
+        request, key.tenant_id,
+        lambda stored_only: deps(request).renderer.RenderTemplate(
+            stored_output_only(render_request) if stored_only else render_request),
+        new=lambda r: r.rendered)
     # An output with warnings (an asset did not load) must not be kept by a
     # CDN or browser: once the cause is fixed, the same URL renders it right.
     warnings = response.warnings

@@ -27,7 +27,7 @@ from opentelemetry import trace
 
 from litho import renders
 from litho.blobstore import BlobStore
-from litho.errors import FieldError, InvalidArgument, LithoError
+from litho.errors import FailedPrecondition, FieldError, InvalidArgument, LithoError
 from litho.logs import get_logger
 from services.renderer import _assets
 from services.renderer._assets import Asset, AssetWarning
@@ -46,6 +46,8 @@ from services.renderer._spec import (
 
 log = get_logger(__name__)
 
+#: What a stored-only request (CACHE_POLICY_STORED) answers when nothing is stored.
+NOT_RENDERED_YET = "not rendered yet, and this request may not render it"
 _tracer = trace.get_tracer("litho.renderer.pipeline")
 
 #: Part of every cache key: bump it when the same input would render differently.
@@ -93,6 +95,9 @@ class RenderRequest:
     strict_assets: bool = False
     #: Skip the stored output: render again and replace it.
     refresh: bool = False
+    #: Answer a stored output (or a reused recent render with warnings) and
+    #: never render: FailedPrecondition when there is none.
+    stored_only: bool = False
     #: Render this source instead of a stored template (``template_id`` is empty).
     inline: InlineSource | None = None
     #: Answer a render of the same input that had warnings, if it is recent
@@ -161,6 +166,9 @@ class RenderResult:
     warnings: tuple[AssetWarning, ...] = ()
     #: The template data sources this render fetched (or found in the cache).
     data_sources: tuple[DataSourceUse, ...] = ()
+    #: This call captured the output itself (not stored, shared or reused):
+    #: the work a render quota counts.
+    rendered: bool = False
 
 
 @dataclass(frozen=True)
@@ -385,6 +393,7 @@ class RenderPipeline:
             frame_count=int(output.get("frameCount", 0)),
             warnings=stored.warnings,
             data_sources=used,
+            rendered=stored.rendered,
         )
         self._events.completed(request, result, (time.perf_counter() - started) * 1000)
         return result
@@ -502,6 +511,8 @@ class RenderPipeline:
                         return recent
                     if render_id in self._inflight:
                         continue  # another render of it began meanwhile: share it
+                if request.stored_only:
+                    raise FailedPrecondition(NOT_RENDERED_YET)
                 break
             # Share the owner's outcome: its error is ours too. If it was
             # cancelled, or refused its output (strict) while we would take it

@@ -46,7 +46,7 @@ def _result_fields(r: RenderResult) -> dict[str, Any]:
         content_type=r.content_type, width=r.width, height=r.height, cached=r.cached,
         template_version=r.template_version, size_bytes=r.size_bytes, page_count=r.page_count,
         page_width_pt=r.page_width_pt, page_height_pt=r.page_height_pt,
-        frame_count=r.frame_count,
+        frame_count=r.frame_count, rendered=r.rendered,
         warnings=[pb.AssetWarning(url=w.url, outcome=w.outcome.value, reason=w.reason,
                                   hint=w.hint) for w in r.warnings[:MAX_WARNINGS]],
     )
@@ -66,7 +66,8 @@ def _request(o: pb.RenderOptions, **fields: Any) -> RenderRequest:
     """A pipeline request with the options and policies of ``o``."""
     return RenderRequest(options=options_from_proto(o),
                          strict_assets=o.assets == pb.ASSET_POLICY_STRICT,
-                         refresh=o.cache == pb.CACHE_POLICY_REFRESH, **fields)
+                         refresh=o.cache == pb.CACHE_POLICY_REFRESH,
+                         stored_only=o.cache == pb.CACHE_POLICY_STORED, **fields)
 
 
 def batch_message(doc: dict[str, Any]) -> pb.Batch:

@@ -20,8 +20,12 @@ the last template returned.
 A tenant holds at most ``LITHO_TEMPLATE_MAX_PER_TENANT`` templates, a cap
 concurrent creates on any replica cannot pass (:mod:`litho.docstore.slots`):
 each head holds a numbered ``slot`` below the cap, unique per tenant, and a
-delete frees it. Heads stored before slots existed get one at start-up
-(:meth:`TemplateRepository.prepare`), so they count against the cap.
+delete frees it. A tenant may also hold slots at or above the cap (it was over
+it at upgrade, or the cap was lowered), so a create counts the tenant once in
+and takes itself back past the cap. Heads stored before slots existed get one
+at start-up (:meth:`TemplateRepository.prepare`, linear in the heads), so they
+count against the cap; a template service from before slots must not run
+beside this one (it writes heads without a slot and drops slots on update).
 """
 
 from __future__ import annotations
@@ -72,7 +76,8 @@ _HEAD_REPAIR_AFTER: Final = 10.0
 _FIELD_BYTES: Final = 8
 _NAME_BYTES: Final = 4
 _FIXED_BYTES: Final = 128
-#: Heads without a slot read per query while numbering them at start-up.
+#: Heads read per query while numbering those without a slot at start-up
+#: (whole documents: a batch of large templates is tens of MiB).
 _NUMBER_BATCH: Final = 25
 #: The cap of a repository created without one (tests, tools): every head
 #: still takes a slot, since the unique index holds one head per slot.
@@ -183,6 +188,28 @@ def _decode_token(token: str) -> str:
         raise InvalidArgument("pageToken is not a token this API issued") from exc
 
 
+class _Slots:
+    """The slots a tenant's heads hold, as numbering learns them, and the
+    lowest that may be free."""
+
+    def __init__(self, held: list[Any]) -> None:
+        self._held: set[int] = set()
+        self._low = 0  # every slot below it is held
+        for slot in held:
+            self.hold(slot)
+
+    def hold(self, slot: Any) -> None:
+        # Slots are integers; a number stored as 3.0 clashes with 3 in the
+        # unique index. Anything else holds no slot numbering could give.
+        if isinstance(slot, int | float) and not isinstance(slot, bool) and slot == slot // 1:
+            self._held.add(int(slot))
+
+    def lowest_free(self) -> int:
+        while self._low in self._held:
+            self._low += 1
+        return self._low
+
+
 class TemplateRepository:
     def __init__(
         self, store: DocumentStore, *, version_cache_size: int,
@@ -197,37 +224,95 @@ class TemplateRepository:
     async def prepare(self) -> None:
         await self._heads.ensure_index(["tenantId"])
         await self._versions.ensure_index(["templateId"])
+        # A tenant's heads in _id order: listing, and numbering them below.
+        await self._heads.ensure_index(["tenantId", "_id"])
         await self._number_slots()
         await self._heads.ensure_index(["tenantId", "slot"], unique=True)
 
     async def _number_slots(self) -> None:
         """Give each head stored before the cap existed the lowest slot its
-        tenant has free, in ``_id`` order. Replicas starting together give
-        the same heads the same slots (each moves on only once the head before
-        is numbered, by it or another), and a head's update is conditional on
-        it having none. Heads are read a batch at a time; a slot is found by
-        counts alone."""
+        tenant has free, in ``_id`` order, a tenant at a time (linear in its
+        heads: its held slots are read once and free ones handed out in
+        memory, where a binary search of counts per head was quadratic).
+
+        Replicas starting together agree: each hands out, to the ``i``-th
+        unnumbered head of a tenant, the lowest slot not held before numbering
+        began nor by the heads before it, and writes it only while the head
+        has none. A replica that finds a head numbered meanwhile (by another,
+        under the same rule) reads its slot; a replica whose slot a create
+        took (the unique index is there from an earlier start) tries the next.
+        """
+        done: set[str] = set()
         after = ""
         while True:
             heads = await self._heads.find({"slot": None, "_id": {"$gt": after}},
                                            sort=[("_id", 1)], limit=_NUMBER_BATCH)
             for head in heads:
                 tenant_id = head.get("tenantId")
-                while isinstance(tenant_id, str):
-                    # Fewer heads than this hold a slot, so one below it is free.
-                    room = await self._heads.count({"tenantId": tenant_id}) + 1
-                    slot = await slots.free_slot(self._heads, tenant_id, room)
-                    try:
-                        await self._heads.update({"_id": head["_id"], "slot": None},
-                                                 {"$set": {"slot": slot}})
-                        break
-                    except DuplicateKey:
-                        # A create took that slot meanwhile (the unique index
-                        # is there from an earlier start): find another.
-                        continue
-                after = head["_id"]
+                if isinstance(tenant_id, str) and tenant_id not in done:
+                    done.add(tenant_id)
+                    await self._number_tenant(tenant_id, str(head["_id"]))
             if len(heads) < _NUMBER_BATCH:
                 return
+            after = heads[-1]["_id"]
+
+    async def _number_tenant(self, tenant_id: str, first: str) -> None:
+        """Number the tenant's heads without a slot, from ``first`` (its
+        first such head) on. Its held slots are read before its heads are, so
+        a head still without a slot was not numbered when they were read, nor
+        was any after it (every replica numbers in ``_id`` order); heads that
+        were are read with their slots."""
+        held = _Slots(await self._held_slots(tenant_id))
+        after: dict[str, Any] = {"$gte": first}
+        while True:
+            heads = await self._heads.find({"tenantId": tenant_id, "_id": after},
+                                           sort=[("_id", 1)], limit=_NUMBER_BATCH)
+            for head in heads:
+                if head.get("slot") is None:
+                    await self._give_slot(head["_id"], held)
+                else:
+                    held.hold(head["slot"])
+            if len(heads) < _NUMBER_BATCH:
+                return
+            after = {"$gt": heads[-1]["_id"]}
+
+    async def _held_slots(self, tenant_id: str) -> list[Any]:
+        """The slots the tenant's heads hold, read only when some hold one
+        (the usual upgrade has none). The port reads whole documents, so
+        they are read a batch at a time."""
+        numbered: dict[str, Any] = {"tenantId": tenant_id, "slot": {"$gte": 0}}
+        if not await self._heads.count(numbered):
+            return []
+        held: list[Any] = []
+        after = ""
+        while True:
+            heads = await self._heads.find({**numbered, "_id": {"$gt": after}},
+                                           sort=[("_id", 1)], limit=_NUMBER_BATCH)
+            held += [head["slot"] for head in heads]
+            if len(heads) < _NUMBER_BATCH:
+                return held
+            after = heads[-1]["_id"]
+
+    async def _give_slot(self, head_id: str, held: _Slots) -> None:
+        """Give the head the tenant's lowest free slot, if it still has none."""
+        while True:
+            slot = held.lowest_free()
+            try:
+                if await self._heads.update({"_id": head_id, "slot": None},
+                                            {"$set": {"slot": slot}}):
+                    held.hold(slot)
+                    return
+            except DuplicateKey:
+                # A create took it (the unique index is there from an earlier
+                # start): the next one.
+                held.hold(slot)
+                continue
+            # Numbered meanwhile by another replica (then by the same rule),
+            # or deleted.
+            doc = await self._heads.get(head_id)
+            if doc is not None and doc.get("slot") is not None:
+                held.hold(doc["slot"])
+            return
 
     async def count(self, tenant_id: str) -> int:
         return await self._heads.count({"tenantId": tenant_id})
@@ -253,11 +338,20 @@ class TemplateRepository:
         await self._write_version(template)
         head = {"_id": template.id, **_to_doc(template)}
         refused = await slots.insert_within(self._heads, head, limit)
-        if refused:  # others were created meanwhile
-            await self._versions.delete({"_id": f"{template.id}:1", "tenantId": tenant_id})
-            self._cache.pop((tenant_id, template.id, 1), None)
-            raise cap_reached(refused, limit)
-        return template
+        if not refused:
+            # A slot below the cap was free, but a tenant may hold slots at or
+            # above it (over the cap at upgrade, or the cap lowered), and then
+            # creates racing for its free low slots would all pass: counted
+            # after the insert, each one past the cap takes itself back (the
+            # last one in always sees all the others).
+            count = await self._heads.count({"tenantId": tenant_id})
+            if count <= limit:
+                return template
+            await self._heads.delete({"_id": template.id, "tenantId": tenant_id})
+            refused = count - 1
+        await self._versions.delete({"_id": f"{template.id}:1", "tenantId": tenant_id})
+        self._cache.pop((tenant_id, template.id, 1), None)
+        raise cap_reached(refused, limit)
 
     async def latest(self, tenant_id: str, template_id: str) -> Template:
         return _read(await self._head(tenant_id, template_id), template_id)

@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from litho.errors import InvalidArgument
+from litho.errors import FailedPrecondition, InvalidArgument
 from services.renderer import _assets
 from services.renderer._assets import Asset, AssetLog, Outcome
 from services.renderer._pipeline import CaptureSpec, Output, RenderPipeline, make_render_id
@@ -214,10 +214,23 @@ async def test_a_signed_url_reuses_a_recent_render_with_warnings() -> None:
     again = await pipeline.render(request(reuse_warned=True))
     assert capture.calls == 1 and again.render_id == first.render_id
     assert again.warnings == first.warnings and not again.cached
+    # Not cached, yet not rendered either: a quota counts only the first.
+    assert first.rendered and not again.rendered
     # API renders and refreshes always render again.
     await pipeline.render(request())
     await pipeline.render(request(reuse_warned=True, refresh=True))
     assert capture.calls == 3
+
+
+async def test_a_stored_only_request_answers_what_exists_and_never_renders() -> None:
+    _blobs, capture, _, pipeline = setup(DENIED)
+    with pytest.raises(FailedPrecondition, match="not rendered yet"):
+        await pipeline.render(request(reuse_warned=True, stored_only=True))
+    assert capture.calls == 0
+    first = await pipeline.render(request(reuse_warned=True))
+    again = await pipeline.render(request(reuse_warned=True, stored_only=True))
+    assert capture.calls == 1 and again.render_id == first.render_id
+    assert not again.rendered
 
 
 async def test_a_render_with_warnings_older_than_the_reuse_window_renders_again() -> None:

@@ -36,6 +36,7 @@ from services.gateway._idempotency import (
     ROUTES,
     SECRET_FIELDS,
     IdempotencyKeys,
+    _Claim,
     idempotency_middleware,
 )
 from services.gateway._keys import ApiKey
@@ -552,26 +553,65 @@ async def test_a_released_key_frees_its_slot(start: StartGateways) -> None:
     assert (await gw.post("/things", key="c"))[0] == 429
 
 
-async def test_records_kept_before_the_cap_get_a_slot_that_counts_against_none(
-    tmp_path: Path,
-) -> None:
+async def test_records_kept_before_the_cap_are_deleted_at_start(tmp_path: Path) -> None:
     store = await open_document_store(f"sqlite:///{tmp_path}/old.sqlite", "litho")
     try:
         old = store.collection("idempotency_keys")
+        now = time.time()
         for i in range(3):  # as the gateway kept them before slots
-            await old.insert({"_id": f"old{i}", "tenantId": "t1", "state": "done",
-                              "expiresAt": time.time() + 3600})
+            await old.insert({"_id": _doc_id("t1", f"old{i}"), "tenantId": "t1",
+                              "fingerprint": "f", "claim": "c", "state": "done",
+                              "response": {"status": 201}, "createdAt": now,
+                              "lockedUntil": now, "expiresAt": now + 3600})
+        await old.insert({"_id": "kept", "tenantId": "t2", "slot": 0, "state": "done",
+                          "expiresAt": now + 3600})
         keys = IdempotencyKeys(store, max_keys_per_tenant=2)
-        await keys.prepare()  # the unique index on (tenantId, slot) needs them numbered
-        numbered = await old.find({})
-        assert len({d["slot"] for d in numbered}) == 3
-        assert all(d["slot"] >= 2**40 for d in numbered)
+        await keys.prepare()  # the unique index on (tenantId, slot) needs them gone
+        assert [d["_id"] for d in await old.find({})] == ["kept"]
+        # A retry of a request made before the upgrade runs again.
+        assert isinstance(await keys.begin("t1", "old0", "f"), _Claim)
         await keys.begin("t1", "new1", "f1")
-        await keys.begin("t1", "new2", "f2")
         with pytest.raises(ResourceExhausted, match=MAX_KEYS_SETTING):
-            await keys.begin("t1", "new3", "f3")
+            await keys.begin("t1", "new2", "f2")
+        await keys.prepare()  # a second start deletes nothing
+        assert await old.count({}) == 3
     finally:
         await store.close()
+
+
+@pytest.mark.parametrize("slot", [2, 2**40], ids=["cap-lowered", "numbered-before"])
+async def test_an_expired_record_above_the_cap_is_claimed_anew_and_counts(
+    tmp_path: Path, slot: int,
+) -> None:
+    store = await open_document_store(f"sqlite:///{tmp_path}/docs.sqlite", "litho")
+    try:
+        clock = Clock()
+        keys = IdempotencyKeys(store, seconds=60, max_keys_per_tenant=2, clock=clock)
+        await keys.prepare()
+        records = store.collection("idempotency_keys")
+        # Kept in a slot the cap does not reach (a cap lowered since, or the
+        # previous release's numbering of records from before slots).
+        await records.insert({"_id": _doc_id("t1", "high"), "tenantId": "t1", "slot": slot,
+                              "fingerprint": "f", "claim": "c", "state": "done",
+                              "response": {"status": 201}, "createdAt": clock.now,
+                              "lockedUntil": clock.now, "expiresAt": clock.now + 60})
+        clock.now += 30
+        await keys.begin("t1", "low", "f")
+        await keys.begin("t1", "other", "f")  # the high slot counts against nothing
+        await records.delete({"_id": _doc_id("t1", "other")})
+        clock.now += 31  # "high" has expired; "low" has not
+        claim = await keys.begin("t1", "high", "f2")
+        assert isinstance(claim, _Claim)
+        taken = await records.get(_doc_id("t1", "high"))
+        assert taken is not None and taken["slot"] < 2 and taken["fingerprint"] == "f2"
+        with pytest.raises(ResourceExhausted, match=MAX_KEYS_SETTING):
+            await keys.begin("t1", "third", "f")
+    finally:
+        await store.close()
+
+
+def _doc_id(tenant: str, key: str) -> str:
+    return hashlib.sha256(f"{tenant}\n{key}".encode()).hexdigest()
 
 
 async def test_a_secret_shown_once_is_not_kept_and_a_replay_says_so(

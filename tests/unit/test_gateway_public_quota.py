@@ -1,9 +1,11 @@
 """Renders caused by public URLs count in the tenant's monthly render quota:
 a signed URL (``/r/``), an experiment image (``/s/``) and a binding image
-(``/b/``) count a render the
-renderer had to make, not a view of one already made (``cached``); past the
-quota they answer 429 with ``Retry-After`` and the X-RateLimit-* headers; a
-signed URL also takes one request of the tenant's per-second limit.
+(``/b/``) count a render the renderer made for that view (``rendered``), not
+a view of one already made, nor a reused recent render with warnings (whose
+``cached`` is false too). Past the quota, what is stored is still served
+(``/r/`` and ``/s/`` ask the renderer for a stored output only); else a 429
+that names nothing of the owner, with a short ``Retry-After``. Public views
+carry no X-RateLimit-* headers and take none of the per-second limit.
 
 The real app (real key store, real limiter and counters in SQLite, real blob
 store); the renderer is a recording fake that answers what each test says."""
@@ -54,7 +56,7 @@ def _month() -> str:
 class Edge:
     url: str
     http: aiohttp.ClientSession
-    renderer: Recorder
+    renderer: Renderer
     store: DocumentStore
     key_id: str
     secret: str
@@ -67,10 +69,14 @@ class Edge:
         sig = _signing.sign(self.secret, path, params)
         return f"{path}?{_signing.canonical_query(params)}&sig={sig}"
 
-    def answer(self, *, cached: bool, rpc: str = "RenderTemplate") -> None:
+    def answer(self, *, cached: bool, rpc: str = "RenderTemplate",
+               rendered: bool | None = None) -> None:
+        """What the renderer answers: ``rendered`` defaults to ``not cached``
+        (False with cached False: a reused render with warnings)."""
         response = rpb.RenderTemplateResponse(
             render_id=RENDER_ID, blob_key=renders.blob_key(RENDER_ID, "png"),
-            format=rpb.IMAGE_FORMAT_PNG, content_type="image/png", cached=cached)
+            format=rpb.IMAGE_FORMAT_PNG, content_type="image/png", cached=cached,
+            rendered=(not cached) if rendered is None else rendered)
         self.renderer.answers[rpc] = (
             response if rpc == "RenderTemplate"
             else rpb.RenderBindingResponse(render=response, tenant_id=self.tenant))
@@ -83,6 +89,34 @@ class Edge:
 
     async def renders(self) -> int:
         return await SharedCounters(self.store).renders(self.tenant, _month())
+
+
+class Renderer(Recorder):
+    """The recording renderer, answering a stored-only request
+    (CACHE_POLICY_STORED) as the real one does: what is stored, never a render."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        #: Whether an output is stored for a stored-only request to find.
+        self.stored = True
+
+    def __getattr__(self, name: str) -> Any:
+        call = super().__getattr__(name)
+
+        async def stored_or_call(request: Any, **kwargs: Any) -> Any:
+            if name == "RenderTemplate" and request.options.cache == rpb.CACHE_POLICY_STORED:
+                self.calls.append((name, request))
+                if not self.stored:
+                    raise errors.FailedPrecondition("not rendered yet")
+                answer = self.answers[name]
+                assert isinstance(answer, rpb.RenderTemplateResponse)
+                hit = rpb.RenderTemplateResponse()
+                hit.CopyFrom(answer)
+                hit.cached, hit.rendered = True, False
+                return hit
+            return await call(request, **kwargs)
+
+        return stored_or_call
 
 
 def _images(renderer: Recorder, blobs: BlobStore) -> ExperimentImages:
@@ -108,7 +142,7 @@ async def _edge(tmp_path: Path, limits: Limits) -> AsyncIterator[Edge]:
     found = await keys.verify(key)
     assert found is not None
     doc = load_document()
-    renderer = Recorder()
+    renderer = Renderer()
     deps = Deps(keys=keys, templates=None, renderer=renderer,  # type: ignore[arg-type]
                 webhooks=None, blobs=blobs,  # type: ignore[arg-type]
                 openapi=doc, validator=RequestValidator(doc), base_url="https://x.example",
@@ -142,14 +176,18 @@ async def test_a_signed_url_counts_new_renders_not_views_of_rendered_ones(quota:
     quota.answer(cached=False)
     status, body, headers = await quota.get(quota.signed(title="a"))
     assert (status, body) == (200, b"\x89PNG-bytes")
-    assert (headers["X-RateLimit-Scope"], headers["X-RateLimit-Limit"],
-            headers["X-RateLimit-Remaining"]) == ("tenant-renders-month", "2", "1")
+    # The owner's limits are not a visitor's business.
+    assert not any(h.startswith("X-RateLimit") for h in headers)
     assert await quota.renders() == 1
-    # Viewed again (the renderer had it): not counted, and the headers say so.
+    # Viewed again (the renderer had it): not counted.
     quota.answer(cached=True)
     for _ in range(5):
-        status, _, headers = await quota.get(quota.signed(title="a"))
-        assert status == 200 and headers["X-RateLimit-Remaining"] == "1"
+        assert (await quota.get(quota.signed(title="a")))[0] == 200
+    assert await quota.renders() == 1
+    # A recent render with warnings reused: not cached, yet nothing rendered.
+    quota.answer(cached=False, rendered=False)
+    for _ in range(5):
+        assert (await quota.get(quota.signed(title="a")))[0] == 200
     assert await quota.renders() == 1
     # A render that fails is given back.
     quota.renderer.answers["RenderTemplate"] = errors.NotFound("template not found")
@@ -158,15 +196,18 @@ async def test_a_signed_url_counts_new_renders_not_views_of_rendered_ones(quota:
     quota.answer(cached=False)
     assert (await quota.get(quota.signed(title="b")))[0] == 200
     assert await quota.renders() == 2
-    # Used up: a 429 like the API's, and the renderer is not asked.
-    calls = len(quota.renderer.calls)
+    # Used up: what is stored is still served, asked for as stored only...
+    status, body, _ = await quota.get(quota.signed(title="b"))
+    assert (status, body) == (200, b"\x89PNG-bytes")
+    _, request = quota.renderer.calls[-1]
+    assert request.options.cache == rpb.CACHE_POLICY_STORED
+    # ...and what is not, a 429 naming nothing of the owner, with a short wait.
+    quota.renderer.stored = False
     status, body, headers = await quota.get(quota.signed(title="c"))
-    assert status == 429
-    assert int(headers["Retry-After"]) >= 1
-    assert (headers["X-RateLimit-Scope"], headers["X-RateLimit-Remaining"]) == (
-        "tenant-renders-month", "0")
-    assert "LITHO_GATEWAY_RENDERS_PER_MONTH" in body["detail"]
-    assert len(quota.renderer.calls) == calls
+    assert status == 429 and 1 <= int(headers["Retry-After"]) <= 3600
+    assert not any(h.startswith("X-RateLimit") for h in headers)
+    assert "quota" not in body["detail"] and "LITHO_" not in body["detail"]
+    assert quota.renderer.calls[-1][1].options.cache == rpb.CACHE_POLICY_STORED
     assert await quota.renders() == 2
 
 
@@ -183,15 +224,18 @@ async def test_a_binding_image_counts_a_render_its_view_caused(quota: Edge) -> N
     status, _, headers = await quota.get(f"/b/{BND}.png")
     assert status == 200 and "X-RateLimit-Scope" not in headers
     assert await quota.renders() == 0
+    # A reused render with warnings: nothing rendered, nothing counted.
+    quota.answer(cached=False, rendered=False, rpc="RenderBinding")
+    assert (await quota.get(f"/b/{BND}.png"))[0] == 200
+    assert await quota.renders() == 0
     quota.answer(cached=False, rpc="RenderBinding")
-    for remaining in ("1", "0"):
+    for _ in range(2):
         status, _, headers = await quota.get(f"/b/{BND}.png")
-        assert status == 200 and headers["X-RateLimit-Remaining"] == remaining
+        assert status == 200 and not any(h.startswith("X-RateLimit") for h in headers)
     assert await quota.renders() == 2
     status, body, headers = await quota.get(f"/b/{BND}.png")
-    assert status == 429 and int(headers["Retry-After"]) >= 1
-    assert headers["X-RateLimit-Scope"] == "tenant-renders-month"
-    assert "quota of 2 renders" in body["detail"]
+    assert status == 429 and 1 <= int(headers["Retry-After"]) <= 3600
+    assert "quota" not in body["detail"] and "X-RateLimit-Scope" not in headers
     # A view of the image already rendered is served all the same.
     quota.answer(cached=True, rpc="RenderBinding")
     assert (await quota.get(f"/b/{BND}.png"))[0] == 200
@@ -213,15 +257,18 @@ async def test_an_experiment_image_counts_a_render_its_view_caused(quota: Edge) 
     quota.answer(cached=True)
     status, body, headers = await quota.get(path)
     assert (status, body) == (200, b"\x89PNG-bytes") and await quota.renders() == 0
-    assert headers["X-RateLimit-Remaining"] == "2"
+    assert not any(h.startswith("X-RateLimit") for h in headers)
     quota.answer(cached=False)
-    for remaining in ("1", "0"):
-        status, _, headers = await quota.get(path)
-        assert status == 200 and headers["X-RateLimit-Remaining"] == remaining
+    for _ in range(2):
+        assert (await quota.get(path))[0] == 200
+    assert await quota.renders() == 2
+    # Used up: the stored variant is still served; an unstored one is a 429.
+    assert (await quota.get(path))[0] == 200
+    assert quota.renderer.calls[-1][1].options.cache == rpb.CACHE_POLICY_STORED
+    quota.renderer.stored = False
     status, body, headers = await quota.get(path)
-    assert status == 429 and int(headers["Retry-After"]) >= 1
-    assert headers["X-RateLimit-Scope"] == "tenant-renders-month"
-    assert "quota of 2 renders" in body["detail"]
+    assert status == 429 and 1 <= int(headers["Retry-After"]) <= 3600
+    assert "quota" not in body["detail"]
     assert await quota.renders() == 2
 
 

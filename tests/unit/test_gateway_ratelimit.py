@@ -32,6 +32,7 @@ from services.gateway._ratelimit import (
     SharedCounters,
     TenantLimits,
     month_of,
+    refund_renders,
     reserve_renders,
 )
 from services.gateway._state import API_KEY
@@ -96,7 +97,13 @@ async def _missing(request: web.Request) -> web.Response:
 
 
 async def _batch(request: web.Request) -> web.Response:
-    await reserve_renders(request, request[API_KEY].tenant_id, int(request.query["items"]))
+    """Counts ``items``; with ``refund``, its work "fails" and that many are
+    given back (a handler's mistake may ask for more than it counted)."""
+    tenant_id = request[API_KEY].tenant_id
+    await reserve_renders(request, tenant_id, int(request.query["items"]))
+    if "refund" in request.query:
+        refund_renders(request, tenant_id, int(request.query["refund"]))
+        return web.json_response({}, status=503)
     return web.json_response({}, status=202)
 
 
@@ -114,6 +121,7 @@ class CountingCounters(SharedCounters):
         super().__init__(store)
         self.takes = 0
         self.fail = False
+        self.fail_renders = False
 
     async def take(self, bucket: str, wanted: int, *, rate: float, burst: int, now: float,
                    hint: float | None = None) -> tuple[int, float]:
@@ -121,6 +129,12 @@ class CountingCounters(SharedCounters):
         if self.fail:
             raise ConnectionError("the store is down")
         return await super().take(bucket, wanted, rate=rate, burst=burst, now=now, hint=hint)
+
+    async def reserve_renders(self, tenant_id: str, month: str, count: int,
+                              quota: int) -> int | None:
+        if self.fail_renders:
+            raise TimeoutError("the store is slower than the limiter's timeout")
+        return await super().reserve_renders(tenant_id, month, count, quota)
 
 
 @dataclass
@@ -325,6 +339,55 @@ async def test_a_batch_counts_its_items_all_or_nothing(edge: Edge) -> None:
         "tenant-renders-month", "1")
     assert headers["Retry-After"] == "60"
     assert (await edge.call(replica, "t1/k", "POST", path + "1"))[0] == 202
+
+
+async def _refunded(replica: Replica) -> None:
+    """Wait for the refunds the replica runs in the background."""
+    if replica.limiter._refunds:
+        await asyncio.wait(set(replica.limiter._refunds))
+
+
+async def test_a_failed_batch_gives_back_what_it_counted_and_no_more(edge: Edge) -> None:
+    replica = await edge.replica(limits(renders_per_month=6))
+    path = "/v1/templates/tpl/batch-render?items="
+    assert (await edge.call(replica, "t1/k", "POST", path + "3"))[0] == 202
+    assert (await edge.call(replica, "t1/k", "POST", path + "2&refund=5"))[0] == 503
+    await _refunded(replica)
+    assert await SharedCounters(edge.peers[1]).renders("t1", "2026-12") == 3
+    assert (await edge.call(replica, "t1/k", "POST", path + "3"))[0] == 202
+    assert (await edge.call(replica, "t1/k", "POST", path + "1"))[0] == 429
+
+
+async def test_renders_admitted_while_the_store_fails_are_never_given_back(
+        edge: Edge) -> None:
+    replica = await edge.replica(limits(renders_per_month=3))
+    render = ("POST", "/v1/render")
+    assert [(await edge.call(replica, "t1/k", *render))[0] for _ in range(3)] == [200] * 3
+    replica.counters.fail_renders = True
+    # Admitted uncounted (fail-open); each of these would otherwise give one back.
+    for _ in range(4):
+        assert (await edge.call(replica, "t1/k", "POST", "/v1/render?status=422"))[0] == 422
+        assert (await edge.call(replica, "t1/k", "POST", "/v1/render?replayed=1"))[0] == 200
+        assert (await edge.call(replica, "t1/k", "POST", "/v1/templates/x/render"))[0] == 404
+        assert (await edge.call(replica, "t1/k", "POST",
+                                "/v1/templates/x/batch-render?items=2&refund=2"))[0] == 503
+    replica.counters.fail_renders = False
+    await _refunded(replica)
+    assert await SharedCounters(edge.peers[1]).renders("t1", "2026-12") == 3
+    assert (await edge.call(replica, "t1/k", *render))[0] == 429
+
+
+async def test_a_refund_never_takes_the_counter_below_zero(peers: list[DocumentStore]) -> None:
+    counters = SharedCounters(peers[0])
+    assert await counters.reserve_renders("t1", "2026-12", 2, 10) == 2
+    await counters.refund_renders("t1", "2026-12", 3)
+    assert await counters.renders("t1", "2026-12") == 2
+    await counters.refund_renders("t1", "2026-12", 2)
+    await counters.refund_renders("t1", "2026-12", 1)
+    assert await counters.renders("t1", "2026-12") == 0
+    await counters.refund_renders("t1", "2027-01", 1)  # a month nothing counted in
+    assert await SharedCounters(peers[1]).renders("t1", "2027-01") == 0
+    assert await counters.reserve_renders("t1", "2026-12", 10, 10) == 10
 
 
 def _args(*argv: str) -> argparse.Namespace:

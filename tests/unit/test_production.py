@@ -215,3 +215,9 @@ async def test_the_start_up_refuses_before_building(tmp_path: Path) -> None:
                        endpoints=Endpoints()):
         pass
     assert built == ["toy"]
+
+
+def test_a_stray_comma_in_a_key_list_is_named_as_such(tmp_path: Path) -> None:
+    settings = _complete(BindingSettings, tmp_path,
+                         binding_secret_key="9f2ca1b2c3d4e5f6a1b2c3d4e5f6a1b2c3d4e5f6,")
+    assert "stray comma" in _problems(settings)

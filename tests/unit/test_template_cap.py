@@ -7,9 +7,11 @@ repositories on their own connections to the same data)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -149,6 +151,120 @@ async def test_templates_stored_before_the_cap_count_against_it(
     after = sorted((d["_id"], d["slot"])
                    for d in await peers[1].collection("templates").find({}))
     assert before == after
+
+
+def _counting(store: DocumentStore, monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
+    """Calls of each method on the ``templates`` collections ``store`` opens from now on."""
+    calls: Counter[str] = Counter()
+    real = store.collection
+
+    def counted(name: str, method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            calls[name] += 1
+            return await method(*args, **kwargs)
+        return call
+
+    def collection(name: str) -> Any:
+        coll = real(name)
+        if name == "templates":
+            for method in ("count", "find", "get", "update"):
+                monkeypatch.setattr(coll, method, counted(method, getattr(coll, method)))
+        return coll
+
+    monkeypatch.setattr(store, "collection", collection)
+    return calls
+
+
+async def test_numbering_old_templates_reads_each_once_and_counts_per_tenant(
+        peers: list[DocumentStore], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Linear in a tenant's templates: no count or search per template (which
+    made 10,000 old templates of one tenant take ~20 minutes at start-up)."""
+    await _insert_old_heads(peers[0], "big", 200)
+    await _insert_old_heads(peers[0], "small", 3)
+    calls = _counting(peers[0], monkeypatch)
+    await _prepared(peers[0], 10_000)
+    assert calls["update"] == 203  # one write per template
+    assert calls["count"] <= 2  # one per tenant
+    assert calls["find"] <= 2 * (203 // 25 + 2)  # batches of 25, read about twice
+    assert calls["get"] == 0  # nothing numbered them meanwhile
+    heads = await peers[0].collection("templates").find({"tenantId": "big"}, sort=[("_id", 1)])
+    assert [d["slot"] for d in heads] == list(range(200))
+
+
+async def test_replicas_numbering_together_around_held_slots_agree(
+        peers: list[DocumentStore]) -> None:
+    """Some heads already hold slots (an interrupted start, a head numbered by
+    hand): the rest take the lowest free ones in _id order, alike on three
+    replicas numbering at once (over several batches), and the unique index
+    builds."""
+    old = await _insert_old_heads(peers[0], "t1", 60)
+    held = {3: 0, 7: 2, 9: 5, 30: 31, 59: 40}
+    for index, slot in held.items():
+        await peers[0].collection("templates").update({"_id": old[index]},
+                                                      {"$set": {"slot": slot}})
+    replicas = await asyncio.gather(_prepared(peers[0], 60), _prepared(peers[1], 60),
+                                    _prepared(peers[1], 60))
+    free = iter(s for s in range(60) if s not in held.values())
+    expected = [held[i] if i in held else next(free) for i in range(60)]
+    heads = await peers[0].collection("templates").find({}, sort=[("_id", 1)])
+    assert [d["slot"] for d in heads] == expected
+    with pytest.raises(ResourceExhausted):
+        await replicas[2].create("t1", SPEC)
+    await replicas[0].delete("t1", old[4])  # frees slot 6
+    await replicas[1].create("t1", SPEC)
+    assert (await peers[0].collection("templates").find({"slot": 6}))[0]["_id"] != old[4]
+
+
+async def _race(one: Templates, two: Templates, tenant_id: str, racers: int) -> list[object]:
+    return list(await asyncio.gather(
+        *((one if i % 2 else two).create(tenant_id, SPEC) for i in range(racers)),
+        return_exceptions=True))
+
+
+async def _fill(templates: Templates, tenant_id: str) -> None:
+    """Create until the cap refuses."""
+    with pytest.raises(ResourceExhausted, match="LITHO_TEMPLATE_MAX_PER_TENANT"):
+        for _ in range(20):
+            await templates.create(tenant_id, SPEC)
+
+
+async def test_a_tenant_holding_slots_past_the_cap_cannot_race_past_it(
+        peers: list[DocumentStore]) -> None:
+    """Over the cap at upgrade (15 of 10), the 6 lowest slots freed: 9 held,
+    all in slots 6..14. Creates racing for slots 0..5 (each free below the cap)
+    find the tenant past it once in, and take themselves back."""
+    old = await _insert_old_heads(peers[0], "t1", 15)
+    one, two = await _prepared(peers[0], 10), await _prepared(peers[1], 10)
+    for template_id in old[:6]:
+        await one.delete("t1", template_id)
+    outcomes = await _race(one, two, "t1", 6)
+    made = [o for o in outcomes if not isinstance(o, BaseException)]
+    refused = [o for o in outcomes if isinstance(o, ResourceExhausted)]
+    assert len(made) <= 1 and len(made) + len(refused) == 6
+    assert all("LITHO_TEMPLATE_MAX_PER_TENANT" in r.message for r in refused)
+    heads = peers[0].collection("templates")
+    assert await heads.count({"tenantId": "t1"}) == 9 + len(made)
+    # A refused create leaves neither head nor version behind.
+    assert await peers[0].collection("template_versions").count({"tenantId": "t1"}) == 9 + len(
+        made)
+    await _fill(one, "t1")
+    assert await heads.count({"tenantId": "t1"}) == 10
+
+
+async def test_a_lowered_cap_holds_under_racing_creates(peers: list[DocumentStore]) -> None:
+    """10 templates made under a cap of 10, the cap lowered to 5 and the 6
+    lowest deleted: 4 held in slots 6..9, and racing creates add one at most."""
+    before = await _prepared(peers[0], 10)
+    made = [await before.create("t1", SPEC) for _ in range(10)]
+    one, two = await _prepared(peers[0], 5), await _prepared(peers[1], 5)
+    for template in made[:6]:
+        await one.delete("t1", template.id)
+    outcomes = await _race(one, two, "t1", 6)
+    assert sum(not isinstance(o, BaseException) for o in outcomes) <= 1
+    assert all(isinstance(o, ResourceExhausted) for o in outcomes if isinstance(o, BaseException))
+    await _fill(two, "t1")
+    assert await peers[0].collection("templates").count({"tenantId": "t1"}) == 5
+    assert await peers[0].collection("template_versions").count({"tenantId": "t1"}) == 5
 
 
 async def test_the_servicer_create_is_refused_at_the_cap(peers: list[DocumentStore]) -> None:
