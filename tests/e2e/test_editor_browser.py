@@ -114,11 +114,21 @@ class EditorPage:
     async def edit_text(self, locator: Locator) -> None:
         """Double-click an element of the canvas and wait until its text is
         being edited: on a loaded machine the editor takes a moment to turn
-        its rich-text editing on, and keys typed before go nowhere."""
-        await locator.dblclick()
-        await self.poll("(() => { const d = document.querySelector('#gjs iframe.gjs-frame')"
-                        ".contentDocument; return d && d.activeElement"
-                        " && d.activeElement.isContentEditable; })()")
+        its rich-text editing on, and keys typed before go nowhere. A
+        double-click that lands before the canvas has bound its handlers
+        (the frame is there, its components not yet) starts nothing: it is
+        tried again, a few times."""
+        editing = ("(() => { const d = document.querySelector('#gjs iframe.gjs-frame')"
+                   ".contentDocument; return d && d.activeElement"
+                   " && d.activeElement.isContentEditable; })()")
+        for attempt in range(4):
+            await locator.dblclick()
+            try:
+                await self.poll(editing, seconds=8.0)
+                return
+            except AssertionError:
+                if attempt == 3:
+                    raise
 
     async def exported(self) -> str:
         html: str = await self.page.evaluate("window.lithoEditor.exportHtml()")
