@@ -10,8 +10,8 @@
   carry a default deadline and turn a failed call back into the matching
   :class:`LithoError` (for a streaming response, while it is read).
 - :class:`Security` (from ``LITHO_GRPC_*``) puts both ends under TLS, mutual
-  TLS and a shared bearer token; health checks stay open to probes (and,
-  with TLS, are also served in plaintext at ``LITHO_GRPC_HEALTH_ADDRESS``).
+  TLS and a shared bearer token; ``Health/Check`` stays open to probes (and,
+  with TLS, is also served in plaintext at ``LITHO_GRPC_HEALTH_ADDRESS``).
 """
 
 from __future__ import annotations

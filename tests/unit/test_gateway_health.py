@@ -97,7 +97,7 @@ async def test_a_slow_check_is_not_ready_after_the_timeout() -> None:
     readiness = _readiness({"template": slow, "renderer": fast}, timeout=0.05)
     started = asyncio.get_running_loop().time()
     assert await readiness.not_ready() == ("template",)
-    assert asyncio.get_running_loop().time() - started < 1.0
+    assert asyncio.get_running_loop().time() - started < 4.0  # well before the 5 s check
 
 
 async def test_a_probe_that_goes_away_does_not_cancel_the_round() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import time
 from collections.abc import Iterator
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -293,7 +294,7 @@ async def test_an_expired_certificate_turns_health_not_serving(
     # say SERVING. Health turns NOT_SERVING, so a liveness probe restarts it.
     monkeypatch.setattr(rpc, "CERTIFICATE_CHECK_SECONDS", 0.05)
     ca = trustme.CA()
-    soon = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=2)
+    soon = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=4)
     issued = ca.issue_cert(INTERNAL_NAME, "127.0.0.1", not_after=soon)
     (tmp_path / "cert.pem").write_bytes(issued.cert_chain_pems[0].bytes())
     (tmp_path / "key.pem").write_bytes(issued.private_key_pem.bytes())
@@ -305,8 +306,9 @@ async def test_an_expired_certificate_turns_health_not_serving(
     async with AsyncExitStack() as stack:
         serving = await serve(stack, settings)
         async with rpc.raw_channel(f"127.0.0.1:{serving.health_port}") as channel:
-            assert await healthy(channel)
-            async with asyncio.timeout(15):
+            if time.time() < soon.timestamp() - 1:  # a loaded machine may be past it
+                assert await healthy(channel)
+            async with asyncio.timeout(20):
                 while await healthy(channel):  # noqa: ASYNC110 - a remote state
                     await asyncio.sleep(0.1)
 
