@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,7 +36,6 @@ from services.gateway._ratelimit import (
     reserve_renders,
 )
 from services.gateway._state import API_KEY
-from tests.support.nx27017 import Nx27017, peer_stores, start_nx27017
 
 #: One minute before a new year (UTC): the monthly tests cross into January.
 START = datetime(2026, 12, 31, 23, 59, 0, tzinfo=UTC).timestamp()
@@ -48,25 +47,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-@pytest.fixture(scope="module")
-def nx27017(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nx27017]:
-    server = start_nx27017(tmp_path_factory.mktemp("nx27017"))
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest_asyncio.fixture(params=["sqlite", "nx27017"])
-async def peers(request: pytest.FixtureRequest,
-                tmp_path: Path) -> AsyncIterator[list[DocumentStore]]:
-    """Two stores on the same data, each with its own connection, as two
-    gateway processes would have."""
-    server = request.getfixturevalue("nx27017") if request.param == "nx27017" else None
-    async with peer_stores(request.param, tmp_path, server, prefix="rl") as stores:
-        yield stores
 
 
 @web.middleware

@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
-import pytest_asyncio
 
 from litho.docstore import DocumentStore
 from litho.errors import ResourceExhausted
@@ -25,27 +23,8 @@ from services.template._service import Templates
 from services.template._servicer import TemplateServicer
 from services.template._settings import TemplateSettings
 from services.template._store import TemplateRepository
-from tests.support.nx27017 import Nx27017, peer_stores, start_nx27017
 
 SPEC = Spec(name="card", html="<p>{{ title }}</p>", width=100, height=50)
-
-
-@pytest.fixture(scope="module")
-def nx27017(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nx27017]:
-    server = start_nx27017(tmp_path_factory.mktemp("nx27017"))
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest_asyncio.fixture(params=["sqlite", "nx27017"])
-async def peers(request: pytest.FixtureRequest,
-                tmp_path: Path) -> AsyncIterator[list[DocumentStore]]:
-    """Two stores on the same data, as two template service replicas have."""
-    server = request.getfixturevalue("nx27017") if request.param == "nx27017" else None
-    async with peer_stores(request.param, tmp_path, server, prefix="cap") as stores:
-        yield stores
 
 
 def _service(repo: TemplateRepository, cap: int) -> Templates:
