@@ -375,6 +375,7 @@ async def start_server(
     grace: float,
     max_receive_message_bytes: int | None = None,
     security: Security = PLAINTEXT,
+    address_variable: str = "the listen address",
 ) -> Serving:
     """Start a server on ``address`` (``host:port``; port 0 picks a free one).
 
@@ -417,7 +418,7 @@ async def start_server(
     for register, servicer, name in services:
         register(servicer, server)
         names.append(name)
-    port = _bind(server, address, security.server_credentials)
+    port = _bind(server, address, security.server_credentials, address_variable)
     probes: grpc.aio.Server | None = None
     health_port = None
     if security.health_address:
@@ -425,7 +426,7 @@ async def start_server(
         # here: the same health service, nothing else, in plaintext.
         probes = grpc.aio.server(options=_PROBE_SERVER_OPTIONS)
         probes.add_generic_rpc_handlers((_check_only(health),))
-        health_port = _bind(probes, security.health_address, None)
+        health_port = _bind(probes, security.health_address, None, "LITHO_GRPC_HEALTH_ADDRESS")
     await server.start()
     if probes is not None:
         await probes.start()
@@ -474,7 +475,7 @@ def _check_only(health: HealthServicer) -> grpc.GenericRpcHandler:
 
 
 def _bind(server: grpc.aio.Server, address: str,
-          credentials: grpc.ServerCredentials | None) -> int:
+          credentials: grpc.ServerCredentials | None, variable: str) -> int:
     try:
         if credentials is None:
             port = server.add_insecure_port(address)
@@ -486,7 +487,7 @@ def _bind(server: grpc.aio.Server, address: str,
     else:
         reason = "is it in use?"
     if port == 0:
-        raise errors.ConfigError(f"cannot bind gRPC address {address!r}: {reason}")
+        raise errors.ConfigError(f"cannot bind gRPC address {address!r} ({variable}): {reason}")
     return port
 
 

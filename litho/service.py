@@ -184,12 +184,12 @@ class Host(Generic[S]):
             serving = await rpc.start_server(
                 self.stack, address=self.endpoints.listen, services=services,
                 grace=self.settings.shutdown_grace,
-                max_receive_message_bytes=max_receive_message_bytes, security=self.security)
+                max_receive_message_bytes=max_receive_message_bytes, security=self.security,
+                address_variable=self.spec.address_env)
         except ConfigError as exc:
-            # Name the variable to fix.
-            raise ConfigError(
-                f"{self.spec.name} cannot listen on {self.endpoints.listen!r} "
-                f"({self.spec.address_env}): {exc}") from exc
+            # Each message names the variable to fix (the listen or the
+            # health address, the TLS files).
+            raise ConfigError(f"{self.spec.name} cannot serve gRPC: {exc}") from exc
         self.grpc_port = serving.port
         self.health_port = serving.health_port
         return serving.port

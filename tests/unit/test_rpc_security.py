@@ -378,3 +378,14 @@ async def test_a_refused_call_is_never_read_nor_parsed() -> None:
             answer = await call(b"ok", timeout=5,
                                 metadata=(("authorization", f"Bearer {TOKEN}"),))
             assert answer == b"ok" and parsed == [2]
+
+
+async def test_a_health_address_that_cannot_be_bound_names_its_own_variable() -> None:
+    async with AsyncExitStack() as stack:
+        serving = await serve(stack, GrpcSettings())
+        taken = GrpcSettings.model_validate({"health_address": f"127.0.0.1:{serving.port}"})
+        with pytest.raises(errors.ConfigError, match="LITHO_GRPC_HEALTH_ADDRESS") as failed:
+            await rpc.start_server(stack, address="127.0.0.1:0", services=SERVICES, grace=0.1,
+                                   security=rpc.Security.from_settings(taken),
+                                   address_variable="LITHO_TEMPLATE_GRPC_ADDRESS")
+        assert "LITHO_TEMPLATE_GRPC_ADDRESS" not in str(failed.value)
